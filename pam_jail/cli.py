@@ -1,0 +1,86 @@
+"""`pam-jail <subcommand>`: the administrator's command.
+
+Each tool module exposes `register(sub)` that adds its subcommand parsers with
+`set_defaults(func=handler)`; a handler takes the parsed args and returns an exit
+status. This is the one place that turns PamJailError into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pam_jail import __version__
+from pam_jail.errors import ConfigError, PamJailError, UnsafeJail
+
+# Modules that contribute subcommands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "pam_jail.build",
+    "pam_jail.sshd_config",
+    "pam_jail.inspect",
+)
+
+EPILOG = """\
+exit status:
+  0 success; 1 error; 2 usage; 3 bad config; 4 unsafe jail; 5 denied;
+  6 confinement failed; 7 build failed
+
+files:
+  /etc/pam_jail/jails.ini   which user or group goes to which jail (root-owned)
+  JAIL/etc/pam_jail/lsh.ini the limited shell's allow-list, read inside the jail
+
+See README.md and docs/ for the login paths (PAM module, pam-jail-shell).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pam-jail",
+        description="Build, check and wire up login jails (PAM module and login-shell entry).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pam-jail {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def report(err: PamJailError) -> None:
+    print(f"pam_jail: {err}", file=sys.stderr)
+    problems = getattr(err, "problems", None)
+    if isinstance(err, (ConfigError, UnsafeJail)) and problems:
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+    if err.hint:
+        print(f"hint: {err.hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        status: int = func(args)
+    except PamJailError as err:
+        report(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""Every privileged step of pam_jail, in one module. Nothing else calls unshare, mount,
+chroot, pivot_root, setuid or capset.
+
+The two sequences read top to bottom:
+
+  confine_pam_session()   -- root, inside the PAM service (sshd, login, su ...):
+      new mount/IPC/UTS/net namespaces -> mounts private -> bind jail on itself
+      nosuid,nodev -> devpts inside the jail -> chroot through the checked fd ->
+      chdir home -> no_new_privs.  The service itself then drops to the user's ids.
+
+  confine_unprivileged()  -- as the user, from the login shell (pam-jail-shell):
+      new user namespace (uid/gid mapped to themselves) + mount/PID/IPC/UTS/net ->
+      fork (the child is PID 1 of the new PID namespace) -> mounts private -> bind jail
+      nosuid,nodev -> /proc of the new PID namespace -> pivot_root, old root detached ->
+      no nested user namespaces -> chdir home -> drop bounding set and capabilities ->
+      no_new_privs -> prove the drop.
+
+Each step is a small function that raises ConfineError naming the action, the object
+and errno's text ("mount devpts on /srv/j/dev/pts: Operation not permitted").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import struct
+from collections.abc import Callable
+
+from pam_jail.errors import ConfineError
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+SYS_pivot_root = 155
+SYS_capget = 125
+SYS_capset = 126
+SYS_close_range = 436
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                        ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+
+def _fail(action: str, err: int | None = None) -> ConfineError:
+    code = ctypes.get_errno() if err is None else err
+    return ConfineError(f"{action}: {os.strerror(code)}")
+
+
+def _check(result: int, action: str) -> int:
+    if result < 0:
+        raise _fail(action)
+    return result
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+# --- single steps -----------------------------------------------------------------
+
+def close_fds(keep: tuple[int, ...] = ()) -> None:
+    """Close every fd above 2 except `keep`: close_range(2), else /proc/self/fd."""
+    low = 3
+    ranges: list[tuple[int, int]] = []
+    for fd in sorted(k for k in keep if k >= 3):
+        if fd > low:
+            ranges.append((low, fd - 1))
+        low = fd + 1
+    ranges.append((low, 0xFFFFFFFF))
+    for first, last in ranges:
+        if _libc.syscall(SYS_close_range, first, last, 0) == 0:
+            continue
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if first <= fd <= last:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def unshare(flags: int, what: str) -> None:
+    _check(_libc.unshare(flags), f"unshare {what}")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None, *, what: str = "") -> None:
+    result = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+    _check(result, f"mount {what or fstype or source} on {target}")
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), flags), f"umount {target}")
+
+
+def prctl(option: int, arg2: int = 0, what: str = "prctl") -> int:
+    return _check(_libc.prctl(option, arg2, 0, 0, 0), what)
+
+
+def make_mounts_private() -> None:
+    """Nothing we mount from here on propagates back to the host."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE, what="private propagation")
+
+
+def _kept_flags(path: str) -> int:
+    """Flags a bind remount must keep (locked in a user namespace)."""
+    f = os.statvfs(path).f_flag
+    pairs = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
+             (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+    return sum(ms for st, ms in pairs if f & st)
+
+
+def bind_jail_nosuid(jail_fd: int, root: str) -> None:
+    """Bind the checked jail directory on its own path, then remount nosuid,nodev:
+    setuid files and device nodes in the jail lose their power. The source is the path:
+    the checked fd belongs to the old mount namespace (mount(2) refuses it with EINVAL);
+    reopen_bound() then proves the path still names the checked directory."""
+    mount(root, root, None, MS_BIND | MS_REC, what=f"bind {root}")
+    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | _kept_flags(root)
+    mount(None, root, None, flags, what="nosuid,nodev remount")
+
+
+def reopen_bound(jail_fd: int, root: str) -> int:
+    """After the bind: open the jail path again (it now resolves to the new mount),
+    check it is the same directory we checked and that nosuid,nodev took effect."""
+    try:  # the path's components were checked root-owned: only root could swap them
+        fd = os.open(root, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise ConfineError(f"reopen {root}: {err}") from None
+    old, new = os.fstat(jail_fd), os.fstat(fd)
+    flags = os.fstatvfs(fd).f_flag
+    if (old.st_dev, old.st_ino) != (new.st_dev, new.st_ino):
+        os.close(fd)
+        raise ConfineError(f"reopen {root}: not the directory that was checked")
+    if not (flags & os.ST_NOSUID and flags & os.ST_NODEV):
+        os.close(fd)
+        raise ConfineError(f"remount {root}: nosuid,nodev did not take effect")
+    os.close(jail_fd)
+    return fd
+
+
+def mount_devpts(root: str, tty_gid: int) -> None:
+    """A private devpts instance for ptys inside the jail (needs JAIL/dev/pts)."""
+    target = f"{root}/dev/pts"
+    if not os.path.isdir(target):
+        raise ConfineError(f"mount devpts on {target}: no such directory",
+                           hint="build the jail with the 'ptys' profile")
+    mount("devpts", target, "devpts", MS_NOSUID | MS_NOEXEC,
+          f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}")
+
+
+def mount_proc(root: str) -> None:
+    target = f"{root}/proc"
+    if os.path.isdir(target):
+        mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def chroot_fd(jail_fd: int, root: str) -> None:
+    """chroot into the directory we checked (by fd), then chdir("/") inside it."""
+    try:
+        os.fchdir(jail_fd)
+        os.chroot(".")
+        os.chdir("/")
+    except OSError as err:
+        raise _fail(f"chroot {root}", err.errno) from None
+
+
+def pivot_into(jail_fd: int, root: str) -> None:
+    """pivot_root into the (bind-mounted) jail and detach the old root entirely."""
+    try:
+        os.fchdir(jail_fd)
+    except OSError as err:
+        raise _fail(f"chdir {root}", err.errno) from None
+    os.close(jail_fd)
+    _check(_libc.syscall(SYS_pivot_root, b".", b"."), f"pivot_root {root}")
+    umount(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def chdir_home(home: str) -> None:
+    try:
+        os.chdir(home)
+    except OSError as err:
+        raise _fail(f"chdir {home}", err.errno) from None
+
+
+def write_file(path: str, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise _fail(f"write {path}", err.errno) from None
+
+
+def map_ids(uid: int, gid: int) -> None:
+    """In the new user namespace the user stays itself; nobody else is mapped."""
+    write_file("/proc/self/setgroups", "deny")
+    write_file("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    write_file("/proc/self/gid_map", f"{gid} {gid} 1\n")
+
+
+def forbid_nested_userns() -> None:
+    """max_user_namespaces is per user namespace: 0 here means the jailed user cannot
+    create a nested one (the host's value is unchanged)."""
+    write_file("/proc/sys/user/max_user_namespaces", "0")
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl PR_SET_NO_NEW_PRIVS")
+
+
+def _last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as fh:
+            return int(fh.read())
+    except OSError:
+        return 40
+
+
+def drop_bounding_set() -> None:
+    for cap in range(_last_cap() + 1):
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() != errno.EINVAL:
+            raise _fail(f"drop capability {cap} from the bounding set")
+
+
+def _capget() -> tuple[int, int, int]:
+    header = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0))
+    data = ctypes.create_string_buffer(24)
+    _check(_libc.syscall(SYS_capget, header, data), "capget")
+    e0, p0, i0, e1, p1, i1 = struct.unpack("6I", data.raw)
+    return e0 | e1 << 32, p0 | p1 << 32, i0 | i1 << 32
+
+
+def clear_capabilities() -> None:
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0))
+    data = ctypes.create_string_buffer(bytes(24))
+    _check(_libc.syscall(SYS_capset, header, data), "capset (clear all)")
+
+
+def switch_ids(uid: int, gid: int, groups: list[int]) -> None:
+    """setgroups -> setresgid -> setresuid (OpenSSH's permanently_set_uid order)."""
+    if uid == 0:
+        raise ConfineError("switch to uid 0: refused (never root inside a jail)")
+    try:
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as err:
+        raise _fail(f"switch to uid {uid} gid {gid}", err.errno) from None
+
+
+def prove_dropped(uid: int, gid: int) -> None:
+    """Try to regain what was dropped; any success aborts the login."""
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+        raise ConfineError(f"verify ids: still {os.getresuid()}/{os.getresgid()}")
+    for attempt in (lambda: os.setuid(0), lambda: os.setresuid(-1, 0, -1),
+                    lambda: os.setgid(0)):
+        try:
+            attempt()
+        except OSError:
+            continue
+        raise ConfineError("verify privilege drop: regaining uid/gid 0 succeeded")
+    eff, perm, inh = _capget()
+    if eff or perm or inh:
+        raise ConfineError(f"verify privilege drop: capabilities left "
+                           f"(eff={eff:#x} perm={perm:#x} inh={inh:#x})")
+    if _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1:
+        raise ConfineError("verify privilege drop: no_new_privs is not set")
+
+
+def set_hostname(name: str) -> None:
+    try:
+        import socket
+        socket.sethostname(name[:64])
+    except OSError as err:
+        raise _fail(f"sethostname {name[:64]}", err.errno) from None
+
+
+# --- the two sequences -------------------------------------------------------------
+
+def confine_pam_session(jail_fd: int, root: str, home: str, *, network: bool, devpts: bool,
+                        tty_gid: int, hostname: str) -> None:
+    """Root, in the PAM service's process, before the service drops to the user."""
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
+    unshare(flags, "mount/IPC/UTS/net namespaces")          # 1. own namespaces
+    make_mounts_private()                                   # 2. no propagation to host
+    bind_jail_nosuid(jail_fd, root)                         # 3. jail nosuid,nodev
+    jail_fd = reopen_bound(jail_fd, root)                   #    enter the new mount
+    if devpts:
+        mount_devpts(root, tty_gid)                         # 4. ptys inside the jail
+    if hostname:
+        set_hostname(hostname)                              # 5. jail's own hostname
+    chroot_fd(jail_fd, root)                                # 6. enter the checked dir
+    os.close(jail_fd)                                       # 7. no fd to the host left
+    chdir_home(home)                                        # 8. home inside the jail
+    set_no_new_privs()                                      # 9. no setuid gains later
+
+
+def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: int,
+                         network: bool, proc: bool, hostname: str,
+                         on_parent: Callable[[int], int]) -> None:
+    """As the user (no privileges on the host). Returns in the child only, confined;
+    the parent runs `on_parent(child_pid)` and exits with its result."""
+    if uid == 0 or os.geteuid() == 0:
+        raise ConfineError("confine as root: refused (the login shell runs as the user)")
+    flags = (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+             | (0 if network else CLONE_NEWNET))
+    unshare(flags, "user/mount/PID/IPC/UTS/net namespaces")  # 1. own namespaces
+    map_ids(uid, gid)                                        # 2. user stays itself
+    forbid_nested_userns()                                   # 3. no nested userns
+    pid = os.fork()                                          # 4. child = PID 1
+    if pid:
+        os.close(jail_fd)
+        drop_bounding_set()
+        clear_capabilities()
+        set_no_new_privs()
+        os._exit(on_parent(pid))
+    make_mounts_private()                                    # 5. no propagation
+    bind_jail_nosuid(jail_fd, root)                          # 6. jail nosuid,nodev
+    jail_fd = reopen_bound(jail_fd, root)                    #    the new mount
+    if proc:
+        mount_proc(root)                                     # 7. /proc of this PID ns
+    if hostname:
+        set_hostname(hostname)                               # 8. jail's hostname
+    pivot_into(jail_fd, root)                                # 9. old root detached
+    chdir_home(home)                                         # 10. home in the jail
+    drop_bounding_set()                                      # 11. no capabilities
+    clear_capabilities()
+    set_no_new_privs()                                       # 12. no setuid gains
+    prove_dropped(uid, gid)                                  # 13. try to regain: fail
+
+
+def relay_child(pid: int) -> int:
+    """The parent outside the PID namespace: forward termination signals to the child,
+    wait for it, return its exit status the way a shell would."""
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL if signum in (signal.SIGHUP, signal.SIGTERM)
+                    else signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return 1
+        except InterruptedError:
+            continue
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status)
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)

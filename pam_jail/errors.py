@@ -1,0 +1,59 @@
+"""One exception hierarchy; each class carries its exit code (click's pattern).
+
+Messages follow `pam_jail: <action> <object>: <reason>`; cli.main() is the one place
+that turns these into a line on stderr and an exit status.
+"""
+
+from __future__ import annotations
+
+
+class PamJailError(Exception):
+    """Base class. `str(err)` is the one line shown to the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(PamJailError):
+    exit_code = 2
+
+
+class ConfigError(PamJailError):
+    """Config file unreadable, unsafe or invalid. `problems` lists every error found."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, problems: list[str] | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = problems or []
+
+
+class UnsafeJail(PamJailError):
+    """The jail failed a safety check; `problems` lists them."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, problems: list[str] | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = problems or []
+
+
+class Denied(PamJailError):
+    """A login or command refused by policy."""
+
+    exit_code = 5
+
+
+class ConfineError(PamJailError):
+    """A privileged step failed (syscall error)."""
+
+    exit_code = 6
+
+
+class BuildError(PamJailError):
+    exit_code = 7

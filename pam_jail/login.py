@@ -1,0 +1,29 @@
+"""The admission decision shared by both login entries (PAM module, pam-jail-shell):
+who is this user, which jail, is that jail safe right now. Refusals raise."""
+
+from __future__ import annotations
+
+from pam_jail.config import DEFAULT_PATH, Config, load_config
+from pam_jail.errors import Denied, UnsafeJail
+from pam_jail.resolve import Identity, Jail, identity_from_passwd, is_shell_entry, resolve
+from pam_jail.safety import check_jail
+
+
+def admit(user: str | int, config_path: str = DEFAULT_PATH) -> tuple[Identity, Config,
+                                                                       Jail | None]:
+    """Identity from the real passwd database, jail from root-owned config, jail
+    checked. Returns jail None for a user in no jail (the caller decides by
+    cfg.unmapped). Raises Denied, ConfigError or UnsafeJail."""
+    ident = identity_from_passwd(user)
+    cfg = load_config(config_path)
+    jail = resolve(ident, cfg)
+    if jail is None:
+        return ident, cfg, None
+    if jail.mode == "shell" and not is_shell_entry(ident.shell):
+        raise Denied(f"jail {jail.name} is entered through pam-jail-shell, but the login "
+                     f"shell of {ident.name} is {ident.shell}")
+    problems = check_jail(jail.root)
+    if problems:
+        raise UnsafeJail(f"check jail {jail.name}: unsafe", problems=problems,
+                         hint=f"run `pam-jail check {jail.name}`")
+    return ident, cfg, jail

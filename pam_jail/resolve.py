@@ -1,0 +1,117 @@
+"""Which jail does this user go to? Pure: identity + Config in, Jail or refusal out.
+
+Order: a per-user mapping, then the first of the user's groups (primary group first,
+then supplementary groups in name order) that is mapped, then [options] default.
+jailkit's home marker `/jail/./home/user` (the last `/./` splits jail root and home)
+also puts a user in a jail; if the user is mapped too, both must name the same root.
+Identity is never taken from the environment: callers build it from getuid()/PAM_USER
+and the real passwd database.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from pam_jail.config import Config, JailDef
+from pam_jail.errors import Denied
+
+SHELL_ENTRY_NAMES = ("pam-jail-shell",)
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+    group: str = ""                       # primary group name
+    groups: tuple[str, ...] = ()          # supplementary group names
+
+
+@dataclass(frozen=True)
+class Jail:
+    name: str
+    root: str
+    home: str                             # the home directory as seen inside the jail
+    mode: str
+    allow_shell: bool
+    source: str                           # "user", "group:NAME", "default" or "marker"
+    options: dict[str, str] = field(default_factory=dict)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.options.get(key)
+        return default if value is None else value == "yes"
+
+
+def split_marker(home: str) -> tuple[str, str] | None:
+    """'/jail/./home/u' -> ('/jail', '/home/u'); None without a marker."""
+    idx = home.rfind("/./")
+    if idx <= 0:
+        return None
+    root = posixpath.normpath(home[:idx])
+    inner = posixpath.normpath("/" + home[idx + 3:])
+    return root, inner
+
+
+def is_shell_entry(shell: str) -> bool:
+    return posixpath.basename(shell) in SHELL_ENTRY_NAMES
+
+
+def resolve(ident: Identity, cfg: Config) -> Jail | None:
+    """The user's jail, or None if the user is in no jail. Raises Denied when the
+    mapping itself is unacceptable (root, or marker and mapping disagree)."""
+    definition: JailDef | None = None
+    source = ""
+    if ident.name in cfg.users:
+        definition, source = cfg.jails[cfg.users[ident.name]], "user"
+    else:
+        for group in [ident.group, *sorted(ident.groups)]:
+            if group and group in cfg.groups:
+                definition, source = cfg.jails[cfg.groups[group]], f"group:{group}"
+                break
+    marker = split_marker(ident.home)
+    if definition is None and cfg.default and ident.uid != 0 and marker is None:
+        definition, source = cfg.jails[cfg.default], "default"
+
+    if definition is None and marker is None:
+        if is_shell_entry(ident.shell):
+            raise Denied(f"user {ident.name} has shell {ident.shell} but no jail is configured")
+        return None
+    if ident.uid == 0:
+        raise Denied(f"user {ident.name} has uid 0: root is never put in a jail")
+
+    home = ident.home
+    if marker is not None:
+        marker_root, home = marker
+        if definition is not None and definition.root != marker_root:
+            raise Denied(f"user {ident.name}: home marker root {marker_root} differs from "
+                         f"jail {definition.name} root {definition.root}")
+        if definition is None:
+            mode = "shell" if is_shell_entry(ident.shell) else "pam"
+            definition = JailDef(name=f"marker:{marker_root}", root=marker_root, mode=mode)
+            source = "marker"
+    return Jail(name=definition.name, root=definition.root, home=home, mode=definition.mode,
+                allow_shell=definition.allow_shell, source=source,
+                options=dict(definition.options))
+
+
+def identity_from_passwd(name_or_uid: str | int) -> Identity:
+    """Look the user up in the real passwd/group databases. Raises Denied if unknown."""
+    import grp
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(name_or_uid) if isinstance(name_or_uid, int) else \
+            pwd.getpwnam(name_or_uid)
+    except KeyError:
+        raise Denied(f"unknown user {name_or_uid!s:.64}") from None
+    try:
+        primary = grp.getgrgid(pw.pw_gid).gr_name
+    except KeyError:
+        primary = ""
+    groups = tuple(sorted(g.gr_name for g in grp.getgrall()
+                          if pw.pw_name in g.gr_mem and g.gr_gid != pw.pw_gid))
+    return Identity(name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir,
+                    shell=pw.pw_shell, group=primary, groups=groups)
