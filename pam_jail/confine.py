@@ -27,6 +27,7 @@ import os
 import signal
 import struct
 from collections.abc import Callable
+from types import FrameType
 
 from pam_jail.errors import ConfineError
 
@@ -289,10 +290,11 @@ def prove_dropped(uid: int, gid: int) -> None:
     """Try to regain what was dropped; any success aborts the login."""
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
         raise ConfineError(f"verify ids: still {os.getresuid()}/{os.getresgid()}")
-    for attempt in (lambda: os.setuid(0), lambda: os.setresuid(-1, 0, -1),
-                    lambda: os.setgid(0)):
+    attempts: tuple[tuple[Callable[..., None], tuple[int, ...]], ...] = (
+        (os.setuid, (0,)), (os.setresuid, (-1, 0, -1)), (os.setgid, (0,)))
+    for call, args in attempts:
         try:
-            attempt()
+            call(*args)
         except OSError:
             continue
         raise ConfineError("verify privilege drop: regaining uid/gid 0 succeeded")
@@ -369,7 +371,7 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
 def relay_child(pid: int) -> int:
     """The parent outside the PID namespace: forward termination signals to the child,
     wait for it, return its exit status the way a shell would."""
-    def forward(signum: int, _frame: object) -> None:
+    def forward(signum: int, _frame: FrameType | None) -> None:
         try:
             os.kill(pid, signal.SIGKILL if signum in (signal.SIGHUP, signal.SIGTERM)
                     else signum)

@@ -56,7 +56,7 @@ class SysLog:
             pass
 
     def decision(self, priority: int, action: str, *, user: object, jail: object = "-",
-                 reason: str = "", **fields: object) -> None:
+                 reason: object = "", **fields: object) -> None:
         parts = [f"{action}", f"user={clip(user, 32)}", f"jail={clip(jail, 64)}"]
         parts += [f"{k}={clip(v)}" for k, v in fields.items() if v not in (None, "")]
         if reason:

@@ -92,6 +92,8 @@ def resolve(ident: Identity, cfg: Config) -> Jail | None:
             mode = "shell" if is_shell_entry(ident.shell) else "pam"
             definition = JailDef(name=f"marker:{marker_root}", root=marker_root, mode=mode)
             source = "marker"
+    if definition is None:  # unreachable: marker is set here; keeps the type checker sure
+        return None
     return Jail(name=definition.name, root=definition.root, home=home, mode=definition.mode,
                 allow_shell=definition.allow_shell, source=source,
                 options=dict(definition.options))

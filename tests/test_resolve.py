@@ -1,0 +1,94 @@
+"""resolve.py: user -> jail, pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from pam_jail.config import parse_config
+from pam_jail.errors import Denied
+from pam_jail.resolve import Identity, resolve, split_marker
+
+CFG = parse_config("""
+[jails]
+  [[web]]
+  root = /srv/jails/web
+  [[sftp]]
+  root = /srv/jails/sftp
+  mode = sftp
+  [[sh]]
+  root = /srv/jails/sh
+  mode = shell
+[users]
+alice = web
+[groups]
+sftponly = sftp
+devs = sh
+""".splitlines())
+
+
+def ident(name: str = "bob", uid: int = 1000, home: str = "/home/bob", shell: str = "/bin/sh",
+          group: str = "bob", groups: tuple[str, ...] = ()) -> Identity:
+    return Identity(name=name, uid=uid, gid=uid, home=home, shell=shell, group=group,
+                    groups=groups)
+
+
+def test_user_mapping_wins_over_group() -> None:
+    jail = resolve(ident("alice", home="/home/alice", groups=("sftponly",)), CFG)
+    assert jail is not None
+    assert (jail.name, jail.root, jail.home, jail.source) == ("web", "/srv/jails/web",
+                                                              "/home/alice", "user")
+
+
+def test_group_mapping_primary_first() -> None:
+    jail = resolve(ident(group="devs", groups=("sftponly",)), CFG)
+    assert jail is not None and (jail.name, jail.source) == ("sh", "group:devs")
+    jail = resolve(ident(groups=("sftponly", "devs")), CFG)
+    assert jail is not None and jail.name == "sh"  # supplementary in name order: devs < sftponly
+
+
+def test_unmapped_user_is_in_no_jail() -> None:
+    assert resolve(ident(), CFG) is None
+
+
+def test_unmapped_user_with_jail_shell_is_refused() -> None:
+    with pytest.raises(Denied, match="no jail"):
+        resolve(ident(shell="/usr/local/sbin/pam-jail-shell"), CFG)
+
+
+def test_root_never_jailed() -> None:
+    with pytest.raises(Denied, match="uid 0"):
+        resolve(ident("toor", uid=0, group="sftponly"), CFG)
+
+
+def test_default_jail_skips_root() -> None:
+    cfg = parse_config(["[jails]", "[[d]]", "root = /j/d", "[options]", "default = d"])
+    jail = resolve(ident(), cfg)
+    assert jail is not None and (jail.name, jail.source) == ("d", "default")
+    assert resolve(ident("root", uid=0), cfg) is None
+
+
+@pytest.mark.parametrize("home,expected", [
+    ("/jail/./home/u", ("/jail", "/home/u")),
+    ("/a/./b/./home/u", ("/a/./b", "/home/u")),   # the LAST marker splits
+    ("/jail/./", ("/jail", "/")),
+    ("/home/u", None),
+    ("/./home/u", None),
+])
+def test_split_marker(home: str, expected: tuple[str, str] | None) -> None:
+    if expected and "/./" in expected[0]:
+        expected = ("/a/b", expected[1])  # normalised
+    assert split_marker(home) == expected
+
+
+def test_marker_alone_makes_a_jail() -> None:
+    jail = resolve(ident(home="/srv/j/./home/bob", shell="/usr/sbin/pam-jail-shell"), CFG)
+    assert jail is not None
+    assert (jail.root, jail.home, jail.mode, jail.source) == ("/srv/j", "/home/bob", "shell",
+                                                              "marker")
+
+
+def test_marker_must_agree_with_mapping() -> None:
+    with pytest.raises(Denied, match="differs"):
+        resolve(ident("alice", home="/srv/other/./home/alice"), CFG)
+    jail = resolve(ident("alice", home="/srv/jails/web/./home/alice"), CFG)
+    assert jail is not None and jail.home == "/home/alice"
