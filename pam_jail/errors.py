@@ -11,6 +11,7 @@ class PamJailError(Exception):
     """Base class. `str(err)` is the one line shown to the user."""
 
     exit_code = 1
+    jail: str | None = None  # the jail concerned, when known (for the log line)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

@@ -4,7 +4,7 @@ who is this user, which jail, is that jail safe right now. Refusals raise."""
 from __future__ import annotations
 
 from pam_jail.config import DEFAULT_PATH, Config, load_config
-from pam_jail.errors import Denied, UnsafeJail
+from pam_jail.errors import Denied, PamJailError, UnsafeJail
 from pam_jail.resolve import Identity, Jail, identity_from_passwd, is_shell_entry, resolve
 from pam_jail.safety import check_jail
 
@@ -19,11 +19,15 @@ def admit(user: str | int, config_path: str = DEFAULT_PATH) -> tuple[Identity, C
     jail = resolve(ident, cfg)
     if jail is None:
         return ident, cfg, None
-    if jail.mode == "shell" and not is_shell_entry(ident.shell):
-        raise Denied(f"jail {jail.name} is entered through pam-jail-shell, but the login "
-                     f"shell of {ident.name} is {ident.shell}")
-    problems = check_jail(jail.root)
-    if problems:
-        raise UnsafeJail(f"check jail {jail.name}: unsafe", problems=problems,
-                         hint=f"run `pam-jail check {jail.name}`")
+    try:
+        if jail.mode == "shell" and not is_shell_entry(ident.shell):
+            raise Denied(f"jail {jail.name} is entered through pam-jail-shell, but the "
+                         f"login shell of {ident.name} is {ident.shell}")
+        problems = check_jail(jail.root)
+        if problems:
+            raise UnsafeJail(f"check jail {jail.name}: unsafe", problems=problems,
+                             hint=f"run `pam-jail check {jail.name}`")
+    except PamJailError as err:
+        err.jail = jail.name
+        raise
     return ident, cfg, jail

@@ -60,6 +60,7 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
     except PamJailError as err:
         problems = getattr(err, "problems", [])
         reason = str(err) + (": " + "; ".join(problems[:3]) if problems else "")
+        jail_name = err.jail or jail_name
         _log.decision(LOG_NOTICE, f"{phase} refused", user=user, jail=jail_name,
                       reason=reason, **ctx)
         _tell(pamh, f"login refused: {err}")

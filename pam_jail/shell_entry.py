@@ -120,6 +120,7 @@ def run(args: list[str], log: SysLog) -> int:
     except PamJailError as err:
         problems = getattr(err, "problems", [])
         reason = str(err) + (": " + "; ".join(problems[:3]) if problems else "")
+        jail_name = err.jail or jail_name
         log.decision(LOG_NOTICE, "login refused", user=user, jail=jail_name, reason=reason,
                      **ctx)
         print(f"pam_jail: login refused: {err}", file=sys.stderr)

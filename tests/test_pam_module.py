@@ -1,0 +1,180 @@
+"""The PAM module through real libpam: pamtester for account/session results, and
+pamela (ctypes.PyDLL, see DESIGN.md 1b) in a child process to look at what
+open_session did to that process. Root only (CI runs as root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+from jail_fixtures import User, build_jail, remove_jail
+from syslog_capture import SyslogCapture
+from util import safe_tmpdir
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def jail() -> Iterator[str]:
+    root = build_jail(["basicshell", "ptys"], users=[])
+    yield root
+    remove_jail(root)
+
+
+@pytest.fixture
+def config(jail: str) -> Callable[[str], str]:
+    base = safe_tmpdir("cfg")
+
+    def write(mapping: str, options: str = "") -> str:
+        path = f"{base}/jails.ini"
+        with open(path, "w") as fh:
+            fh.write(f"[jails]\n  [[web]]\n  root = {jail}\n  mode = pam\n  hostname = webjail\n"
+                     f"[users]\n{mapping}\n[options]\n{options}\n")
+        os.chmod(path, 0o644)
+        return path
+
+    return write
+
+
+def pamtester(service: str, user: str, *ops: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["pamtester", service, user, *ops], capture_output=True, text=True,
+                          timeout=30)
+
+
+def jailed_user(users: Callable[..., User], jail: str) -> User:
+    from pam_jail.build import add_users
+
+    user = users()
+    add_users(jail, [user.name])
+    return user
+
+
+def test_account_allows_safe_jail(jail: str, config: Callable[..., str], pam_service:
+                                  Callable[..., str], users: Callable[..., User],
+                                  syslog: SyslogCapture) -> None:
+    user = jailed_user(users, jail)
+    svc = pam_service(config(f"{user.name} = web"))
+    result = pamtester(svc, user.name, "acct_mgmt")
+    assert result.returncode == 0, result.stderr
+    assert syslog.wait_for("account allowed", f"user={user.name}", "jail=web")
+
+
+def test_unsafe_jail_refused_with_one_line_each(jail: str, config: Callable[..., str],
+                                                 pam_service: Callable[..., str],
+                                                 users: Callable[..., User],
+                                                 syslog: SyslogCapture) -> None:
+    user = jailed_user(users, jail)
+    svc = pam_service(config(f"{user.name} = web"))
+    os.chmod(f"{jail}/etc", 0o777)
+    try:
+        result = pamtester(svc, user.name, "acct_mgmt", "open_session")
+    finally:
+        os.chmod(f"{jail}/etc", 0o755)
+    assert result.returncode != 0
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("pam_jail:")]
+    assert refusals == ["pam_jail: login refused: check jail web: unsafe"]
+    lines = syslog.wait_for("account refused", f"user={user.name}", "jail=web")
+    assert len(lines) == 1 and "writable by group or other" in lines[0]
+    assert lines[0].startswith("<37>")  # auth facility (4<<3 = 32) + LOG_NOTICE (5)
+
+
+def test_bad_config_refuses_every_mapped_login(pam_service: Callable[..., str],
+                                               users: Callable[..., User],
+                                               syslog: SyslogCapture) -> None:
+    base = safe_tmpdir("cfg")
+    path = f"{base}/jails.ini"
+    with open(path, "w") as fh:
+        fh.write("[jails]\n  [[web]]\n  root = relative\n")
+    os.chmod(path, 0o644)
+    user = users()
+    result = pamtester(pam_service(path), user.name, "acct_mgmt")
+    assert result.returncode != 0
+    assert "problem(s)" in result.stderr
+    assert syslog.wait_for("account refused", f"user={user.name}", "jails/web/root")
+
+
+def test_config_writable_by_others_refused(config: Callable[..., str],
+                                           pam_service: Callable[..., str],
+                                           users: Callable[..., User]) -> None:
+    user = users()
+    path = config(f"{user.name} = web")
+    os.chmod(path, 0o666)
+    result = pamtester(pam_service(path), user.name, "acct_mgmt")
+    assert result.returncode != 0 and "unsafe config file" in result.stderr
+
+
+def test_unmapped_user_passes_or_is_refused_by_option(config: Callable[..., str],
+                                                      pam_service: Callable[..., str],
+                                                      users: Callable[..., User]) -> None:
+    user = users()
+    # PAM_IGNORE: the rest of the stack decides; with only our line, libpam fails.
+    svc = pam_service(config("", "unmapped = allow"))
+    with open(f"/etc/pam.d/{svc}", "a") as fh:
+        fh.write("account required pam_permit.so\nsession required pam_permit.so\n")
+    assert pamtester(svc, user.name, "acct_mgmt", "open_session").returncode == 0
+    svc = pam_service(config("", "unmapped = deny"))
+    result = pamtester(svc, user.name, "acct_mgmt")
+    assert result.returncode != 0 and "in no jail" in result.stderr
+
+
+def test_uid0_target_refused(jail: str, config: Callable[..., str],
+                             pam_service: Callable[..., str], syslog: SyslogCapture) -> None:
+    from jail_fixtures import unique, userdel
+
+    name = unique("pjz")
+    subprocess.run(["useradd", "-M", "-o", "-u", "0", "-g", "0", name], check=True)
+    try:
+        result = pamtester(pam_service(config(f"{name} = web")), name, "acct_mgmt",
+                           "open_session")
+    finally:
+        userdel(name)
+    assert result.returncode != 0 and "uid 0" in result.stderr
+    assert syslog.wait_for("refused", f"user={name}", "uid 0")
+
+
+PROBE = r"""
+import ctypes, json, os, socket, sys
+ctypes.CDLL = ctypes.PyDLL
+import pamela
+try:
+    pamela.open_session(sys.argv[1], service=sys.argv[2])
+except Exception as err:
+    print(json.dumps({"error": str(err)})); sys.exit(0)
+flags = os.statvfs("/").f_flag
+print(json.dumps({
+    "root": sorted(os.listdir("/")), "cwd": os.getcwd(),
+    "nosuid": bool(flags & os.ST_NOSUID), "nodev": bool(flags & os.ST_NODEV),
+    "ifaces": [n for _, n in socket.if_nameindex()], "hostname": socket.gethostname(),
+    "nnp": [l for l in open("/proc/self/status").read().splitlines()
+            if l.startswith("NoNewPrivs")] if os.path.exists("/proc/self/status") else None,
+    "ptmx": os.path.exists("/dev/pts/ptmx"),
+}))
+"""
+
+
+def test_open_session_confines_the_process(jail: str, config: Callable[..., str],
+                                           pam_service: Callable[..., str],
+                                           users: Callable[..., User],
+                                           syslog: SyslogCapture) -> None:
+    user = jailed_user(users, jail)
+    svc = pam_service(config(f"{user.name} = web"))
+    venv_python = os.path.join(os.path.dirname(sys.executable), "python")
+    result = subprocess.run([venv_python, "-c", PROBE, user.name, svc], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "error" not in seen, seen
+    assert seen["root"] == sorted(os.listdir(jail))            # the jail is /
+    assert seen["cwd"] == f"/home/{user.name}"                  # home inside the jail
+    assert seen["nosuid"] and seen["nodev"]                     # setuid/devices powerless
+    assert seen["ifaces"] == ["lo"]                             # own network namespace
+    assert seen["hostname"] == "webjail"                        # own UTS namespace
+    assert seen["ptmx"]                                         # private devpts for ptys
+    assert syslog.wait_for("session allowed", f"user={user.name}", "jail=web")
+    # the host is untouched: nothing leaked into the host's mount table
+    with open("/proc/self/mountinfo") as fh:
+        assert jail not in fh.read()
