@@ -1,0 +1,1025 @@
+"""The jail builder: `pam-jail init` (profiles) and `pam-jail cp` (files with their ELF deps).
+
+What the builder guarantees (docs/builder.md says the same for administrators):
+  - the jail path is refused unless every component from / down is a real directory, owned
+    by root and not group/other-writable (the rule sshd's ChrootDirectory applies);
+  - every directory it creates is root:root 0755, except user homes (user, 0750) and tmp
+    (1777); every file it writes is root-owned, never group/other-writable, and never
+    setuid/setgid; device nodes exist only when a profile names them;
+  - symlinks are recreated as symlinks with the host's target; a relative target that would
+    climb above the jail root is refused; nothing is ever written *through* a symlink or
+    into a path component that is not a real directory;
+  - files are written to a temporary name in the target directory and renamed into place,
+    so a reader never sees a half-written file;
+  - a NEW jail is built in JAIL.tmp-XXXXXX next to it and renamed to JAIL only when
+    complete: a failure removes the temporary tree and leaves nothing behind;
+  - re-running updates an existing jail in place: files whose size, mtime and content
+    already match are left alone (mode and owner are still corrected).
+Nothing goes through a shell and no host program is run: ELF dependencies come from
+pam_jail.elf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import grp
+import json
+import os
+import pwd
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pam_jail import elf
+from pam_jail.errors import BuildError, UnsafeJail, UsageError
+
+DEFAULT_PROFILES_FILE = "/etc/pam_jail/profiles.ini"
+EXEC_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+# The only device nodes a profile may ask for, with their standard Linux numbers.
+DEVICES = {
+    "/dev/null": (1, 3),
+    "/dev/zero": (1, 5),
+    "/dev/random": (1, 8),
+    "/dev/urandom": (1, 9),
+    "/dev/tty": (5, 0),
+}
+LD_SO_CACHE = "/etc/ld.so.cache"
+PROFILE_KEYS = frozenset({
+    "comment", "executables", "paths", "optional", "libraries", "exclude", "devices",
+    "emptydirs", "symlinks", "users", "groups", "includesections",
+})
+COPY_CHUNK = 1 << 20
+TMP_PREFIX = ".pam_jail-tmp-"
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass
+class BuildReport:
+    """What a build did (or, with dry_run, would do)."""
+
+    files: int = 0  # regular files written (new or changed)
+    bytes: int = 0  # bytes written
+    dirs: int = 0  # directories created
+    warnings: list[str] = field(default_factory=list)
+    symlinks: int = 0  # symlinks created or replaced
+    devices: int = 0  # device nodes created or replaced
+    unchanged: int = 0  # files and symlinks already up to date
+    removed: int = 0  # entries removed (update --prune)
+    seconds: float = 0.0
+    root: str = ""
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self, action: str) -> str:
+        text = (f"{action} {self.root}: {self.files} files ({_human(self.bytes)}), "
+                f"{self.symlinks} symlinks, {self.dirs} dirs, {self.unchanged} unchanged")
+        if self.devices:
+            text += f", {self.devices} devices"
+        if self.removed:
+            text += f", {self.removed} removed"
+        text += f" in {self.seconds:.2f} s"
+        return text + (" (dry run: nothing written)" if self.dry_run else "")
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- profiles
+
+@dataclass
+class Profile:
+    name: str
+    comment: str = ""
+    executables: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    optional: list[str] = field(default_factory=list)
+    libraries: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    emptydirs: list[str] = field(default_factory=list)
+    symlinks: list[tuple[str, str]] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    includesections: list[str] = field(default_factory=list)
+
+
+def _words(value: object) -> list[str]:
+    """A configobj value as a list: commas (configobj) and whitespace both separate."""
+    items = value if isinstance(value, list) else [value]
+    return [word for item in items for word in str(item).replace(",", " ").split()]
+
+
+def load_profiles(path: str = DEFAULT_PROFILES_FILE) -> dict[str, Profile]:
+    """Parse profiles.ini. Raises BuildError naming the file and the problem."""
+    import configobj  # only the builder needs it; keep `import pam_jail.build` cheap
+
+    try:
+        conf = configobj.ConfigObj(path, file_error=True, list_values=True,
+                                   interpolation=False, encoding="utf-8")
+    except OSError as err:
+        raise BuildError(f"read {path}: {err.strerror or err}") from err
+    except configobj.ConfigObjError as err:
+        raise BuildError(f"parse {path}: {err}") from err
+    profiles: dict[str, Profile] = {}
+    for name in conf.sections:
+        section = conf[name]
+        if section.sections:
+            raise BuildError(f"parse {path}: [{name}] has subsections")
+        unknown = sorted(set(section.scalars) - PROFILE_KEYS)
+        if unknown:
+            raise BuildError(f"parse {path}: [{name}] unknown key(s) {', '.join(unknown)}",
+                             hint=f"known keys: {', '.join(sorted(PROFILE_KEYS))}")
+        comment = section.get("comment", "")
+        profile = Profile(name=name, comment=", ".join(comment) if isinstance(comment, list)
+                          else str(comment))
+        for key in ("executables", "paths", "optional", "libraries", "exclude", "devices",
+                    "emptydirs", "users", "groups", "includesections"):
+            setattr(profile, key, _words(section.get(key, [])))
+        words = _words(section.get("symlinks", []))
+        if len(words) % 3 or any(words[i + 1] != "->" for i in range(0, len(words), 3)):
+            raise BuildError(f"parse {path}: [{name}] symlinks: expected LINK -> TARGET, ...")
+        profile.symlinks = [(words[i], words[i + 2]) for i in range(0, len(words), 3)]
+        for key in ("executables", "paths", "optional", "emptydirs"):
+            for item in getattr(profile, key):
+                _check_name(item, f"parse {path}: [{name}] {key}")
+        for link, target in profile.symlinks:
+            _check_name(link, f"parse {path}: [{name}] symlinks")
+            _check_name(target, f"parse {path}: [{name}] symlinks")
+            if not link.startswith("/"):
+                raise BuildError(f"parse {path}: [{name}] symlinks: {link} is not absolute")
+        for dev in profile.devices:
+            if dev not in DEVICES:
+                raise BuildError(f"parse {path}: [{name}] devices: {dev} is not one of "
+                                 f"{', '.join(DEVICES)}")
+        for item in (*profile.paths, *profile.optional, *profile.emptydirs):
+            if not item.startswith("/"):
+                raise BuildError(f"parse {path}: [{name}]: {item} is not an absolute path")
+        profiles[name] = profile
+    return profiles
+
+
+def expand_profiles(profiles: dict[str, Profile], names: Sequence[str]) -> list[Profile]:
+    """The named profiles and everything they include, each once, includes first."""
+    order: list[Profile] = []
+    done: set[str] = set()
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in stack:
+            raise BuildError(f"profile {name}: includesections loop "
+                             f"({' -> '.join((*stack, name))})")
+        profile = profiles.get(name)
+        if profile is None:
+            where = f" (included by {stack[-1]})" if stack else ""
+            raise BuildError(f"profile {name}: unknown profile{where}",
+                             hint=f"known profiles: {', '.join(sorted(profiles))}")
+        for sub in profile.includesections:
+            visit(sub, (*stack, name))
+        done.add(name)
+        order.append(profile)
+
+    for name in names:
+        visit(name, ())
+    return order
+
+
+# --------------------------------------------------------------------------- checks
+
+def _check_name(path: str, what: str) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise BuildError(f"{what}: {path!r}: control character in file name")
+
+
+def check_path_chain(path: str) -> list[str]:
+    """The one path-safety rule (pam_jail.safety): problems with `path` and every directory
+    above it; [] when safe."""
+    from pam_jail.safety import check_path_chain as check
+
+    return check(path)
+
+
+def _normalize_root(root: str) -> str:
+    _check_name(root, "jail")
+    if not root.startswith("/"):
+        raise UsageError(f"jail {root}: not an absolute path")
+    if any(part in (".", "..") for part in root.split("/")):
+        raise UsageError(f"jail {root}: '.' and '..' are not allowed in the jail path")
+    root = root.rstrip("/")
+    if not root:
+        raise UsageError("jail /: refusing to build into the host's root")
+    return root
+
+
+def _check_root(root: str, *, must_exist: bool) -> bool:
+    """Refuse an unsafe jail path; return whether the jail already exists."""
+    exists = os.path.lexists(root)
+    if must_exist and not exists:
+        raise BuildError(f"build {root}: no such jail", hint="create it with `pam-jail init`")
+    problems = check_path_chain(root if exists else os.path.dirname(root))
+    if problems:
+        raise UnsafeJail(f"build {root}: unsafe jail path", problems=problems,
+                         hint="every directory from / to the jail must be a real directory, "
+                              "owned by root and not group/other-writable")
+    return exists
+
+
+def _link_stays_inside(link: str, target: str) -> bool:
+    """False when a relative `target` of the symlink at `link` climbs above the root."""
+    if target.startswith("/"):
+        return True
+    depth = len([p for p in os.path.dirname(link).split("/") if p])
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return True
+
+
+# --------------------------------------------------------------------------- planning
+
+@dataclass
+class Plan:
+    """Host paths to mirror into the jail, keyed by path: 'file', 'link' or 'dir'."""
+
+    entries: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, tuple[int, int]] = field(default_factory=dict)
+    emptydirs: list[str] = field(default_factory=list)
+    symlinks: dict[str, str] = field(default_factory=dict)
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Planner:
+    def __init__(self) -> None:
+        self.plan = Plan()
+        self.elf_inputs: list[str] = []
+
+    def add_executable(self, name: str, what: str) -> None:
+        if "/" in name:
+            hits = [name] if os.path.exists(name) else []
+        else:
+            hits = [os.path.join(d, name) for d in EXEC_PATH
+                    if os.path.exists(os.path.join(d, name))]
+        if not hits:
+            where = "" if "/" in name else f" in {':'.join(EXEC_PATH)}"
+            raise BuildError(f"{what}: executable {name}: not found{where}",
+                             hint="install the package that provides it, or drop it from the "
+                                  "profile")
+        for hit in hits:
+            st = os.stat(hit)
+            if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+                raise BuildError(f"{what}: {hit}: not an executable file")
+            self.elf_inputs.append(hit)
+
+    def add_path(self, path: str, what: str, exclude: Sequence[str], optional: bool) -> None:
+        _check_name(path, what)
+        if not os.path.lexists(path):
+            if optional:
+                self.plan.warnings.append(f"{what}: optional {path} absent on this host, "
+                                          "skipped")
+                return
+            raise BuildError(f"{what}: {path}: No such file or directory",
+                             hint="install the package that provides it, or list it under "
+                                  "`optional`")
+        try:
+            links, canonical = elf.path_chain(path)
+        except OSError as err:
+            raise BuildError(f"{what}: {path}: {err.strerror or err}") from err
+        for link in links:
+            self.plan.entries[link] = "link"
+        st = os.stat(canonical)
+        if stat.S_ISDIR(st.st_mode):
+            self.walk(canonical, what, exclude)
+        elif stat.S_ISREG(st.st_mode):
+            self.elf_inputs.append(canonical)
+        else:
+            raise BuildError(f"{what}: {path}: not a regular file or directory "
+                             "(device nodes come from the `devices` key)")
+
+    def walk(self, top: str, what: str, exclude: Sequence[str]) -> None:
+        def excluded(path: str) -> bool:
+            return any(fnmatch.fnmatchcase(path, pattern) for pattern in exclude)
+
+        self.plan.entries[top] = "dir"
+        for dirpath, dirnames, filenames in os.walk(top, onerror=_raise_walk_error):
+            kept = []
+            for name in sorted(dirnames):
+                path = os.path.join(dirpath, name)
+                if excluded(path):
+                    continue
+                _check_name(path, what)
+                if os.path.islink(path):  # os.walk lists links to dirs as dirs
+                    self.add_link(path, what)
+                else:
+                    self.plan.entries[path] = "dir"
+                    kept.append(name)
+            dirnames[:] = kept
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                if excluded(path):
+                    continue
+                _check_name(path, what)
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    self.add_link(path, what)
+                elif stat.S_ISREG(st.st_mode):
+                    self.elf_inputs.append(path)
+                else:
+                    self.plan.warnings.append(f"{what}: {path}: not a regular file, skipped")
+
+    def add_link(self, path: str, what: str) -> None:
+        self.plan.entries[path] = "link"
+        try:
+            links, canonical = elf.path_chain(path)
+        except OSError:
+            self.plan.warnings.append(f"{what}: {path}: dangling symlink copied as is")
+            return
+        if os.path.isdir(canonical):
+            for link in links:
+                self.plan.entries[link] = "link"
+            self.plan.entries.setdefault(canonical, "dir")
+        else:
+            self.elf_inputs.append(path)
+
+    def add_library(self, name: str, what: str) -> None:
+        found = elf.find_library(name)
+        if found is None:
+            raise BuildError(f"{what}: library {name}: not found in "
+                             f"{':'.join(elf.system_dirs())}")
+        self.elf_inputs.append(found)
+
+    def finish(self) -> Plan:
+        """Resolve ELF dependencies and classify every path."""
+        for path in elf.closure(dict.fromkeys(self.elf_inputs)):
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                kind = "link"
+            elif stat.S_ISDIR(st.st_mode):
+                kind = "dir"
+            elif stat.S_ISREG(st.st_mode):
+                kind = "file"
+            else:
+                raise BuildError(f"copy {path}: not a regular file, directory or symlink")
+            _check_name(path, "copy")
+            self.plan.entries[path] = kind
+        # Libraries found through ld.so.conf-only directories need the jail's ld.so to have
+        # the cache; the default directories are searched without it.
+        default = {os.path.realpath(d) for d in elf.DEFAULT_LIB_DIRS}
+        conf_only = {os.path.realpath(d) for d in elf.ld_so_conf_dirs()} - default
+        if os.path.isfile(LD_SO_CACHE) and any(
+                os.path.dirname(p) in conf_only for p in self.plan.entries):
+            for link in elf.path_chain(LD_SO_CACHE)[0]:
+                self.plan.entries[link] = "link"
+            self.plan.entries[os.path.realpath(LD_SO_CACHE)] = "file"
+        for path, kind in self.plan.entries.items():
+            if kind == "link" and not _link_stays_inside(path, os.readlink(path)):
+                raise BuildError(f"copy {path}: symlink target {os.readlink(path)} leaves the "
+                                 "jail")
+        return self.plan
+
+
+def _raise_walk_error(err: OSError) -> None:
+    raise BuildError(f"copy {err.filename}: {err.strerror}") from err
+
+
+def plan_profiles(profiles: Sequence[Profile]) -> Plan:
+    planner = _Planner()
+    for profile in profiles:
+        what = f"profile {profile.name}"
+        for name in profile.executables:
+            planner.add_executable(name, what)
+        for path in profile.paths:
+            planner.add_path(path, what, profile.exclude, optional=False)
+        for path in profile.optional:
+            planner.add_path(path, what, profile.exclude, optional=True)
+        for lib in profile.libraries:
+            planner.add_library(lib, what)
+        for dev in profile.devices:
+            planner.plan.devices[dev] = DEVICES[dev]
+        planner.plan.emptydirs.extend(profile.emptydirs)
+        for link, target in profile.symlinks:
+            if not _link_stays_inside(link, target):
+                raise BuildError(f"{what}: symlink {link} -> {target} leaves the jail")
+            planner.plan.symlinks[link] = target
+        planner.plan.users.extend(u for u in profile.users if u not in planner.plan.users)
+        planner.plan.groups.extend(g for g in profile.groups if g not in planner.plan.groups)
+    return planner.finish()
+
+
+def plan_files(files: Sequence[str]) -> Plan:
+    planner = _Planner()
+    for path in files:
+        if not path.startswith("/"):
+            raise UsageError(f"copy {path}: not an absolute path")
+        planner.add_path(path, "copy", (), optional=False)
+    return planner.finish()
+
+
+# --------------------------------------------------------------------------- writing
+
+class _Writer:
+    """Mirrors host paths under `root`. With dry_run, checks and counts but never writes."""
+
+    def __init__(self, root: str, report: BuildReport, dry_run: bool) -> None:
+        self.root = root
+        self.report = report
+        self.dry_run = dry_run
+        self.dirs_ok: set[str] = {"/"}
+
+    def jail(self, path: str) -> str:
+        return self.root + path
+
+    def ensure_dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0,
+                   *, foreign_ok: bool = False) -> None:
+        """Make `path` (a path inside the jail) and its parents real directories. An existing
+        one must be root-owned and not group/other-writable (someone else could swap it for
+        a symlink while we write into it), unless `foreign_ok` (a home, tmp: never written)."""
+        if path in self.dirs_ok:
+            return
+        parent = os.path.dirname(path)
+        self.ensure_dir(parent)
+        target = self.jail(path)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            if not self.dry_run:
+                os.mkdir(target, 0o700)
+                os.chown(target, uid, gid, follow_symlinks=False)
+                os.chmod(target, mode)
+            self.report.dirs += 1
+        else:
+            if stat.S_ISLNK(st.st_mode):
+                raise BuildError(f"build {target}: is a symlink in the jail, refusing to write "
+                                 "through it")
+            if not stat.S_ISDIR(st.st_mode):
+                raise BuildError(f"build {target}: exists and is not a directory")
+            if not foreign_ok and (st.st_uid != 0 or st.st_mode & 0o022):
+                raise BuildError(f"build {target}: not root-owned or group/other-writable, "
+                                 "refusing to write into it")
+        self.dirs_ok.add(path)
+
+    def _existing(self, target: str) -> os.stat_result | None:
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            raise BuildError(f"build {target}: is a directory in the jail, expected a file "
+                             "or symlink")
+        return st
+
+    def copy_file(self, src: str, path: str) -> None:
+        target = self.jail(path)
+        self.ensure_dir(os.path.dirname(path))
+        with open(src, "rb", opener=_nofollow_opener) as source:
+            st = os.fstat(source.fileno())
+            mode = stat.S_IMODE(st.st_mode)
+            if mode & (stat.S_ISUID | stat.S_ISGID):
+                self.report.warnings.append(f"copy {src}: setuid/setgid bits stripped")
+            mode &= 0o755  # no s-bits, no sticky, not group/other-writable
+            old = self._existing(target)
+            if old is not None and stat.S_ISREG(old.st_mode) and old.st_nlink == 1 \
+                    and old.st_size == st.st_size and old.st_mtime_ns == st.st_mtime_ns \
+                    and _same_content(source, target):
+                if (old.st_uid, old.st_gid, stat.S_IMODE(old.st_mode)) != (0, 0, mode) \
+                        and not self.dry_run:
+                    os.chown(target, 0, 0, follow_symlinks=False)
+                    os.chmod(target, mode, follow_symlinks=False)
+                self.report.unchanged += 1
+                return
+            self.report.files += 1
+            self.report.bytes += st.st_size
+            if self.dry_run:
+                return
+            source.seek(0)
+            tmp = self._tmpname(target)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            try:
+                try:
+                    _sendfile_all(source.fileno(), fd, st.st_size)
+                    os.fchown(fd, 0, 0)
+                    os.fchmod(fd, mode)
+                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                finally:
+                    os.close(fd)
+                os.rename(tmp, target)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+
+    def symlink(self, path: str, link_target: str) -> None:
+        target = self.jail(path)
+        self.ensure_dir(os.path.dirname(path))
+        old = self._existing(target)
+        if old is not None and stat.S_ISLNK(old.st_mode) and os.readlink(target) == link_target:
+            if old.st_uid != 0 and not self.dry_run:
+                os.lchown(target, 0, 0)
+            self.report.unchanged += 1
+            return
+        self.report.symlinks += 1
+        if self.dry_run:
+            return
+        tmp = self._tmpname(target)
+        os.symlink(link_target, tmp)
+        try:
+            os.lchown(tmp, 0, 0)
+            os.rename(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def device(self, path: str, numbers: tuple[int, int]) -> None:
+        target = self.jail(path)
+        self.ensure_dir(os.path.dirname(path))
+        rdev = os.makedev(*numbers)
+        old = self._existing(target)
+        if old is not None and stat.S_ISCHR(old.st_mode) and old.st_rdev == rdev \
+                and stat.S_IMODE(old.st_mode) == 0o666 and (old.st_uid, old.st_gid) == (0, 0):
+            self.report.unchanged += 1
+            return
+        self.report.devices += 1
+        if self.dry_run:
+            return
+        tmp = self._tmpname(target)
+        os.mknod(tmp, stat.S_IFCHR | 0o600, rdev)
+        try:
+            os.chown(tmp, 0, 0, follow_symlinks=False)
+            os.chmod(tmp, 0o666, follow_symlinks=False)  # noqa: S103 - a profile's device
+            os.rename(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    @staticmethod
+    def _tmpname(target: str) -> str:
+        return os.path.join(os.path.dirname(target),
+                            TMP_PREFIX + os.path.basename(target)[:64] + "-" + os.urandom(4).hex())
+
+    def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        target = self.jail(path)
+        self.ensure_dir(os.path.dirname(path))
+        data = text.encode("utf-8", "surrogateescape")
+        old = self._existing(target)
+        if old is not None and stat.S_ISREG(old.st_mode) and old.st_size == len(data):
+            with open(target, "rb", opener=_nofollow_opener) as fh:
+                if fh.read() == data and (old.st_uid, stat.S_IMODE(old.st_mode)) == (0, mode):
+                    self.report.unchanged += 1
+                    return
+        self.report.files += 1
+        self.report.bytes += len(data)
+        if self.dry_run:
+            return
+        tmp = self._tmpname(target)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            try:
+                os.write(fd, data)
+                os.fchown(fd, 0, 0)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            os.rename(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def apply(self, plan: Plan) -> None:
+        for path in sorted(plan.entries):
+            kind = plan.entries[path]
+            if kind == "dir":
+                self.ensure_dir(path)
+            elif kind == "link":
+                self.symlink(path, os.readlink(path))
+            else:
+                self.copy_file(path, path)
+        for path in plan.emptydirs:
+            self.ensure_dir(os.path.normpath(path))
+        for path, target in sorted(plan.symlinks.items()):
+            self.symlink(os.path.normpath(path), target)
+        for path, numbers in sorted(plan.devices.items()):
+            self.device(path, numbers)
+
+
+def _nofollow_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _sendfile_all(src: int, dst: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(dst, src, offset, min(size - offset, 1 << 30))
+        if sent == 0:
+            raise BuildError("copy: source file shrank while copying")
+        offset += sent
+
+
+def _same_content(source: Any, target: str) -> bool:
+    source.seek(0)
+    with open(target, "rb", opener=_nofollow_opener) as other:
+        while True:
+            a = source.read(COPY_CHUNK)
+            b = other.read(COPY_CHUNK)
+            if a != b:
+                return False
+            if not a:
+                return True
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+# --------------------------------------------------------------------------- identity
+
+def _passwd_line(entry: pwd.struct_passwd, home: str, shell: str) -> str:
+    return f"{entry.pw_name}:x:{entry.pw_uid}:{entry.pw_gid}:{entry.pw_gecos}:{home}:{shell}"
+
+
+def jail_home(host_home: str, user: str) -> str:
+    """jailkit's convention: the part after the last `/./` in the host home, else /home/USER."""
+    if "/./" in host_home:
+        return "/" + host_home.rsplit("/./", 1)[1].strip("/")
+    return f"/home/{user}"
+
+
+def _read_entries(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape",
+                  opener=_nofollow_opener) as fh:
+            return [line for line in fh.read().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _merge(lines: list[str], new: dict[str, str]) -> str:
+    """Replace entries whose name is in `new`, keep the others, append the rest."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for line in lines:
+        name = line.split(":", 1)[0]
+        if name in new:
+            if name not in seen:
+                out.append(new[name])
+                seen.add(name)
+        else:
+            out.append(line)
+    out.extend(line for name, line in new.items() if name not in seen)
+    return "\n".join(out) + "\n"
+
+
+def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str],
+                    shell: str | None, homes: bool) -> None:
+    """Write JAIL/etc/passwd and etc/group entries (root and tty always), create homes/tmp."""
+    passwd: dict[str, str] = {}
+    group: dict[str, str] = {}
+    home_dirs: list[tuple[str, int, int]] = []
+    root_pw = pwd.getpwuid(0)
+    passwd[root_pw.pw_name] = _passwd_line(root_pw, root_pw.pw_dir, root_pw.pw_shell)
+    wanted_groups = ["root", "tty", *groups]
+    for user in users:
+        _check_name(user, "user")
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise BuildError(f"add user {user}: no such user on this host") from None
+        if entry.pw_uid == 0:
+            continue
+        home = jail_home(entry.pw_dir, user)
+        user_shell = shell or entry.pw_shell
+        passwd[entry.pw_name] = _passwd_line(entry, home, user_shell)
+        try:
+            wanted_groups.append(grp.getgrgid(entry.pw_gid).gr_name)
+        except KeyError:
+            raise BuildError(f"add user {user}: primary group {entry.pw_gid} not on this "
+                             "host") from None
+        home_dirs.append((home, entry.pw_uid, entry.pw_gid))
+        if _resolve_in_jail(writer.root, user_shell) is None and not writer.dry_run:
+            writer.report.warnings.append(
+                f"add user {user}: shell {user_shell} does not exist in the jail (sshd runs "
+                "the shell inside the jail)")
+    for name in wanted_groups:
+        try:
+            g = grp.getgrnam(name)
+        except KeyError:
+            raise BuildError(f"add group {name}: no such group on this host") from None
+        group[g.gr_name] = f"{g.gr_name}:x:{g.gr_gid}:"
+    writer.write_text("/etc/passwd",
+                      _merge(_read_entries(writer.jail("/etc/passwd")), passwd))
+    writer.write_text("/etc/group", _merge(_read_entries(writer.jail("/etc/group")), group))
+    if not homes:
+        return
+    for home, uid, gid in home_dirs:
+        _check_name(home, "home")
+        writer.ensure_dir(os.path.dirname(home))
+        if home not in writer.dirs_ok:
+            writer.ensure_dir(home, 0o750, uid, gid, foreign_ok=True)
+            writer.dirs_ok.discard(home)  # never write into a user's home
+    writer.ensure_dir("/tmp", 0o1777, foreign_ok=True)
+    writer.dirs_ok.discard("/tmp")
+
+
+def _resolve_in_jail(root: str, path: str) -> str | None:
+    """Host path of `path` as seen inside the chroot `root` (symlinks resolved there), or
+    None when it does not exist."""
+    resolved = ""
+    parts = [p for p in path.split("/") if p]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved) if resolved else ""
+            continue
+        candidate = f"{resolved}/{part}"
+        try:
+            st = os.lstat(root + candidate)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > elf.MAX_SYMLINKS:
+                return None
+            target = os.readlink(root + candidate)
+            if target.startswith("/"):
+                resolved = ""
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved = candidate
+    return root + (resolved or "/")
+
+
+# --------------------------------------------------------------------------- public API
+
+def init_jail(root: str, profiles: Sequence[str], *, users: Sequence[str] = (),
+              profiles_file: str = DEFAULT_PROFILES_FILE, dry_run: bool = False,
+              shell: str | None = None) -> BuildReport:
+    """Build (or update) the jail at `root` from the named profiles and add `users`."""
+    start = time.perf_counter()
+    root = _normalize_root(root)
+    if not profiles:
+        raise UsageError("init: name at least one profile")
+    exists = _check_root(root, must_exist=False)
+    chosen = expand_profiles(load_profiles(profiles_file), profiles)
+    plan = plan_profiles(chosen)
+    report = BuildReport(root=root, dry_run=dry_run, warnings=list(plan.warnings))
+    groups = [g for g in plan.groups if g not in ("root", "tty")]
+    all_users = [*plan.users, *(u for u in users if u not in plan.users)]
+
+    def build(target: str) -> None:
+        writer = _Writer(target, report, dry_run)
+        writer.apply(plan)
+        _write_identity(writer, all_users, groups, shell, homes=True)
+
+    if exists:
+        if not os.path.isdir(root) or os.path.islink(root):
+            raise BuildError(f"build {root}: exists and is not a directory")
+        build(root)
+    elif dry_run:
+        report.dirs += 1
+        build(root)
+    else:
+        _build_new(root, build)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _build_new(root: str, build: Any) -> None:
+    """Build a new jail in JAIL.tmp-XXXXXX and rename it into place; remove it on failure."""
+    parent = os.path.dirname(root) or "/"
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".tmp-", dir=parent)
+    try:
+        os.chown(tmp, 0, 0)
+        os.chmod(tmp, 0o755)  # noqa: S103 - the jail root, like any jail directory
+        build(tmp)
+        try:
+            os.rename(tmp, root)  # fails if a non-empty directory appeared meanwhile
+        except OSError as err:
+            raise BuildError(f"build {root}: cannot move new jail into place: "
+                             f"{err.strerror}") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_into(root: str, files: Sequence[str], *, dry_run: bool = False) -> BuildReport:
+    """jk_cp: copy `files` (absolute host paths; directories recursively) into the existing
+    jail at `root`, with their ELF dependencies and symlink chains."""
+    start = time.perf_counter()
+    root = _normalize_root(root)
+    if not files:
+        raise UsageError("cp: name at least one file")
+    _check_root(root, must_exist=True)
+    plan = plan_files(files)
+    report = BuildReport(root=root, dry_run=dry_run, warnings=list(plan.warnings))
+    _Writer(root, report, dry_run).apply(plan)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def add_users(root: str, users: Sequence[str], *, shell: str | None = None) -> None:
+    """Write jail etc/passwd + etc/group entries for host `users` (plus root, and the root
+    and tty groups), create their homes (owner user, 0750) and JAIL/tmp (1777)."""
+    root = _normalize_root(root)
+    _check_root(root, must_exist=True)
+    report = BuildReport(root=root)
+    _write_identity(_Writer(root, report, False), users, (), shell, homes=True)
+
+
+def update_jail(root: str, *, prune: bool = False, dry_run: bool = False) -> BuildReport:
+    """Refresh every file of the jail that also exists on the host from the host copy (by
+    content), with the ELF dependencies of the refreshed files. With `prune`, remove jail
+    files whose host path no longer exists. Homes, tmp, etc/passwd, etc/group and device
+    nodes are never touched."""
+    start = time.perf_counter()
+    root = _normalize_root(root)
+    _check_root(root, must_exist=True)
+    keep = {"/etc/passwd", "/etc/group"}
+    skip_dirs = {"/tmp", "/home", "/dev", "/proc"}
+    for line in _read_entries(root + "/etc/passwd"):
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[5] not in ("", "/"):
+            skip_dirs.add(os.path.normpath(fields[5]))
+    present: list[str] = []
+    stale: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise_walk_error):
+        rel_dir = dirpath[len(root):] or "/"
+        dirnames[:] = sorted(d for d in dirnames
+                             if os.path.join(rel_dir, d) not in skip_dirs)
+        for name in sorted([*filenames, *(d for d in dirnames
+                                          if os.path.islink(os.path.join(dirpath, d)))]):
+            rel = os.path.join(rel_dir, name)
+            if rel in keep or name.startswith(TMP_PREFIX):
+                continue
+            st = os.lstat(root + rel)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                continue
+            host_ok = os.path.lexists(rel) and (
+                stat.S_ISLNK(os.lstat(rel).st_mode) or os.path.isfile(rel))
+            (present if host_ok else stale).append(rel)
+    planner = _Planner()
+    for rel in present:
+        if os.path.islink(rel):
+            planner.add_link(rel, "update")
+        else:
+            planner.elf_inputs.append(rel)
+    plan = planner.finish()
+    report = BuildReport(root=root, dry_run=dry_run, warnings=list(plan.warnings))
+    _Writer(root, report, dry_run).apply(plan)
+    for rel in stale:
+        if prune:
+            report.removed += 1
+            if not dry_run:
+                os.unlink(root + rel)
+        else:
+            report.warnings.append(f"update {root}{rel}: not on the host any more "
+                                   "(--prune removes it)")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+
+INIT_DESCRIPTION = """\
+Create the jail JAIL, or update it in place, with everything the named PROFILEs need:
+programs with their shared libraries and dynamic loader (found without running them),
+directories, device nodes, and minimal etc/passwd and etc/group entries.
+
+A new jail is built in JAIL.tmp-XXXXXX beside it and renamed to JAIL only when complete;
+a failed build leaves nothing behind. Re-running on an existing jail updates it: files
+that already match the host (size, mtime and content) are left alone.
+
+Every directory from / to JAIL must be root-owned and not group/other-writable. Copies
+are root-owned, never group/other-writable, and lose setuid/setgid bits."""
+
+INIT_EPILOG = """\
+examples:
+  pam-jail init -j /srv/jail sftp scp rsync
+  pam-jail init -j /srv/jail --user alice --user bob basicshell ptys
+  pam-jail init --list
+
+files:
+  /etc/pam_jail/profiles.ini   profile definitions (docs/builder.md lists the keys)"""
+
+CP_DESCRIPTION = """\
+Copy FILEs (absolute host paths; directories recursively) into the existing jail JAIL,
+each at the same path, with its ELF dependencies and every symlink on the way (like
+jailkit's jk_cp). The same rules as `init` apply: root-owned copies, setuid/setgid bits
+stripped, symlinks kept as symlinks, unchanged files left alone."""
+
+UPDATE_DESCRIPTION = """\
+Refresh the jail JAIL from the host: every jail file whose host copy differs in content
+is copied again, with the ELF dependencies of the current host files (a new library
+version comes along). Homes, tmp, dev, etc/passwd and etc/group are not touched. With
+--prune, jail files whose host path no longer exists are removed."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `init`, `cp` and `update` subcommands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    init = sub.add_parser("init", help="create or update a jail from profiles",
+                          description=INIT_DESCRIPTION, epilog=INIT_EPILOG,
+                          formatter_class=fmt)
+    init.add_argument("-j", "--jail", metavar="JAIL",
+                      help="absolute path of the jail directory (required unless --list)")
+    init.add_argument("-u", "--user", dest="users", action="append", default=[],
+                      metavar="USER", help="host user to add to the jail's etc/passwd, with "
+                      "a home inside the jail (repeatable)")
+    init.add_argument("--shell", metavar="PATH",
+                      help="login shell written for --user entries (default: the host's)")
+    init.add_argument("-c", "--profiles-file", default=DEFAULT_PROFILES_FILE, metavar="FILE",
+                      help=f"profile definitions (default: {DEFAULT_PROFILES_FILE})")
+    init.add_argument("-n", "--dry-run", action="store_true",
+                      help="check and count what would be done; write nothing")
+    init.add_argument("--json", action="store_true",
+                      help="print the report as JSON instead of the summary line")
+    init.add_argument("--list", action="store_true",
+                      help="list the profiles in the profiles file and exit")
+    init.add_argument("profiles", nargs="*", metavar="PROFILE",
+                      help="profile names from the profiles file")
+    init.set_defaults(func=_cmd_init)
+
+    cp = sub.add_parser("cp", help="copy files with their libraries into a jail",
+                        description=CP_DESCRIPTION, formatter_class=fmt,
+                        epilog="example:\n  pam-jail cp -j /srv/jail /usr/bin/less "
+                               "/usr/share/terminfo")
+    cp.add_argument("-j", "--jail", required=True, metavar="JAIL",
+                    help="absolute path of an existing jail")
+    cp.add_argument("-n", "--dry-run", action="store_true",
+                    help="check and count what would be done; write nothing")
+    cp.add_argument("--json", action="store_true",
+                    help="print the report as JSON instead of the summary line")
+    cp.add_argument("files", nargs="+", metavar="FILE", help="absolute host paths")
+    cp.set_defaults(func=_cmd_cp)
+
+    update = sub.add_parser("update", help="refresh a jail's files from the host",
+                            description=UPDATE_DESCRIPTION, formatter_class=fmt)
+    update.add_argument("-j", "--jail", required=True, metavar="JAIL",
+                        help="absolute path of an existing jail")
+    update.add_argument("--prune", action="store_true",
+                        help="remove jail files whose host path no longer exists")
+    update.add_argument("-n", "--dry-run", action="store_true",
+                        help="check and count what would be done; write nothing")
+    update.add_argument("--json", action="store_true",
+                        help="print the report as JSON instead of the summary line")
+    update.set_defaults(func=_cmd_update)
+
+
+def _print_report(report: BuildReport, action: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    for warning in report.warnings:
+        print(f"pam_jail: warning: {warning}", file=sys.stderr)
+    print(report.summary(action))
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    if args.list:
+        for name, profile in load_profiles(args.profiles_file).items():
+            print(f"{name:12} {profile.comment}")
+        return 0
+    if not args.jail:
+        raise UsageError("init: -j JAIL is required")
+    if not args.profiles:
+        raise UsageError("init: name at least one profile",
+                         hint="`pam-jail init --list` shows them")
+    report = init_jail(args.jail, args.profiles, users=args.users,
+                       profiles_file=args.profiles_file, dry_run=args.dry_run,
+                       shell=args.shell)
+    return _print_report(report, "init", args.json)
+
+
+def _cmd_cp(args: argparse.Namespace) -> int:
+    report = copy_into(args.jail, args.files, dry_run=args.dry_run)
+    return _print_report(report, "cp", args.json)
+
+
+def _cmd_update(args: argparse.Namespace) -> int:
+    report = update_jail(args.jail, prune=args.prune, dry_run=args.dry_run)
+    return _print_report(report, "update", args.json)

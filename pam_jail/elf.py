@@ -1,0 +1,503 @@
+"""ELF dependency closure, computed in-process with pyelftools: no ldd, no running the binary.
+
+`closure(paths)` answers "which host paths must exist inside a jail for these programs to
+run": each program, its PT_INTERP (the dynamic loader), every DT_NEEDED library found the way
+glibc's ld.so finds it, and every symlink met on the way (the link itself *and* any symlinked
+parent directory such as Debian 12's `/lib -> usr/lib`), so the jail can recreate the chain.
+
+Invariant of the result: for every returned path P, dirname(P) is a canonical directory (no
+symlink in it), and P itself is a symlink, a regular file or a directory. A builder can
+therefore create the parents of P as real directories and recreate P exactly as on the host.
+
+Search order, as in glibc 2.36 (elf/dl-load.c, `_dl_map_object`):
+  1. a name containing '/' is used as a path (after $ORIGIN/$LIB/$PLATFORM expansion);
+  2. an object already loaded under that name or SONAME is reused;
+  3. DT_RPATH of the requesting object and of its loaders up to the executable, skipped
+     entirely when the requesting object has DT_RUNPATH (and per loader that has one);
+  4. (LD_LIBRARY_PATH: never used here; a jail must not depend on the builder's environment)
+  5. DT_RUNPATH of the requesting object;
+  6. the ld.so.conf directories (what /etc/ld.so.cache is built from), then the default
+     directories.
+In every directory the glibc-hwcaps subdirectories (x86-64-v4/v3/v2) are looked at first;
+a hit there is *added* and the search goes on, so the jail gets a superset that works on any
+CPU level. Candidates whose ELF class, data encoding or machine differ are skipped.
+
+Only the ELF header, the program headers, the dynamic table and the dynamic string table are
+read; results are cached per path (keyed by inode and mtime).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError
+from elftools.common.utils import struct_parse
+from elftools.elf.elffile import ELFFile
+
+from pam_jail.errors import BuildError
+
+ELF_MAGIC = b"\x7fELF"
+LD_SO_CONF = "/etc/ld.so.conf"
+DEFAULT_LIB_DIRS = (
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/lib",
+    "/usr/lib",
+)
+# $LIB and $PLATFORM as Debian's x86_64 ld.so expands them (checked with LD_DEBUG=libs).
+DST_LIB = "lib/x86_64-linux-gnu"
+DST_PLATFORM = os.uname().machine
+HWCAPS_SUBDIRS = ("glibc-hwcaps/x86-64-v4", "glibc-hwcaps/x86-64-v3", "glibc-hwcaps/x86-64-v2")
+MAX_SYMLINKS = 40
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    """What the loader needs to know about one ELF object."""
+
+    path: str
+    elfclass: int  # 32 or 64
+    little_endian: bool
+    machine: str  # e.g. "EM_X86_64"
+    interp: str | None  # PT_INTERP
+    needed: tuple[str, ...]  # DT_NEEDED, in order
+    rpath: tuple[str, ...]  # DT_RPATH entries, unexpanded
+    runpath: tuple[str, ...]  # DT_RUNPATH entries, unexpanded
+    soname: str | None
+
+    def compatible(self, other: ElfInfo) -> bool:
+        return (self.elfclass, self.little_endian, self.machine) == (
+            other.elfclass, other.little_endian, other.machine)
+
+
+# path -> ((st_dev, st_ino, st_mtime_ns, st_size), info or None when not ELF)
+_elf_cache: dict[str, tuple[tuple[int, int, int, int], ElfInfo | None]] = {}
+# path -> (symlinks met, canonical path)
+_chain_cache: dict[str, tuple[tuple[str, ...], str]] = {}
+# ld.so.conf file -> directories
+_conf_cache: dict[str, tuple[str, ...]] = {}
+_isdir_cache: dict[str, bool] = {}
+
+
+def clear_caches() -> None:
+    """Forget everything cached (tests; a long-running process after a package upgrade)."""
+    _elf_cache.clear()
+    _chain_cache.clear()
+    _conf_cache.clear()
+    _isdir_cache.clear()
+
+
+# --------------------------------------------------------------------------- paths
+
+def path_chain(path: str) -> tuple[tuple[str, ...], str]:
+    """Resolve `path` like the kernel does, component by component.
+
+    Returns (symlinks, canonical): every symlink met, named by its own canonical location
+    (so `/lib/x86_64-linux-gnu/libc.so.6` gives (`/lib`,) and
+    `/usr/lib/x86_64-linux-gnu/libc.so.6`), and the final canonical path.
+    Raises OSError (FileNotFoundError, NotADirectoryError, ELOOP) like open() would.
+    """
+    if not path.startswith("/"):
+        raise BuildError(f"resolve {path}: not an absolute path")
+    cached = _chain_cache.get(path)
+    if cached is not None:
+        return cached
+    links: list[str] = []
+    resolved = "/"
+    parts = deque(path.split("/"))
+    hops = 0
+    while parts:
+        part = parts.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = os.path.join(resolved, part)
+        st = os.lstat(candidate)
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise OSError(40, "Too many levels of symbolic links", path)
+            if candidate not in links:
+                links.append(candidate)
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = "/"
+            parts.extendleft(reversed(target.split("/")))
+            continue
+        if parts and any(p not in ("", ".") for p in parts) and not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(20, "Not a directory", candidate)
+        resolved = candidate
+    result = (tuple(links), resolved)
+    _chain_cache[path] = result
+    return result
+
+
+def _isdir(path: str) -> bool:
+    cached = _isdir_cache.get(path)
+    if cached is None:
+        cached = _isdir_cache[path] = os.path.isdir(path)
+    return cached
+
+
+# --------------------------------------------------------------------------- ELF parsing
+
+def read_elf(path: str) -> ElfInfo | None:
+    """Parse the ELF header, program headers and dynamic table of `path`.
+
+    Returns None when the file is not ELF. Raises OSError if it cannot be read and
+    BuildError if it is a malformed ELF file.
+    """
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = _elf_cache.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    info: ElfInfo | None = None
+    if stat.S_ISREG(st.st_mode) and st.st_size >= 16:
+        with open(path, "rb") as stream:
+            if stream.read(4) == ELF_MAGIC:
+                stream.seek(0)
+                try:
+                    info = _parse(path, stream)
+                except (ELFError, ValueError, OSError, KeyError, AttributeError) as err:
+                    raise BuildError(f"resolve {path}: malformed ELF file ({err})") from err
+    _elf_cache[path] = (key, info)
+    return info
+
+
+def _parse(path: str, stream: object) -> ElfInfo:
+    elf = ELFFile(stream)
+    interp: str | None = None
+    loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
+    dynamic: tuple[int, int] | None = None  # (offset, filesz)
+    # Read the program headers directly: iter_segments() would build a DynamicSegment,
+    # which walks every section header to find .dynstr.
+    for index in range(elf.num_segments()):
+        hdr = elf._get_segment_header(index)
+        ptype = hdr["p_type"]
+        if ptype == "PT_LOAD":
+            loads.append((hdr["p_vaddr"], hdr["p_filesz"], hdr["p_offset"]))
+        elif ptype == "PT_DYNAMIC":
+            dynamic = (hdr["p_offset"], hdr["p_filesz"])
+        elif ptype == "PT_INTERP":
+            elf.stream.seek(hdr["p_offset"])
+            raw = elf.stream.read(hdr["p_filesz"])
+            interp = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    needed_off: list[int] = []
+    rpath_off: list[int] = []
+    runpath_off: list[int] = []
+    soname_off: int | None = None
+    strtab_vaddr: int | None = None
+    if dynamic is not None and dynamic[1] > 0:
+        dyn_struct = elf.structs.Elf_Dyn
+        size = dyn_struct.sizeof()
+        for n in range(dynamic[1] // size):
+            entry = struct_parse(dyn_struct, elf.stream, stream_pos=dynamic[0] + n * size)
+            tag = entry["d_tag"]
+            if tag == "DT_NULL":
+                break
+            if tag == "DT_NEEDED":
+                needed_off.append(entry["d_val"])
+            elif tag == "DT_RPATH":
+                rpath_off.append(entry["d_val"])
+            elif tag == "DT_RUNPATH":
+                runpath_off.append(entry["d_val"])
+            elif tag == "DT_SONAME":
+                soname_off = entry["d_val"]
+            elif tag == "DT_STRTAB":
+                strtab_vaddr = entry["d_ptr"]
+    strtab: int | None = None
+    if strtab_vaddr is not None:
+        for vaddr, filesz, offset in loads:
+            if vaddr <= strtab_vaddr < vaddr + filesz:
+                strtab = offset + strtab_vaddr - vaddr
+                break
+    if strtab is None and (needed_off or rpath_off or runpath_off or soname_off is not None):
+        raise ValueError("DT_STRTAB not mapped by any PT_LOAD segment")
+
+    def string(offset: int) -> str:
+        assert strtab is not None
+        elf.stream.seek(strtab + offset)
+        chunks = []
+        while True:
+            chunk = elf.stream.read(256)
+            if not chunk:
+                break
+            end = chunk.find(b"\0")
+            if end >= 0:
+                chunks.append(chunk[:end])
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "surrogateescape")
+
+    def paths(offsets: list[int]) -> tuple[str, ...]:
+        return tuple(p for off in offsets for p in string(off).split(":"))
+
+    return ElfInfo(
+        path=path,
+        elfclass=elf.elfclass,
+        little_endian=elf.little_endian,
+        machine=str(elf["e_machine"]),
+        interp=interp,
+        needed=tuple(string(off) for off in needed_off),
+        rpath=paths(rpath_off),
+        runpath=paths(runpath_off),
+        soname=string(soname_off) if soname_off is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------- search path
+
+def ld_so_conf_dirs(conf: str = LD_SO_CONF) -> tuple[str, ...]:
+    """Directories listed in ld.so.conf, following `include` globs (relative to the file's
+    directory), in file order, without duplicates. A missing file gives ()."""
+    cached = _conf_cache.get(conf)
+    if cached is None:
+        found: list[str] = []
+        _read_conf(conf, found, set())
+        cached = _conf_cache[conf] = tuple(found)
+    return cached
+
+
+def _read_conf(conf: str, found: list[str], seen: set[str]) -> None:
+    real = os.path.realpath(conf)
+    if real in seen:
+        return
+    seen.add(real)
+    try:
+        with open(conf, encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as err:
+        raise BuildError(f"read {conf}: {err.strerror}") from err
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        if words[0] == "include":
+            for pattern in words[1:]:
+                if not pattern.startswith("/"):
+                    pattern = os.path.join(os.path.dirname(conf), pattern)
+                for sub in sorted(glob.glob(pattern)):
+                    _read_conf(sub, found, seen)
+            continue
+        if words[0] == "hwcap":  # obsolete ldconfig directive
+            continue
+        for word in line.replace(",", " ").replace(":", " ").split():
+            word = word.split("=", 1)[0]  # old "dir=TYPE" syntax
+            if word.startswith("/"):
+                word = os.path.normpath(word)
+                if word not in found:
+                    found.append(word)
+
+
+def system_dirs(conf: str = LD_SO_CONF) -> tuple[str, ...]:
+    """ld.so.conf directories, then the default directories."""
+    dirs = list(ld_so_conf_dirs(conf))
+    for d in DEFAULT_LIB_DIRS:
+        if d not in dirs:
+            dirs.append(d)
+    return tuple(dirs)
+
+
+def expand_dst(entry: str, origin: str) -> str:
+    """Expand $ORIGIN, $LIB and $PLATFORM (also in ${...} form)."""
+    for name, value in (("ORIGIN", origin), ("LIB", DST_LIB), ("PLATFORM", DST_PLATFORM)):
+        entry = entry.replace("${" + name + "}", value).replace("$" + name, value)
+    return entry
+
+
+# --------------------------------------------------------------------------- closure
+
+@dataclass
+class _Loaded:
+    path: str  # path the loader opened it by
+    info: ElfInfo
+    origin: str
+    loader: _Loaded | None
+
+
+class _Resolver:
+    """One resolution run: shares search results between the programs given."""
+
+    def __init__(self, conf: str = LD_SO_CONF) -> None:
+        self.system = system_dirs(conf)
+        self.result: set[str] = set()
+
+    def add_chain(self, path: str, what: str) -> str:
+        """Add the symlink chain and canonical path of `path`; return the canonical path."""
+        try:
+            links, canonical = path_chain(path)
+        except OSError as err:
+            raise BuildError(f"resolve {what}: {err.strerror or err}") from err
+        self.result.update(links)
+        self.result.add(canonical)
+        return canonical
+
+    def program(self, path: str) -> None:
+        """Add `path` and, when it is a dynamic ELF object, everything it loads."""
+        canonical = self.add_chain(path, path)
+        try:
+            info = read_elf(canonical)
+        except OSError as err:
+            raise BuildError(f"resolve {path}: {err.strerror or err}") from err
+        if info is None:
+            return
+        if info.interp is not None:
+            self.add_chain(info.interp, f"{path}: interpreter {info.interp}")
+        # The kernel gives ld.so the real path of the executable: $ORIGIN is its directory.
+        root = _Loaded(path, info, os.path.dirname(canonical), None)
+        self.load_namespace(root)
+
+    def load_namespace(self, root: _Loaded) -> None:
+        by_name: dict[str, _Loaded] = {}
+        by_ident: dict[tuple[int, int], _Loaded] = {}
+        self.remember(root, root.path, by_name, by_ident)
+        queue: deque[_Loaded] = deque([root])
+        while queue:  # breadth first, as ld.so maps DT_NEEDED
+            obj = queue.popleft()
+            for name in obj.info.needed:
+                if name in by_name:
+                    continue
+                found = self.find(name, obj, root)
+                for extra in found[1:]:  # glibc-hwcaps variants: keep, with their deps
+                    self.program(extra)
+                path = found[0]
+                canonical = self.add_chain(path, f"{root.path}: {name}")
+                ident = _ident(canonical)
+                if ident in by_ident:
+                    by_name[name] = by_ident[ident]
+                    continue
+                info = read_elf(canonical)
+                if info is None:
+                    raise BuildError(f"resolve {root.path}: {path} (needed as {name}) "
+                                     "is not an ELF object")
+                if info.interp is not None:
+                    self.add_chain(info.interp, f"{path}: interpreter {info.interp}")
+                child = _Loaded(path, info, os.path.dirname(path), obj)
+                self.remember(child, name, by_name, by_ident)
+                queue.append(child)
+
+    @staticmethod
+    def remember(obj: _Loaded, name: str, by_name: dict[str, _Loaded],
+                 by_ident: dict[tuple[int, int], _Loaded]) -> None:
+        by_name[name] = obj
+        if obj.info.soname:
+            by_name.setdefault(obj.info.soname, obj)
+        by_ident[_ident(obj.info.path)] = obj
+
+    def find(self, name: str, obj: _Loaded, root: _Loaded) -> list[str]:
+        """Paths for DT_NEEDED `name` of `obj`: the one ld.so uses first, then hwcaps extras."""
+        want = obj.info
+        if "/" in name:
+            path = expand_dst(name, obj.origin)
+            if not path.startswith("/"):
+                raise BuildError(f"resolve {root.path}: {name} (needed by {obj.path}) "
+                                 "is a relative path")
+            if self.candidate(path, want):
+                return [path]
+            raise BuildError(f"resolve {root.path}: {name} (needed by {obj.path}) not found")
+        dirs: list[str] = []
+        if not obj.info.runpath:
+            loader: _Loaded | None = obj
+            while loader is not None:
+                if not loader.info.runpath:
+                    dirs.extend(expand_dst(d, loader.origin) for d in loader.info.rpath)
+                loader = loader.loader
+        dirs.extend(expand_dst(d, obj.origin) for d in obj.info.runpath)
+        dirs.extend(self.system)
+        extras: list[str] = []
+        for directory in dirs:
+            if not directory:  # an empty RPATH element means the current directory
+                continue
+            if not _isdir(directory):
+                continue
+            for sub in HWCAPS_SUBDIRS:
+                subdir = os.path.join(directory, sub)
+                if _isdir(subdir) and self.candidate(os.path.join(subdir, name), want):
+                    extras.append(os.path.join(subdir, name))
+            path = os.path.join(directory, name)
+            if self.candidate(path, want):
+                return [path, *extras]
+        searched = ":".join(dict.fromkeys(d for d in dirs if d))
+        raise BuildError(f"resolve {root.path}: {name} (needed by {obj.path}) not found "
+                         f"in {searched}")
+
+    @staticmethod
+    def candidate(path: str, want: ElfInfo) -> bool:
+        try:
+            info = read_elf(path)
+        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
+            return False
+        return info is not None and info.compatible(want)
+
+
+def _ident(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def closure(paths: Iterable[str]) -> list[str]:
+    """Sorted absolute host paths (files, directories named directly, and every symlink on
+    the way, parent-directory symlinks included) needed to run or load `paths`.
+
+    Non-ELF files (scripts, data) are returned with their symlink chain only.
+    Raises BuildError("resolve <path>: <reason>") for a missing file or an unresolvable
+    DT_NEEDED.
+    """
+    resolver = _Resolver()
+    for path in paths:
+        if not path.startswith("/"):
+            raise BuildError(f"resolve {path}: not an absolute path")
+        resolver.program(path)
+    return sorted(resolver.result)
+
+
+def find_library(name: str, like: str = "/bin/sh") -> str | None:
+    """Where the system search path (ld.so.conf, default dirs) has library `name` of the
+    same ELF class and machine as `like`; None when absent."""
+    want = read_elf(path_chain(like)[1])
+    if want is None:
+        raise BuildError(f"resolve {like}: not an ELF object")
+    for directory in system_dirs():
+        path = os.path.join(directory, name)
+        if _Resolver.candidate(path, want):
+            return path
+    return None
+
+
+def runtime_libs(nss: Sequence[str] = ("files", "compat"), *, gconv: bool = False,
+                 like: str = "/bin/sh") -> list[str]:
+    """Libraries loaded at run time, which DT_NEEDED does not show, with their closure:
+    libnss_<name>.so.2 for each name in `nss` (user/group name lookups) and, if `gconv`,
+    the whole gconv directory (iconv charset modules and their gconv-modules config).
+    A missing NSS module raises BuildError."""
+    libs: list[str] = []
+    for service in nss:
+        name = f"libnss_{service}.so.2"
+        found = find_library(name, like)
+        if found is None:
+            raise BuildError(f"resolve {name}: not found in {':'.join(system_dirs())}")
+        libs.append(found)
+    extra: list[str] = []
+    if gconv:
+        for directory in system_dirs():
+            gdir = os.path.join(directory, "gconv")
+            if os.path.isfile(os.path.join(gdir, "gconv-modules")):
+                for dirpath, dirnames, filenames in os.walk(gdir):
+                    dirnames.sort()
+                    extra.extend(os.path.join(dirpath, f) for f in sorted(filenames))
+                break
+        else:
+            raise BuildError("resolve gconv: no gconv/gconv-modules in the library path")
+    return closure([*libs, *extra])

@@ -1,0 +1,463 @@
+"""pam_jail.build: system tests (root) that build real jails and run programs in them.
+
+Jails live under /srv (root-owned, not world-writable: /tmp and /var/tmp would fail the
+jail path rule by design) and are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pam_jail import build, cli
+from pam_jail.errors import BuildError, PamJailError, UnsafeJail, UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILES = str(REPO / "etc" / "pam_jail" / "profiles.ini")
+BASE = "/srv/pam_jail-build-test"
+NOBODY = pwd.getpwnam("nobody")
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def base() -> Iterator[str]:
+    assert os.geteuid() == 0, "the builder tests run as root (CI does)"
+    os.makedirs(BASE, mode=0o755, exist_ok=True)
+    os.chmod(BASE, 0o755)
+    path = tempfile.mkdtemp(prefix="t", dir=BASE)
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def init(root: str, *profiles: str, **kwargs: object) -> build.BuildReport:
+    return build.init_jail(root, profiles, profiles_file=PROFILES, **kwargs)  # type: ignore[arg-type]
+
+
+def in_jail(root: str, *argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [shutil.which("chroot") or "/usr/sbin/chroot"]
+    if user:
+        cmd.append(f"--userspec={user}")
+    return subprocess.run([*cmd, root, *argv], capture_output=True, text=True, check=False,
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C"}, timeout=60)
+
+
+def walk_jail(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            yield path[len(root):], os.lstat(path)
+
+
+def assert_jail_rules(root: str, homes: tuple[str, ...] = ()) -> None:
+    """Everything the builder made is root-owned, not g/o-writable, without s-bits."""
+    for rel, st in walk_jail(root):
+        mode = stat.S_IMODE(st.st_mode)
+        if rel == "/tmp":
+            assert mode == 0o1777 and st.st_uid == 0, rel
+            continue
+        if rel in homes:
+            assert mode == 0o750, rel
+            continue
+        assert (st.st_uid, st.st_gid) == (0, 0), rel
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        if stat.S_ISCHR(st.st_mode):
+            assert rel in build.DEVICES and mode == 0o666, rel
+            continue
+        assert not mode & (stat.S_ISUID | stat.S_ISGID), rel
+        if stat.S_ISDIR(st.st_mode):
+            assert mode == 0o755, rel
+        else:
+            assert stat.S_ISREG(st.st_mode), rel
+            assert not mode & 0o022, rel
+        assert not os.path.basename(rel).startswith(build.TMP_PREFIX), rel
+
+
+def leftovers(base: str) -> list[str]:
+    return sorted(os.listdir(base))
+
+
+# --------------------------------------------------------------------------- profiles
+
+def test_every_profile_builds_and_follows_the_rules(base: str) -> None:
+    names = list(build.load_profiles(PROFILES))
+    for required in ("uidbasics", "basicshell", "sftp", "scp", "rsync", "git", "cvs", "lsh",
+                     "netbasics", "logbasics", "terminfo", "locale", "ptys"):
+        assert required in names
+    for name in names:
+        root = f"{base}/{name}"
+        report = init(root, name)
+        assert report.files > 0 or report.symlinks > 0 or report.dirs > 0, name
+        assert_jail_rules(root)
+        assert leftovers(base) == sorted(os.listdir(base))
+    assert not [n for n in os.listdir(base) if ".tmp-" in n]
+
+
+def test_basicshell_names_resolve(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "basicshell", users=["nobody"])
+    out = in_jail(root, "/bin/bash", "-c", "id; whoami; ls -l /")
+    assert out.returncode == 0, out.stderr
+    assert "uid=0(root) gid=0(root)" in out.stdout
+    assert "\nroot\n" in out.stdout
+    assert " root root " in out.stdout  # ls -l resolved the owner through the jail
+    out = in_jail(root, "/bin/bash", "-c", "id; whoami; cd ~nobody && pwd",
+                  user=f"{NOBODY.pw_uid}:{NOBODY.pw_gid}")
+    assert out.returncode == 0, out.stderr
+    assert f"uid={NOBODY.pw_uid}(nobody)" in out.stdout
+    assert "\nnobody\n" in out.stdout
+    assert "/home/nobody" in out.stdout
+    for prog in ("sh", "ls", "cat", "echo", "pwd", "mkdir", "rm", "cp", "mv", "touch", "head",
+                 "tail", "wc", "grep", "env", "true", "sleep"):
+        assert os.path.exists(f"{root}/usr/bin/{prog}"), prog
+    assert_jail_rules(root, homes=("/home/nobody",))
+
+
+def test_sftp_scp_rsync_git_cvs_run_inside(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "sftp", "scp", "rsync", "git", "cvs")
+    out = in_jail(root, "/usr/lib/openssh/sftp-server", "-h")
+    assert "usage: sftp-server" in out.stderr
+    out = in_jail(root, "/usr/bin/scp")
+    assert "usage: scp" in out.stderr
+    out = in_jail(root, "/usr/bin/rsync", "--version")
+    assert out.returncode == 0 and "rsync  version" in out.stdout, out.stderr
+    out = in_jail(root, "/usr/bin/git", "--version")
+    assert out.returncode == 0 and out.stdout.startswith("git version"), out.stderr
+    out = in_jail(root, "/usr/lib/git-core/git-upload-pack", "--help")
+    assert "error while loading shared libraries" not in out.stderr
+    out = in_jail(root, "/usr/bin/cvs", "--version")
+    assert out.returncode == 0 and "Concurrent Versions System" in out.stdout, out.stderr
+
+
+def test_lsh_runtime_runs_python(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "lsh")
+    out = in_jail(root, "/usr/bin/python3", "-I", "-S", "-c",
+                  "import sys; sys.path.append('/usr/lib/python3/dist-packages'); "
+                  "import shlex, configobj, json; print('ok')")
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+
+
+def test_ptys_profile(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "ptys")
+    assert os.path.isdir(f"{root}/dev/pts") and not os.listdir(f"{root}/dev/pts")
+    assert os.readlink(f"{root}/dev/ptmx") == "pts/ptmx"
+    st = os.lstat(f"{root}/dev/tty")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(5, 0)
+    assert stat.S_IMODE(st.st_mode) == 0o666
+    tty_gid = grp.getgrnam("tty").gr_gid
+    assert f"tty:x:{tty_gid}:\n" in Path(f"{root}/etc/group").read_text()
+    assert not os.path.exists(f"{root}/dev/null")  # devices only when a profile names them
+
+
+def test_symlink_chains_recreated(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "basicshell")
+    for link in ("/bin", "/lib", "/lib64", "/usr/lib64/ld-linux-x86-64.so.2"):
+        if os.path.islink(link):
+            assert os.readlink(f"{root}{link}") == os.readlink(link), link
+    assert os.path.islink(f"{root}/usr/bin/sh")
+
+
+def test_rerun_is_idempotent_and_compares_content(base: str) -> None:
+    root = f"{base}/jail"
+    first = init(root, "sftp", "ptys", users=["nobody"])
+    assert first.files > 0
+    again = init(root, "sftp", "ptys", users=["nobody"])
+    assert (again.files, again.symlinks, again.dirs, again.devices) == (0, 0, 0, 0)
+    assert again.unchanged > 0
+    # Same size and mtime, different content: must be copied again.
+    target = Path(f"{root}/usr/lib/openssh/sftp-server")
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fixed = init(root, "sftp", "ptys", users=["nobody"])
+    assert fixed.files == 1
+    assert target.read_bytes() == Path("/usr/lib/openssh/sftp-server").read_bytes()
+    # A wrong mode is corrected without a copy.
+    os.chmod(target, 0o777)
+    init(root, "sftp")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert Path(f"{root}/etc/passwd").read_text().count("\nnobody:") == 1
+
+
+def test_dry_run_writes_nothing(base: str) -> None:
+    root = f"{base}/jail"
+    dry = init(root, "basicshell", dry_run=True)
+    assert dry.dry_run and dry.files > 0
+    assert leftovers(base) == []
+    real = init(root, "basicshell")
+    assert (dry.files, dry.bytes) == (real.files, real.bytes)
+    assert init(root, "basicshell", dry_run=True).files == 0
+
+
+def test_add_users_entries_and_homes(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "uidbasics")
+    build.add_users(root, ["nobody"], shell="/bin/false")
+    passwd = Path(f"{root}/etc/passwd").read_text().splitlines()
+    assert passwd[0].startswith("root:x:0:0:")
+    assert f"nobody:x:{NOBODY.pw_uid}:{NOBODY.pw_gid}:{NOBODY.pw_gecos}:/home/nobody:/bin/false" \
+        in passwd
+    groups = Path(f"{root}/etc/group").read_text()
+    assert "root:x:0:" in groups and f"tty:x:{grp.getgrnam('tty').gr_gid}:" in groups
+    home = os.lstat(f"{root}/home/nobody")
+    assert (home.st_uid, stat.S_IMODE(home.st_mode)) == (NOBODY.pw_uid, 0o750)
+    assert stat.S_IMODE(os.lstat(f"{root}/tmp").st_mode) == 0o1777
+    with pytest.raises(BuildError, match="no such user"):
+        build.add_users(root, ["no-such-user-pj"])
+
+
+def test_jail_home() -> None:
+    assert build.jail_home("/srv/jail/./home/alice", "alice") == "/home/alice"
+    assert build.jail_home("/srv/a/./b/./srv/alice/", "alice") == "/srv/alice"
+    assert build.jail_home("/home/alice", "alice") == "/home/alice"
+
+
+# --------------------------------------------------------------------------- cp
+
+def test_cp_strips_setuid(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "uidbasics")
+    assert os.stat("/usr/bin/passwd").st_mode & stat.S_ISUID
+    report = build.copy_into(root, ["/usr/bin/passwd"])
+    mode = os.stat(f"{root}/usr/bin/passwd").st_mode
+    assert not mode & (stat.S_ISUID | stat.S_ISGID)
+    assert stat.S_IMODE(mode) == 0o755
+    assert any("setuid" in w for w in report.warnings)
+    # its libraries came along
+    assert os.path.exists(f"{root}/usr/lib/x86_64-linux-gnu/libpam.so.0")
+    assert_jail_rules(root)
+
+
+def test_cp_shell_metacharacters_fine_control_characters_refused(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "uidbasics")
+    src = tempfile.mkdtemp(dir=BASE)
+    try:
+        odd = os.path.join(src, "a b;$(x)`y`&")
+        Path(odd).write_text("data")
+        build.copy_into(root, [odd])
+        assert Path(f"{root}{odd}").read_text() == "data"
+        bad = os.path.join(src, "new\nline")
+        Path(bad).write_text("x")
+        with pytest.raises(BuildError, match="control character"):
+            build.copy_into(root, [bad])
+    finally:
+        shutil.rmtree(src)
+
+
+def test_cp_missing_program(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "uidbasics")
+    before = sorted(p for p, _ in walk_jail(root))
+    with pytest.raises(BuildError, match="/usr/bin/no-such-program-pj: No such file"):
+        build.copy_into(root, ["/usr/bin/true", "/usr/bin/no-such-program-pj"])
+    assert sorted(p for p, _ in walk_jail(root)) == before
+    with pytest.raises(BuildError, match="no such jail"):
+        build.copy_into(f"{base}/absent", ["/usr/bin/true"])
+
+
+def test_never_writes_through_a_jail_symlink(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "uidbasics")
+    outside = tempfile.mkdtemp(dir=BASE)
+    try:
+        os.makedirs(f"{root}/usr", exist_ok=True)
+        os.symlink(outside, f"{root}/usr/bin")
+        with pytest.raises(BuildError, match="is a symlink in the jail"):
+            build.copy_into(root, ["/usr/bin/true"])
+        assert os.listdir(outside) == []
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_never_writes_into_a_user_owned_dir(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "uidbasics", users=["nobody"])
+    os.makedirs(f"{root}/usr/bin", exist_ok=True)
+    os.chown(f"{root}/usr/bin", NOBODY.pw_uid, -1)
+    with pytest.raises(BuildError, match="not root-owned"):
+        build.copy_into(root, ["/usr/bin/true"])
+    assert os.listdir(f"{root}/usr/bin") == []
+    # homes and tmp are the users'; re-running init leaves them alone
+    Path(f"{root}/tmp/x").write_text("x")
+    init(root, "uidbasics", users=["nobody"])
+    assert Path(f"{root}/tmp/x").exists()
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_unknown_profile_leaves_nothing(base: str) -> None:
+    with pytest.raises(BuildError, match="profile nosuch: unknown profile"):
+        init(f"{base}/jail", "sftp", "nosuch")
+    assert leftovers(base) == []
+
+
+def test_unsafe_parent_refused(base: str) -> None:
+    parent = f"{base}/open"
+    os.mkdir(parent)
+    os.chmod(parent, 0o775)
+    with pytest.raises(UnsafeJail) as info:
+        init(f"{parent}/jail", "sftp")
+    assert any("writable by group or other" in p for p in info.value.problems)
+    assert os.listdir(parent) == []
+    os.chmod(parent, 0o755)
+    os.chown(parent, NOBODY.pw_uid, -1)
+    with pytest.raises(UnsafeJail):
+        init(f"{parent}/jail", "sftp")
+    assert os.listdir(parent) == []
+    with pytest.raises(UnsafeJail):  # /tmp is world-writable
+        init("/tmp/pj-never", "sftp")
+    assert not os.path.exists("/tmp/pj-never")
+
+
+def test_bad_jail_paths() -> None:
+    for bad in ("relative/jail", "/", "/srv/../tmp/x", "/srv/x\n"):
+        with pytest.raises((UsageError, BuildError)):
+            init(bad, "sftp")
+
+
+def write_profiles(base: str, text: str) -> str:
+    path = f"{base}/profiles.ini"
+    Path(path).write_text(text)
+    return path
+
+
+def test_missing_path_in_profile_fails_cleanly_optional_warns(base: str) -> None:
+    conf = write_profiles(base, "[broken]\nexecutables = true, /usr/bin/no-such-pj\n"
+                                "[soft]\nexecutables = true\noptional = /no/such/file\n")
+    with pytest.raises(BuildError, match="profile broken: executable /usr/bin/no-such-pj: "
+                                         "not found"):
+        build.init_jail(f"{base}/jail", ["broken"], profiles_file=conf)
+    assert leftovers(base) == ["profiles.ini"]
+    report = build.init_jail(f"{base}/jail", ["soft"], profiles_file=conf)
+    assert any("optional /no/such/file absent" in w for w in report.warnings)
+
+
+def test_failure_during_build_rolls_back(base: str) -> None:
+    # /dev/null in `paths` is refused only while planning; a link leaving the jail is
+    # refused too; both must leave nothing behind.
+    conf = write_profiles(base, "[dev]\nexecutables = true\npaths = /dev/null\n"
+                                "[escape]\nsymlinks = /etc/x -> ../../../etc/shadow\n")
+    for name, message in (("dev", "not a regular file"), ("escape", "leaves the jail")):
+        with pytest.raises(BuildError, match=message):
+            build.init_jail(f"{base}/jail", [name], profiles_file=conf)
+        assert leftovers(base) == ["profiles.ini"]
+
+
+def test_failure_while_writing_rolls_back(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+    real = build._Writer.copy_file
+
+    def failing(self: build._Writer, src: str, path: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise OSError(28, "No space left on device")
+        real(self, src, path)
+
+    monkeypatch.setattr(build._Writer, "copy_file", failing)
+    with pytest.raises(OSError):
+        init(f"{base}/jail", "basicshell")
+    assert leftovers(base) == []
+
+
+def test_profiles_file_errors(base: str) -> None:
+    for text, message in (
+        ("[p]\npathz = /bin/true\n", "unknown key"),
+        ("[p]\ndevices = /dev/sda\n", "not one of"),
+        ("[p]\npaths = relative\n", "not an absolute path"),
+        ("[p]\nsymlinks = /a b\n", "LINK -> TARGET"),
+        ("[a]\nincludesections = b\n[b]\nincludesections = a\n", "loop"),
+    ):
+        conf = write_profiles(base, text)
+        with pytest.raises(BuildError, match=message):
+            names = list(build.load_profiles(conf))
+            build.init_jail(f"{base}/jail", names, profiles_file=conf)
+    with pytest.raises(BuildError, match="read /no/such/profiles.ini"):
+        build.load_profiles("/no/such/profiles.ini")
+
+
+def test_lists_accept_commas_and_whitespace(base: str) -> None:
+    conf = write_profiles(base, '[p]\nexecutables = """true, false\n   echo  env"""\n'
+                                "comment = a, b\n")
+    profile = build.load_profiles(conf)["p"]
+    assert profile.executables == ["true", "false", "echo", "env"]
+    assert profile.comment == "a, b"
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_cli_init_cp_update(base: str, capsys: pytest.CaptureFixture[str]) -> None:
+    root = f"{base}/jail"
+    assert cli.main(["init", "-j", root, "-c", PROFILES, "sftp"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"init {root}: ") and " files (" in out and out.endswith(" s\n")
+    assert cli.main(["init", "-j", root, "-c", PROFILES, "--json", "--dry-run", "sftp"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["files"] == 0 and data["dry_run"] is True
+    assert cli.main(["cp", "-j", root, "/usr/bin/true"]) == 0
+    assert capsys.readouterr().out.startswith(f"cp {root}: ")
+    assert os.path.exists(f"{root}/usr/bin/true")
+    assert cli.main(["init", "-j", root, "-c", PROFILES, "nosuch"]) == BuildError.exit_code
+    assert "pam_jail: profile nosuch: unknown profile" in capsys.readouterr().err
+    assert cli.main(["init", "--list", "-c", PROFILES]) == 0
+    assert "basicshell" in capsys.readouterr().out
+    assert cli.main(["update", "-j", root]) == 0
+    assert capsys.readouterr().out.startswith(f"update {root}: 0 files")
+
+
+def test_cli_help_texts() -> None:
+    parser = cli.build_parser()
+    for command in ("init", "cp", "update"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+
+
+def test_errors_are_pam_jail_errors(base: str) -> None:
+    with pytest.raises(PamJailError):
+        build.copy_into(f"{base}/absent", ["/bin/true"])
+
+
+# --------------------------------------------------------------------------- update
+
+def test_update_refreshes_and_prunes(base: str) -> None:
+    root = f"{base}/jail"
+    init(root, "scp", users=["nobody"])
+    target = Path(f"{root}/usr/bin/scp")
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    stale = Path(f"{root}/usr/bin/pj-removed-from-host")
+    stale.write_text("old")
+    Path(f"{root}/home/nobody/keep").write_text("user data")
+    dry = build.update_jail(root, dry_run=True)
+    assert dry.files == 1 and target.read_bytes() == bytes(data)
+    report = build.update_jail(root)
+    assert report.files == 1
+    assert target.read_bytes() == Path("/usr/bin/scp").read_bytes()
+    assert any("pj-removed-from-host" in w for w in report.warnings) and stale.exists()
+    assert build.update_jail(root, prune=True, dry_run=True).removed == 1 and stale.exists()
+    pruned = build.update_jail(root, prune=True)
+    assert pruned.removed == 1 and not stale.exists()
+    assert Path(f"{root}/home/nobody/keep").exists()
+    assert Path(f"{root}/etc/passwd").exists()
+    again = build.update_jail(root, prune=True)
+    assert (again.files, again.removed, again.symlinks) == (0, 0, 0)

@@ -1,0 +1,279 @@
+"""pam_jail.elf: the resolver against what the dynamic loader really loads on this machine.
+
+The oracle runs a program with LD_TRACE_LOADED_OBJECTS=1 (ld.so lists what it would map and
+exits without running main); that is allowed in tests only, never in pam_jail itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pam_jail import elf
+from pam_jail.errors import BuildError
+
+PROGRAMS = [
+    "/bin/bash",
+    "/usr/bin/ssh",
+    "/usr/bin/rsync",
+    "/usr/lib/openssh/sftp-server",
+    "/usr/bin/git",
+    "/usr/bin/python3",
+    "/usr/bin/scp",
+    "/usr/bin/cvs",
+]
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the test ELFs")
+
+
+def traced(program: str, env: dict[str, str] | None = None) -> tuple[set[str], bool]:
+    """Real paths of the objects ld.so maps for `program`, and whether any was not found."""
+    out = subprocess.run([program], env={"LD_TRACE_LOADED_OBJECTS": "1", **(env or {})},
+                         capture_output=True, text=True, check=False).stdout
+    found: set[str] = set()
+    missing = False
+    for line in out.splitlines():
+        words = line.split()
+        if "not" in words and "found" in words:
+            missing = True
+        elif "=>" in words and words[2].startswith("/"):
+            found.add(os.path.realpath(words[2]))
+        elif words and words[0].startswith("/"):
+            found.add(os.path.realpath(words[0]))
+    return found, missing
+
+
+def objects(paths: list[str], program: str) -> set[str]:
+    """The ELF objects in a closure, as real paths, without the program itself."""
+    return {os.path.realpath(p) for p in paths if not os.path.islink(p)} - {
+        os.path.realpath(program)}
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_closure_matches_dynamic_loader(program: str) -> None:
+    if not os.path.exists(program):
+        pytest.fail(f"{program} missing: run scripts/setup")
+    expected, missing = traced(program)
+    assert not missing
+    assert objects(elf.closure([program]), program) == expected
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_closure_paths_have_canonical_parents(program: str) -> None:
+    for path in elf.closure([program]):
+        assert os.path.lexists(path), path
+        parent = os.path.dirname(path)
+        assert os.path.realpath(parent) == parent, path
+        assert path == os.path.normpath(path)
+
+
+def test_closure_sorted_and_contains_program_chain() -> None:
+    paths = elf.closure(["/bin/bash"])
+    assert paths == sorted(paths)
+    assert "/usr/bin/bash" in paths
+    if os.path.islink("/bin"):  # usr-merged Debian 12
+        assert "/bin" in paths
+
+
+def test_interpreter_symlink_chain_is_complete() -> None:
+    paths = set(elf.closure(["/bin/bash"]))
+    # Follow /lib64/ld-linux-x86-64.so.2 step by step: every link met must be listed.
+    links, canonical = elf.path_chain("/lib64/ld-linux-x86-64.so.2")
+    assert canonical in paths
+    assert set(links) <= paths
+    for link in links:
+        assert os.path.islink(link)
+    assert os.path.realpath("/lib64/ld-linux-x86-64.so.2") == canonical
+
+
+def test_library_symlink_kept() -> None:
+    paths = elf.closure(["/bin/bash"])
+    tinfo = [p for p in paths if os.path.basename(p) == "libtinfo.so.6"]
+    assert tinfo and all(os.path.islink(p) for p in tinfo)
+    assert os.path.realpath(tinfo[0]) in paths
+
+
+def test_path_chain_relative_dotdot_and_loop(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_text("x")
+    (tmp_path / "a").symlink_to("real")
+    (tmp_path / "b").symlink_to("a/../real/f")
+    links, canonical = elf.path_chain(str(tmp_path / "b"))
+    base = os.path.realpath(tmp_path)
+    assert canonical == os.path.join(base, "real", "f")
+    assert os.path.join(base, "b") in links and os.path.join(base, "a") in links
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    with pytest.raises(OSError):
+        elf.path_chain(str(tmp_path / "loop1"))
+
+
+def test_missing_file_is_build_error() -> None:
+    with pytest.raises(BuildError, match=r"^resolve /nonexistent/prog: No such file"):
+        elf.closure(["/nonexistent/prog"])
+
+
+def test_relative_path_refused() -> None:
+    with pytest.raises(BuildError, match="not an absolute path"):
+        elf.closure(["bin/bash"])
+
+
+def test_non_elf_gives_chain_only(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    assert elf.closure([str(script)]) == [os.path.realpath(script)]
+
+
+def test_unresolvable_needed(tmp_path: Path) -> None:
+    # Same-length rename of a DT_NEEDED string in a copy of bash.
+    data = Path("/bin/bash").read_bytes()
+    assert b"libtinfo.so.6\0" in data
+    broken = tmp_path / "bash-broken"
+    broken.write_bytes(data.replace(b"libtinfo.so.6\0", b"libtinfo.so.9\0", 1))
+    broken.chmod(0o755)
+    with pytest.raises(BuildError, match=r"^resolve .*bash-broken: libtinfo\.so\.9 .*not found"):
+        elf.closure([str(broken)])
+    _, missing = traced(str(broken))
+    assert missing
+
+
+def test_ld_so_conf_include_globs(tmp_path: Path) -> None:
+    conf = tmp_path / "ld.so.conf"
+    confd = tmp_path / "ld.so.conf.d"
+    confd.mkdir()
+    conf.write_text("# comment\n/opt/first\ninclude ld.so.conf.d/*.conf\n/opt/last # trailing\n"
+                    f"include {conf}\n")  # a loop is ignored
+    (confd / "b.conf").write_text("/opt/b1 /opt/b2\n")
+    (confd / "a.conf").write_text("/opt/a\n/opt/first\n")
+    (confd / "ignored.txt").write_text("/opt/no\n")
+    assert elf.ld_so_conf_dirs(str(conf)) == (
+        "/opt/first", "/opt/a", "/opt/b1", "/opt/b2", "/opt/last")
+    assert elf.ld_so_conf_dirs(str(tmp_path / "absent")) == ()
+
+
+def test_system_dirs_end_with_defaults() -> None:
+    dirs = elf.system_dirs()
+    for d in elf.DEFAULT_LIB_DIRS:
+        assert d in dirs
+
+
+def test_expand_dst() -> None:
+    assert elf.expand_dst("$ORIGIN/../lib", "/opt/x/bin") == "/opt/x/bin/../lib"
+    assert elf.expand_dst("${ORIGIN}/a:$LIB/$PLATFORM", "/o") == (
+        f"/o/a:lib/x86_64-linux-gnu/{os.uname().machine}")
+
+
+def test_runtime_libs_nss() -> None:
+    paths = elf.runtime_libs()
+    names = {os.path.basename(p) for p in paths}
+    assert {"libnss_files.so.2", "libnss_compat.so.2"} <= names
+    assert not any("gconv" in p for p in paths)
+    with pytest.raises(BuildError, match="libnss_nonesuch.so.2"):
+        elf.runtime_libs(["nonesuch"])
+
+
+def test_runtime_libs_gconv_only_when_asked() -> None:
+    paths = elf.runtime_libs(gconv=True)
+    assert any(p.endswith("/gconv/gconv-modules") for p in paths)
+    assert any(p.endswith("/gconv/UTF-16.so") for p in paths)
+
+
+def test_closure_is_fast() -> None:
+    import time
+
+    elf.clear_caches()
+    start = time.perf_counter()
+    elf.closure(PROGRAMS)
+    assert time.perf_counter() - start < 1.0
+
+
+# --------------------------------------------------------------------------- built ELFs
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tree of small programs and libraries with RPATH, RUNPATH and $ORIGIN/$LIB."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc builds the test ELFs")
+    top = tmp_path_factory.mktemp("elf")
+    (top / "bar.c").write_text("int bar(void) { return 2; }\n")
+    (top / "foo.c").write_text("int bar(void);\nint foo(void) { return bar() + 1; }\n")
+    (top / "main.c").write_text("int foo(void);\nint main(void) { return foo() == 3 ? 0 : 1; }\n")
+
+    def cc(*args: str) -> None:
+        subprocess.run(["gcc", *args], cwd=top, check=True)
+
+    libdir = top / "app" / "lib"
+    libdir.mkdir(parents=True)
+    (top / "app" / "bin").mkdir()
+    cc("-shared", "-fPIC", "-Wl,-soname,libbar.so.1", "-o", str(libdir / "libbar.so.1"), "bar.c")
+    # libfoo has no search path of its own: it finds libbar through its loader's RPATH.
+    cc("-shared", "-fPIC", "-Wl,-soname,libfoo.so.1", "-o", str(libdir / "libfoo.so.1"),
+       "foo.c", str(libdir / "libbar.so.1"))
+    (libdir / "libfoo.so").symlink_to("libfoo.so.1")
+    (libdir / "libbar.so").symlink_to("libbar.so.1")
+    # A wrong-machine libfoo earlier in the search path must be skipped.
+    wrong = top / "wrong"
+    wrong.mkdir()
+    data = bytearray((libdir / "libfoo.so.1").read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # EM_AARCH64
+    (wrong / "libfoo.so.1").write_bytes(bytes(data))
+    cc("-o", "app/bin/rpath", "main.c", f"-L{libdir}", "-lfoo", "-lbar",
+       f"-Wl,--disable-new-dtags,-rpath,{wrong}:$ORIGIN/../lib")
+    cc("-o", "app/bin/runpath", "main.c", f"-L{libdir}", "-lfoo",
+       "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib", "-Wl,--allow-shlib-undefined")
+    lib_dst = top / "dst" / "lib" / "x86_64-linux-gnu"
+    lib_dst.mkdir(parents=True)
+    for name in ("libfoo.so.1", "libbar.so.1"):
+        shutil.copy(libdir / name, lib_dst / name)
+    cc("-o", "app/bin/dstlib", "main.c", f"-L{libdir}", "-lfoo", "-lbar",
+       f"-Wl,--disable-new-dtags,-rpath,{top}/dst/$LIB")
+    (top / "link-to-app").symlink_to("app")
+    return top
+
+
+def test_rpath_origin_and_wrong_machine(built: Path) -> None:
+    program = str(built / "app" / "bin" / "rpath")
+    expected, missing = traced(program)
+    assert not missing
+    paths = elf.closure([program])
+    assert objects(paths, program) == expected
+    assert str(built / "wrong" / "libfoo.so.1") not in paths
+    assert subprocess.run([program], check=False).returncode == 0
+
+
+def test_program_through_symlinked_dir(built: Path) -> None:
+    program = str(built / "link-to-app" / "bin" / "rpath")
+    paths = elf.closure([program])
+    assert str(built / "link-to-app") in paths
+    assert objects(paths, program) == traced(program)[0]
+
+
+def test_runpath_is_not_inherited(built: Path) -> None:
+    # libfoo needs libbar; the program's DT_RUNPATH does not apply to libfoo's needs.
+    program = str(built / "app" / "bin" / "runpath")
+    _, missing = traced(program)
+    assert missing
+    with pytest.raises(BuildError, match=r"libbar\.so\.1 \(needed by .*libfoo\.so\.1\) not found"):
+        elf.closure([program])
+
+
+def test_dst_lib(built: Path) -> None:
+    program = str(built / "app" / "bin" / "dstlib")
+    expected, missing = traced(program)
+    assert not missing
+    assert objects(elf.closure([program]), program) == expected
+    assert any("/dst/lib/x86_64-linux-gnu/libfoo.so.1" in p for p in expected)
+
+
+@needs_gcc
+def test_cache_invalidated_on_change(tmp_path: Path) -> None:
+    target = tmp_path / "prog"
+    shutil.copy("/bin/true", target)
+    assert elf.read_elf(str(target)) is not None
+    target.write_text("#!/bin/sh\n")
+    assert elf.read_elf(str(target)) is None
