@@ -172,6 +172,29 @@ def reopen_bound(jail_fd: int, root: str) -> int:
     return fd
 
 
+# Device nodes a jail may use: the host's own nodes are bound over the jail's entries
+# (the jail itself is nodev, so a node created or planted in it stays powerless).
+SAFE_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def bind_safe_devices(root: str) -> None:
+    """For each SAFE_DEVICES name present in JAIL/dev (a root-owned dir: checked), bind
+    the host's node over it. Absent names are skipped; a symlink there is refused."""
+    import stat as st
+
+    for name in SAFE_DEVICES:
+        target = f"{root}/dev/{name}"
+        try:
+            mode = os.lstat(target).st_mode
+        except FileNotFoundError:
+            continue
+        if st.S_ISLNK(mode) or st.S_ISDIR(mode):
+            raise ConfineError(f"bind /dev/{name} on {target}: target is a link or directory")
+        mount(f"/dev/{name}", target, None, MS_BIND, what=f"bind /dev/{name}")
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC,
+              what=f"nosuid,noexec remount of /dev/{name}")
+
+
 def mount_devpts(root: str, tty_gid: int) -> None:
     """A private devpts instance for ptys inside the jail (needs JAIL/dev/pts)."""
     target = f"{root}/dev/pts"
@@ -324,6 +347,7 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, network: bool, de
     make_mounts_private()                                   # 2. no propagation to host
     bind_jail_nosuid(jail_fd, root)                         # 3. jail nosuid,nodev
     jail_fd = reopen_bound(jail_fd, root)                   #    enter the new mount
+    bind_safe_devices(root)                                 #    null, zero, urandom...
     if devpts:
         mount_devpts(root, tty_gid)                         # 4. ptys inside the jail
     if hostname:
@@ -356,6 +380,7 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     make_mounts_private()                                    # 5. no propagation
     bind_jail_nosuid(jail_fd, root)                          # 6. jail nosuid,nodev
     jail_fd = reopen_bound(jail_fd, root)                    #    the new mount
+    bind_safe_devices(root)                                  #    null, zero, urandom...
     if proc:
         mount_proc(root)                                     # 7. /proc of this PID ns
     if hostname:

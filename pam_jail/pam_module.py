@@ -47,7 +47,7 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
         if not user:
             raise Denied("no user name")
         config = _options(argv).get("config") or "/etc/pam_jail/jails.ini"
-        ident, cfg, jail = admit(str(user), config)
+        ident, cfg, jail = admit(str(user), config, check_shell_jails=False)
         if jail is None:
             if cfg.unmapped == "deny":
                 raise Denied(f"user {ident.name} is in no jail and unmapped users are refused")

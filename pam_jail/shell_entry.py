@@ -27,6 +27,7 @@ from pam_jail.confine import confine_unprivileged, relay_child
 from pam_jail.errors import Denied, PamJailError
 from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
+from pam_jail.resolve import identity_from_passwd
 from pam_jail.policy import decide, parse_lsh, select_policy
 from pam_jail.safety import open_checked
 
@@ -79,8 +80,9 @@ def run(args: list[str], log: SysLog) -> int:
         command = _parse_args(args)
         if os.getuid() == 0 or os.geteuid() == 0:
             raise Denied("root is never put in a jail")
-        ident, _cfg, jail = admit(os.getuid())                      # 1, 2
+        ident = identity_from_passwd(os.getuid())                   # 1
         user = ident.name
+        _cfg, jail = admit(ident)[1:]                               # 2
         if jail is None:
             raise Denied(f"user {ident.name} is in no jail")
         jail_name = jail.name

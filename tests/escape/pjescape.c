@@ -1,0 +1,151 @@
+/* pjescape: escape attempts run INSIDE a jail by the e2e tests (an attacker with
+ * arbitrary code execution in the jail). Static, so the jail needs no libraries.
+ * Every attempt prints exactly one line: "ESCAPED: ..." or "blocked: ...".
+ *
+ *   pjescape fds MARKER          fchdir() to every open fd, climb "..", look for MARKER
+ *   pjescape rechroot MARKER     mkdir+chroot+climb+chroot(".") (the classic re-chroot)
+ *   pjescape read PATH           open and read a file
+ *   pjescape write PATH          create a file
+ *   pjescape kill PID            signal 0 to a host process
+ *   pjescape ptrace PID          PTRACE_ATTACH to a host process
+ *   pjescape tcp PORT            connect to 127.0.0.1:PORT
+ *   pjescape shm KEY             attach a host SysV shared memory segment
+ *   pjescape mknod PATH          create a character device (1,3)
+ *   pjescape open PATH           open a (device) file read-write
+ *   pjescape ids                 print real/effective uid and capabilities
+ *   pjescape setuid0             try setuid(0) / setresuid(0,0,0)
+ *   pjescape userns              try unshare(CLONE_NEWUSER)
+ *   pjescape env                 print the environment, one VAR=value a line
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/shm.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int blocked(const char *what) {
+    printf("blocked: %s: %s\n", what, strerror(errno));
+    return 0;
+}
+
+static int escaped(const char *what) {
+    printf("ESCAPED: %s\n", what);
+    return 1;
+}
+
+static void climb(void) {
+    for (int i = 0; i < 64; i++)
+        if (chdir("..") != 0) break;
+}
+
+static int marker_visible(const char *marker) {
+    /* MARKER is absolute on the host; look for it relative to the current dir too */
+    return access(marker, F_OK) == 0 || access(marker + 1, F_OK) == 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: pjescape WHAT [ARG]\n"); return 2; }
+    const char *what = argv[1], *arg = argc > 2 ? argv[2] : "";
+    if (!strcmp(what, "fds")) {
+        int hits = 0;
+        if (marker_visible(arg)) return escaped("marker visible without trying");
+        for (int fd = 0; fd < 1024; fd++) {
+            if (fchdir(fd) != 0) continue;
+            climb();
+            if (marker_visible(arg)) { printf("ESCAPED: fd %d leads to the host\n", fd); hits++; }
+        }
+        if (!hits) printf("blocked: fds: no open fd leads out of the jail\n");
+        return hits;
+    }
+    if (!strcmp(what, "rechroot")) {
+        mkdir("pjescape.d", 0700);
+        if (chroot("pjescape.d") != 0) return blocked("chroot");
+        climb();
+        if (chroot(".") != 0) return blocked("chroot .");
+        if (marker_visible(arg)) return escaped("re-chroot reached the host");
+        printf("blocked: rechroot: still inside the jail\n");
+        return 0;
+    }
+    if (!strcmp(what, "read")) {
+        char buf[64];
+        int fd = open(arg, O_RDONLY);
+        if (fd < 0 || read(fd, buf, sizeof buf) < 0) return blocked("read");
+        return escaped("read succeeded");
+    }
+    if (!strcmp(what, "write")) {
+        int fd = open(arg, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0) return blocked("write");
+        return escaped("created the file");
+    }
+    if (!strcmp(what, "kill")) {
+        if (kill(atoi(arg), 0) != 0) return blocked("kill");
+        return escaped("can signal the host process");
+    }
+    if (!strcmp(what, "ptrace")) {
+        if (ptrace(PTRACE_ATTACH, atoi(arg), 0, 0) != 0) return blocked("ptrace");
+        return escaped("attached to the host process");
+    }
+    if (!strcmp(what, "tcp")) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(arg)) };
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0) return blocked("socket");
+        if (connect(s, (struct sockaddr *)&sa, sizeof sa) != 0) return blocked("connect");
+        return escaped("connected to the host's 127.0.0.1");
+    }
+    if (!strcmp(what, "shm")) {
+        int id = shmget((key_t)strtol(arg, 0, 0), 0, 0);
+        if (id < 0) return blocked("shmget");
+        if (shmat(id, 0, SHM_RDONLY) == (void *)-1) return blocked("shmat");
+        return escaped("attached the host's shared memory");
+    }
+    if (!strcmp(what, "mknod")) {
+        if (mknod(arg, S_IFCHR | 0666, makedev(1, 3)) != 0) return blocked("mknod");
+        return escaped("created a device node");
+    }
+    if (!strcmp(what, "open")) {
+        int fd = open(arg, O_RDWR);
+        if (fd < 0) return blocked("open");
+        return escaped("opened the device");
+    }
+    if (!strcmp(what, "ids")) {
+        struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+        struct __user_cap_data_struct d[2];
+        memset(d, 0, sizeof d);
+        syscall(SYS_capget, &h, d);
+        printf("uid=%d euid=%d gid=%d egid=%d capeff=%x%08x capprm=%x%08x\n", getuid(),
+               geteuid(), getgid(), getegid(), d[1].effective, d[0].effective,
+               d[1].permitted, d[0].permitted);
+        return 0;
+    }
+    if (!strcmp(what, "setuid0")) {
+        if (setuid(0) == 0) return escaped("setuid(0) succeeded");
+        blocked("setuid");
+        if (setresuid(0, 0, 0) == 0) return escaped("setresuid(0,0,0) succeeded");
+        return blocked("setresuid");
+    }
+    if (!strcmp(what, "userns")) {
+        if (unshare(CLONE_NEWUSER) != 0) return blocked("unshare");
+        return escaped("created a user namespace");
+    }
+    if (!strcmp(what, "env")) {
+        for (char **e = environ; *e; e++) puts(*e);
+        return 0;
+    }
+    fprintf(stderr, "pjescape: unknown attempt %s\n", what);
+    return 2;
+}

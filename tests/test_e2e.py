@@ -1,0 +1,387 @@
+"""End to end: a real sshd on 127.0.0.1, real users, real ssh/scp/sftp/rsync clients, for
+one user on the PAM path (mode pam) and one on the login-shell path (mode shell).
+
+Every escape is attempted for real from inside a session by tests/escape/pjescape.c, a
+static program placed in both jails (the strongest attacker: arbitrary code inside the
+jail). Each attempt prints "blocked: ..." or "ESCAPED: ..."."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from jail_fixtures import PAM_MODULE, SHELL_ENTRY, build_jail, remove_jail, unique
+from sshd_harness import Sshd, User, make_user, remove_user
+from syslog_capture import SyslogCapture
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MARKER = "/etc/pam_jail-test-host-marker"   # exists on the host, never in a jail
+ESCAPE = "/usr/local/bin/pjescape"
+
+LSH = f"""\
+[default]
+programs = /usr/bin/id, /bin/ls, /usr/bin/rsync, /usr/bin/scp, \
+/usr/lib/openssh/sftp-server, {ESCAPE}
+pass_env = LANG
+  [[rules]]
+  /usr/bin/id = none
+  /bin/ls = any
+  {ESCAPE} = any
+"""
+
+
+@dataclass
+class World:
+    sshd: Sshd
+    pam_user: User
+    shell_user: User
+    pam_jail: str
+    shell_jail: str
+    syslog: SyslogCapture
+    host_sleeper: subprocess.Popen[bytes]
+    shm_key: int
+
+    def user(self, path: str) -> User:
+        return self.pam_user if path == "pam" else self.shell_user
+
+    def jail(self, path: str) -> str:
+        return self.pam_jail if path == "pam" else self.shell_jail
+
+
+def _install_escape_tool(root: str) -> None:
+    os.makedirs(f"{root}/usr/local/bin", mode=0o755, exist_ok=True)
+    subprocess.run(["gcc", "-static", "-O1", "-o", f"{root}{ESCAPE}",
+                    f"{HERE}/escape/pjescape.c"], check=True)
+    os.chmod(f"{root}{ESCAPE}", 0o755)
+
+
+def _pam_text() -> str:
+    line = f"pam_python.so {PAM_MODULE}"
+    return ("@include common-auth\n@include common-account\n"
+            f"account required {line}\nsession required {line}\n"
+            "@include common-session-noninteractive\n")
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    from pam_jail.config import load_config
+    from pam_jail.sshd_config import generate
+
+    made: list[str] = []
+    jails: list[str] = []
+    cleanups: list[object] = []
+    syslog = SyslogCapture().start()
+    saved_cfg = None
+    if os.path.exists("/etc/pam_jail/jails.ini"):
+        with open("/etc/pam_jail/jails.ini") as fh:
+            saved_cfg = fh.read()
+    try:
+        pam_name, shell_name = unique("pjp"), unique("pjs")
+        pam_user = make_user(pam_name, "/bin/bash", f"/home/{pam_name}", create_home=False)
+        made.append(pam_name)
+        shell_user = make_user(shell_name, SHELL_ENTRY, f"/home/{shell_name}",
+                               create_home=False)
+        made.append(shell_name)
+        pam_jail = build_jail(["basicshell", "ptys", "sftp", "scp", "rsync"], [pam_name])
+        jails.append(pam_jail)
+        shell_jail = build_jail(["basicshell", "sftp", "scp", "rsync"], [shell_name], lsh=LSH)
+        jails.append(shell_jail)
+        # jailkit's convention: the real home names the jail (sshd can chdir there)
+        subprocess.run(["usermod", "-d", f"{shell_jail}/./home/{shell_name}", shell_name],
+                       check=True)
+        os.makedirs(f"{shell_jail}/proc", mode=0o755, exist_ok=True)
+        for root in (pam_jail, shell_jail):
+            _install_escape_tool(root)
+        with open(MARKER, "w") as fh:
+            fh.write("host\n")
+        os.makedirs("/etc/pam_jail", mode=0o755, exist_ok=True)
+        with open("/etc/pam_jail/jails.ini", "w") as fh:
+            fh.write(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n"
+                     f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n"
+                     f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n")
+        os.chmod("/etc/pam_jail/jails.ini", 0o644)
+        extra = ("AcceptEnv LANG LD_PRELOAD BASH_ENV PATH ENV\n"   # deliberately permissive
+                 + generate(load_config()))
+        sshd = Sshd(_pam_text(), extra).start()
+        cleanups.append(sshd.stop)
+        # a host process of each jailed user, and a host SysV segment, as targets
+        sleeper = subprocess.Popen(["setpriv", f"--reuid={shell_user.uid}",
+                                    f"--regid={shell_user.gid}", "--clear-groups",
+                                    "sleep", "600"])
+        cleanups.append(sleeper.kill)
+        shm_key = 0x5A17
+        subprocess.run(["ipcmk", "-M", "4096", "-p", "0666"], check=True, capture_output=True)
+        yield World(sshd, pam_user, shell_user, pam_jail, shell_jail, syslog, sleeper, shm_key)
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()  # type: ignore[operator]
+        subprocess.run(["ipcrm", "--all=shm"], check=False, capture_output=True)
+        for name in made:
+            remove_user(name, remove_home=False)
+        for root in jails:
+            remove_jail(root)
+        if os.path.exists(MARKER):
+            os.unlink(MARKER)
+        if saved_cfg is None:
+            os.unlink("/etc/pam_jail/jails.ini")
+        else:
+            with open("/etc/pam_jail/jails.ini", "w") as fh:
+                fh.write(saved_cfg)
+        syslog.stop()
+
+
+PATHS = ["pam", "shell"]
+
+
+def run(world: World, path: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return world.sshd.ssh(world.user(path), " ".join(command))
+
+
+def attempt(world: World, path: str, what: str, arg: str = "") -> str:
+    result = run(world, path, ESCAPE, what, arg)
+    out = result.stdout.strip()
+    assert "ESCAPED" not in out, out
+    assert out.startswith("blocked:"), (out, result.stderr)
+    return out
+
+
+# --- the sessions work -----------------------------------------------------------
+
+@pytest.mark.parametrize("path", PATHS)
+def test_command_runs_inside_the_jail(world: World, path: str) -> None:
+    user = world.user(path)
+    result = run(world, path, "/usr/bin/id")
+    assert result.returncode == 0, result.stderr
+    assert f"uid={user.uid}({user.name})" in result.stdout
+    listing = run(world, path, "/bin/ls", "/")
+    assert sorted(listing.stdout.split()) == sorted(
+        e for e in os.listdir(world.jail(path)) if not e.startswith("."))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("legacy", [False, True], ids=["scp-sftp", "scp-O"])
+def test_scp_upload_download(world: World, path: str, legacy: bool, tmp_path: str) -> None:
+    user = world.user(path)
+    src = os.path.join(str(tmp_path), "up.txt")
+    with open(src, "w") as fh:
+        fh.write(f"hello {path} {legacy}\n" * 100)
+    name = f"scp-{int(legacy)}.txt"
+    up = world.sshd.scp(user, src, f":{name}", legacy=legacy)
+    assert up.returncode == 0, up.stderr + world.sshd.log_text()[-3000:]
+    landed = f"{world.jail(path)}/home/{user.name}/{name}"
+    with open(landed) as fh, open(src) as orig:
+        assert fh.read() == orig.read()
+    back = os.path.join(str(tmp_path), "down.txt")
+    down = world.sshd.scp(user, f":{name}", back, legacy=legacy)
+    assert down.returncode == 0, down.stderr
+    with open(back) as fh, open(src) as orig:
+        assert fh.read() == orig.read()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_sftp_batch(world: World, path: str, tmp_path: str) -> None:
+    user = world.user(path)
+    src = os.path.join(str(tmp_path), "s.txt")
+    with open(src, "w") as fh:
+        fh.write("sftp data\n")
+    back = os.path.join(str(tmp_path), "s2.txt")
+    result = world.sshd.sftp_batch(user, f"put {src} s.txt\nget s.txt {back}\nls /\n")
+    assert result.returncode == 0, result.stderr
+    with open(back) as fh:
+        assert fh.read() == "sftp data\n"
+    assert "/etc" in result.stdout and "/home" in result.stdout
+    # sftp cannot leave the jail either
+    result = world.sshd.sftp_batch(user, f"get {MARKER} {back}.m\n")
+    assert result.returncode != 0 and not os.path.exists(back + ".m")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_rsync_upload_download(world: World, path: str, tmp_path: str) -> None:
+    user = world.user(path)
+    tree = os.path.join(str(tmp_path), "tree")
+    os.makedirs(f"{tree}/sub")
+    for i in range(5):
+        with open(f"{tree}/sub/f{i}", "w") as fh:
+            fh.write(str(i) * 1000)
+    up = world.sshd.rsync(user, "-a", f"{tree}/", ":rtree/")
+    assert up.returncode == 0, up.stderr
+    assert sorted(os.listdir(f"{world.jail(path)}/home/{user.name}/rtree/sub")) == \
+        [f"f{i}" for i in range(5)]
+    down = world.sshd.rsync(user, "-a", ":rtree/", f"{tmp_path}/back/")
+    assert down.returncode == 0, down.stderr
+    with open(f"{tmp_path}/back/sub/f3") as fh:
+        assert fh.read() == "3" * 1000
+
+
+def test_interactive_shell_gets_a_pty_in_the_pam_jail(world: World) -> None:
+    result = world.sshd.ssh(world.pam_user, "test -t 0 && echo is-a-tty; ls /dev/pts; id -un",
+                            tty=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.split()
+    assert "is-a-tty" in lines and "ptmx" in lines and "0" in lines   # private devpts
+    assert world.pam_user.name in lines
+
+
+# --- escapes ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_fd_leads_out(world: World, path: str) -> None:
+    attempt(world, path, "fds", MARKER)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_rechroot_fails(world: World, path: str) -> None:
+    assert "chroot" in attempt(world, path, "rechroot", MARKER)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("target", ["/etc/shadow", MARKER, "/../../etc/shadow",
+                                    "../../../../../../etc/shadow"])
+def test_host_files_unreachable(world: World, path: str, target: str) -> None:
+    attempt(world, path, "read", target)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_jail_root_and_system_dirs_not_writable(world: World, path: str) -> None:
+    for target in ("/pwned", "/etc/pwned", "/usr/lib/pwned", "/bin/pwned"):
+        attempt(world, path, "write", target)
+
+
+def test_signals_to_host_process_blocked_in_shell_path(world: World) -> None:
+    attempt(world, "shell", "kill", str(world.host_sleeper.pid))
+    attempt(world, "shell", "ptrace", str(world.host_sleeper.pid))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_network_to_host(world: World, path: str) -> None:
+    # the sshd itself listens on the host's 127.0.0.1
+    out = attempt(world, path, "tcp", str(world.sshd.port))
+    assert "connect" in out or "socket" in out
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_host_sysv_shm_unreachable(world: World, path: str) -> None:
+    keys = subprocess.run(["ipcs", "-m"], capture_output=True, text=True).stdout
+    key = next(line.split()[0] for line in keys.splitlines() if line.startswith("0x"))
+    attempt(world, path, "shm", key)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_device_node_planted_in_jail_is_powerless(world: World, path: str) -> None:
+    user = world.user(path)
+    node = f"{world.jail(path)}/home/{user.name}/mem"
+    os.mknod(node, 0o20666, os.makedev(1, 1))  # /dev/mem, world read-write
+    try:
+        attempt(world, path, "open", f"/home/{user.name}/mem")
+        attempt(world, path, "mknod", f"/home/{user.name}/null2")
+    finally:
+        os.unlink(node)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_setuid_file_planted_in_jail_is_powerless(world: World, path: str) -> None:
+    """A root-owned setuid-root program in the jail runs with the user's ids (nosuid).
+    On the shell path only allow-listed programs run, so the listed tool itself is
+    made setuid root; on the PAM path a copy is planted in the home."""
+    user = world.user(path)
+    jail = world.jail(path)
+    planted = f"/home/{user.name}/suid" if path == "pam" else ESCAPE
+    if path == "pam":
+        shutil.copy(f"{jail}{ESCAPE}", f"{jail}{planted}")
+    os.chown(f"{jail}{planted}", 0, 0)
+    os.chmod(f"{jail}{planted}", 0o4755)
+    try:
+        result = run(world, path, planted, "ids")
+        assert f"euid={user.uid} " in result.stdout, result.stdout + result.stderr
+    finally:
+        if path == "pam":
+            os.unlink(f"{jail}{planted}")
+        else:
+            os.chmod(f"{jail}{planted}", 0o755)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_privileges_cannot_be_regained(world: World, path: str) -> None:
+    user = world.user(path)
+    ids = run(world, path, ESCAPE, "ids").stdout
+    assert f"uid={user.uid} euid={user.uid}" in ids and "capeff=000000000 capprm=000000000" \
+        in ids, ids
+    attempt(world, path, "setuid0")
+    attempt(world, path, "userns")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", ["L", "D", "W"])
+def test_port_forwarding_refused(world: World, path: str, kind: str) -> None:
+    user = world.user(path)
+    result = {"L": world.sshd.try_forward_l, "D": world.sshd.try_forward_d,
+              "W": world.sshd.try_forward_w}[kind](user)
+    assert not result.data_through, result
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_user_ssh_rc_not_run(world: World, path: str) -> None:
+    user = world.user(path)
+    home = f"{world.jail(path)}/home/{user.name}"
+    os.makedirs(f"{home}/.ssh", exist_ok=True)
+    with open(f"{home}/.ssh/rc", "w") as fh:
+        fh.write("touch $HOME/rc-ran\n")
+    for p in (f"{home}/.ssh", f"{home}/.ssh/rc"):
+        os.chown(p, user.uid, user.gid)
+    try:
+        assert run(world, path, "/usr/bin/id").returncode == 0
+        assert not os.path.exists(f"{home}/rc-ran")
+    finally:
+        shutil.rmtree(f"{home}/.ssh")
+
+
+def test_environment_injection_dropped_in_shell_path(world: World) -> None:
+    result = world.sshd.ssh(world.shell_user, f"{ESCAPE} env", options=[
+        "-o", "SetEnv=LD_PRELOAD=/home/x/evil.so BASH_ENV=/home/x/rc PATH=/home/x ENV=/x "
+        "LANG=C.UTF-8"])
+    assert result.returncode == 0, result.stderr
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert "LD_PRELOAD" not in env and "BASH_ENV" not in env and "ENV" not in env
+    assert env.get("PATH") != "/home/x"
+    assert env.get("LANG") == "C.UTF-8"   # named in pass_env: passes
+
+
+@pytest.mark.parametrize("command", [
+    "rsync --server -e 'sh -c id' . x",
+    "rsync --server --rsh=/bin/sh . x",
+    "scp -S /bin/sh -t x",
+    "scp -oProxyCommand=id -t x",
+    "/bin/sh -c id",
+    "id; /bin/sh",
+    "/usr/bin/id -u",
+    "/bin/cat /etc/passwd",
+])
+def test_argument_injection_refused_in_shell_path(world: World, command: str) -> None:
+    result = world.sshd.ssh(world.shell_user, command)
+    assert result.returncode == 126, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.strip().startswith("pam_jail: refused:"), result.stderr
+    assert world.syslog.wait_for("command refused", f"user={world.shell_user.name}")
+
+
+def test_unsafe_jail_refuses_login_with_one_line(world: World) -> None:
+    for path in PATHS:
+        world.syslog.clear()
+        os.chmod(f"{world.jail(path)}/etc", 0o777)
+        try:
+            result = run(world, path, "/usr/bin/id")
+        finally:
+            os.chmod(f"{world.jail(path)}/etc", 0o755)
+        assert result.returncode != 0 and "uid=" not in result.stdout
+        user = world.user(path).name
+        assert world.syslog.wait_for("refused", f"user={user}", "writable by group or other")
+        if path == "shell":
+            assert result.stderr.strip() == \
+                "pam_jail: login refused: check jail shellj: unsafe", result.stderr
+        else:  # sshd 9.2 shows PAM account messages to nobody: the log line stands alone
+            assert result.stdout == ""
