@@ -109,7 +109,8 @@ def run(args: list[str], log: SysLog) -> int:
             log.decision(LOG_NOTICE, "command refused", user=user, jail=jail_name,
                          reason=f"{decision.rule}: {decision.reason}",
                          command=command, **ctx)
-            print(f"pam_jail: refused: {decision.reason}", file=sys.stderr)
+            reason = decision.reason.removeprefix("pam_jail: ")
+            print(f"pam_jail: refused: {reason}", file=sys.stderr)
             return EXIT_COMMAND_REFUSED
         log.decision(LOG_INFO, "command allowed" if command is not None else "shell allowed",
                      user=user, jail=jail_name, command=command, rule=decision.rule, **ctx)
