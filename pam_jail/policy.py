@@ -1,0 +1,1019 @@
+"""The limited shell's allow-list: parse lsh.ini, pick a policy, decide one command.
+
+Pure: no file I/O, no syscalls, no subprocess. The caller (already inside the jail, as
+the user) reads JAIL/etc/pam_jail/lsh.ini, passes its text to `parse_lsh`, picks the
+user's section with `select_policy`, and for the command sshd passed after `-c` calls
+`decide`. If `Decision.allowed`, it sets `Decision.umask`, chdirs to the user's home
+and execve()s `Decision.argv[0]` with exactly `Decision.argv` and `Decision.env`.
+No shell is ever involved: `split_command` reads quotes like a POSIX shell and
+nothing else (no expansion of any kind, no globbing, no `;`, `|`, `&&`, `$(...)`).
+
+The file format and the built-in argument rules are documented in docs/lsh.md.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from configobj import ConfigObj, ConfigObjError
+
+from pam_jail.errors import ConfigError, Denied
+
+__all__ = [
+    "Decision",
+    "LshConfig",
+    "Policy",
+    "Refused",
+    "RULES",
+    "decide",
+    "parse_lsh",
+    "select_policy",
+    "split_command",
+]
+
+DEFAULT_PATH = "/usr/bin:/bin"
+DEFAULT_UMASK = 0o077
+DEFAULT_SHELL = "/bin/sh"
+NO_SHELL = "/usr/sbin/nologin"  # SHELL for users who may not have a shell
+DEFAULT_PATHS = ("%h",)
+MAX_COMMAND = 131072  # characters; longer commands are refused
+MAX_ENV_VALUE = 256  # characters of one client-supplied environment value
+
+
+class Refused(Denied):
+    """A command refused by the limited shell. `rule` names what decided."""
+
+    def __init__(self, message: str, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class _Bad(Exception):
+    """A rule's objection (internal); decide() turns it into a refusal."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_LETTERS = _LOWER + _LOWER.upper()
+_DIGIT_CHARS = "0123456789"
+
+
+def _only(text: str, chars: str) -> bool:
+    """True if every character of `text` is in `chars` (cheaper than a regex here)."""
+    return all(c in chars for c in text)
+
+
+def _is_name(text: str) -> bool:
+    """An environment variable name: [A-Za-z_][A-Za-z0-9_]*."""
+    return bool(text) and text[0] in _LETTERS + "_" and _only(text, _LETTERS + _DIGIT_CHARS + "_")
+
+
+def _is_octal_umask(text: str) -> bool:
+    return 1 <= len(text) <= 4 and _only(text, "01234567") and int(text, 8) <= 0o777
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One section of lsh.ini, validated. Missing keys hold the built-in defaults."""
+
+    name: str  # "user:alice", "group:sftp", "default" or "none"
+    programs: tuple[tuple[str, str], ...] = ()  # (absolute path, rule name), file order
+    paths: tuple[str, ...] = DEFAULT_PATHS  # may hold %h (home), %u (user), %%
+    umask: int = DEFAULT_UMASK
+    env: tuple[tuple[str, str], ...] = ()
+    pass_env: tuple[str, ...] = ()  # names, or prefixes ending in "*"
+    allow_shell: bool = False
+    shell: str = DEFAULT_SHELL
+    path: str = DEFAULT_PATH
+
+    def rule_for(self, program: str) -> str | None:
+        """The rule bound to an absolute program path, or None if not allowed."""
+        for prog, rule in self.programs:
+            if prog == program:
+                return rule
+        return None
+
+    def program_named(self, name: str) -> str | None:
+        """The allowed program whose basename is `name` (what real clients send)."""
+        for prog, _rule in self.programs:
+            if posixpath.basename(prog) == name:
+                return prog
+        return None
+
+
+NO_POLICY = Policy(name="none")
+
+
+@dataclass(frozen=True)
+class LshConfig:
+    """A parsed, validated lsh.ini."""
+
+    source: str
+    default: Policy | None = None
+    users: Mapping[str, Policy] = field(default_factory=dict, hash=False)
+    groups: tuple[tuple[str, Policy], ...] = ()  # file order: the first match wins
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the limited shell does with one command.
+
+    If `allowed`, execve(argv[0], argv, env) after umask(umask); argv[0] is absolute.
+    If refused, argv is () and env is {}; print `reason` (one line, ready to show).
+    """
+
+    allowed: bool
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    umask: int
+    rule: str
+    reason: str
+    interactive: bool
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """A client-controlled string made safe and short for a message."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable() and text.isascii() and " " not in text and text:
+        return text
+    return ascii(text)
+
+
+def _control_char(text: str) -> int:
+    """Index of the first C0/C1 control character or DEL in `text`, or -1."""
+    for i, ch in enumerate(text):
+        code = ord(ch)
+        if code < 32 or 127 <= code < 160:
+            return i
+    return -1
+
+
+def split_command(command: str) -> list[str]:
+    """Split the `-c` string into argv the way a POSIX shell reads quotes, and no more.
+
+    Quotes and backslashes group and escape (shlex, POSIX mode); `#`, `;`, `|`, `&`,
+    `$`, backticks, `*`, `~` and the like are plain characters. Refused: an empty
+    command, any control character (C0, DEL, C1: this covers NUL, tab and newline),
+    unbalanced quotes, a trailing backslash, more than MAX_COMMAND characters.
+    """
+    rule = "parse"
+    if len(command) > MAX_COMMAND:
+        raise Refused(f"command longer than {MAX_COMMAND} characters", rule)
+    bad = _control_char(command)
+    if bad >= 0:
+        raise Refused(
+            f"control character {ord(command[bad]):#04x} at offset {bad} in the command", rule
+        )
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=False)
+    lexer.whitespace_split = True
+    lexer.commenters = ""  # '#' is an ordinary character
+    lexer.wordchars = ""  # irrelevant with whitespace_split; keep nothing special
+    try:
+        argv = list(lexer)
+    except ValueError as err:  # "No closing quotation", "No escaped character"
+        raise Refused(f"cannot parse the command: {str(err).lower()}", rule) from None
+    if not argv:
+        raise Refused("empty command", rule)
+    return argv
+
+
+# --------------------------------------------------------------------------- paths
+
+
+class _Ctx:
+    """What a rule needs to know about the caller."""
+
+    __slots__ = ("program", "home", "dirs")
+
+    def __init__(self, program: str, home: str, dirs: tuple[str, ...]) -> None:
+        self.program = program  # absolute path of the program being run
+        self.home = home  # normalised absolute home
+        self.dirs = dirs  # normalised absolute directories path arguments must stay in
+
+
+def _norm(path: str) -> str:
+    out = posixpath.normpath(path)
+    if out.startswith("//"):  # normpath keeps a leading "//"
+        out = "/" + out.lstrip("/")
+    return out
+
+
+def _inside(path: str, dirs: Sequence[str]) -> bool:
+    return any(d == "/" or path == d or path.startswith(d + "/") for d in dirs)
+
+
+def _check_path(arg: str, ctx: _Ctx, what: str = "path") -> None:
+    """A path argument must name something inside the allowed directories.
+
+    Lexical only: `..` components are refused outright, relative paths are taken
+    relative to the home directory, `~` is an ordinary character. Symlinks the user
+    made are not followed here: the jail is the boundary, `paths` narrows the shape.
+    """
+    if not arg:
+        raise _Bad(f"{what}: empty path")
+    if arg.startswith("-"):
+        raise _Bad(f"{what} {_show(arg)}: a path may not start with '-'")
+    if ".." in arg.split("/"):
+        raise _Bad(f"{what} {_show(arg)}: '..' is not allowed in paths")
+    full = _norm(arg if arg.startswith("/") else ctx.home + "/" + arg)
+    if not _inside(full, ctx.dirs):
+        raise _Bad(f"{what} {_show(arg)}: outside the allowed directories")
+
+
+def _path_value(what: str) -> Callable[[str, _Ctx], None]:
+    def check(value: str, ctx: _Ctx) -> None:
+        _check_path(value, ctx, what)
+
+    return check
+
+
+# --------------------------------------------------------------------------- options
+
+_Check = Callable[[str, _Ctx], None]
+
+
+def _any_value(value: str, ctx: _Ctx) -> None:
+    """An option value that names no file and runs nothing."""
+
+
+class _Spec:
+    """getopt/popt-like option table of one program's server side."""
+
+    __slots__ = ("flags", "valued", "long_flags", "long_valued", "dashdash")
+
+    def __init__(
+        self,
+        flags: str = "",
+        valued: Mapping[str, _Check] | None = None,
+        long_flags: frozenset[str] = frozenset(),
+        long_valued: Mapping[str, _Check] | None = None,
+        dashdash: bool = False,
+    ) -> None:
+        self.flags = flags  # short options without a value
+        self.valued = valued or {}  # short options with a value -> value check
+        self.long_flags = long_flags
+        self.long_valued = long_valued or {}
+        self.dashdash = dashdash  # accept a "--" token (checking goes on after it)
+
+
+class _Scan:
+    __slots__ = ("options", "positional")
+
+    def __init__(self) -> None:
+        self.options: list[tuple[str, str | None]] = []  # ("-t", None), ("-l", "INFO")
+        self.positional: list[str] = []
+
+
+def _scan(args: Sequence[str], spec: _Spec, ctx: _Ctx) -> _Scan:
+    """Classify every argument as an allowed option (value checked) or a positional.
+
+    Options are recognised anywhere (GNU getopt and popt permute), combined short
+    options are unpacked (`-vS prog`, `-6e prog`, `-lVERBOSE`), long options are read
+    with and without `=`. A value in the next argument may not start with '-'.
+    `--` is accepted only where the real client sends it and ends nothing: a later
+    argument that starts with '-' is still refused (as an option or as a path).
+    """
+    out = _Scan()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            if not spec.dashdash:
+                raise _Bad("'--' is not allowed")
+            continue
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name in spec.long_flags:
+                if eq:
+                    raise _Bad(f"option --{_show(name)} takes no value")
+                out.options.append(("--" + name, None))
+                continue
+            lcheck = spec.long_valued.get(name)
+            if lcheck is None:
+                raise _Bad(f"option --{_show(name)} is not allowed")
+            if not eq:
+                if i >= len(args) or args[i].startswith("-"):
+                    raise _Bad(f"option --{_show(name)} needs a value")
+                value = args[i]
+                i += 1
+            lcheck(value, ctx)
+            out.options.append(("--" + name, value))
+            continue
+        if arg.startswith("-") and arg != "-":
+            j = 1
+            while j < len(arg):
+                letter = arg[j]
+                j += 1
+                if letter in spec.flags:
+                    out.options.append(("-" + letter, None))
+                    continue
+                scheck = spec.valued.get(letter)
+                if scheck is None:
+                    raise _Bad(f"option -{_show(letter)} is not allowed")
+                value = arg[j:]
+                if not value:
+                    if i >= len(args) or args[i].startswith("-"):
+                        raise _Bad(f"option -{_show(letter)} needs a value")
+                    value = args[i]
+                    i += 1
+                scheck(value, ctx)
+                out.options.append(("-" + letter, value))
+                break
+            continue
+        out.positional.append(arg)
+    return out
+
+
+def _has(scan: _Scan, *names: str) -> bool:
+    return any(opt in names for opt, _value in scan.options)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _rule_none(argv: Sequence[str], ctx: _Ctx) -> None:
+    if len(argv) > 1:
+        raise _Bad("no arguments are allowed")
+
+
+def _rule_any(argv: Sequence[str], ctx: _Ctx) -> None:
+    """Unchecked: the administrator chose to trust every argument."""
+
+
+_SCP = _Spec(flags="rpdvqTtf", dashdash=True)
+
+
+def _rule_scp(argv: Sequence[str], ctx: _Ctx) -> None:
+    """scp's server side: `scp [-r] [-p] [-d] [-v] [-q] [-T] -t|-f [--] PATH...`.
+
+    -t (upload) takes one path, -f (download) one or more. A ':' before the first
+    '/' is refused (it would read as host:path to an scp client).
+    """
+    scan = _scan(argv[1:], _SCP, ctx)
+    sink, source = _has(scan, "-t"), _has(scan, "-f")
+    if sink == source:
+        raise _Bad("exactly one of -t (upload) or -f (download) is required")
+    if sink and len(scan.positional) != 1:
+        raise _Bad("-t takes exactly one path")
+    if source and not scan.positional:
+        raise _Bad("-f needs at least one path")
+    for arg in scan.positional:
+        if ":" in arg.split("/", 1)[0]:
+            raise _Bad(f"path {_show(arg)}: host:path arguments are not allowed")
+        _check_path(arg, ctx)
+
+
+_LOG_LEVELS = _names("QUIET FATAL ERROR INFO VERBOSE DEBUG DEBUG1 DEBUG2 DEBUG3")
+_FACILITIES = _names(
+    "DAEMON USER AUTH AUTHPRIV LOCAL0 LOCAL1 LOCAL2 LOCAL3 LOCAL4 LOCAL5 LOCAL6 LOCAL7"
+)
+_REQUEST_CHARS = _LOWER + _DIGIT_CHARS + "@._-"
+
+
+def _sftp_level(value: str, ctx: _Ctx) -> None:
+    if value.upper() not in _LOG_LEVELS:
+        raise _Bad(f"-l {_show(value)}: not a log level")
+
+
+def _sftp_facility(value: str, ctx: _Ctx) -> None:
+    if value.upper() not in _FACILITIES:
+        raise _Bad(f"-f {_show(value)}: not a syslog facility")
+
+
+def _sftp_umask(value: str, ctx: _Ctx) -> None:
+    if not _is_octal_umask(value):
+        raise _Bad(f"-u {_show(value)}: not an octal umask")
+
+
+def _sftp_requests(value: str, ctx: _Ctx) -> None:
+    if not all(name and _only(name, _REQUEST_CHARS) for name in value.split(",")):
+        raise _Bad(f"-p/-P {_show(value)}: not a comma-separated list of request names")
+
+
+def _sftp_dir(value: str, ctx: _Ctx) -> None:
+    if "%" in value or value.startswith("~"):
+        raise _Bad(f"-d {_show(value)}: '%' tokens and '~' are not allowed")
+    _check_path(value, ctx, "-d")
+
+
+_SFTP = _Spec(
+    flags="eR",
+    valued={
+        "l": _sftp_level,
+        "f": _sftp_facility,
+        "u": _sftp_umask,
+        "d": _sftp_dir,
+        "p": _sftp_requests,
+        "P": _sftp_requests,
+    },
+)
+
+
+def _rule_sftp(argv: Sequence[str], ctx: _Ctx) -> None:
+    """sftp-server: -e -R -l LEVEL -f FACILITY -u UMASK -d DIR -p/-P NAMES; no operands."""
+    scan = _scan(argv[1:], _SFTP, ctx)
+    if scan.positional:
+        raise _Bad(f"unexpected argument {_show(scan.positional[0])}")
+
+
+
+
+def _rsync_caps(value: str, ctx: _Ctx) -> None:
+    # `-e.LsfxCIvu`: with --server, -e carries rsync's protocol capability letters.
+    if not (value.startswith(".") and _only(value[1:], _LETTERS)):
+        raise _Bad(f"-e {_show(value)}: only rsync's '.xxx' capability string is allowed")
+
+
+def _rsync_number(value: str, ctx: _Ctx) -> None:
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits and _only(digits, _DIGIT_CHARS)):
+        raise _Bad(f"option value {_show(value)}: not a number")
+
+
+def _rsync_suffix(value: str, ctx: _Ctx) -> None:
+    if "/" in value:
+        raise _Bad(f"--suffix {_show(value)}: may not contain '/'")
+
+
+# Short options rsync's client sends to a server (rrsync's list), minus `s`
+# (--protect-args/--secluded-args: the real arguments would then arrive over the
+# protocol, unchecked). `e`, `B` and `@` carry values.
+_RSYNC_SHORT = "ACDEHIJKLNORSUWXbcdgklmnopqrtuvxyz"
+_RSYNC_LONG_FLAGS = _names(
+    """append copy-unsafe-links delay-updates delete delete-after delete-before
+    delete-delay delete-during delete-excluded delete-missing-args existing fake-super
+    force from0 fsync fuzzy group hard-links ignore-errors ignore-existing
+    ignore-missing-args ignore-times inplace links list-only mkpath msgs2stderr
+    munge-links new-compress no-W no-implied-dirs no-msgs2stderr no-r no-relative
+    no-specials numeric-ids old-compress one-file-system open-noatime owner partial
+    perms preallocate recursive remove-sent-files remove-source-files safe-links sender
+    size-only sparse specials stats super times use-qsort"""
+)
+_RSYNC_LONG_VALUED: dict[str, _Check] = {
+    # values that name no file and run nothing
+    "block-size": _any_value,
+    "bwlimit": _any_value,
+    "checksum-choice": _any_value,
+    "checksum-seed": _rsync_number,
+    "compress-choice": _any_value,
+    "compress-level": _rsync_number,
+    "compress-threads": _rsync_number,
+    "debug": _any_value,
+    "groupmap": _any_value,
+    "iconv": _any_value,
+    "info": _any_value,
+    "log-format": _any_value,
+    "max-alloc": _any_value,
+    "max-delete": _rsync_number,
+    "max-size": _any_value,
+    "min-size": _any_value,
+    "modify-window": _rsync_number,
+    "skip-compress": _any_value,
+    "stderr": _any_value,
+    "suffix": _rsync_suffix,
+    "timeout": _rsync_number,
+    "usermap": _any_value,
+    # directories: must stay inside the allowed paths ('..' refused, so a
+    # `--link-dest=../old` relative to the destination is refused too)
+    "backup-dir": _path_value("--backup-dir"),
+    "compare-dest": _path_value("--compare-dest"),
+    "copy-dest": _path_value("--copy-dest"),
+    "link-dest": _path_value("--link-dest"),
+    "partial-dir": _path_value("--partial-dir"),
+    "temp-dir": _path_value("--temp-dir"),
+}
+# Not listed, hence refused: --rsh/-e COMMAND, --rsync-path, --daemon, --config,
+# --write-batch, --read-batch, --only-write-batch, --log-file, --log-file-format,
+# --files-from, --exclude-from, --include-from, --filter/-f, -F, --remote-option/-M,
+# --protect-args/--secluded-args/-s, --copy-devices, --write-devices, --no-munge-links,
+# --chmod, --chown, --server (again), and anything else.
+_RSYNC = _Spec(
+    flags=_RSYNC_SHORT,
+    valued={"e": _rsync_caps, "B": _rsync_number, "@": _rsync_number},
+    long_flags=_RSYNC_LONG_FLAGS,
+    long_valued=_RSYNC_LONG_VALUED,
+)
+
+
+def _rule_rsync(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`rsync --server [--sender] OPTIONS . PATH...` as an rsync client sends it."""
+    if len(argv) < 2 or argv[1] != "--server":
+        raise _Bad("only 'rsync --server ...' (what an rsync client sends) is allowed")
+    scan = _scan(argv[2:], _RSYNC, ctx)
+    if not scan.positional or scan.positional[0] != ".":
+        raise _Bad("the first operand must be '.'")
+    paths = scan.positional[1:]
+    if not _has(scan, "--sender") and len(paths) > 1:
+        raise _Bad("an upload takes at most one destination")
+    for arg in paths:
+        _check_path(arg, ctx)
+
+
+_GIT_SERVICES = frozenset({"git-upload-pack", "git-receive-pack", "git-upload-archive"})
+
+
+def _git_path(arg: str, ctx: _Ctx) -> None:
+    # git's enter_repo() expands "~/" and "~user/" itself: check what git will open.
+    if arg == "~" or arg.startswith("~/"):
+        _check_path(ctx.home + arg[1:], ctx)
+        return
+    if arg.startswith("~"):
+        raise _Bad(f"path {_show(arg)}: '~user' paths are not allowed")
+    _check_path(arg, ctx)
+
+
+def _rule_git(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`git-upload-pack PATH` (also receive-pack, upload-archive) or `git upload-pack PATH`."""
+    args = list(argv[1:])
+    if posixpath.basename(ctx.program) == "git":
+        if not args or "git-" + args[0] not in _GIT_SERVICES:
+            raise _Bad("only 'git upload-pack|receive-pack|upload-archive PATH' is allowed")
+        args = args[1:]
+    if len(args) != 1:
+        raise _Bad("exactly one repository path is required")
+    _git_path(args[0], ctx)
+
+
+def _rule_cvs(argv: Sequence[str], ctx: _Ctx) -> None:
+    if list(argv[1:]) != ["server"]:
+        raise _Bad("only 'cvs server' is allowed")
+
+
+_SVNSERVE = _Spec(
+    flags="tR",
+    valued={"r": _path_value("--root")},
+    long_flags=frozenset({"tunnel", "read-only"}),
+    long_valued={"root": _path_value("--root"), "log-file": _path_value("--log-file")},
+)
+
+
+def _rule_svnserve(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`svnserve -t [-r|--root DIR] [--log-file FILE] [-R|--read-only]`."""
+    scan = _scan(argv[1:], _SVNSERVE, ctx)
+    if not _has(scan, "-t", "--tunnel"):
+        raise _Bad("only tunnel mode (-t) is allowed")
+    if scan.positional:
+        raise _Bad(f"unexpected argument {_show(scan.positional[0])}")
+
+
+_RuleFn = Callable[[Sequence[str], _Ctx], None]
+
+# rule name -> (label used in Decision.rule, checker)
+RULES: Mapping[str, tuple[str, _RuleFn]] = {
+    "scp": ("scp -t/-f", _rule_scp),
+    "sftp-server": ("sftp-server", _rule_sftp),
+    "rsync": ("rsync --server", _rule_rsync),
+    "git": ("git service", _rule_git),
+    "cvs": ("cvs server", _rule_cvs),
+    "svnserve": ("svnserve -t", _rule_svnserve),
+    "none": ("no arguments", _rule_none),
+    "any": ("unchecked arguments", _rule_any),
+}
+
+# A program listed without an explicit rule gets the rule its basename names.
+_RULE_BY_BASENAME = {
+    "scp": "scp",
+    "sftp-server": "sftp-server",
+    "rsync": "rsync",
+    "git": "git",
+    "git-upload-pack": "git",
+    "git-receive-pack": "git",
+    "git-upload-archive": "git",
+    "cvs": "cvs",
+    "svnserve": "svnserve",
+}
+
+# --------------------------------------------------------------------------- env
+
+_CLIENT_VALUE_CHARS = _LETTERS + _DIGIT_CHARS + "._@:=+,-"
+_FIXED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL"})
+# Never passed from the client, whatever pass_env says.
+_DENY_EXACT = _FIXED_ENV | _names(
+    """IFS ENV BASH_ENV CDPATH GLOBIGNORE PS4 SHELLOPTS BASHOPTS PROMPT_COMMAND TMPDIR
+    HOSTALIASES RES_OPTIONS LOCALDOMAIN LOCPATH NLSPATH GCONV_PATH TZ TZDIR TERMINFO
+    TERMINFO_DIRS TERMCAP MAIL MAILPATH EDITOR VISUAL PAGER GLIBC_TUNABLES OPENSSL_CONF
+    OPENSSL_ENGINES OPENSSL_MODULES SSL_CERT_FILE SSL_CERT_DIR CVSROOT CVS_RSH CVS_SERVER
+    CVSUMASK HOME_ETC XDG_CONFIG_HOME XDG_CONFIG_DIRS XDG_DATA_HOME XDG_DATA_DIRS
+    XDG_RUNTIME_DIR"""
+)
+_DENY_PREFIX = (
+    "LD_", "DYLD_", "BASH_FUNC_", "PYTHON", "PERL", "RUBY", "NODE_", "LUA_", "JAVA_",
+    "TCL", "GIT_", "SVN_", "RSYNC_", "MALLOC_", "GCONV_", "SSH_",
+)
+_ALLOW_EXCEPT = frozenset({"GIT_PROTOCOL"})  # git v2 over ssh (SendEnv=GIT_PROTOCOL)
+
+
+def _denied_name(name: str) -> bool:
+    if name in _ALLOW_EXCEPT:
+        return False
+    return name in _DENY_EXACT or name.startswith(_DENY_PREFIX)
+
+
+def _pattern_matches(pattern: str, name: str) -> bool:
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def _build_env(
+    policy: Policy, user: str, home: str, client_env: Mapping[str, str]
+) -> dict[str, str]:
+    env = {
+        "PATH": policy.path,
+        "HOME": home,
+        "USER": user,
+        "LOGNAME": user,
+        "SHELL": policy.shell if policy.allow_shell else NO_SHELL,
+    }
+    for name, value in policy.env:
+        env[name] = value
+    for name in sorted(client_env):
+        value = client_env[name]
+        if name in env or not _is_name(name) or _denied_name(name):
+            continue
+        if len(value) > MAX_ENV_VALUE or not _only(value, _CLIENT_VALUE_CHARS):
+            continue
+        if any(_pattern_matches(p, name) for p in policy.pass_env):
+            env[name] = value
+    return env
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def _expand_dir(template: str, user: str, home: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(template):
+        ch = template[i]
+        if ch == "%" and i + 1 < len(template):
+            token = template[i + 1]
+            out.append({"h": home, "u": user, "%": "%"}.get(token, "%" + token))
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return _norm("".join(out))
+
+
+def _refuse(policy: Policy, rule: str, action: str, why: str) -> Decision:
+    return Decision(
+        allowed=False,
+        argv=(),
+        env={},
+        umask=policy.umask,
+        rule=rule,
+        reason=f"pam_jail: {action}: {why}",
+        interactive=False,
+    )
+
+
+def decide(
+    policy: Policy,
+    command: str | None,
+    *,
+    user: str,
+    home: str,
+    client_env: Mapping[str, str],
+) -> Decision:
+    """Allow or refuse one login. `command` is what sshd passed after `-c` (None:
+    an interactive login). Never raises for anything the client sends."""
+    if not home.startswith("/") or ".." in home.split("/") or _control_char(home) >= 0:
+        return _refuse(policy, "home", "run command", "the home directory is not usable")
+    if user in ("", ".", "..") or "/" in user or _control_char(user) >= 0:
+        return _refuse(policy, "user", "run command", "the user name is not usable")
+    home = _norm(home)
+    # 1. interactive login: only where the policy allows a shell
+    if command is None:
+        if not policy.allow_shell:
+            return _refuse(
+                policy, "interactive: no shell allowed", "log in",
+                "interactive login is not allowed; only file transfer commands may run",
+            )
+        return Decision(
+            allowed=True,
+            argv=(policy.shell,),
+            env=_build_env(policy, user, home, client_env),
+            umask=policy.umask,
+            rule=f"interactive: shell {policy.shell}",
+            reason="allowed",
+            interactive=True,
+        )
+    # 2. split the command without a shell
+    try:
+        argv = split_command(command)
+    except Refused as err:
+        return _refuse(policy, f"parse: {err}", "run command", str(err))
+    # 3. argv[0]: an allowed absolute path, or the basename of one (what clients send)
+    name = argv[0]
+    if "/" in name:
+        program: str | None = name if policy.rule_for(name) is not None else None
+    else:
+        program = policy.program_named(name)
+    if program is None:
+        return _refuse(
+            policy, f"no rule for {_show(name)}", f"run {_show(name)}", "not an allowed program"
+        )
+    rule = policy.rule_for(program)
+    if rule is None or rule not in RULES:
+        return _refuse(policy, f"program {program}: unknown rule", f"run {program}",
+                       "no usable rule for this program")
+    label, check = RULES[rule]
+    # 4. the program's argument rule
+    ctx = _Ctx(
+        program=program,
+        home=home,
+        dirs=tuple(_expand_dir(d, user, home) for d in policy.paths),
+    )
+    try:
+        check(argv, ctx)
+    except _Bad as err:
+        return _refuse(policy, f"program {program}: {label} rule", f"run {program}", str(err))
+    # 5. the exact argv, a clean environment
+    return Decision(
+        allowed=True,
+        argv=(program, *argv[1:]),
+        env=_build_env(policy, user, home, client_env),
+        umask=policy.umask,
+        rule=f"program {program}: {label} rule",
+        reason="allowed",
+        interactive=False,
+    )
+
+
+# --------------------------------------------------------------------------- lsh.ini
+
+_KEYS = frozenset(
+    {"programs", "paths", "umask", "env", "pass_env", "allow_shell", "shell", "path"}
+)
+_ACCOUNT_CHARS = _LETTERS + _DIGIT_CHARS + "_.-"
+_TRUE = frozenset({"yes", "true", "on", "1"})
+_FALSE = frozenset({"no", "false", "off", "0"})
+
+
+def _is_account(name: str) -> bool:
+    """A user or group name as Debian allows it: [A-Za-z0-9_][A-Za-z0-9_.-]*[$]?, <= 32."""
+    stem = name[:-1] if name.endswith("$") else name
+    return 1 <= len(stem) <= 32 and stem[0] not in ".-" and _only(stem, _ACCOUNT_CHARS)
+
+
+def _dir_tokens(entry: str) -> list[str]:
+    """The letters after each '%' ('' for a trailing '%')."""
+    out: list[str] = []
+    i = entry.find("%")
+    while i >= 0:
+        out.append(entry[i + 1 : i + 2])
+        i = entry.find("%", i + 2)
+    return out
+
+
+def _words(value: object) -> list[str]:
+    """A list key: commas (configobj) and/or whitespace separate the items."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        out.extend(str(item).split())
+    return out
+
+
+def _scalar(value: object) -> str | None:
+    if isinstance(value, list):
+        return None
+    return str(value).strip()
+
+
+def _abs_path_problem(path: str) -> str | None:
+    if _control_char(path) >= 0 or any(c.isspace() for c in path):
+        return "contains whitespace or a control character"
+    if not path.startswith("/"):
+        return "must be an absolute path"
+    if _norm(path) != path:
+        return "must be normalised (no '.', '..', '//' or trailing '/')"
+    if path == "/":
+        return "must name a file, not /"
+    return None
+
+
+def _pass_env_problem(pattern: str) -> str | None:
+    if pattern.endswith("*"):
+        stem = pattern[:-1]
+        if not _is_name(stem):
+            return "is not a NAME or a PREFIX* (a bare '*' is not allowed)"
+        if any(n.startswith(stem) for n in _DENY_EXACT) or any(
+            p.startswith(stem) or stem.startswith(p) for p in _DENY_PREFIX
+        ):
+            return "could pass a dangerous variable (LD_*, PATH, ...)"
+        return None
+    if not _is_name(pattern):
+        return "is not a NAME or a PREFIX*"
+    if _denied_name(pattern):
+        return "is a dangerous variable and is never passed"
+    return None
+
+
+def _parse_section(
+    name: str, section: Mapping[str, object], where: str, problems: list[str]
+) -> Policy:
+    def bad(key: str, what: str) -> None:
+        problems.append(f"{where}: [{name}] {key}: {what}")
+
+    values: dict[str, object] = {}
+    rules_section: Mapping[str, object] = {}
+    for key, value in section.items():
+        if isinstance(value, Mapping):
+            if key == "rules":
+                rules_section = value
+            else:
+                bad(f"[[{key}]]", "unknown subsection (only [[rules]] is allowed)")
+        elif key not in _KEYS:
+            bad(key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
+        else:
+            values[key] = value
+
+    # programs + [[rules]]
+    programs: list[str] = []
+    for prog in _words(values.get("programs", [])):
+        problem = _abs_path_problem(prog)
+        if problem:
+            bad("programs", f"{prog!r} {problem}")
+        elif prog in programs:
+            bad("programs", f"{prog} is listed twice")
+        elif any(posixpath.basename(p) == posixpath.basename(prog) for p in programs):
+            bad("programs", f"{prog}: two programs named {posixpath.basename(prog)!r}; "
+                "a bare name could not tell them apart")
+        else:
+            programs.append(prog)
+    explicit: dict[str, str] = {}
+    for prog, value in rules_section.items():
+        rule = _scalar(value)
+        if prog not in programs:
+            bad("[[rules]]", f"{prog} is not in programs")
+        elif rule is None or rule not in RULES:
+            bad("[[rules]]", f"{prog}: unknown rule {value!r} (known: {', '.join(RULES)})")
+        else:
+            explicit[prog] = rule
+    bound: list[tuple[str, str]] = []
+    for prog in programs:
+        rule_name = explicit.get(prog) or _RULE_BY_BASENAME.get(posixpath.basename(prog))
+        if rule_name is None:
+            bad("programs", f"{prog} has no rule: name one under [[rules]] "
+                "('none' allows it without arguments)")
+        else:
+            bound.append((prog, rule_name))
+
+    # paths
+    paths: list[str] = []
+    for entry in _words(values.get("paths", list(DEFAULT_PATHS))):
+        tokens = _dir_tokens(entry)
+        if any(t not in ("h", "u", "%") for t in tokens):
+            bad("paths", f"{entry!r}: only %h (home), %u (user) and %% are understood")
+        elif not (entry.startswith("/") or entry.startswith("%h")):
+            bad("paths", f"{entry!r} must be absolute or start with %h")
+        elif ".." in entry.split("/") or _control_char(entry) >= 0:
+            bad("paths", f"{entry!r} may not contain '..' or control characters")
+        else:
+            paths.append(entry)
+
+    # umask
+    umask = DEFAULT_UMASK
+    if "umask" in values:
+        text = _scalar(values["umask"]) or ""
+        if not _is_octal_umask(text):
+            bad("umask", f"{text!r} is not an octal umask such as 0077")
+        else:
+            umask = int(text, 8)
+
+    # env
+    env: list[tuple[str, str]] = []
+    raw_env = values.get("env", [])
+    for item in raw_env if isinstance(raw_env, list) else [raw_env]:
+        key, eq, val = str(item).partition("=")
+        key = key.strip()
+        if not eq or not _is_name(key):
+            bad("env", f"{item!r} is not NAME=VALUE")
+        elif key in _FIXED_ENV:
+            bad("env", f"{key} is set by pam_jail (use the 'path' key for PATH)")
+        elif _control_char(val) >= 0:
+            bad("env", f"{key}: control character in the value")
+        else:
+            env.append((key, val))
+
+    # pass_env
+    pass_env: list[str] = []
+    for pattern in _words(values.get("pass_env", [])):
+        problem = _pass_env_problem(pattern)
+        if problem:
+            bad("pass_env", f"{pattern!r} {problem}")
+        else:
+            pass_env.append(pattern)
+
+    # allow_shell, shell, path
+    allow_shell = False
+    if "allow_shell" in values:
+        text = (_scalar(values["allow_shell"]) or "").lower()
+        if text in _TRUE:
+            allow_shell = True
+        elif text not in _FALSE:
+            bad("allow_shell", f"{text!r} is not yes or no")
+    shell = DEFAULT_SHELL
+    if "shell" in values:
+        text = _scalar(values["shell"]) or ""
+        problem = _abs_path_problem(text)
+        if problem:
+            bad("shell", f"{text!r} {problem}")
+        else:
+            shell = text
+    path = DEFAULT_PATH
+    if "path" in values:
+        text = _scalar(values["path"]) or ""
+        parts = text.split(":")
+        if any(not p or _abs_path_problem(p) for p in parts):
+            bad("path", f"{text!r}: every entry must be an absolute directory (no empty entry)")
+        else:
+            path = text
+
+    return Policy(
+        name=name,
+        programs=tuple(bound),
+        paths=tuple(paths),
+        umask=umask,
+        env=tuple(env),
+        pass_env=tuple(pass_env),
+        allow_shell=allow_shell,
+        shell=shell,
+        path=path,
+    )
+
+
+def parse_lsh(text: str, source: str) -> LshConfig:
+    """Parse and validate lsh.ini. Raises ConfigError listing every problem found."""
+    problems: list[str] = []
+    try:
+        raw = ConfigObj(
+            text.splitlines(),
+            interpolation=False,
+            list_values=True,
+            raise_errors=False,
+            file_error=False,
+            encoding=None,
+        )
+    except ConfigObjError as err:
+        for sub in getattr(err, "errors", None) or [err]:
+            problems.append(f"{source}: syntax: {sub}")
+        raw = getattr(err, "config", None)
+        if raw is None:
+            raise ConfigError(f"load lsh config {source}: cannot parse", problems) from None
+
+    default: Policy | None = None
+    users: dict[str, Policy] = {}
+    groups: list[tuple[str, Policy]] = []
+    for key in raw.scalars:
+        problems.append(f"{source}: {key}: key outside any section")
+    for name in raw.sections:
+        kind, colon, who = name.partition(":")
+        if name == "default":
+            default = _parse_section(name, raw[name], source, problems)
+        elif colon and kind in ("user", "group") and _is_account(who):
+            policy = _parse_section(name, raw[name], source, problems)
+            if kind == "user":
+                users[who] = policy
+            else:
+                groups.append((who, policy))
+        else:
+            problems.append(
+                f"{source}: [{name}]: unknown section (use [default], [user:NAME], [group:NAME])"
+            )
+    if problems:
+        raise ConfigError(
+            f"load lsh config {source}: {len(problems)} problem"
+            f"{'' if len(problems) == 1 else 's'}",
+            problems,
+            hint="see docs/lsh.md for the format",
+        )
+    return LshConfig(source=source, default=default, users=users, groups=tuple(groups))
+
+
+def select_policy(cfg: LshConfig, user: str, groups: Sequence[str]) -> Policy:
+    """[user:NAME] wins; else the first [group:NAME] *in file order* naming one of the
+    user's groups; else [default]; else a policy that allows nothing."""
+    if user in cfg.users:
+        return cfg.users[user]
+    member = set(groups)
+    for group, policy in cfg.groups:
+        if group in member:
+            return policy
+    return cfg.default if cfg.default is not None else NO_POLICY

@@ -1,0 +1,876 @@
+"""The limited shell's decisions (pam_jail.policy): pure, no root, no files.
+
+The "real" commands below are what the clients on Debian 12 sent through a fake ssh
+(`rsync -e ./fake.sh`, `scp -O -S ./fake.sh`, `GIT_SSH=./fake.sh git clone`): rsync
+3.5.0 (protocol 32), OpenSSH 9.2p1 scp, git 2.39.5.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pam_jail.errors import ConfigError, Denied
+from pam_jail.policy import (
+    RULES,
+    Decision,
+    LshConfig,
+    Policy,
+    Refused,
+    decide,
+    parse_lsh,
+    select_policy,
+    split_command,
+)
+
+HOME = "/home/alice"
+USER = "alice"
+
+CONFIG = """\
+[default]
+programs = /usr/lib/openssh/sftp-server, /usr/bin/scp, /usr/bin/rsync
+pass_env = LANG, LC_*, TERM
+
+[group:dev]
+programs = /usr/bin/git-upload-pack, /usr/bin/git-receive-pack, \
+/usr/bin/git-upload-archive, /usr/bin/git, /usr/bin/cvs, /usr/bin/svnserve
+paths = %h, /srv/git
+pass_env = GIT_PROTOCOL
+
+[group:ops]
+programs = /usr/bin/scp
+
+[user:alice]
+programs = /usr/lib/openssh/sftp-server, /usr/bin/scp, /usr/bin/rsync, \
+/usr/bin/git-upload-pack, /usr/bin/git-receive-pack, /usr/bin/git-upload-archive, \
+/usr/bin/cvs, /usr/bin/svnserve, /usr/bin/id, /usr/local/bin/anything
+paths = %h, /srv/shared/%u
+umask = 0027
+env = LC_COLLATE=C, "GREETING=hello, world"
+pass_env = LANG, LC_*, TERM, GIT_PROTOCOL
+  [[rules]]
+  /usr/bin/id = none
+  /usr/local/bin/anything = any
+"""
+# configobj joins no lines: the backslashes above are Python's, not the file's.
+
+ENV_FROM_SSHD = {
+    "LANG": "C.UTF-8",
+    "LC_ALL": "en_US.UTF-8",
+    "TERM": "xterm-256color",
+    "LD_PRELOAD": "/home/alice/evil.so",
+    "LD_LIBRARY_PATH": "/home/alice",
+    "BASH_ENV": "/home/alice/x",
+    "ENV": "/home/alice/x",
+    "PATH": "/home/alice/bin:/usr/bin",
+    "IFS": "/",
+    "HOME": "/",
+    "SHELL": "/bin/sh",
+    "SSH_ORIGINAL_COMMAND": "id",
+    "GIT_PROTOCOL": "version=2",
+    "GIT_EXEC_PATH": "/home/alice",
+    "PYTHONPATH": "/home/alice",
+    "GLIBC_TUNABLES": "x",
+}
+
+
+@pytest.fixture(scope="module")
+def cfg() -> LshConfig:
+    return parse_lsh(CONFIG, "test.ini")
+
+
+@pytest.fixture(scope="module")
+def alice(cfg: LshConfig) -> Policy:
+    return select_policy(cfg, USER, ["alice", "dev"])
+
+
+def run(policy: Policy, command: str | None, env: dict[str, str] | None = None) -> Decision:
+    return decide(policy, command, user=USER, home=HOME, client_env=env or {})
+
+
+# ----------------------------------------------------------------- allowed, real argv
+
+REAL_ALLOWED = [
+    # sftp subsystem
+    ("/usr/lib/openssh/sftp-server", "/usr/lib/openssh/sftp-server"),
+    ("/usr/lib/openssh/sftp-server -e -l VERBOSE -f AUTHPRIV -u 022 -R",
+     "/usr/lib/openssh/sftp-server"),
+    ("/usr/lib/openssh/sftp-server -lINFO -d uploads -p open,close,read,stat",
+     "/usr/lib/openssh/sftp-server"),
+    ("/usr/lib/openssh/sftp-server -el DEBUG3", "/usr/lib/openssh/sftp-server"),
+    # scp -O (legacy protocol)
+    ("scp -t up.txt", "/usr/bin/scp"),
+    ("scp -d -t dir/", "/usr/bin/scp"),
+    ("scp -r -p -t dir/", "/usr/bin/scp"),
+    ("scp -v -t .", "/usr/bin/scp"),
+    ("scp -f src.txt", "/usr/bin/scp"),
+    ("scp -r -p -f src dir", "/usr/bin/scp"),
+    ("scp -f *.txt", "/usr/bin/scp"),
+    ("scp -t $(id)", "/usr/bin/scp"),  # a file literally named "$(id)"
+    ("scp -rpt -- dir", "/usr/bin/scp"),
+    ("/usr/bin/scp -f /home/alice/a", "/usr/bin/scp"),
+    ("scp -t /srv/shared/alice/x", "/usr/bin/scp"),
+    # rsync --server (what rsync 3.5.0 sent)
+    ("rsync --server -e.LsfxCIvu . dest/", "/usr/bin/rsync"),
+    ("rsync --server --sender -e.LsfxCIvu . src/file", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu . dest/", "/usr/bin/rsync"),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu . src/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtprze.iLsfxCIvu --delete . dest/", "/usr/bin/rsync"),
+    ("rsync --server -lHogDtpAXre.iLsfxCIvu --log-format=X --partial . dest/",
+     "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --temp-dir tmp . dest/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --partial-dir .p . dest/", "/usr/bin/rsync"),
+    ("rsync --server -vblogDtpre.iLsfxCIvu --backup-dir bak . dest/", "/usr/bin/rsync"),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu . src/a\\ b", "/usr/bin/rsync"),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu . src/a src/b", "/usr/bin/rsync"),
+    ("rsync --server -vnlogDtprce.iLsfxCIvu --timeout=10 --bwlimit=100 . dest/",
+     "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --iconv=utf8 . dest/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --checksum-choice=xxh64 "
+     "--compress-choice=zstd . dest/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --min-size=1 --max-size=1048576 "
+     "--modify-window=1 . dest/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --delete-excluded --usermap=\\*:a "
+     "--groupmap=\\*:b . dest/", "/usr/bin/rsync"),
+    ("rsync --server -vlyogDtpre.iLsfxCIvu -B1024 --checksum-seed=5 . dest/",
+     "/usr/bin/rsync"),
+    ("rsync --server -vblogDtpre.iLsfxCIvu --suffix=.bak --copy-dest x . dest/",
+     "/usr/bin/rsync"),
+    ("rsync --server -ltre.iLsfxCIvu --compress-level=3 --compress-choice=zstd . dest/",
+     "/usr/bin/rsync"),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu --list-only . dest/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --stats . dest\\ dir/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu . dest\\$\\(id\\)/", "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu . ~/dest/", "/usr/bin/rsync"),  # literal "~"
+    ("rsync --server --sender -de.LsfxCIvu . .", "/usr/bin/rsync"),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu . ./-dash", "/usr/bin/rsync"),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu . a\\\"b c\\'d", "/usr/bin/rsync"),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu . x\\#y", "/usr/bin/rsync"),
+    ("rsync --server -lHDtprSze.iLsfxCIvu --compress-level=9 --old-compress . dest/",
+     "/usr/bin/rsync"),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --mkpath . a/b/c/", "/usr/bin/rsync"),
+    ("rsync --server -e .LsfxCIvu . dest/", "/usr/bin/rsync"),  # value as next argument
+    # git (quoted as git's client quotes)
+    ("git-upload-pack '/srv/shared/alice/x.git'", "/usr/bin/git-upload-pack"),
+    ("git-upload-pack '~/x.git'", "/usr/bin/git-upload-pack"),
+    ("git-upload-pack 'it'\\''s.git'", "/usr/bin/git-upload-pack"),
+    ("git-receive-pack 'x.git'", "/usr/bin/git-receive-pack"),
+    ("git-upload-archive 'x.git'", "/usr/bin/git-upload-archive"),
+    # cvs, svnserve
+    ("cvs server", "/usr/bin/cvs"),
+    ("svnserve -t", "/usr/bin/svnserve"),
+    ("svnserve -t --root /srv/shared/alice/svn", "/usr/bin/svnserve"),
+    ("svnserve -t -r svn --read-only", "/usr/bin/svnserve"),
+    ("svnserve --tunnel --root=svn --log-file svn.log", "/usr/bin/svnserve"),
+    # none / any
+    ("id", "/usr/bin/id"),
+    ("/usr/local/bin/anything -c 'whatever ; you | like' ../..", "/usr/local/bin/anything"),
+]
+
+
+@pytest.mark.parametrize(("command", "program"), REAL_ALLOWED)
+def test_real_client_commands_are_allowed_unchanged(
+    alice: Policy, command: str, program: str
+) -> None:
+    d = run(alice, command)
+    assert d.allowed, d.reason
+    assert d.argv[0] == program
+    assert d.argv[1:] == tuple(split_command(command)[1:])
+    assert not d.interactive
+    assert d.umask == 0o027
+    assert d.rule.startswith(f"program {program}: ")
+
+
+def test_rule_names_in_decision(alice: Policy) -> None:
+    assert run(alice, "rsync --server -e.LsfxCIvu . x").rule == (
+        "program /usr/bin/rsync: rsync --server rule"
+    )
+    assert run(alice, "/bin/sh").rule == "no rule for /bin/sh"
+    assert run(alice, "sh -c id").rule == "no rule for sh"
+
+
+# ------------------------------------------------------------------------ bypasses
+
+BYPASSES = [
+    # rsync: a remote shell, a remote rsync path, a daemon, batch/log files, lists
+    "rsync -e sh",
+    "rsync -e 'sh -c id' . x",
+    "rsync --rsh=sh . x",
+    "rsync --rsh sh . x",
+    "rsync --server -e 'sh -c id' . x",
+    "rsync --server -e sh . x",
+    "rsync --server -vlogDtpre . x",  # -e with an empty tail takes the next argument
+    "rsync --server -vlogDtpre 'sh -c id' . x",
+    "rsync --server -vlogDtpre.i;id . x",
+    "rsync --server -vS prog . x",
+    "rsync --server -6e prog . x",
+    "rsync --server --rsh=sh . x",
+    "rsync --server --rsh sh . x",
+    "rsync --server --rsync-path=/bin/sh . x",
+    "rsync --server --daemon .",
+    "rsync --server --config=/home/alice/rsyncd.conf --daemon .",
+    "rsync --server --write-batch=b . x",
+    "rsync --server --read-batch=b . x",
+    "rsync --server --only-write-batch=b . x",
+    "rsync --server --log-file=/home/alice/log . x",
+    "rsync --server --log-file /home/alice/log . x",
+    "rsync --server --log-file-format=%i . x",
+    "rsync --server --files-from=/etc/shadow . x",
+    "rsync --server --files-from /list . x",
+    "rsync --server --exclude-from=/etc/shadow . x",
+    "rsync --server --include-from=/etc/shadow . x",
+    "rsync --server -M--rsh=sh . x",
+    "rsync --server --remote-option=--rsh=sh . x",
+    "rsync --server -svlogDtpre.iLsfxCIvu",  # protect-args: real args come unchecked
+    "rsync --server --protect-args . x",
+    "rsync --server --secluded-args . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --temp-dir /tmp . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --temp-dir=/tmp . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --partial-dir=/etc . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --backup-dir=../../etc . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../old . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --suffix=/../../x . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --write-devices . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --copy-devices . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --chmod=777 . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --timeout --rsh=sh . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu . x --rsh=sh",  # popt permutes
+    "rsync --server -vlogDtpre.iLsfxCIvu . -- -x",
+    "rsync --server -vlogDtpre.iLsfxCIvu -- . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu /etc x",  # first operand is a chdir target
+    "rsync --server -vlogDtpre.iLsfxCIvu . /etc",
+    "rsync --server -vlogDtpre.iLsfxCIvu . ../x",
+    "rsync --server -vlogDtpre.iLsfxCIvu . a/../../x",
+    "rsync --server -vlogDtpre.iLsfxCIvu . x y",  # an upload has one destination
+    "rsync --server --sender -vlogDtpre.iLsfxCIvu . /etc/shadow",
+    "rsync --server --server --rsh=sh . x",
+    "rsync --sender --server . x",
+    "rsync . x",
+    "rsync",
+    "rsync --server -B1k . x",
+    "rsync --server -fmerge_/etc/x . x",
+    "rsync --server -F . x",
+    "rsync --server --filter=merge\\ /etc/x . x",
+    # scp: -S program, -o options, -F config, -i/-J, remote host:path, both directions
+    "scp -S /bin/sh -t x",
+    "scp -S/bin/sh -t x",
+    "scp -tS /bin/sh x",
+    "scp -vS prog -t x",
+    "scp -oProxyCommand=x -t x",
+    "scp -o ProxyCommand=x -t x",
+    "scp -o 'ProxyCommand sh -c id' -t x",
+    "scp -F /home/alice/cfg -t x",
+    "scp -i key -t x",
+    "scp -J jump -t x",
+    "scp -P 22 -t x",
+    "scp -3 -t x",
+    "scp -6 -t x",
+    "scp x host:y",
+    "scp -t x host:y",
+    "scp -f x host:y",
+    "scp -t host:y",
+    "scp -f user@host:/etc/passwd",
+    "scp -t",
+    "scp -t a b",
+    "scp -t -f x",
+    "scp -r x",
+    "scp -t -- -S",
+    "scp -t -- -oProxyCommand=x",
+    "scp -- -S /bin/sh -t x",
+    "scp -t ../x",
+    "scp -t /etc/passwd",
+    "scp -f /home/alice/../bob/x",
+    "scp -f /home/alicex/y",
+    "scp -t /srv/shared/bob/x",
+    "scp -t ''",
+    # sftp-server
+    "/usr/lib/openssh/sftp-server -h",
+    "/usr/lib/openssh/sftp-server -Q requests",
+    "/usr/lib/openssh/sftp-server -d /etc",
+    "/usr/lib/openssh/sftp-server -d %d/../x",
+    "/usr/lib/openssh/sftp-server -d ~bob",
+    "/usr/lib/openssh/sftp-server -l LOUD",
+    "/usr/lib/openssh/sftp-server -u 999",
+    "/usr/lib/openssh/sftp-server -u -R",
+    "/usr/lib/openssh/sftp-server -p 'open;id'",
+    "/usr/lib/openssh/sftp-server extra",
+    "/usr/lib/openssh/sftp-server -e -- x",
+    "sftp-server -l",
+    # git
+    "git-upload-pack --upload-pack=x '/srv/shared/alice/x.git'",
+    "git-upload-pack -c core.sshCommand=sh x.git",
+    "git-upload-pack --strict x.git",
+    "git-upload-pack",
+    "git-upload-pack a.git b.git",
+    "git-upload-pack -- x.git",
+    "git-upload-pack '/etc'",
+    "git-upload-pack '~bob/x.git'",
+    "git-upload-pack '~/../bob/x.git'",
+    "git-upload-pack '-x'",
+    "git-receive-pack '../x.git'",
+    "git upload-pack x.git",  # /usr/bin/git is not in alice's programs
+    # cvs
+    "cvs -e vi server",
+    "cvs server -e",
+    "cvs -d /etc server",
+    "cvs pserver",
+    "cvs",
+    # svnserve
+    "svnserve -t --tunnel-user=root",
+    "svnserve -t --tunnel-user root",
+    "svnserve -t --config-file=/home/alice/c",
+    "svnserve -t --listen-port=80",
+    "svnserve -t --listen-host=0.0.0.0",
+    "svnserve -d",
+    "svnserve -X",
+    "svnserve -i",
+    "svnserve -t --log-file=/etc/x",
+    "svnserve -t --root /",
+    "svnserve --root svn",  # not tunnel mode
+    "svnserve -t extra",
+    # none
+    "id -u",
+    "id ''",
+    # shell syntax is never interpreted: these are just unknown programs or bad args
+    "sh",
+    "/bin/sh",
+    "bash -c id",
+    "$(id)",
+    "`id`",
+    "scp -t x; id",
+    "scp -t x | id",
+    "scp -t x && id",
+    "scp -t x || id",
+    "scp -t `id` y",
+    "id; id",
+    "id|id",
+    "id&&id",
+    "./scp -t x",
+    "bin/scp -t x",
+    "/usr/bin/../bin/scp -t x",
+    "/usr/bin//scp -t x",
+    "/usr/local/bin/scp -t x",
+    "SCP -t x",
+    "scp\\ -t x",
+    "'scp -t' x",
+    "ID=1 scp -t x",
+    "exec scp -t x",
+    # quoting, control characters
+    "scp -t 'x",
+    'scp -t "x',
+    "scp -t x\\",
+    "scp -t x\ny",
+    "scp -t x\ry",
+    "scp -t x\ty",
+    "scp -t x\x00y",
+    "scp -t x\x7fy",
+    "scp -t x\x85y",
+    "scp -t x\x1b[2J",
+    "",
+    "   ",
+    "''",
+]
+
+
+@pytest.mark.parametrize("command", BYPASSES)
+def test_bypass_attempts_are_refused(alice: Policy, command: str) -> None:
+    d = run(alice, command, ENV_FROM_SSHD)
+    assert not d.allowed, d
+    assert d.argv == ()
+    assert d.env == {}
+    assert d.reason.startswith("pam_jail: ")
+    assert "\n" not in d.reason and "\x00" not in d.reason and "\x1b" not in d.reason
+
+
+def test_literal_metacharacters_stay_literal(alice: Policy) -> None:
+    # allowed at most as literal file names, never as shell syntax
+    for command, expect in [
+        ("scp -t 'x; id'", ("/usr/bin/scp", "-t", "x; id")),
+        ("scp -t x;id", ("/usr/bin/scp", "-t", "x;id")),
+        ("scp -t 'a|b'", ("/usr/bin/scp", "-t", "a|b")),
+        ("scp -t a\\&\\&b", ("/usr/bin/scp", "-t", "a&&b")),
+        ("scp -t '`id`'", ("/usr/bin/scp", "-t", "`id`")),
+        ("scp -t '$(id)'", ("/usr/bin/scp", "-t", "$(id)")),
+        ('scp -t "$HOME"', ("/usr/bin/scp", "-t", "$HOME")),
+        ("scp -t #x", ("/usr/bin/scp", "-t", "#x")),
+        ("scp -t '*'", ("/usr/bin/scp", "-t", "*")),
+        ("scp -t ~root", ("/usr/bin/scp", "-t", "~root")),
+    ]:
+        d = run(alice, command)
+        assert d.allowed, (command, d.reason)
+        assert d.argv == expect
+
+
+# ---------------------------------------------------------------------- split_command
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("a b  c", ["a", "b", "c"]),
+        ("a 'b c' \"d e\"", ["a", "b c", "d e"]),
+        ("a b\\ c", ["a", "b c"]),
+        ("a 'it'\\''s'", ["a", "it's"]),
+        ("a ''", ["a", ""]),
+        ("a;b|c&d", ["a;b|c&d"]),
+        ("a #b", ["a", "#b"]),
+        ("a $(b) `c` ${d}", ["a", "$(b)", "`c`", "${d}"]),
+        ("a *.txt ~ ~bob {x,y}", ["a", "*.txt", "~", "~bob", "{x,y}"]),
+        ("a \"\\\"q\\\"\"", ["a", '"q"']),
+    ],
+)
+def test_split_command(command: str, argv: list[str]) -> None:
+    assert split_command(command) == argv
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["", " ", "'", '"', "a 'b", 'a "b', "a\\", "a\nb", "a\x00", "\t", "a\x7f", "a\x9b",
+     "x" * 200000],
+)
+def test_split_command_refuses(command: str) -> None:
+    with pytest.raises(Refused) as info:
+        split_command(command)
+    assert isinstance(info.value, Denied)
+    assert info.value.rule == "parse"
+
+
+# ------------------------------------------------------------------------- env
+
+
+def test_environment_is_clean(alice: Policy) -> None:
+    d = run(alice, "scp -t x", ENV_FROM_SSHD)
+    assert d.allowed
+    assert d.env == {
+        "PATH": "/usr/bin:/bin",
+        "HOME": HOME,
+        "USER": USER,
+        "LOGNAME": USER,
+        "SHELL": "/usr/sbin/nologin",
+        "LC_COLLATE": "C",
+        "GREETING": "hello, world",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "en_US.UTF-8",
+        "TERM": "xterm-256color",
+        "GIT_PROTOCOL": "version=2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LANG", "/home/alice/evil-locale"),  # glibc loads a locale from a path
+        ("LC_ALL", "../../x"),
+        ("TERM", "x" * 300),
+        ("TERM", "a b"),
+        ("LC_CTYPE", "é"),
+        ("LC_X Y", "C"),
+        ("LC_", "$(id)"),
+    ],
+)
+def test_unsafe_client_values_are_dropped(alice: Policy, name: str, value: str) -> None:
+    d = run(alice, "scp -t x", {name: value})
+    assert name not in d.env
+
+
+def test_client_cannot_override_fixed_or_policy_env(alice: Policy) -> None:
+    d = run(alice, "scp -t x", {"LC_COLLATE": "de_DE", "USER": "root", "HOME": "/"})
+    assert d.env["LC_COLLATE"] == "C" and d.env["USER"] == USER and d.env["HOME"] == HOME
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["pass_env = LD_PRELOAD", "pass_env = LD_*", "pass_env = L*", "pass_env = *",
+     "pass_env = PATH", "pass_env = BASH_ENV", "pass_env = ENV", "pass_env = IFS",
+     "pass_env = GIT_*", "pass_env = GIT_EXEC_PATH", "pass_env = PYTHONPATH",
+     "pass_env = TERM*", "pass_env = 1X", "env = PATH=/tmp", "env = HOME=/",
+     "env = NOEQUALS", "env = 1X=y"],
+)
+def test_dangerous_env_config_is_refused(line: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_lsh(f"[default]\n{line}\n", "t.ini")
+    assert len(info.value.problems) == 1
+
+
+def test_custom_pass_env_pattern_cannot_leak_denied_names() -> None:
+    cfg = parse_lsh("[default]\nprograms = /usr/bin/scp\npass_env = MY_*\n", "t.ini")
+    d = decide(select_policy(cfg, "u", []), "scp -t x", user="u", home="/h",
+               client_env={"MY_A": "1", "MYB": "2"})
+    assert d.env.get("MY_A") == "1" and "MYB" not in d.env
+
+
+# ------------------------------------------------------------------ interactive, home
+
+
+def test_interactive_needs_allow_shell(cfg: LshConfig, alice: Policy) -> None:
+    d = run(alice, None)
+    assert not d.allowed and not d.interactive and d.argv == ()
+    shell = parse_lsh("[default]\nallow_shell = yes\nshell = /bin/bash\n", "t.ini")
+    d = run(select_policy(shell, USER, []), None, ENV_FROM_SSHD)
+    assert d.allowed and d.interactive and d.argv == ("/bin/bash",)
+    assert d.env["SHELL"] == "/bin/bash" and "LD_PRELOAD" not in d.env
+    # a command still goes through the allow-list, not through the shell
+    assert not run(select_policy(shell, USER, []), "id").allowed
+
+
+@pytest.mark.parametrize("home", ["relative", "/home/../etc", "", "/home/a\nb"])
+def test_unusable_home_refuses(alice: Policy, home: str) -> None:
+    d = decide(alice, "scp -t x", user=USER, home=home, client_env={})
+    assert not d.allowed
+
+
+@pytest.mark.parametrize("user", ["", "..", ".", "a/b", "a\nb"])
+def test_unusable_user_refuses(alice: Policy, user: str) -> None:
+    d = decide(alice, "scp -t x", user=user, home=HOME, client_env={})
+    assert not d.allowed
+
+
+def test_home_is_normalised_and_paths_follow_home(alice: Policy) -> None:
+    d = decide(alice, "scp -t /home/alice/x", user=USER, home="/home//alice/", client_env={})
+    assert d.allowed and d.env["HOME"] == "/home/alice"
+    d = decide(alice, "scp -t /srv/shared/bob/x", user="bob", home="/home/bob", client_env={})
+    assert d.allowed
+
+
+# ------------------------------------------------------------------- select_policy
+
+
+def test_select_policy_order(cfg: LshConfig) -> None:
+    assert select_policy(cfg, "alice", []).name == "user:alice"
+    assert select_policy(cfg, "alice", ["ops", "dev"]).name == "user:alice"
+    # first matching group section in FILE order, whatever the user's group order
+    assert select_policy(cfg, "bob", ["ops", "dev"]).name == "group:dev"
+    assert select_policy(cfg, "bob", ["ops"]).name == "group:ops"
+    assert select_policy(cfg, "bob", ["other"]).name == "default"
+    empty = parse_lsh("[group:x]\nprograms = /usr/bin/scp\n", "t.ini")
+    nothing = select_policy(empty, "bob", [])
+    assert nothing.programs == () and not nothing.allow_shell
+    assert not decide(nothing, "scp -t x", user="bob", home="/h", client_env={}).allowed
+
+
+def test_sections_do_not_inherit(cfg: LshConfig) -> None:
+    ops = select_policy(cfg, "bob", ["ops"])
+    assert ops.pass_env == () and ops.umask == 0o077 and ops.paths == ("%h",)
+
+
+def test_git_subcommand_form(cfg: LshConfig) -> None:
+    dev = select_policy(cfg, "bob", ["dev"])
+    ok = decide(dev, "git upload-pack '/srv/git/x.git'", user="bob", home="/home/bob",
+                client_env={})
+    assert ok.allowed and ok.argv == ("/usr/bin/git", "upload-pack", "/srv/git/x.git")
+    for bad in ["git -c x=y upload-pack x.git", "git upload-pack", "git log",
+                "git upload-pack --strict x.git", "git --exec-path=/x upload-pack x.git"]:
+        assert not decide(dev, bad, user="bob", home="/home/bob", client_env={}).allowed
+
+
+# ------------------------------------------------------------------------ parse_lsh
+
+
+def test_example_file_parses() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "etc/pam_jail/lsh.ini").read_text()
+    cfg = parse_lsh(text, "etc/pam_jail/lsh.ini")
+    assert cfg.default is not None
+    d = decide(cfg.default, "rsync --server -vlogDtpre.iLsfxCIvu . dest/", user="u",
+               home="/home/u", client_env={})
+    assert d.allowed
+
+
+def test_all_problems_listed_at_once() -> None:
+    text = """\
+top = 1
+[default]
+programs = bin/sh /bin/sh /usr/bin/scp /usr/local/bin/scp /usr/bin//x
+foo = 1
+umask = 999
+allow_shell = maybe
+shell = sh
+path = /usr/bin::/bin
+paths = /srv/../etc, relative, %x
+pass_env = LD_*
+  [[rules]]
+  /bin/sh = shell
+  /not/listed = none
+  [[other]]
+[bogus]
+[user:a]
+[user:a]
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_lsh(text, "bad.ini")
+    problems = info.value.problems
+    assert "bad.ini" in str(info.value)
+    for needle in ["Duplicate section", "outside any section", "'bin/sh' must be an absolute",
+                   "two programs named 'scp'", "/usr/bin//x", "unknown key",
+                   "umask", "allow_shell", "shell", "path", "'/srv/../etc'", "'relative'",
+                   "'%x'", "LD_*", "unknown rule 'shell'", "/not/listed is not in programs",
+                   "[[other]]", "[bogus]", "has no rule"]:
+        assert any(needle in p for p in problems), (needle, problems)
+
+
+@pytest.mark.parametrize("program", ["/", "/usr/bin/", "/usr/./bin/scp", "scp", "/a b"])
+def test_bad_program_paths(program: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_lsh(f"[default]\nprograms = '{program}'\n[[rules]]\n'{program}' = none\n", "t")
+
+
+def test_program_without_known_rule_needs_one() -> None:
+    with pytest.raises(ConfigError, match="1 problem"):
+        parse_lsh("[default]\nprograms = /bin/bash\n", "t.ini")
+    cfg = parse_lsh("[default]\nprograms = /bin/bash\n[[rules]]\n/bin/bash = none\n", "t")
+    assert cfg.default is not None and cfg.default.programs == (("/bin/bash", "none"),)
+
+
+def test_explicit_rule_overrides_basename() -> None:
+    cfg = parse_lsh(
+        "[default]\nprograms = /usr/bin/rsync\n[[rules]]\n/usr/bin/rsync = none\n", "t"
+    )
+    assert cfg.default is not None
+    assert not decide(cfg.default, "rsync --server -e.L . x", user="u", home="/h",
+                      client_env={}).allowed
+    assert decide(cfg.default, "rsync", user="u", home="/h", client_env={}).allowed
+
+
+def test_whitespace_and_comma_lists() -> None:
+    cfg = parse_lsh("[default]\nprograms = /usr/bin/scp /usr/bin/rsync,/usr/bin/cvs\n", "t")
+    assert cfg.default is not None
+    assert [p for p, _ in cfg.default.programs] == ["/usr/bin/scp", "/usr/bin/rsync",
+                                                    "/usr/bin/cvs"]
+
+
+# ---------------------------------------------------------------- property tests
+
+SAFE_NAME = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF,
+                           blacklist_categories=("Cc", "Cs")),
+    min_size=1, max_size=20,
+)
+TEMPLATES = [
+    "scp -t {}",
+    "scp -r -p -t {}",
+    "scp -f {}",
+    "scp -d -t {}",
+    "rsync --server -vlogDtpre.iLsfxCIvu . {}",
+    "rsync --server --sender -vlogDtpre.iLsfxCIvu . {}",
+    "/usr/lib/openssh/sftp-server -d {}",
+    "git-upload-pack {}",
+    "git-receive-pack {}",
+    "svnserve -t -r {}",
+]
+
+
+def _good_relative(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        not name.startswith(("-", "/", "~"))
+        and ".." not in parts
+        and name != ""
+        and "%" not in name
+        and ":" not in name
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(template=st.sampled_from(TEMPLATES), name=SAFE_NAME)
+def test_property_allowed_argv_is_split_argv(template: str, name: str) -> None:
+    """(a) nothing is rewritten: argv[1:] is exactly split_command's, argv[0] resolved."""
+    cfg = parse_lsh(CONFIG, "test.ini")
+    policy = select_policy(cfg, USER, [])
+    command = template.format(shlex.quote(name))
+    d = run(policy, command)
+    split = split_command(command)
+    if d.allowed:
+        assert d.argv[1:] == tuple(split[1:])
+        assert d.argv[0] == policy.program_named(split[0]) or d.argv[0] == split[0]
+        assert posixpath.isabs(d.argv[0])
+    if _good_relative(name):
+        assert d.allowed, (command, d.reason)
+
+
+DANGEROUS_TOKENS = [
+    "-e", "-e.LsfxCIvu", "-esh", "--rsh=sh", "--rsh", "sh", "-S", "-vS", "/bin/sh", "-o",
+    "-oProxyCommand=x", "ProxyCommand=x", "-F", "--", "-c", "--upload-pack=x", "-t", "-f",
+    "-r", "-p", "-d", "--server", "--sender", ".", "..", "../x", "/etc/passwd", "x",
+    "dest/", "--tunnel-user=root", "--tunnel-user", "--root", "-M--rsh=sh", "-s", "server",
+    "--daemon", "--log-file=/x", "--files-from=/x", "--temp-dir", "/tmp", "--partial-dir",
+    ";", "|", "&&", "$(id)", "`id`", "'", '"', "\\", "\n", "\x00", "~", "~bob", "-l",
+    "VERBOSE", "-u", "022", "-B1024", "-@1", "-vlogDtpre.iLsfxCIvu", "--backup-dir=/x",
+    "--timeout", "10",
+]
+PROGRAM_TOKENS = [
+    "scp", "rsync", "/usr/bin/rsync", "/usr/lib/openssh/sftp-server", "sftp-server",
+    "git-upload-pack", "git-receive-pack", "cvs", "svnserve", "id", "git", "sh", "/bin/sh",
+    "/usr/local/bin/anything",
+]
+
+
+def _token_strategy() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(DANGEROUS_TOKENS),
+        st.text(max_size=6),
+    )
+
+
+def _oracle(argv: tuple[str, ...], policy: Policy) -> None:
+    """Independent, simpler statements that must hold for every allowed command."""
+    program = argv[0]
+    rule = policy.rule_for(program)
+    assert rule is not None
+    args = argv[1:]
+    homeish = (HOME + "/", "/srv/shared/alice/")
+    positional = [a for a in args if not a.startswith("-")]
+    if rule in ("scp", "rsync", "git", "sftp-server", "svnserve"):
+        for a in args:
+            assert ".." not in a.split("/"), argv
+    if rule == "scp":
+        for a in args:
+            if a.startswith("-"):
+                assert a == "--" or re.fullmatch(r"-[rpdvqTtf]+", a), argv
+            else:
+                full = posixpath.normpath(a if a.startswith("/") else HOME + "/" + a)
+                assert full in (HOME, "/srv/shared/alice") or full.startswith(homeish), argv
+                assert ":" not in a.split("/")[0], argv
+    elif rule == "rsync":
+        assert args[0] == "--server"
+        for i, a in enumerate(args):
+            assert not a.startswith(("--rsh", "--rsync-path", "--daemon", "--config",
+                                     "--log-file", "--files-from", "--write-batch",
+                                     "--read-batch", "--only-write-batch", "--remote-",
+                                     "--protect", "--secluded", "-M")), argv
+            if a.startswith("-") and not a.startswith("--"):
+                letters, _e, caps = a[1:].partition("e")
+                assert "s" not in letters and "M" not in letters, argv
+                if _e:
+                    value = caps or args[i + 1]
+                    assert re.fullmatch(r"\.[A-Za-z]*", value), argv
+        assert "." in positional
+    elif rule == "git":
+        assert len(args) == 1 and not args[0].startswith("-")
+    elif rule == "cvs":
+        assert args == ("server",)
+    elif rule == "svnserve":
+        assert not any(a.startswith(("--tunnel-user", "--config", "--listen", "-d", "-X",
+                                     "-i")) for a in args), argv
+    elif rule == "none":
+        assert args == ()
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    program=st.sampled_from(PROGRAM_TOKENS),
+    tokens=st.lists(_token_strategy(), max_size=7),
+    quote=st.booleans(),
+)
+def test_property_random_commands_never_escape(
+    program: str, tokens: list[str], quote: bool
+) -> None:
+    """(b) built from dangerous pieces: allowed only for an allowed program whose
+    rule accepts, with the independent oracle holding."""
+    cfg = parse_lsh(CONFIG, "test.ini")
+    policy = select_policy(cfg, USER, [])
+    pieces = [shlex.quote(t) if quote else t for t in tokens]
+    command = " ".join([program, *pieces])
+    d = run(policy, command, ENV_FROM_SSHD)
+    if not d.allowed:
+        assert d.argv == () and d.env == {}
+        return
+    assert all(ord(c) >= 32 and c != "\x7f" for c in command)
+    split = split_command(command)
+    assert d.argv[1:] == tuple(split[1:])
+    assert policy.rule_for(d.argv[0]) is not None
+    _oracle(d.argv, policy)
+    for bad in ("LD_PRELOAD", "BASH_ENV", "ENV", "IFS", "GIT_EXEC_PATH", "PYTHONPATH"):
+        assert bad not in d.env
+    assert d.env["PATH"] == "/usr/bin:/bin"
+
+
+@st.composite
+def _mutated_real_command(draw: st.DrawFn) -> str:
+    """A real client command with a few tokens inserted, replaced or dropped."""
+    command, _program = draw(st.sampled_from(REAL_ALLOWED))
+    argv = split_command(command)
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.sampled_from(["insert", "replace", "drop", "glue"]))
+        at = draw(st.integers(1, len(argv)))
+        token = draw(_token_strategy())
+        if op == "insert":
+            argv.insert(at, token)
+        elif op == "replace" and at < len(argv):
+            argv[at] = token
+        elif op == "drop" and at < len(argv):
+            del argv[at]
+        elif op == "glue" and at < len(argv):
+            argv[at] = argv[at] + token
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(command=_mutated_real_command())
+def test_property_mutated_real_commands(command: str) -> None:
+    """(a)+(b) near real commands: allowed ones are unchanged and pass the oracle."""
+    cfg = parse_lsh(CONFIG, "test.ini")
+    policy = select_policy(cfg, USER, [])
+    d = run(policy, command, ENV_FROM_SSHD)
+    if not d.allowed:
+        assert d.argv == () and d.env == {}
+        return
+    assert d.argv[1:] == tuple(split_command(command)[1:])
+    _oracle(d.argv, policy)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(command=st.text(max_size=80))
+def test_fuzz_decide_never_crashes(command: str) -> None:
+    """Any text: a Decision (or, for split_command alone, the documented Refused)."""
+    cfg = parse_lsh(CONFIG, "test.ini")
+    policy = select_policy(cfg, USER, [])
+    try:
+        split_command(command)
+    except Refused:
+        pass
+    d = run(policy, command, ENV_FROM_SSHD)
+    assert isinstance(d, Decision)
+    if not d.allowed:
+        assert d.argv == ()
+    else:
+        _oracle(d.argv, policy)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    command=st.lists(
+        st.one_of(st.sampled_from(PROGRAM_TOKENS + DANGEROUS_TOKENS), st.text(max_size=4)),
+        min_size=1, max_size=8,
+    ).map(" ".join)
+)
+def test_fuzz_decide_token_soup(command: str) -> None:
+    cfg = parse_lsh(CONFIG, "test.ini")
+    policy = select_policy(cfg, USER, [])
+    d = run(policy, command)
+    if d.allowed:
+        assert d.argv[1:] == tuple(split_command(command)[1:])
+        _oracle(d.argv, policy)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="[]:=,#'\" \nabcdefgu/%*_\\", max_size=120))
+def test_fuzz_parse_lsh_only_raises_config_error(text: str) -> None:
+    try:
+        cfg = parse_lsh(text, "fuzz.ini")
+    except ConfigError as err:
+        assert err.problems
+        return
+    policy = select_policy(cfg, "u", ["g"])
+    d = decide(policy, "x", user="u", home="/h", client_env={})
+    assert isinstance(d, Decision)
+
+
+def test_rules_table_is_complete() -> None:
+    assert set(RULES) == {"scp", "sftp-server", "rsync", "git", "cvs", "svnserve", "none",
+                          "any"}
