@@ -27,8 +27,8 @@ from pam_jail.confine import confine_unprivileged, relay_child
 from pam_jail.errors import Denied, PamJailError
 from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
-from pam_jail.resolve import identity_from_passwd
 from pam_jail.policy import decide, parse_lsh, select_policy
+from pam_jail.resolve import identity_from_passwd
 from pam_jail.safety import open_checked
 
 LSH_PATH = "/etc/pam_jail/lsh.ini"
