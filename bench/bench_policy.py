@@ -91,16 +91,18 @@ def bench_startup(runs: int) -> None:
          [PYTHON, "-I", "-S", "-c", SETUP + "; import pam_jail.policy"]),
         ("python3 -I -S -c 'import configobj, shlex'",
          [PYTHON, "-I", "-S", "-c", SETUP + "; import configobj, shlex"]),
+        ("python3 -I -S -c 'import configobj, shlex, dataclasses'",
+         [PYTHON, "-I", "-S", "-c", SETUP + "; import configobj, shlex, dataclasses"]),
     ]
     print()
-    print(f"{'start-up (median of ' + str(runs) + ' runs)':<50} {'ms':>8}")
-    print("-" * 59)
+    print(f"{'start-up (median of ' + str(runs) + ' runs)':<56} {'ms':>8}")
+    print("-" * 65)
     base = None
     for label, args in cases:
         ms = _wall_ms(args, runs)
         base = ms if base is None else base
         extra = "" if ms is base else f"  (+{ms - base:.1f})"
-        print(f"{label:<50} {ms:8.1f}{extra}")
+        print(f"{label:<56} {ms:8.1f}{extra}")
 
 
 def bench_importtime(top: int) -> None:
@@ -108,7 +110,7 @@ def bench_importtime(top: int) -> None:
         [PYTHON, "-I", "-S", "-X", "importtime", "-c", SETUP + "; import pam_jail.policy"],
         check=True, capture_output=True, text=True,
     )
-    rows = []
+    rows: list[tuple[int, str]] = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
@@ -119,8 +121,8 @@ def bench_importtime(top: int) -> None:
     print()
     print(f"{'direct imports under -X importtime':<50} {'us':>8}")
     print("-" * 59)
-    for cumulative, name in sorted(rows, reverse=True)[:top]:
-        print(f"{name:<50} {cumulative:8d}")
+    for micros, module in sorted(rows, reverse=True)[:top]:
+        print(f"{module:<50} {micros:8d}")
 
 
 def main() -> None:

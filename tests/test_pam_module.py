@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ def jail() -> Iterator[str]:
 
 
 @pytest.fixture
-def config(jail: str) -> Callable[[str], str]:
+def config(jail: str) -> Iterator[Callable[..., str]]:
     base = safe_tmpdir("cfg")
 
     def write(mapping: str, options: str = "") -> str:
@@ -37,7 +38,8 @@ def config(jail: str) -> Callable[[str], str]:
         os.chmod(path, 0o644)
         return path
 
-    return write
+    yield write
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def pamtester(service: str, user: str, *ops: str) -> subprocess.CompletedProcess[str]:
@@ -92,6 +94,7 @@ def test_bad_config_refuses_every_mapped_login(pam_service: Callable[..., str],
     os.chmod(path, 0o644)
     user = users()
     result = pamtester(pam_service(path), user.name, "acct_mgmt")
+    shutil.rmtree(base)
     assert result.returncode != 0
     assert "problem(s)" in result.stderr
     assert syslog.wait_for("account refused", f"user={user.name}", "jails/web/root")
