@@ -6,19 +6,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
 
-from jail_fixtures import (  # noqa: E402
-    PAM_MODULE,
-    SHELL_ENTRY,
-    SYSTEM_CONFIG,
-    build_jail,
-    remove_jail,
-    unique,
-)
-from sshd_harness import Sshd, make_user, remove_user  # noqa: E402
+from jail_fixtures import PAM_STACK, make_jailed_pair  # noqa: E402
+from sshd_harness import Sshd  # noqa: E402
 
 from pam_jail.config import load_config  # noqa: E402
 from pam_jail.sshd_config import generate  # noqa: E402
@@ -44,34 +38,16 @@ def show(who: str, what: str, result: subprocess.CompletedProcess[str], expect_o
 
 
 def main() -> int:
-    saved = open(SYSTEM_CONFIG).read() if os.path.exists(SYSTEM_CONFIG) else None
-    users, jails = [], []
-    sshd = None
+    undo: list[Callable[[], object]] = []
     try:
-        pam_name, shell_name = unique("demop"), unique("demos")
-        print("== users (useradd): PAM path", pam_name, "/ login-shell path", shell_name)
-        pam_user = make_user(pam_name, "/bin/bash", f"/home/{pam_name}", create_home=False)
-        users.append(pam_name)
-        shell_user = make_user(shell_name, SHELL_ENTRY, f"/home/{shell_name}",
-                               create_home=False)
-        users.append(shell_name)
-        print("== building jails (pam-jail init): basicshell ptys sftp scp rsync")
-        pam_jail = build_jail(["basicshell", "ptys", "sftp", "scp", "rsync"], [pam_name])
-        jails.append(pam_jail)
-        shell_jail = build_jail(["basicshell", "sftp", "scp", "rsync"], [shell_name], lsh=LSH)
-        jails.append(shell_jail)
-        subprocess.run(["usermod", "-d", f"{shell_jail}/./home/{shell_name}", shell_name],
-                       check=True)
-        with open(SYSTEM_CONFIG, "w") as fh:
-            fh.write(f"[jails]\n  [[web]]\n  root = {pam_jail}\n  mode = pam\n"
-                     f"  [[files]]\n  root = {shell_jail}\n  mode = shell\n"
-                     f"[users]\n{pam_name} = web\n{shell_name} = files\n")
-        os.chmod(SYSTEM_CONFIG, 0o644)
-        pam = (f"@include common-auth\n@include common-account\n"
-               f"account required pam_python.so {PAM_MODULE}\n"
-               f"session required pam_python.so {PAM_MODULE}\n"
-               "@include common-session-noninteractive\n")
-        sshd = Sshd(pam, generate(load_config())).start()
+        print("== users (useradd), jails (the builder: basicshell ptys sftp scp rsync), "
+              "/etc/pam_jail/jails.ini")
+        pair = make_jailed_pair(LSH, undo)
+        pam_user, shell_user = pair.pam_user, pair.shell_user
+        print(f"   PAM path: {pam_user.name} in {pair.pam_jail}")
+        print(f"   login-shell path: {shell_user.name} in {pair.shell_jail}")
+        sshd = Sshd(PAM_STACK, generate(load_config())).start()
+        undo.append(sshd.stop)
         print(f"== sshd on 127.0.0.1:{sshd.port} (own config {sshd.config_path})\n")
         tmp = tempfile.mkdtemp()
         with open(f"{tmp}/hello.txt", "w") as fh:
@@ -101,18 +77,8 @@ def main() -> int:
               "jail and reason.")
         return 1 if bad else 0
     finally:
-        if sshd:
-            sshd.stop()
-        for name in users:
-            remove_user(name, remove_home=False)
-        for root in jails:
-            remove_jail(root)
-        if saved is None:
-            if os.path.exists(SYSTEM_CONFIG):
-                os.unlink(SYSTEM_CONFIG)
-        else:
-            with open(SYSTEM_CONFIG, "w") as fh:
-                fh.write(saved)
+        for step in reversed(undo):
+            step()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from sshd_harness import User, make_user, remove_user
 from syslog_capture import SyslogCapture
 from util import safe_tmpdir
 
@@ -20,32 +21,68 @@ PAM_MODULE = "/usr/local/lib/pam_jail/pam_jail_pam.py"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclass
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(3)}"
 
 
-def useradd(name: str, shell: str, home: str, groups: tuple[str, ...] = ()) -> User:
-    cmd = ["useradd", "-M", "-d", home, "-s", shell, "-U"]
-    if groups:
-        cmd += ["-G", ",".join(groups)]
-    subprocess.run([*cmd, name], check=True)
-    import pwd
-
-    pw = pwd.getpwnam(name)
-    return User(name, pw.pw_uid, pw.pw_gid, home, shell)
+# The PAM stack of the e2e sshd and the demo: Debian's common files plus our module.
+PAM_STACK = (f"@include common-auth\n@include common-account\n"
+             f"account required pam_python.so {PAM_MODULE}\n"
+             f"session required pam_python.so {PAM_MODULE}\n"
+             "@include common-session-noninteractive\n")
 
 
-def userdel(name: str) -> None:
-    subprocess.run(["userdel", "-f", name], stderr=subprocess.DEVNULL, check=False)
+@dataclass
+class JailedPair:
+    """One user on the PAM path (jail pamj), one on the login-shell path (jail shellj)."""
+
+    pam_user: User
+    shell_user: User
+    pam_jail: str
+    shell_jail: str
+
+
+def make_jailed_pair(lsh: str, undo: list[Callable[[], object]]) -> JailedPair:
+    """Real users, real jails, /etc/pam_jail/jails.ini mapping them; every step pushes
+    its undo on `undo` (the caller runs them in reverse, also after a failure)."""
+    saved = None
+    if os.path.exists(SYSTEM_CONFIG):
+        with open(SYSTEM_CONFIG) as fh:
+            saved = fh.read()
+    undo.append(lambda: _restore_config(saved))
+    pam_name, shell_name = unique("pjp"), unique("pjs")
+    pam_user = make_user(pam_name, "/bin/bash", f"/home/{pam_name}", create_home=False)
+    undo.append(lambda: remove_user(pam_name, remove_home=False))
+    shell_user = make_user(shell_name, SHELL_ENTRY, f"/home/{shell_name}", create_home=False)
+    undo.append(lambda: remove_user(shell_name, remove_home=False))
+    pam_jail = build_jail(["basicshell", "ptys", "sftp", "scp", "rsync"], [pam_name])
+    undo.append(lambda: remove_jail(pam_jail))
+    shell_jail = build_jail(["basicshell", "sftp", "scp", "rsync"], [shell_name], lsh=lsh)
+    undo.append(lambda: remove_jail(shell_jail))
+    os.makedirs(f"{shell_jail}/proc", mode=0o755, exist_ok=True)
+    # jailkit's convention: the real home names the jail (sshd can chdir there)
+    subprocess.run(["usermod", "-d", f"{shell_jail}/./home/{shell_name}", shell_name],
+                   check=True)
+    _write_config(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n"
+                  f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n"
+                  f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n")
+    return JailedPair(pam_user, shell_user, pam_jail, shell_jail)
+
+
+def _write_config(text: str) -> None:
+    os.makedirs("/etc/pam_jail", mode=0o755, exist_ok=True)
+    tmp = SYSTEM_CONFIG + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, SYSTEM_CONFIG)
+
+
+def _restore_config(saved: str | None) -> None:
+    if saved is not None:
+        _write_config(saved)
+    elif os.path.exists(SYSTEM_CONFIG):
+        os.unlink(SYSTEM_CONFIG)
 
 
 def build_jail(profiles: list[str], users: list[str], lsh: str | None = None,
@@ -85,11 +122,11 @@ def users() -> Iterator[Callable[..., User]]:
              groups: tuple[str, ...] = ()) -> User:
         name = unique(prefix)
         made.append(name)
-        return useradd(name, shell, home or f"/home/{name}", groups)
+        return make_user(name, shell, home or f"/home/{name}", groups, create_home=False)
 
     yield make
     for name in made:
-        userdel(name)
+        remove_user(name, remove_home=False)
 
 
 @pytest.fixture
@@ -101,19 +138,11 @@ def system_config() -> Iterator[Callable[[str], str]]:
             saved = fh.read()
 
     def write(text: str) -> str:
-        os.makedirs("/etc/pam_jail", mode=0o755, exist_ok=True)
-        tmp = SYSTEM_CONFIG + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, SYSTEM_CONFIG)
+        _write_config(text)
         return SYSTEM_CONFIG
 
     yield write
-    if saved is None:
-        os.unlink(SYSTEM_CONFIG)
-    else:
-        write(saved)
+    _restore_config(saved)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import PAM_MODULE, SHELL_ENTRY, build_jail, remove_jail, unique
-from sshd_harness import Sshd, User, make_user, remove_user
+from jail_fixtures import PAM_STACK, make_jailed_pair
+from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -45,7 +45,6 @@ class World:
     shell_jail: str
     syslog: SyslogCapture
     host_sleeper: subprocess.Popen[bytes]
-    shm_key: int
 
     def user(self, path: str) -> User:
         return self.pam_user if path == "pam" else self.shell_user
@@ -61,79 +60,37 @@ def _install_escape_tool(root: str) -> None:
     os.chmod(f"{root}{ESCAPE}", 0o755)
 
 
-def _pam_text() -> str:
-    line = f"pam_python.so {PAM_MODULE}"
-    return ("@include common-auth\n@include common-account\n"
-            f"account required {line}\nsession required {line}\n"
-            "@include common-session-noninteractive\n")
-
-
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     from pam_jail.config import load_config
     from pam_jail.sshd_config import generate
 
-    made: list[str] = []
-    jails: list[str] = []
-    cleanups: list[object] = []
+    undo: list[Callable[[], object]] = []
     syslog = SyslogCapture().start()
-    saved_cfg = None
-    if os.path.exists("/etc/pam_jail/jails.ini"):
-        with open("/etc/pam_jail/jails.ini") as fh:
-            saved_cfg = fh.read()
+    undo.append(syslog.stop)
     try:
-        pam_name, shell_name = unique("pjp"), unique("pjs")
-        pam_user = make_user(pam_name, "/bin/bash", f"/home/{pam_name}", create_home=False)
-        made.append(pam_name)
-        shell_user = make_user(shell_name, SHELL_ENTRY, f"/home/{shell_name}",
-                               create_home=False)
-        made.append(shell_name)
-        pam_jail = build_jail(["basicshell", "ptys", "sftp", "scp", "rsync"], [pam_name])
-        jails.append(pam_jail)
-        shell_jail = build_jail(["basicshell", "sftp", "scp", "rsync"], [shell_name], lsh=LSH)
-        jails.append(shell_jail)
-        # jailkit's convention: the real home names the jail (sshd can chdir there)
-        subprocess.run(["usermod", "-d", f"{shell_jail}/./home/{shell_name}", shell_name],
-                       check=True)
-        os.makedirs(f"{shell_jail}/proc", mode=0o755, exist_ok=True)
-        for root in (pam_jail, shell_jail):
+        pair = make_jailed_pair(LSH, undo)
+        for root in (pair.pam_jail, pair.shell_jail):
             _install_escape_tool(root)
         with open(MARKER, "w") as fh:
             fh.write("host\n")
-        os.makedirs("/etc/pam_jail", mode=0o755, exist_ok=True)
-        with open("/etc/pam_jail/jails.ini", "w") as fh:
-            fh.write(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n"
-                     f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n"
-                     f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n")
-        os.chmod("/etc/pam_jail/jails.ini", 0o644)
+        undo.append(lambda: os.unlink(MARKER))
         extra = ("AcceptEnv LANG LD_PRELOAD BASH_ENV PATH ENV\n"   # deliberately permissive
                  + generate(load_config()))
-        sshd = Sshd(_pam_text(), extra).start()
-        cleanups.append(sshd.stop)
-        # a host process of each jailed user, and a host SysV segment, as targets
-        sleeper = subprocess.Popen(["setpriv", f"--reuid={shell_user.uid}",
-                                    f"--regid={shell_user.gid}", "--clear-groups",
+        sshd = Sshd(PAM_STACK, extra).start()
+        undo.append(sshd.stop)
+        # targets on the host: a process of the jailed user, a SysV shared memory segment
+        sleeper = subprocess.Popen(["setpriv", f"--reuid={pair.shell_user.uid}",
+                                    f"--regid={pair.shell_user.gid}", "--clear-groups",
                                     "sleep", "600"])
-        cleanups.append(sleeper.kill)
-        shm_key = 0x5A17
+        undo.append(sleeper.kill)
         subprocess.run(["ipcmk", "-M", "4096", "-p", "0666"], check=True, capture_output=True)
-        yield World(sshd, pam_user, shell_user, pam_jail, shell_jail, syslog, sleeper, shm_key)
+        undo.append(lambda: subprocess.run(["ipcrm", "--all=shm"], check=False))
+        yield World(sshd, pair.pam_user, pair.shell_user, pair.pam_jail, pair.shell_jail,
+                    syslog, sleeper)
     finally:
-        for cleanup in reversed(cleanups):
-            cleanup()  # type: ignore[operator]
-        subprocess.run(["ipcrm", "--all=shm"], check=False, capture_output=True)
-        for name in made:
-            remove_user(name, remove_home=False)
-        for root in jails:
-            remove_jail(root)
-        if os.path.exists(MARKER):
-            os.unlink(MARKER)
-        if saved_cfg is None:
-            os.unlink("/etc/pam_jail/jails.ini")
-        else:
-            with open("/etc/pam_jail/jails.ini", "w") as fh:
-                fh.write(saved_cfg)
-        syslog.stop()
+        for step in reversed(undo):
+            step()
 
 
 PATHS = ["pam", "shell"]

@@ -126,7 +126,7 @@ def test_unmapped_user_passes_or_is_refused_by_option(config: Callable[..., str]
 
 def test_uid0_target_refused(jail: str, config: Callable[..., str],
                              pam_service: Callable[..., str], syslog: SyslogCapture) -> None:
-    from jail_fixtures import unique, userdel
+    from jail_fixtures import remove_user, unique
 
     name = unique("pjz")
     subprocess.run(["useradd", "-M", "-o", "-u", "0", "-g", "0", name], check=True)
@@ -134,7 +134,7 @@ def test_uid0_target_refused(jail: str, config: Callable[..., str],
         result = pamtester(pam_service(config(f"{name} = web")), name, "acct_mgmt",
                            "open_session")
     finally:
-        userdel(name)
+        remove_user(name, remove_home=False)
     assert result.returncode != 0 and "uid 0" in result.stderr
     assert syslog.wait_for("refused", f"user={name}", "uid 0")
 
