@@ -198,7 +198,7 @@ def test_closure_is_fast() -> None:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tree of small programs and libraries with RPATH, RUNPATH and $ORIGIN/$LIB."""
     if shutil.which("gcc") is None:
-        pytest.skip("gcc builds the test ELFs")
+        pytest.fail("gcc builds the test ELFs: run scripts/setup")
     top = tmp_path_factory.mktemp("elf")
     (top / "bar.c").write_text("int bar(void) { return 2; }\n")
     (top / "foo.c").write_text("int bar(void);\nint foo(void) { return bar() + 1; }\n")

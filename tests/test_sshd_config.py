@@ -206,7 +206,7 @@ def _snippet(sshd: Sshd, cfg: Config, **kw: object) -> str:
 def jail_root():  # type: ignore[no-untyped-def]
     """A root-owned 0755 directory under /var/lib/pam_jail-test (not /tmp: sshd's rule)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        pytest.fail("run as root: scripts/test")
     path = os.path.join(HARNESS_BASE, unique_name("jail-"))
     os.makedirs(path, mode=0o755)
     os.chmod(path, 0o755)
