@@ -33,7 +33,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -513,21 +513,12 @@ class _Writer:
             if self.dry_run:
                 return
             source.seek(0)
-            tmp = self._tmpname(target)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600)
-            try:
-                try:
-                    _sendfile_all(source.fileno(), fd, st.st_size)
-                    os.fchown(fd, 0, 0)
-                    os.fchmod(fd, mode)
-                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                finally:
-                    os.close(fd)
-                os.rename(tmp, target)
-            except BaseException:
-                _unlink_quietly(tmp)
-                raise
+
+            def fill(fd: int) -> None:
+                _sendfile_all(source.fileno(), fd, st.st_size)
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+            self._replace_file(target, mode, fill)
 
     def symlink(self, path: str, link_target: str) -> None:
         target = self.jail(path)
@@ -572,6 +563,24 @@ class _Writer:
             _unlink_quietly(tmp)
             raise
 
+    def _replace_file(self, target: str, mode: int, fill: Callable[[int], None]) -> None:
+        """Write a new root-owned file beside `target` (O_EXCL|O_NOFOLLOW), let `fill`
+        write its content, then rename it over `target`; on any failure remove it."""
+        tmp = self._tmpname(target)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            try:
+                fill(fd)
+                os.fchown(fd, 0, 0)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            os.rename(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
     @staticmethod
     def _tmpname(target: str) -> str:
         return os.path.join(os.path.dirname(target),
@@ -591,20 +600,7 @@ class _Writer:
         self.report.bytes += len(data)
         if self.dry_run:
             return
-        tmp = self._tmpname(target)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        try:
-            try:
-                os.write(fd, data)
-                os.fchown(fd, 0, 0)
-                os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
-            os.rename(tmp, target)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        self._replace_file(target, mode, lambda fd: _write_all(fd, data))
 
     def apply(self, plan: Plan) -> None:
         for path in sorted(plan.entries):
@@ -646,6 +642,12 @@ def _same_content(source: Any, target: str) -> bool:
                 return False
             if not a:
                 return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _unlink_quietly(path: str) -> None:

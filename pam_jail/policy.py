@@ -277,6 +277,13 @@ class _Scan:
         self.positional: list[str] = []
 
 
+def _next_value(args: Sequence[str], i: int, option: str) -> tuple[str, int]:
+    """An option's value given as the next argument; it may not look like an option."""
+    if i >= len(args) or args[i].startswith("-"):
+        raise _Bad(f"option {option} needs a value")
+    return args[i], i + 1
+
+
 def _scan(args: Sequence[str], spec: _Spec, ctx: _Ctx) -> _Scan:
     """Classify every argument as an allowed option (value checked) or a positional.
 
@@ -306,10 +313,7 @@ def _scan(args: Sequence[str], spec: _Spec, ctx: _Ctx) -> _Scan:
             if lcheck is None:
                 raise _Bad(f"option --{_show(name)} is not allowed")
             if not eq:
-                if i >= len(args) or args[i].startswith("-"):
-                    raise _Bad(f"option --{_show(name)} needs a value")
-                value = args[i]
-                i += 1
+                value, i = _next_value(args, i, f"--{_show(name)}")
             lcheck(value, ctx)
             out.options.append(("--" + name, value))
             continue
@@ -326,10 +330,7 @@ def _scan(args: Sequence[str], spec: _Spec, ctx: _Ctx) -> _Scan:
                     raise _Bad(f"option -{_show(letter)} is not allowed")
                 value = arg[j:]
                 if not value:
-                    if i >= len(args) or args[i].startswith("-"):
-                        raise _Bad(f"option -{_show(letter)} needs a value")
-                    value = args[i]
-                    i += 1
+                    value, i = _next_value(args, i, f"-{_show(letter)}")
                 scheck(value, ctx)
                 out.options.append(("-" + letter, value))
                 break

@@ -102,6 +102,7 @@ def resolve(ident: Identity, cfg: Config) -> Jail | None:
 def identity_from_passwd(name_or_uid: str | int) -> Identity:
     """Look the user up in the real passwd/group databases. Raises Denied if unknown."""
     import grp
+    import os
     import pwd
 
     try:
@@ -109,11 +110,15 @@ def identity_from_passwd(name_or_uid: str | int) -> Identity:
             pwd.getpwnam(name_or_uid)
     except KeyError:
         raise Denied(f"unknown user {name_or_uid!s:.64}") from None
-    try:
-        primary = grp.getgrgid(pw.pw_gid).gr_name
-    except KeyError:
-        primary = ""
-    groups = tuple(sorted(g.gr_name for g in grp.getgrall()
-                          if pw.pw_name in g.gr_mem and g.gr_gid != pw.pw_gid))
+    def group_name(gid: int) -> str:
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return ""
+
+    # getgrouplist: one NSS lookup, not a scan of every group on each login
+    gids = set(os.getgrouplist(pw.pw_name, pw.pw_gid)) - {pw.pw_gid}
+    primary = group_name(pw.pw_gid)
+    groups = tuple(sorted(name for name in map(group_name, gids) if name))
     return Identity(name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir,
                     shell=pw.pw_shell, group=primary, groups=groups)

@@ -115,21 +115,6 @@ def syslog() -> Iterator[SyslogCapture]:
 
 
 @pytest.fixture
-def users() -> Iterator[Callable[..., User]]:
-    made: list[str] = []
-
-    def make(prefix: str = "pjs", shell: str = "/bin/bash", home: str | None = None,
-             groups: tuple[str, ...] = ()) -> User:
-        name = unique(prefix)
-        made.append(name)
-        return make_user(name, shell, home or f"/home/{name}", groups, create_home=False)
-
-    yield make
-    for name in made:
-        remove_user(name, remove_home=False)
-
-
-@pytest.fixture
 def system_config() -> Iterator[Callable[[str], str]]:
     """Write /etc/pam_jail/jails.ini (the shell entry reads only that file)."""
     saved = None

@@ -47,18 +47,18 @@ def pamtester(service: str, user: str, *ops: str) -> subprocess.CompletedProcess
                           timeout=30)
 
 
-def jailed_user(users: Callable[..., User], jail: str) -> User:
+def jailed_user(user_factory: Callable[..., User], jail: str) -> User:
     from pam_jail.build import add_users
 
-    user = users()
+    user = user_factory(shell="/bin/bash", create_home=False)
     add_users(jail, [user.name])
     return user
 
 
 def test_account_allows_safe_jail(jail: str, config: Callable[..., str], pam_service:
-                                  Callable[..., str], users: Callable[..., User],
+                                  Callable[..., str], user_factory: Callable[..., User],
                                   syslog: SyslogCapture) -> None:
-    user = jailed_user(users, jail)
+    user = jailed_user(user_factory, jail)
     svc = pam_service(config(f"{user.name} = web"))
     result = pamtester(svc, user.name, "acct_mgmt")
     assert result.returncode == 0, result.stderr
@@ -67,9 +67,9 @@ def test_account_allows_safe_jail(jail: str, config: Callable[..., str], pam_ser
 
 def test_unsafe_jail_refused_with_one_line_each(jail: str, config: Callable[..., str],
                                                  pam_service: Callable[..., str],
-                                                 users: Callable[..., User],
+                                                 user_factory: Callable[..., User],
                                                  syslog: SyslogCapture) -> None:
-    user = jailed_user(users, jail)
+    user = jailed_user(user_factory, jail)
     svc = pam_service(config(f"{user.name} = web"))
     os.chmod(f"{jail}/etc", 0o777)
     try:
@@ -85,14 +85,14 @@ def test_unsafe_jail_refused_with_one_line_each(jail: str, config: Callable[...,
 
 
 def test_bad_config_refuses_every_mapped_login(pam_service: Callable[..., str],
-                                               users: Callable[..., User],
+                                               user_factory: Callable[..., User],
                                                syslog: SyslogCapture) -> None:
     base = safe_tmpdir("cfg")
     path = f"{base}/jails.ini"
     with open(path, "w") as fh:
         fh.write("[jails]\n  [[web]]\n  root = relative\n")
     os.chmod(path, 0o644)
-    user = users()
+    user = user_factory(shell="/bin/bash", create_home=False)
     result = pamtester(pam_service(path), user.name, "acct_mgmt")
     shutil.rmtree(base)
     assert result.returncode != 0
@@ -102,8 +102,8 @@ def test_bad_config_refuses_every_mapped_login(pam_service: Callable[..., str],
 
 def test_config_writable_by_others_refused(config: Callable[..., str],
                                            pam_service: Callable[..., str],
-                                           users: Callable[..., User]) -> None:
-    user = users()
+                                           user_factory: Callable[..., User]) -> None:
+    user = user_factory(shell="/bin/bash", create_home=False)
     path = config(f"{user.name} = web")
     os.chmod(path, 0o666)
     result = pamtester(pam_service(path), user.name, "acct_mgmt")
@@ -112,8 +112,8 @@ def test_config_writable_by_others_refused(config: Callable[..., str],
 
 def test_unmapped_user_passes_or_is_refused_by_option(config: Callable[..., str],
                                                       pam_service: Callable[..., str],
-                                                      users: Callable[..., User]) -> None:
-    user = users()
+                                                      user_factory: Callable[..., User]) -> None:
+    user = user_factory(shell="/bin/bash", create_home=False)
     # PAM_IGNORE: the rest of the stack decides; with only our line, libpam fails.
     svc = pam_service(config("", "unmapped = allow"))
     with open(f"/etc/pam.d/{svc}", "a") as fh:
@@ -161,9 +161,9 @@ print(json.dumps({
 
 def test_open_session_confines_the_process(jail: str, config: Callable[..., str],
                                            pam_service: Callable[..., str],
-                                           users: Callable[..., User],
+                                           user_factory: Callable[..., User],
                                            syslog: SyslogCapture) -> None:
-    user = jailed_user(users, jail)
+    user = jailed_user(user_factory, jail)
     svc = pam_service(config(f"{user.name} = web"))
     venv_python = os.path.join(os.path.dirname(sys.executable), "python")
     result = subprocess.run([venv_python, "-c", PROBE, user.name, svc], capture_output=True,
