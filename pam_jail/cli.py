@@ -17,9 +17,15 @@ from pam_jail.errors import ConfigError, PamJailError, UnsafeJail
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = (
-    "pam_jail.build",
-    "pam_jail.sshd_config",
-    "pam_jail.inspect",
+    "pam_jail.build",        # init, cp, update
+    "pam_jail.users",        # jailuser
+    "pam_jail.check",        # check
+    "pam_jail.list",         # list
+    "pam_jail.explain",      # explain
+    "pam_jail.launch",       # uchroot, chrootlaunch
+    "pam_jail.logrelay",     # logrelay
+    "pam_jail.sshd_config",  # sshd-config
+    "pam_jail.doctor",       # doctor
 )
 
 EPILOG = """\
