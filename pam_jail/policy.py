@@ -14,13 +14,15 @@ The file format and the built-in argument rules are documented in docs/lsh.md.
 from __future__ import annotations
 
 import posixpath
-import shlex
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
-from configobj import ConfigObj, ConfigObjError
-
+from pam_jail.config import read_ini
 from pam_jail.errors import ConfigError, Denied
+
+# Start-up time matters here (the login path imports this module): no re, shlex,
+# configobj, dataclasses or typing at run time. Type-only names come from here:
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
     "Decision",
@@ -81,19 +83,56 @@ def _is_octal_umask(text: str) -> bool:
     return 1 <= len(text) <= 4 and _only(text, "01234567") and int(text, 8) <= 0o777
 
 
-@dataclass(frozen=True)
-class Policy:
+class _Record:
+    """A small immutable record: equality and repr over its __slots__ (no dataclasses:
+    they import inspect, ast and dis, about 15 ms of the login path)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, **values: object) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, values.pop(name))
+        if values:
+            raise TypeError(f"unknown fields {sorted(values)}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Policy(_Record):
     """One section of lsh.ini, validated. Missing keys hold the built-in defaults."""
 
+    __slots__ = ("name", "programs", "paths", "umask", "env", "pass_env", "allow_shell",
+                 "shell", "path")
     name: str  # "user:alice", "group:sftp", "default" or "none"
-    programs: tuple[tuple[str, str], ...] = ()  # (absolute path, rule name), file order
-    paths: tuple[str, ...] = DEFAULT_PATHS  # may hold %h (home), %u (user), %%
-    umask: int = DEFAULT_UMASK
-    env: tuple[tuple[str, str], ...] = ()
-    pass_env: tuple[str, ...] = ()  # names, or prefixes ending in "*"
-    allow_shell: bool = False
-    shell: str = DEFAULT_SHELL
-    path: str = DEFAULT_PATH
+    programs: tuple[tuple[str, str], ...]  # (absolute path, rule name), file order
+    paths: tuple[str, ...]  # may hold %h (home), %u (user), %%
+    umask: int
+    env: tuple[tuple[str, str], ...]
+    pass_env: tuple[str, ...]  # names, or prefixes ending in "*"
+    allow_shell: bool
+    shell: str
+    path: str
+
+    def __init__(self, name: str, programs: tuple[tuple[str, str], ...] = (),
+                 paths: tuple[str, ...] = DEFAULT_PATHS, umask: int = DEFAULT_UMASK,
+                 env: tuple[tuple[str, str], ...] = (), pass_env: tuple[str, ...] = (),
+                 allow_shell: bool = False, shell: str = DEFAULT_SHELL,
+                 path: str = DEFAULT_PATH) -> None:
+        super().__init__(name=name, programs=programs, paths=paths, umask=umask, env=env,
+                         pass_env=pass_env, allow_shell=allow_shell, shell=shell, path=path)
 
     def rule_for(self, program: str) -> str | None:
         """The rule bound to an absolute program path, or None if not allowed."""
@@ -113,24 +152,32 @@ class Policy:
 NO_POLICY = Policy(name="none")
 
 
-@dataclass(frozen=True)
-class LshConfig:
+class LshConfig(_Record):
     """A parsed, validated lsh.ini."""
 
+    __slots__ = ("source", "default", "users", "groups")
     source: str
-    default: Policy | None = None
-    users: Mapping[str, Policy] = field(default_factory=dict, hash=False)
-    groups: tuple[tuple[str, Policy], ...] = ()  # file order: the first match wins
+    default: Policy | None
+    users: Mapping[str, Policy]
+    groups: tuple[tuple[str, Policy], ...]  # file order: the first match wins
+
+    def __init__(self, source: str, default: Policy | None = None,
+                 users: Mapping[str, Policy] | None = None,
+                 groups: tuple[tuple[str, Policy], ...] = ()) -> None:
+        super().__init__(source=source, default=default, users=users or {}, groups=groups)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(_Record):
     """What the limited shell does with one command.
 
     If `allowed`, execve(argv[0], argv, env) after umask(umask); argv[0] is absolute.
     If refused, argv is () and env is {}; print `reason` (one line, ready to show).
+    `rule` names what decided (for the log and for `pam-jail explain`); `policy` is
+    the lsh.ini section that applied.
     """
 
+    __slots__ = ("allowed", "argv", "env", "umask", "rule", "reason", "interactive",
+                 "policy")
     allowed: bool
     argv: tuple[str, ...]
     env: dict[str, str]
@@ -138,6 +185,12 @@ class Decision:
     rule: str
     reason: str
     interactive: bool
+    policy: str
+
+    def __init__(self, allowed: bool, argv: tuple[str, ...], env: dict[str, str], umask: int,
+                 rule: str, reason: str, interactive: bool, policy: str = "none") -> None:
+        super().__init__(allowed=allowed, argv=argv, env=env, umask=umask, rule=rule,
+                         reason=reason, interactive=interactive, policy=policy)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -177,17 +230,71 @@ def split_command(command: str) -> list[str]:
         raise Refused(
             f"control character {ord(command[bad]):#04x} at offset {bad} in the command", rule
         )
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=False)
-    lexer.whitespace_split = True
-    lexer.commenters = ""  # '#' is an ordinary character
-    lexer.wordchars = ""  # irrelevant with whitespace_split; keep nothing special
     try:
-        argv = list(lexer)
+        argv = _posix_words(command)
     except ValueError as err:  # "No closing quotation", "No escaped character"
         raise Refused(f"cannot parse the command: {str(err).lower()}", rule) from None
     if not argv:
         raise Refused("empty command", rule)
     return argv
+
+
+_WHITESPACE = " \t\r\n"
+
+
+def _posix_words(text: str) -> list[str]:
+    """Exactly `list(shlex.shlex(text, posix=True, punctuation_chars=False))` with
+    whitespace_split = True and no commenters (tests compare the two on many inputs),
+    without importing shlex and re (about 4 ms at start-up). Raises ValueError."""
+    words: list[str] = []
+    token: list[str] = []
+    in_word = False  # a word has started (it may still be empty: '' or "")
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        i += 1
+        if ch in _WHITESPACE:
+            if in_word:
+                words.append("".join(token))
+                token, in_word = [], False
+        elif ch == "\\":
+            if i >= n:
+                raise ValueError("No escaped character")
+            token.append(text[i])
+            i += 1
+            in_word = True
+        elif ch == "'":
+            end = text.find("'", i)
+            if end < 0:
+                raise ValueError("No closing quotation")
+            token.append(text[i:end])
+            i = end + 1
+            in_word = True
+        elif ch == '"':
+            while True:
+                if i >= n:
+                    raise ValueError("No closing quotation")
+                ch = text[i]
+                i += 1
+                if ch == '"':
+                    break
+                if ch == "\\":
+                    if i >= n:
+                        raise ValueError("No escaped character")
+                    nxt = text[i]
+                    i += 1
+                    if nxt not in '"\\':
+                        token.append("\\")
+                    token.append(nxt)
+                else:
+                    token.append(ch)
+            in_word = True
+        else:
+            token.append(ch)
+            in_word = True
+    if in_word:
+        words.append("".join(token))
+    return words
 
 
 # --------------------------------------------------------------------------- paths
@@ -242,7 +349,8 @@ def _path_value(what: str) -> Callable[[str, _Ctx], None]:
 
 # --------------------------------------------------------------------------- options
 
-_Check = Callable[[str, _Ctx], None]
+if TYPE_CHECKING:
+    _Check = Callable[[str, _Ctx], None]
 
 
 def _any_value(value: str, ctx: _Ctx) -> None:
@@ -571,7 +679,8 @@ def _rule_svnserve(argv: Sequence[str], ctx: _Ctx) -> None:
         raise _Bad(f"unexpected argument {_show(scan.positional[0])}")
 
 
-_RuleFn = Callable[[Sequence[str], _Ctx], None]
+if TYPE_CHECKING:
+    _RuleFn = Callable[[Sequence[str], _Ctx], None]
 
 # rule name -> (label used in Decision.rule, checker)
 RULES: Mapping[str, tuple[str, _RuleFn]] = {
@@ -680,6 +789,7 @@ def _refuse(policy: Policy, rule: str, action: str, why: str) -> Decision:
         rule=rule,
         reason=f"pam_jail: {action}: {why}",
         interactive=False,
+        policy=policy.name,
     )
 
 
@@ -713,6 +823,7 @@ def decide(
             rule=f"interactive: shell {policy.shell}",
             reason="allowed",
             interactive=True,
+            policy=policy.name,
         )
     # 2. split the command without a shell
     try:
@@ -753,6 +864,7 @@ def decide(
         rule=f"program {program}: {label} rule",
         reason="allowed",
         interactive=False,
+        policy=policy.name,
     )
 
 
@@ -835,7 +947,7 @@ def _parse_section(
     values: dict[str, object] = {}
     rules_section: Mapping[str, object] = {}
     for key, value in section.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             if key == "rules":
                 rules_section = value
             else:
@@ -962,34 +1074,19 @@ def _parse_section(
 
 def parse_lsh(text: str, source: str) -> LshConfig:
     """Parse and validate lsh.ini. Raises ConfigError listing every problem found."""
-    problems: list[str] = []
-    try:
-        raw = ConfigObj(
-            text.splitlines(),
-            interpolation=False,
-            list_values=True,
-            raise_errors=False,
-            file_error=False,
-            encoding=None,
-        )
-    except ConfigObjError as err:
-        for sub in getattr(err, "errors", None) or [err]:
-            problems.append(f"{source}: syntax: {sub}")
-        raw = getattr(err, "config", None)
-        if raw is None:
-            raise ConfigError(f"load lsh config {source}: cannot parse", problems) from None
-
+    raw, problems = read_ini(text, source)
     default: Policy | None = None
     users: dict[str, Policy] = {}
     groups: list[tuple[str, Policy]] = []
-    for key in raw.scalars:
-        problems.append(f"{source}: {key}: key outside any section")
-    for name in raw.sections:
+    for name, section in raw.items():
+        if not isinstance(section, dict):
+            problems.append(f"{source}: {name}: key outside any section")
+            continue
         kind, colon, who = name.partition(":")
         if name == "default":
-            default = _parse_section(name, raw[name], source, problems)
+            default = _parse_section(name, section, source, problems)
         elif colon and kind in ("user", "group") and _is_account(who):
-            policy = _parse_section(name, raw[name], source, problems)
+            policy = _parse_section(name, section, source, problems)
             if kind == "user":
                 users[who] = policy
             else:

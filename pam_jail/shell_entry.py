@@ -110,7 +110,7 @@ def run(args: list[str], log: SysLog) -> int:
                          reason=f"{decision.rule}: {decision.reason}",
                          command=command, **ctx)
             reason = decision.reason.removeprefix("pam_jail: ")
-            print(f"pam_jail: refused: {reason}", file=sys.stderr)
+            print(f"pam_jail: refused: {reason} (rule: {decision.rule})", file=sys.stderr)
             return EXIT_COMMAND_REFUSED
         log.decision(LOG_INFO, "command allowed" if command is not None else "shell allowed",
                      user=user, jail=jail_name, command=command, rule=decision.rule, **ctx)

@@ -874,3 +874,31 @@ def test_fuzz_parse_lsh_only_raises_config_error(text: str) -> None:
 def test_rules_table_is_complete() -> None:
     assert set(RULES) == {"scp", "sftp-server", "rsync", "git", "cvs", "svnserve", "none",
                           "any"}
+
+
+# ------------------------------------------- split_command against shlex (no shlex at run time)
+
+
+def _shlex_words(text: str) -> list[str] | None:
+    import shlex
+
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=False)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    lexer.wordchars = ""
+    try:
+        return list(lexer)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=st.text(alphabet=" \t\n\r'\"\\ab#;$`*~-=", max_size=40) | st.text(max_size=30))
+def test_splitter_is_shlex(text: str) -> None:
+    from pam_jail.policy import _posix_words
+
+    try:
+        ours: list[str] | None = _posix_words(text)
+    except ValueError:
+        ours = None
+    assert ours == _shlex_words(text), text

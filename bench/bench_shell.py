@@ -1,0 +1,176 @@
+"""pam-jail-shell start-to-exec time, next to the interpreter's own start-up.
+
+Run as root: `.venv/bin/python bench/bench_shell.py [--rounds N]`. Uses the INSTALLED
+entry (/usr/local/sbin/pam-jail-shell, scripts/install) and a real shell-path user in
+a real jail (tests/jail_fixtures.make_jailed_pair); everything it makes is removed.
+
+Rows (medians of N interleaved rounds, one machine, one run; ratios to row 1):
+  1. `/usr/bin/python3 -I -S -c pass`: the floor any Python entry pays
+  2. the same interpreter importing pam_jail.shell_entry (the installed copy)
+  3. start-to-exec: `setpriv ... pam-jail-shell -c /usr/local/bin/pjstamp` as the
+     user. pjstamp is a static program in the jail that prints CLOCK_MONOTONIC the
+     moment it runs; start-to-exec = its stamp minus a stamp taken just before fork.
+     (CLOCK_MONOTONIC is the same clock inside the user/PID namespaces.)
+  4. the whole command's wall time (exit of pjstamp and of the relaying parent)
+  5. `setpriv ... /usr/bin/true` wall time: what setpriv itself costs
+Then decide() per command (µs), as the login path calls it.
+
+Target (issue 4): start-to-exec under 12 ms on these machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from jail_fixtures import SHELL_ENTRY, make_jailed_pair  # noqa: E402
+from sshd_harness import User  # noqa: E402
+
+LIBDIR = "/usr/local/lib/pam_jail"
+STAMP = "/usr/local/bin/pjstamp"
+STAMP_C = r"""
+#include <stdio.h>
+#include <time.h>
+int main(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    printf("%lld\n", (long long)t.tv_sec * 1000000000LL + t.tv_nsec);
+    return 0;
+}
+"""
+LSH = f"""\
+[default]
+programs = {STAMP}, /usr/bin/rsync, /usr/bin/scp
+  [[rules]]
+  {STAMP} = none
+"""
+COMMANDS = [
+    "scp -t up.txt",
+    "rsync --server -vlogDtpre.iLsfxCIvu . dest/",
+    "rsync --server -e 'sh -c id' . x",
+    "/bin/sh -c id",
+    STAMP,
+]
+
+
+def as_user(user: User, *argv: str) -> list[str]:
+    return ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+            "--", *argv]
+
+
+def wall(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True)
+    return time.perf_counter() - start
+
+
+def start_to_exec(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    start_ns = time.monotonic_ns()
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    total = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv}: {proc.returncode} {proc.stderr.strip()}")
+    return (int(proc.stdout.strip()) - start_ns) / 1e9, total
+
+
+def ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40, help="rounds (default 40)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_shell: run as root", file=sys.stderr)
+        return 1
+    for tool in ("setpriv", "gcc"):
+        if shutil.which(tool) is None:
+            print(f"bench_shell: {tool} not installed", file=sys.stderr)
+            return 1
+    undo: list[Callable[[], object]] = []
+    try:
+        pair = make_jailed_pair(LSH, undo)
+        user, jail = pair.shell_user, pair.shell_jail
+        os.makedirs(f"{jail}/usr/local/bin", mode=0o755, exist_ok=True)
+        subprocess.run(["gcc", "-static", "-O2", "-x", "c", "-o", f"{jail}{STAMP}", "-"],
+                       input=STAMP_C, text=True, check=True)
+        os.chmod(f"{jail}{STAMP}", 0o755)
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+        imp = (f"import sys; sys.path[:0]=[{LIBDIR!r}]; sys.path += "
+               "['/usr/local/lib/python3/dist-packages', '/usr/lib/python3/dist-packages']; "
+               "import pam_jail.shell_entry")
+        variants: dict[str, Callable[[], float]] = {
+            "python3 -I -S -c pass": lambda: wall(["/usr/bin/python3", "-I", "-S", "-c",
+                                                    "pass"], env),
+            "python3 -I -S: import shell_entry": lambda: wall(
+                ["/usr/bin/python3", "-I", "-S", "-c", imp], env),
+            "setpriv /usr/bin/true (as the user)": lambda: wall(
+                as_user(user, "/usr/bin/true"), env),
+        }
+        results: dict[str, list[float]] = {k: [] for k in variants}
+        s2e: list[float] = []
+        total: list[float] = []
+        shell_cmd = as_user(user, SHELL_ENTRY, "-c", STAMP)
+        start_to_exec(shell_cmd, env)  # warm caches; fails loudly if the setup is wrong
+        for _ in range(args.rounds):
+            order = [*variants, "shell"]
+            random.shuffle(order)
+            for name in order:
+                if name == "shell":
+                    a, b = start_to_exec(shell_cmd, env)
+                    s2e.append(a)
+                    total.append(b)
+                else:
+                    results[name].append(variants[name]())
+        base = ms(results["python3 -I -S -c pass"])
+        rows = [
+            ("python3 -I -S -c pass", base),
+            ("python3 -I -S: import shell_entry", ms(results["python3 -I -S: import "
+                                                             "shell_entry"])),
+            (f"pam-jail-shell -c {STAMP}: start-to-exec", ms(s2e)),
+            (f"pam-jail-shell -c {STAMP}: whole command", ms(total)),
+            ("setpriv /usr/bin/true (as the user)",
+             ms(results["setpriv /usr/bin/true (as the user)"])),
+        ]
+        print(f"== start-up, medians of {args.rounds} interleaved rounds (ms)")
+        print(f"{'what':<58} {'ms':>8} {'x pass':>8}")
+        for label, value in rows:
+            print(f"{label:<58} {value:8.2f} {value / base:8.2f}")
+        print("(start-to-exec includes setpriv's own start: see the last row)")
+
+        sys.path.insert(0, LIBDIR)
+        from pam_jail.policy import decide, parse_lsh, select_policy
+
+        policy = select_policy(parse_lsh(LSH, "bench"), user.name, [])
+        print("\n== decide() per command (µs, median of 2000 calls)")
+        for command in COMMANDS:
+            times = []
+            for _ in range(2000):
+                t0 = time.perf_counter()
+                d = decide(policy, command, user=user.name, home=f"/home/{user.name}",
+                           client_env={"LANG": "C"})
+                times.append(time.perf_counter() - t0)
+            print(f"{command!r:<52} {'allowed' if d.allowed else 'refused':>8} "
+                  f"{statistics.median(times) * 1e6:8.1f}")
+    finally:
+        for step in reversed(undo):
+            step()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

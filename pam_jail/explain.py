@@ -1,0 +1,173 @@
+"""`pam-jail explain USER [-- COMMAND]`: what the login path would do for USER.
+
+Runs the login path's own decisions, in its order, without confining anything:
+identity from the real passwd (resolve.identity_from_passwd), jail from the root-owned
+jails.ini (config.load_config + resolve.resolve, as login.admit does), the jail check
+(safety.check_jail), the allow-list JAIL/etc/pam_jail/lsh.ini (policy.parse_lsh +
+select_policy, the same ownership rule as pam-jail-shell) and the decision on COMMAND
+(policy.decide) with the exact argv and environment that would reach execve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+
+from pam_jail.config import DEFAULT_PATH, load_config
+from pam_jail.errors import ConfigError, Denied
+from pam_jail.policy import Decision, decide, parse_lsh, select_policy
+from pam_jail.resolve import identity_from_passwd, is_shell_entry, resolve
+from pam_jail.safety import check_jail
+
+LSH_INSIDE = "/etc/pam_jail/lsh.ini"
+EXIT_ALLOWED = 0
+EXIT_DENIED = Denied.exit_code
+
+EPILOG = """\
+COMMAND is what sshd would pass to the login shell after -c (several words are joined
+with single spaces, as ssh does). Without COMMAND: an interactive login. The client
+environment is taken as empty (sshd passes only what AcceptEnv names).
+
+exit status:
+  0 the login (and COMMAND) would be allowed
+  5 refused: unknown user, unmapped user with unmapped = deny, unsafe jail, unusable
+    lsh.ini, or COMMAND refused by the allow-list
+  1 error; 2 usage; 3 jails.ini unsafe or invalid
+
+examples:
+  pam-jail explain alice
+  pam-jail explain alice -- rsync --server -vlogDtpre.iLsfxCIvu . backup/
+  pam-jail explain --json alice -- 'scp -t up.txt'
+"""
+
+
+def read_lsh(root: str, uid: int) -> str:
+    """JAIL/etc/pam_jail/lsh.ini with pam-jail-shell's rule: a regular file, not owned by
+    the user, not group/other-writable; never through a symlink."""
+    path = root + LSH_INSIDE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        raise Denied(f"read {path}: {err.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == uid or not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022:
+            raise Denied(f"read {path}: owned or writable by the user")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> dict[str, object]:
+    """The whole explanation as plain data (what --json prints)."""
+    out: dict[str, object] = {"user": user, "command": command, "allowed": False}
+    ident = identity_from_passwd(user)
+    out["uid"] = ident.uid
+    out["groups"] = [g for g in (ident.group, *ident.groups) if g]
+    cfg = load_config(config_path)
+    jail = resolve(ident, cfg)
+    if jail is None:
+        out["jail"] = None
+        out["reason"] = (f"user {ident.name} is in no jail (unmapped = {cfg.unmapped}: "
+                         f"{'not jailed' if cfg.unmapped == 'allow' else 'refused'})")
+        out["allowed"] = cfg.unmapped == "allow"
+        return out
+    out["jail"] = {"name": jail.name, "root": jail.root, "home": jail.home,
+                   "mode": jail.mode, "source": jail.source}
+    if jail.mode == "shell" and not is_shell_entry(ident.shell):
+        out["reason"] = (f"jail {jail.name} is entered through pam-jail-shell, but the "
+                         f"login shell of {ident.name} is {ident.shell}")
+        return out
+    problems = check_jail(jail.root)
+    out["check"] = problems
+    if problems:
+        out["reason"] = f"check jail {jail.name}: unsafe"
+        return out
+    if jail.mode != "shell":
+        out["reason"] = (f"mode {jail.mode}: the login is allowed; commands are not "
+                         "checked by pam_jail's allow-list on this path")
+        out["allowed"] = True
+        return out
+    try:
+        lsh = parse_lsh(read_lsh(jail.root, ident.uid), LSH_INSIDE)
+    except ConfigError as err:
+        out["reason"] = str(err)
+        out["lsh_problems"] = err.problems
+        return out
+    policy = select_policy(lsh, ident.name, out["groups"])  # type: ignore[arg-type]
+    decision: Decision = decide(policy, command, user=ident.name, home=jail.home,
+                                client_env={})
+    out["section"] = policy.name
+    out["rule"] = decision.rule
+    out["reason"] = decision.reason
+    out["allowed"] = decision.allowed
+    if decision.allowed:
+        out["execve"] = {"path": decision.argv[0], "argv": list(decision.argv),
+                         "env": decision.env, "umask": f"{decision.umask:04o}",
+                         "cwd": jail.home}
+    return out
+
+
+def _print_text(info: dict[str, object]) -> None:
+    jail = info.get("jail")
+    print(f"user:     {info['user']} (uid {info.get('uid')}, groups "
+          f"{', '.join(info.get('groups', []))})")  # type: ignore[arg-type]
+    if isinstance(jail, dict):
+        print(f"jail:     {jail['name']} root={jail['root']} home={jail['home']} "
+              f"mode={jail['mode']} (from {jail['source']})")
+    else:
+        print("jail:     none")
+    if "check" in info:
+        problems = info["check"]
+        print("check:    " + ("ok" if not problems else "UNSAFE"))
+        for p in problems:  # type: ignore[attr-defined]
+            print(f"  - {p}")
+    for p in info.get("lsh_problems", []):  # type: ignore[attr-defined]
+        print(f"  - {p}")
+    if "section" in info:
+        print(f"section:  [{info['section']}]")
+        print(f"rule:     {info['rule']}")
+    cmd = info["command"]
+    print(f"command:  {'(interactive login)' if cmd is None else cmd}")
+    print(f"verdict:  {'ALLOWED' if info['allowed'] else 'REFUSED'}: {info.get('reason', '')}")
+    execve = info.get("execve")
+    if isinstance(execve, dict):
+        print(f"execve:   {execve['path']} {json.dumps(execve['argv'])}")
+        print(f"umask:    {execve['umask']}, cwd {execve['cwd']}")
+        for k, v in execve["env"].items():
+            print(f"env:      {k}={v}")
+
+
+def run(args: argparse.Namespace) -> int:
+    words = list(args.command)
+    if words and words[0] == "--":
+        words = words[1:]
+    command = " ".join(words) if words else None
+    try:
+        info = explain(args.user, command, args.config)
+    except Denied as err:  # unknown user, unreadable lsh.ini: refused, say why
+        info = {"user": args.user, "command": command, "allowed": False, "reason": str(err)}
+    if args.json:
+        json.dump(info, sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        _print_text(info)
+    return EXIT_ALLOWED if info["allowed"] else EXIT_DENIED
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "explain", help="which jail, which rules, and would COMMAND be allowed",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("user", metavar="USER", help="login name")
+    parser.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER,
+                        help="the command after --, as ssh would send it")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
+                        help=f"jails.ini (default {DEFAULT_PATH})")
+    parser.set_defaults(func=run)

@@ -1,0 +1,128 @@
+"""`pam-jail explain`: real users, real jails, the installed-tree code through cli.main."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import redirect_stdout
+
+import pytest
+from jail_fixtures import make_jailed_pair
+
+from pam_jail.cli import main
+
+pytestmark = [pytest.mark.root]
+
+LSH = """\
+[default]
+programs = /usr/bin/rsync, /usr/bin/scp, /usr/lib/openssh/sftp-server
+pass_env = LANG
+umask = 0027
+"""
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[object]:
+    if os.geteuid() != 0:
+        pytest.fail("run as root: scripts/test")
+    undo: list[Callable[[], object]] = []
+    try:
+        yield make_jailed_pair(LSH, undo)
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def explain(*argv: str) -> tuple[int, dict[str, object]]:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        status = main(["explain", "--json", *argv])
+    return status, json.loads(buf.getvalue())
+
+
+def test_allowed_command_shows_exact_execve(pair: object) -> None:
+    user = pair.shell_user  # type: ignore[attr-defined]
+    status, info = explain(user.name, "--", "rsync", "--server", "-vlogDtpre.iLsfxCIvu", ".",
+                           "dest\\ dir/")
+    assert status == 0 and info["allowed"] is True, info
+    jail = info["jail"]
+    assert isinstance(jail, dict) and jail["name"] == "shellj" and jail["mode"] == "shell"
+    assert info["check"] == [] and info["section"] == "default"
+    execve = info["execve"]
+    assert isinstance(execve, dict)
+    assert execve["argv"] == ["/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu", ".",
+                              "dest dir/"]
+    assert execve["umask"] == "0027" and execve["env"]["HOME"] == f"/home/{user.name}"
+    assert "rsync --server" in str(info["rule"])
+
+
+def test_quoted_command_as_one_word(pair: object) -> None:
+    user = pair.shell_user  # type: ignore[attr-defined]
+    status, info = explain(user.name, "--", "scp -t 'up load.txt'")
+    assert status == 0 and info["execve"]["argv"] == [  # type: ignore[index]
+        "/usr/bin/scp", "-t", "up load.txt"]
+
+
+@pytest.mark.parametrize("command, rule", [
+    ("rsync --server -e 'sh -c id' . x", "rsync --server rule"),
+    ("scp -S /bin/sh -t x", "scp -t/-f rule"),
+    ("/bin/sh -c id", "no rule for /bin/sh"),
+    ("scp -t x\nid", "parse: control character"),
+])
+def test_refused_command_names_rule(pair: object, command: str, rule: str) -> None:
+    user = pair.shell_user  # type: ignore[attr-defined]
+    status, info = explain(user.name, "--", command)
+    assert status == 5 and info["allowed"] is False and "execve" not in info
+    assert rule in str(info["rule"]), info
+
+
+def test_interactive_refused_without_allow_shell(pair: object) -> None:
+    status, info = explain(pair.shell_user.name)  # type: ignore[attr-defined]
+    assert status == 5 and "interactive" in str(info["rule"])
+
+
+def test_unsafe_jail_is_reported(pair: object) -> None:
+    jail = pair.shell_jail  # type: ignore[attr-defined]
+    os.chmod(f"{jail}/etc", 0o777)
+    try:
+        status, info = explain(pair.shell_user.name, "--", "scp -t x")  # type: ignore[attr-defined]
+    finally:
+        os.chmod(f"{jail}/etc", 0o755)
+    assert status == 5 and any("writable by group or other" in p
+                               for p in info["check"])  # type: ignore[attr-defined]
+
+
+def test_user_writable_lsh_is_refused(pair: object) -> None:
+    user = pair.shell_user  # type: ignore[attr-defined]
+    path = f"{pair.shell_jail}/etc/pam_jail/lsh.ini"  # type: ignore[attr-defined]
+    os.chown(path, user.uid, user.gid)
+    try:
+        status, info = explain(user.name, "--", "scp -t x")
+    finally:
+        os.chown(path, 0, 0)
+    # the jail check (the same as the login's) already names the file
+    assert status == 5 and "unsafe" in str(info["reason"])
+    assert any("lsh.ini" in p and "not root" in p for p in info["check"])  # type: ignore[attr-defined]
+
+
+def test_pam_path_user(pair: object) -> None:
+    status, info = explain(pair.pam_user.name)  # type: ignore[attr-defined]
+    assert status == 0 and info["jail"]["mode"] == "pam"  # type: ignore[index]
+
+
+def test_text_output_and_help(pair: object, capsys: pytest.CaptureFixture[str]) -> None:
+    user = pair.shell_user  # type: ignore[attr-defined]
+    assert main(["explain", user.name, "--", "scp -t up.txt"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict:  ALLOWED" in out and 'execve:   /usr/bin/scp ["/usr/bin/scp", "-t", ' \
+        '"up.txt"]' in out
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    assert "exit status" in capsys.readouterr().out
+
+
+def test_unknown_user_refused() -> None:
+    status, info = explain("no-such-user-pjx")
+    assert status == 5 and "unknown user" in str(info["reason"])
