@@ -24,12 +24,17 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import signal
 import struct
-from collections.abc import Callable
-from types import FrameType
 
 from pam_jail.errors import ConfineError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Callable
+    from types import FrameType
+else:  # the C module: `signal` imports enum, which the login path cannot afford
+    import _signal as signal
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -331,8 +336,8 @@ def prove_dropped(uid: int, gid: int) -> None:
 
 def set_hostname(name: str) -> None:
     try:
-        import socket
-        socket.sethostname(name[:64])
+        import _socket
+        _socket.sethostname(name[:64])
     except OSError as err:
         raise _fail(f"sethostname {name[:64]}", err.errno) from None
 

@@ -11,7 +11,6 @@ and the real passwd database.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 
 from pam_jail.config import Config, JailDef
 from pam_jail.errors import Denied
@@ -19,26 +18,43 @@ from pam_jail.errors import Denied
 SHELL_ENTRY_NAMES = ("pam-jail-shell",)
 
 
-@dataclass(frozen=True)
 class Identity:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str
-    group: str = ""                       # primary group name
-    groups: tuple[str, ...] = ()          # supplementary group names
+    """Who logs in, from the real passwd/group databases (a plain slotted class: the
+    login path does not import dataclasses)."""
+
+    __slots__ = ("name", "uid", "gid", "home", "shell", "group", "groups")
+
+    def __init__(self, name: str, uid: int, gid: int, home: str, shell: str,
+                 group: str = "", groups: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.shell = shell
+        self.group = group                  # primary group name
+        self.groups = groups                # supplementary group names
+
+    def __repr__(self) -> str:
+        return f"Identity({self.name!r}, uid={self.uid}, gid={self.gid}, home={self.home!r})"
 
 
-@dataclass(frozen=True)
 class Jail:
-    name: str
-    root: str
-    home: str                             # the home directory as seen inside the jail
-    mode: str
-    allow_shell: bool
-    source: str                           # "user", "group:NAME", "default" or "marker"
-    options: dict[str, str] = field(default_factory=dict)
+    """The jail a user goes to, as resolved."""
+
+    __slots__ = ("name", "root", "home", "mode", "allow_shell", "source", "options")
+
+    def __init__(self, name: str, root: str, home: str, mode: str, allow_shell: bool,
+                 source: str, options: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.root = root
+        self.home = home                    # the home directory as seen inside the jail
+        self.mode = mode
+        self.allow_shell = allow_shell
+        self.source = source                # "user", "group:NAME", "default" or "marker"
+        self.options = options or {}
+
+    def __repr__(self) -> str:
+        return f"Jail({self.name!r}, root={self.root!r}, mode={self.mode!r})"
 
     def flag(self, key: str, default: bool = False) -> bool:
         value = self.options.get(key)
