@@ -16,6 +16,9 @@ from pam_jail.config import Config, JailDef
 from pam_jail.errors import Denied
 
 SHELL_ENTRY_NAMES = ("pam-jail-shell",)
+# A home marker with jailkit's own login shell belongs to jailkit: pam_jail leaves such
+# users alone unless jails.ini maps them (so both can share one sshd while migrating).
+JAILKIT_SHELL_NAMES = ("jk_chrootsh",)
 
 
 class Identity:
@@ -91,6 +94,9 @@ def resolve(ident: Identity, cfg: Config) -> Jail | None:
     if definition is None and cfg.default and ident.uid != 0 and marker is None:
         definition, source = cfg.jails[cfg.default], "default"
 
+    if definition is None and marker is not None \
+            and posixpath.basename(ident.shell) in JAILKIT_SHELL_NAMES:
+        return None
     if definition is None and marker is None:
         if is_shell_entry(ident.shell):
             raise Denied(f"user {ident.name} has shell {ident.shell} but no jail is configured")

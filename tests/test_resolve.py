@@ -92,3 +92,11 @@ def test_marker_must_agree_with_mapping() -> None:
         resolve(ident("alice", home="/srv/other/./home/alice"), CFG)
     jail = resolve(ident("alice", home="/srv/jails/web/./home/alice"), CFG)
     assert jail is not None and jail.home == "/home/alice"
+
+
+def test_jailkit_marker_users_are_left_to_jailkit() -> None:
+    home = "/srv/jk/./home/bob"
+    assert resolve(ident(home=home, shell="/usr/sbin/jk_chrootsh"), CFG) is None
+    mapped = resolve(ident("alice", home="/srv/jails/web/./home/alice",
+                           shell="/usr/sbin/jk_chrootsh"), CFG)
+    assert mapped is not None and mapped.name == "web"   # an explicit mapping still wins
