@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # Inside a jail: entries that must be root-owned and not group/other-writable if present.
 SYSTEM_ENTRIES = (
@@ -136,3 +139,112 @@ def _judge_fd(fd: int, path: str) -> None:
     problem = judge_component(path, st.st_mode, st.st_uid)
     if problem:
         raise OSError(problem)
+
+
+# ------------------------------------------------------------------------------------
+# Judgements of single entries inside a jail, shared by the checker (pam-jail check) and
+# open to the login path. Pure: a path relative to the jail root ("/etc/passwd") and
+# stat facts in, the problem as text out (None when fine).
+
+# The device nodes a jail may hold: exactly those the login path binds from the host
+# (confine.SAFE_DEVICES), as character devices with the standard Linux numbers.
+ALLOWED_DEVICES: dict[str, tuple[int, int]] = {
+    "/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7),
+    "/dev/random": (1, 8), "/dev/urandom": (1, 9), "/dev/tty": (5, 0),
+}
+# The trees a login depends on: everything in them must be root-owned (a jailed user
+# could otherwise replace libraries, programs, passwd entries or the allow-list).
+SYSTEM_TREES = ("/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr")
+# World-writable directories that are fine when sticky (each user can only remove their
+# own files there).
+STICKY_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def is_system_path(rel: str) -> bool:
+    """Is the jail path `rel` ('/usr/bin/ls') one of the system entries or inside a
+    system tree? The jail root itself counts (a user-owned root is as bad)."""
+    if rel in ("/", "") or rel.lstrip("/") in SYSTEM_ENTRIES:
+        return True
+    return any(rel == top or rel.startswith(top + "/") for top in SYSTEM_TREES)
+
+
+def judge_setid(rel: str, mode: int) -> str | None:
+    """setuid/setgid bits on anything but a directory (setgid on a directory only sets
+    the group of new files). Any owner counts: a user-owned setuid file is still one."""
+    if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return None
+    bits = [name for bit, name in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
+            if mode & bit]
+    if not bits:
+        return None
+    return f"{rel}: {' and '.join(bits)} (mode {stat.S_IMODE(mode):04o})"
+
+
+def judge_device(rel: str, mode: int, rdev: int) -> str | None:
+    """A device node passes only when it is one of ALLOWED_DEVICES, at its own path, as
+    a character device with the right major/minor numbers."""
+    if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+        return None
+    kind = "block" if stat.S_ISBLK(mode) else "character"
+    numbers = (os.major(rdev), os.minor(rdev))
+    expected = ALLOWED_DEVICES.get(rel)
+    if expected is None:
+        return f"{rel}: {kind} device {numbers[0]},{numbers[1]} not in the allow-list " \
+               f"({', '.join(ALLOWED_DEVICES)})"
+    if kind != "character" or numbers != expected:
+        return f"{rel}: {kind} device {numbers[0]},{numbers[1]}, expected character " \
+               f"device {expected[0]},{expected[1]}"
+    return None
+
+
+def judge_writable(rel: str, mode: int) -> str | None:
+    """Group- or other-writable files and directories. Symlinks (always 0777) and device
+    nodes (judged by judge_device) are not judged here; a sticky STICKY_DIRS directory
+    may be world-writable."""
+    if stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return None
+    if not mode & 0o022:
+        return None
+    if stat.S_ISDIR(mode) and mode & stat.S_ISVTX and rel in STICKY_DIRS:
+        return None
+    what = "directory" if stat.S_ISDIR(mode) else "file"
+    return f"{rel}: {what} writable by group or other (mode {stat.S_IMODE(mode):04o})"
+
+
+def link_leaves_root(rel: str, target: str) -> bool:
+    """Does the text of the symlink `rel` -> `target` climb above the jail root? An
+    absolute target starts at the root, a relative one at the link's directory; each
+    '..' climbs one level. Inside the chroot such a link stops at the root, but a tool on
+    the host that follows it (a backup, an admin's cp -r) leaves the jail."""
+    depth = 0 if target.startswith("/") else len([p for p in rel.split("/") if p]) - 1
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+def judge_symlink(rel: str, target: str) -> str | None:
+    """A symlink whose target text climbs above the jail root (see link_leaves_root)."""
+    if link_leaves_root(rel, target):
+        return f"{rel} -> {target}: climbs above the jail root ('..' past /)"
+    return None
+
+
+def judge_id_entry(kind: str, name: str, jail_id: int, host_id: int | None,
+                   host_owner: str | None) -> str | None:
+    """An etc/passwd or etc/group entry of the jail against the host's databases.
+    host_id: the host's id for `name` (None: no such name on the host); host_owner: the
+    host's name for `jail_id` (None: unused there). The name must exist on the host with
+    the same id: otherwise files show another owner inside the jail than outside, and a
+    jail etc/group can hand out groups at login (the PAM path reads it)."""
+    if host_id is None:
+        if host_owner is not None:
+            return f"{kind} {name}: not on the host, and id {jail_id} is {host_owner} there"
+        return f"{kind} {name} (id {jail_id}): not on the host"
+    if host_id != jail_id:
+        return f"{kind} {name}: id {jail_id} in the jail, {host_id} on the host"
+    return None

@@ -1,0 +1,144 @@
+"""pam-jail list: real processes confined by the real login paths (pam-jail-shell as a
+jailed user; the PAM module through libpam in a child process), found in /proc with the
+right user and jail. Root only (CI runs as root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from jail_fixtures import SHELL_ENTRY, SYSTEM_CONFIG, JailedPair, make_jailed_pair
+
+from pam_jail import cli
+
+pytestmark = pytest.mark.root
+
+LSH = """\
+[default]
+programs = /bin/sleep
+  [[rules]]
+  /bin/sleep = any
+"""
+
+# The PAM path as sshd drives it: open_session as root (confines this process), then
+# drop to the user, then the "session" (a sleep) runs inside the jail.
+PAM_CHILD = r"""
+import ctypes, os, pwd, sys, time
+ctypes.CDLL = ctypes.PyDLL
+import pamela
+pamela.open_session(sys.argv[1], service=sys.argv[2])
+pw = pwd.getpwnam(sys.argv[1])
+os.setgroups([]); os.setgid(pw.pw_gid); os.setuid(pw.pw_uid)
+print("confined", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[JailedPair]:
+    if os.geteuid() != 0:
+        pytest.fail("run as root: scripts/test")
+    undo: list[Callable[[], object]] = []
+    try:
+        yield make_jailed_pair(LSH, undo)
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def listed(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    assert cli.main(["list", "--json"]) == 0
+    out: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    return out
+
+
+def wait_for(capsys: pytest.CaptureFixture[str],
+             match: Callable[[dict[str, object]], bool]) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 15
+    while True:
+        procs = listed(capsys)
+        if any(match(p) for p in procs) or time.monotonic() > deadline:
+            return procs
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes], jail: str) -> None:
+    """Kill the session: the process we started and whatever it left in its jail (a
+    PID-namespace init survives its relay and ignores signals it has no handler for,
+    except SIGKILL from outside)."""
+    from pam_jail.list import list_jailed
+
+    proc.kill()
+    proc.wait(timeout=10)
+    for left in list_jailed({"j": jail}):
+        os.kill(left.pid, 9)
+
+
+def is_sleeper(p: dict[str, object]) -> bool:
+    return str(p["command"]).startswith("/bin/sleep 271") and p["state"] == "jailed"
+
+
+def test_shell_entry_process_is_listed(pair: JailedPair,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    user = pair.shell_user
+    proc = subprocess.Popen([SHELL_ENTRY, "-c", "/bin/sleep 271"], user=user.uid,
+                            group=user.gid, extra_groups=[], cwd="/",
+                            env={"PATH": "/usr/bin:/bin"}, stderr=subprocess.PIPE)
+    try:
+        procs = wait_for(capsys, is_sleeper)
+        sleeper = [p for p in procs if str(p["command"]).startswith("/bin/sleep")]
+        assert len(sleeper) == 1, (procs, proc.poll())
+        s = sleeper[0]
+        assert (s["user"], s["uid"], s["jail"], s["root"], s["state"]) == \
+            (user.name, user.uid, "shellj", pair.shell_jail, "jailed")
+        assert s["own_mntns"] is True and s["nspid"] == 1     # PID 1 of its namespace
+        # pam-jail-shell itself (the relay waiting for its PID-namespace init) is in the
+        # jail too, outside the PID namespace
+        relay = [p for p in procs if p["pid"] == proc.pid]
+        assert len(relay) == 1 and relay[0]["state"] == "jailed"
+        assert relay[0]["jail"] == "shellj" and relay[0]["user"] == user.name
+        assert relay[0]["nspid"] == proc.pid and s["ppid"] == proc.pid
+        # the jail no longer known (removed from the config): still listed, as unknown
+        from pam_jail.list import list_jailed
+        unknown = {p.pid: p for p in list_jailed({})}
+        assert unknown[int(str(s["pid"]))].state == "unknown"
+        assert unknown[proc.pid].jail == "?"
+        # nothing of the host is listed
+        assert all(p["jail"] in ("shellj", "pamj") or p["state"] == "unknown" for p in procs)
+        assert os.getpid() not in [p["pid"] for p in procs]
+    finally:
+        stop(proc, pair.shell_jail)
+    time.sleep(0.2)
+    after = listed(capsys)
+    assert not [p for p in after if "sleep 271" in str(p["command"])]
+
+
+def test_pam_path_process_is_listed(pair: JailedPair, pam_service: Callable[..., str],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    user = pair.pam_user
+    svc = pam_service(SYSTEM_CONFIG)
+    venv_python = os.path.join(os.path.dirname(sys.executable), "python")
+    proc = subprocess.Popen([venv_python, "-c", PAM_CHILD, user.name, svc],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == b"confined\n", proc.stderr.read() if proc.poll() is not None else line
+        procs = listed(capsys)
+        mine = [p for p in procs if p["pid"] == proc.pid]
+        assert len(mine) == 1, procs
+        assert (mine[0]["user"], mine[0]["jail"], mine[0]["root"], mine[0]["state"]) == \
+            (user.name, "pamj", pair.pam_jail, "jailed")
+        assert mine[0]["own_mntns"] is True and mine[0]["nspid"] == proc.pid  # no PID ns
+        out = subprocess.run([sys.executable, "-m", "pam_jail.cli", "list"],
+                             capture_output=True, text=True, check=True).stdout
+        row = [ln for ln in out.splitlines() if ln.split()[:1] == [str(proc.pid)]]
+        assert len(row) == 1 and user.name in row[0] and "pamj" in row[0]
+    finally:
+        stop(proc, pair.pam_jail)
+    assert proc.pid not in [p["pid"] for p in listed(capsys)]
