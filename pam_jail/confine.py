@@ -269,6 +269,25 @@ def forbid_nested_userns() -> None:
     write_file("/proc/sys/user/max_user_namespaces", "0")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(alive_fd: int) -> None:
+    """SIGKILL this process when the relay outside the PID namespace dies (killed with
+    SIGKILL it cannot forward anything). `alive_fd` is the read end of a pipe whose
+    write end only the relay holds: EOF means it died before PDEATHSIG was armed
+    (getppid() cannot tell: it is 0 across the PID namespace boundary)."""
+    prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), what="prctl PR_SET_PDEATHSIG")
+    os.set_blocking(alive_fd, False)
+    try:
+        gone = os.read(alive_fd, 1) == b""
+    except BlockingIOError:
+        gone = False
+    os.close(alive_fd)
+    if gone:
+        os._exit(1)
+
+
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl PR_SET_NO_NEW_PRIVS")
 
@@ -375,13 +394,17 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     unshare(flags, "user/mount/PID/IPC/UTS/net namespaces")  # 1. own namespaces
     map_ids(uid, gid)                                        # 2. user stays itself
     forbid_nested_userns()                                   # 3. no nested userns
+    alive_r, alive_w = os.pipe()                             #    EOF = relay gone
     pid = os.fork()                                          # 4. child = PID 1
     if pid:
+        os.close(alive_r)
         os.close(jail_fd)
         drop_bounding_set()
         clear_capabilities()
         set_no_new_privs()
         os._exit(on_parent(pid))
+    os.close(alive_w)
+    die_with_parent(alive_r)                                 #    no orphaned jail
     make_mounts_private()                                    # 5. no propagation
     bind_jail_nosuid(jail_fd, root)                          # 6. jail nosuid,nodev
     jail_fd = reopen_bound(jail_fd, root)                    #    the new mount

@@ -26,12 +26,13 @@ ESCAPE = "/usr/local/bin/pjescape"
 
 LSH = f"""\
 [default]
-programs = /usr/bin/id, /bin/ls, /usr/bin/rsync, /usr/bin/scp, \
+programs = /usr/bin/id, /bin/ls, /bin/sleep, /usr/bin/rsync, /usr/bin/scp, \
 /usr/lib/openssh/sftp-server, {ESCAPE}
 pass_env = LANG
   [[rules]]
   /usr/bin/id = none
   /bin/ls = any
+  /bin/sleep = any
   {ESCAPE} = any
 """
 
@@ -342,3 +343,59 @@ def test_unsafe_jail_refuses_login_with_one_line(world: World) -> None:
                 "pam_jail: login refused: check jail shellj: unsafe", result.stderr
         else:  # sshd 9.2 shows PAM account messages to nobody: the log line stands alone
             assert result.stdout == ""
+
+
+def _rooted_in(jail: str) -> list[int]:
+    jail_id = os.stat(jail)
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                st = os.stat(f"/proc/{name}/root")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (jail_id.st_dev, jail_id.st_ino):
+                pids.append(int(name))
+    return pids
+
+
+def _pids_running(needle: str) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                if needle.encode() in fh.read():
+                    pids.append(int(name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def test_killing_the_relay_kills_the_jailed_session(world: World) -> None:
+    """pam-jail-shell's relay (outside the PID namespace) killed with SIGKILL: the
+    jailed PID 1 and its children must not live on."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(world.sshd.ssh_argv(world.shell_user, "/bin/sleep 300"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _rooted_in(world.shell_jail) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        jailed = _rooted_in(world.shell_jail)
+        assert jailed, "the session never started"
+        # pivot_root moved the relay's root too (same mount namespace): it is rooted in
+        # the jail as well, but outside the PID namespace, running pam-jail-shell
+        relays = [pid for pid in _pids_running("pam-jail-shell") if pid in jailed]
+        assert relays
+        for pid in relays:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _rooted_in(world.shell_jail) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _rooted_in(world.shell_jail) == []
+    finally:
+        proc.kill()
+        proc.wait()
