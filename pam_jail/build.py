@@ -73,6 +73,10 @@ class BuildReport:
     devices: int = 0  # device nodes created or replaced
     unchanged: int = 0  # files and symlinks already up to date
     removed: int = 0  # entries removed (update --prune)
+    linked: int = 0  # hard links made to files of the shared base (--shared)
+    footprint_files: int = 0  # regular files the profiles need (written or not), init only
+    footprint_bytes: int = 0  # their size
+    shared: str = ""  # the shared base tree, if any
     seconds: float = 0.0
     root: str = ""
     dry_run: bool = False
@@ -85,8 +89,13 @@ class BuildReport:
                 f"{self.symlinks} symlinks, {self.dirs} dirs, {self.unchanged} unchanged")
         if self.devices:
             text += f", {self.devices} devices"
+        if self.shared:
+            text += f", {self.linked} hard links into {self.shared}"
         if self.removed:
             text += f", {self.removed} removed"
+        if self.footprint_files:
+            text += (f" (the profiles need {self.footprint_files} files, "
+                     f"{_human(self.footprint_bytes)})")
         text += f" in {self.seconds:.2f} s"
         return text + (" (dry run: nothing written)" if self.dry_run else "")
 
@@ -439,13 +448,22 @@ def plan_files(files: Sequence[str]) -> Plan:
 # --------------------------------------------------------------------------- writing
 
 class _Writer:
-    """Mirrors host paths under `root`. With dry_run, checks and counts but never writes."""
+    """Mirrors host paths under `root`. With dry_run, checks and counts but never writes.
 
-    def __init__(self, root: str, report: BuildReport, dry_run: bool) -> None:
+    With `shared` (the writer of a shared base tree), a regular file is first brought up
+    to date in the base, then hard-linked into the jail (by rename of a new link: a jail
+    never sees a half-made entry, and a file is never rewritten in place, so the other
+    jails linking the old inode keep a whole old file until their own update)."""
+
+    def __init__(self, root: str, report: BuildReport, dry_run: bool,
+                 shared: _Writer | None = None) -> None:
         self.root = root
         self.report = report
         self.dry_run = dry_run
         self.dirs_ok: set[str] = {"/"}
+        self.shared = shared
+        self.links_expected = False  # True for a shared base: its files have many links
+        self.unshared = 0  # hard-linked jail files replaced by copies (no `shared`)
 
     def jail(self, path: str) -> str:
         return self.root + path
@@ -490,6 +508,9 @@ class _Writer:
         return st
 
     def copy_file(self, src: str, path: str) -> None:
+        if self.shared is not None:
+            self.link_file(src, path)
+            return
         target = self.jail(path)
         self.ensure_dir(os.path.dirname(path))
         with open(src, "rb", opener=_nofollow_opener) as source:
@@ -499,7 +520,11 @@ class _Writer:
                 self.report.warnings.append(f"copy {src}: setuid/setgid bits stripped")
             mode &= 0o755  # no s-bits, no sticky, not group/other-writable
             old = self._existing(target)
-            if old is not None and stat.S_ISREG(old.st_mode) and old.st_nlink == 1 \
+            if old is not None and stat.S_ISREG(old.st_mode) and old.st_nlink > 1 \
+                    and not self.links_expected:
+                self.unshared += 1
+            if old is not None and stat.S_ISREG(old.st_mode) \
+                    and (old.st_nlink == 1 or self.links_expected) \
                     and old.st_size == st.st_size and old.st_mtime_ns == st.st_mtime_ns \
                     and _same_content(source, target):
                 if (old.st_uid, old.st_gid, stat.S_IMODE(old.st_mode)) != (0, 0, mode) \
@@ -519,6 +544,34 @@ class _Writer:
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
             self._replace_file(target, mode, fill)
+
+    def link_file(self, src: str, path: str) -> None:
+        """Bring `path` up to date in the shared base, then make the jail's `path` a hard
+        link to the base's file (replacing a copy or a link to an older inode)."""
+        assert self.shared is not None
+        written = self.shared.report.files
+        self.shared.copy_file(src, path)
+        target = self.jail(path)
+        self.ensure_dir(os.path.dirname(path))
+        base_file = self.shared.jail(path)
+        old = self._existing(target)
+        if self.dry_run and self.shared.report.files > written:
+            self.report.linked += 1  # the base copy would be new: so would the link
+            return
+        base = os.lstat(base_file)
+        if old is not None and (old.st_dev, old.st_ino) == (base.st_dev, base.st_ino):
+            self.report.unchanged += 1
+            return
+        self.report.linked += 1
+        if self.dry_run:
+            return
+        tmp = self._tmpname(target)
+        os.link(base_file, tmp, follow_symlinks=False)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
 
     def symlink(self, path: str, link_target: str) -> None:
         target = self.jail(path)
@@ -617,6 +670,24 @@ class _Writer:
             self.symlink(os.path.normpath(path), target)
         for path, numbers in sorted(plan.devices.items()):
             self.device(path, numbers)
+        self.finish()
+
+    def finish(self) -> None:
+        """Fold the shared base's counts into the report; warn about lost sharing."""
+        if self.shared is not None:
+            base = self.shared.report
+            self.report.files += base.files
+            self.report.bytes += base.bytes
+            self.report.dirs += base.dirs
+            self.report.warnings += base.warnings
+            base.files = base.bytes = base.dirs = 0
+            base.warnings = []
+        if self.unshared:
+            self.report.warnings.append(
+                f"{self.unshared} hard-linked files in {self.root} were replaced by copies "
+                "(a jail built with --shared BASE keeps sharing when updated with "
+                "--shared BASE)")
+            self.unshared = 0
 
 
 def _nofollow_opener(path: str, flags: int) -> int:
@@ -775,12 +846,73 @@ def _resolve_in_jail(root: str, path: str) -> str | None:
     return root + (resolved or "/")
 
 
+# --------------------------------------------------------------------------- shared base
+
+SHARED_MARKER = "/.pam_jail-shared-base"
+SHARED_MARKER_TEXT = """\
+This tree is a pam_jail shared base: its files are hard-linked into jails built with
+`pam-jail init --shared` (docs/builder.md). Never edit a file here in place: every jail
+linking it would change at once. Update with `pam-jail update -j JAIL --shared BASE`.
+"""
+
+
+def _refuse_unsharing(root: str, linked: int, unshare: bool) -> None:
+    """A jail whose files are hard links (built with --shared) is not silently turned
+    into copies by a run without --shared: that would multiply its disk use."""
+    if linked and not unshare:
+        raise BuildError(f"build {root}: {linked} files are hard links (built with "
+                         "--shared?)",
+                         hint="pass --shared BASE to keep sharing them, or --unshare to turn "
+                              "them into the jail's own copies")
+
+
+def _count_linked(root: str, paths: Sequence[str]) -> int:
+    count = 0
+    for path in paths:
+        try:
+            st = os.lstat(root + path)
+        except FileNotFoundError:
+            continue
+        count += stat.S_ISREG(st.st_mode) and st.st_nlink > 1
+    return count
+
+
+def _shared_writer(base: str, root: str, dry_run: bool) -> _Writer:
+    """The writer of the shared base tree `base` for the jail `root`: checked like a
+    jail path (root-owned chain), created if absent, on the jail's file system."""
+    base = _normalize_root(base)
+    if base == root or base.startswith(root + "/") or root.startswith(base + "/"):
+        raise UsageError(f"--shared {base}: the base and the jail {root} may not contain "
+                         "each other")
+    exists = _check_root(base, must_exist=False)
+    if exists and (os.path.islink(base) or not os.path.isdir(base)):
+        raise BuildError(f"build {base}: shared base exists and is not a directory")
+    jail_dev = os.stat(root if os.path.isdir(root) else os.path.dirname(root) or "/").st_dev
+    base_dev = os.stat(base if exists else os.path.dirname(base) or "/").st_dev
+    if base_dev != jail_dev:
+        raise BuildError(f"build {root}: shared base {base} is on another file system",
+                         hint="hard links cannot cross file systems: put the base and the "
+                              "jails on one file system")
+    writer = _Writer(base, BuildReport(root=base), dry_run)
+    writer.links_expected = True
+    if not exists and not dry_run:
+        os.mkdir(base, 0o700)
+        os.chown(base, 0, 0)
+        os.chmod(base, 0o755)  # noqa: S103 - like a jail root
+    if not dry_run:
+        writer.write_text(SHARED_MARKER, SHARED_MARKER_TEXT)
+    return writer
+
+
 # --------------------------------------------------------------------------- public API
 
 def init_jail(root: str, profiles: Sequence[str], *, users: Sequence[str] = (),
               profiles_file: str = DEFAULT_PROFILES_FILE, dry_run: bool = False,
-              shell: str | None = None) -> BuildReport:
-    """Build (or update) the jail at `root` from the named profiles and add `users`."""
+              shell: str | None = None, shared: str | None = None,
+              unshare: bool = False) -> BuildReport:
+    """Build (or update) the jail at `root` from the named profiles and add `users`.
+    With `shared` (a base directory on the jail's file system), regular files are
+    hard links to copies kept in that base instead of copies of their own."""
     start = time.perf_counter()
     root = _normalize_root(root)
     if not profiles:
@@ -789,11 +921,20 @@ def init_jail(root: str, profiles: Sequence[str], *, users: Sequence[str] = (),
     chosen = expand_profiles(load_profiles(profiles_file), profiles)
     plan = plan_profiles(chosen)
     report = BuildReport(root=root, dry_run=dry_run, warnings=list(plan.warnings))
+    for path, kind in plan.entries.items():
+        if kind == "file":
+            report.footprint_files += 1
+            report.footprint_bytes += os.lstat(path).st_size
     groups = [g for g in plan.groups if g not in ("root", "tty")]
     all_users = [*plan.users, *(u for u in users if u not in plan.users)]
+    if exists and not shared:
+        _refuse_unsharing(root, _count_linked(
+            root, [p for p, kind in plan.entries.items() if kind == "file"]), unshare)
+    base = _shared_writer(shared, root, dry_run) if shared else None
+    report.shared = base.root if base else ""
 
     def build(target: str) -> None:
-        writer = _Writer(target, report, dry_run)
+        writer = _Writer(target, report, dry_run, shared=base)
         writer.apply(plan)
         _write_identity(writer, all_users, groups, shell, homes=True)
 
@@ -828,7 +969,8 @@ def _build_new(root: str, build: Any) -> None:
         raise
 
 
-def copy_into(root: str, files: Sequence[str], *, dry_run: bool = False) -> BuildReport:
+def copy_into(root: str, files: Sequence[str], *, dry_run: bool = False,
+              shared: str | None = None) -> BuildReport:
     """jk_cp: copy `files` (absolute host paths; directories recursively) into the existing
     jail at `root`, with their ELF dependencies and symlink chains."""
     start = time.perf_counter()
@@ -838,21 +980,27 @@ def copy_into(root: str, files: Sequence[str], *, dry_run: bool = False) -> Buil
     _check_root(root, must_exist=True)
     plan = plan_files(files)
     report = BuildReport(root=root, dry_run=dry_run, warnings=list(plan.warnings))
-    _Writer(root, report, dry_run).apply(plan)
+    base = _shared_writer(shared, root, dry_run) if shared else None
+    report.shared = base.root if base else ""
+    _Writer(root, report, dry_run, shared=base).apply(plan)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def add_users(root: str, users: Sequence[str], *, shell: str | None = None) -> None:
+def add_users(root: str, users: Sequence[str], *, shell: str | None = None) -> BuildReport:
     """Write jail etc/passwd + etc/group entries for host `users` (plus root, and the root
     and tty groups), create their homes (owner user, 0750) and JAIL/tmp (1777)."""
+    start = time.perf_counter()
     root = _normalize_root(root)
     _check_root(root, must_exist=True)
     report = BuildReport(root=root)
     _write_identity(_Writer(root, report, False), users, (), shell, homes=True)
+    report.seconds = time.perf_counter() - start
+    return report
 
 
-def update_jail(root: str, *, prune: bool = False, dry_run: bool = False) -> BuildReport:
+def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
+                shared: str | None = None, unshare: bool = False) -> BuildReport:
     """Refresh every file of the jail that also exists on the host from the host copy (by
     content), with the ELF dependencies of the refreshed files. With `prune`, remove jail
     files whose host path no longer exists. Homes, tmp, etc/passwd, etc/group and device
@@ -868,6 +1016,7 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False) -> Bui
             skip_dirs.add(os.path.normpath(fields[5]))
     present: list[str] = []
     stale: list[str] = []
+    linked = 0
     for dirpath, dirnames, filenames in os.walk(root, onerror=_raise_walk_error):
         rel_dir = dirpath[len(root):] or "/"
         dirnames[:] = sorted(d for d in dirnames
@@ -880,9 +1029,15 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False) -> Bui
             st = os.lstat(root + rel)
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 continue
+            linked += stat.S_ISREG(st.st_mode) and st.st_nlink > 1
             host_ok = os.path.lexists(rel) and (
                 stat.S_ISLNK(os.lstat(rel).st_mode) or os.path.isfile(rel))
+            if not host_ok and stat.S_ISLNK(st.st_mode) \
+                    and _resolve_in_jail(root, rel) is not None:
+                continue  # a jail-only link (a profile's `symlinks`) that resolves: kept
             (present if host_ok else stale).append(rel)
+    if not shared:
+        _refuse_unsharing(root, linked, unshare)
     planner = _Planner()
     for rel in present:
         if os.path.islink(rel):
@@ -891,7 +1046,9 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False) -> Bui
             planner.elf_inputs.append(rel)
     plan = planner.finish()
     report = BuildReport(root=root, dry_run=dry_run, warnings=list(plan.warnings))
-    _Writer(root, report, dry_run).apply(plan)
+    base = _shared_writer(shared, root, dry_run) if shared else None
+    report.shared = base.root if base else ""
+    _Writer(root, report, dry_run, shared=base).apply(plan)
     for rel in stale:
         if prune:
             report.removed += 1
@@ -922,6 +1079,7 @@ INIT_EPILOG = """\
 examples:
   pam-jail init -j /srv/jail sftp scp rsync
   pam-jail init -j /srv/jail --user alice --user bob basicshell ptys
+  pam-jail init -j /srv/jails/c1042 --shared /srv/jails/.base sftp scp
   pam-jail init --list
 
 files:
@@ -959,6 +1117,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                       help="check and count what would be done; write nothing")
     init.add_argument("--json", action="store_true",
                       help="print the report as JSON instead of the summary line")
+    init.add_argument("--shared", metavar="BASE",
+                      help="hard-link regular files to copies kept in the shared base "
+                           "directory BASE (same file system) instead of copying them into "
+                           "each jail; see docs/builder.md for the trade-off")
+    init.add_argument("--unshare", action="store_true",
+                      help="on an existing jail built with --shared, replace its hard links "
+                           "by copies of its own")
     init.add_argument("--list", action="store_true",
                       help="list the profiles in the profiles file and exit")
     init.add_argument("profiles", nargs="*", metavar="PROFILE",
@@ -975,6 +1140,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help="check and count what would be done; write nothing")
     cp.add_argument("--json", action="store_true",
                     help="print the report as JSON instead of the summary line")
+    cp.add_argument("--shared", metavar="BASE",
+                    help="hard-link the files to copies in the shared base BASE")
     cp.add_argument("files", nargs="+", metavar="FILE", help="absolute host paths")
     cp.set_defaults(func=_cmd_cp)
 
@@ -984,6 +1151,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="absolute path of an existing jail")
     update.add_argument("--prune", action="store_true",
                         help="remove jail files whose host path no longer exists")
+    update.add_argument("--shared", metavar="BASE",
+                        help="the jail's shared base: refresh the base's copies and re-link "
+                             "the jail's files to them (without it, linked files that differ "
+                             "from the host become the jail's own copies)")
+    update.add_argument("--unshare", action="store_true",
+                        help="replace the jail's hard links by copies of its own")
     update.add_argument("-n", "--dry-run", action="store_true",
                         help="check and count what would be done; write nothing")
     update.add_argument("--json", action="store_true",
@@ -1013,15 +1186,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
                          hint="`pam-jail init --list` shows them")
     report = init_jail(args.jail, args.profiles, users=args.users,
                        profiles_file=args.profiles_file, dry_run=args.dry_run,
-                       shell=args.shell)
+                       shell=args.shell, shared=args.shared, unshare=args.unshare)
     return _print_report(report, "init", args.json)
 
 
 def _cmd_cp(args: argparse.Namespace) -> int:
-    report = copy_into(args.jail, args.files, dry_run=args.dry_run)
+    report = copy_into(args.jail, args.files, dry_run=args.dry_run, shared=args.shared)
     return _print_report(report, "cp", args.json)
 
 
 def _cmd_update(args: argparse.Namespace) -> int:
-    report = update_jail(args.jail, prune=args.prune, dry_run=args.dry_run)
+    report = update_jail(args.jail, prune=args.prune, dry_run=args.dry_run,
+                         shared=args.shared, unshare=args.unshare)
     return _print_report(report, "update", args.json)

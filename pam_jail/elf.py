@@ -31,13 +31,15 @@ from __future__ import annotations
 import glob
 import os
 import stat
+import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.common.utils import struct_parse
-from elftools.elf.elffile import ELFFile
+from elftools.elf.structs import ELFStructs
 
 from pam_jail.errors import BuildError
 
@@ -83,6 +85,11 @@ _chain_cache: dict[str, tuple[tuple[str, ...], str]] = {}
 # ld.so.conf file -> directories
 _conf_cache: dict[str, tuple[str, ...]] = {}
 _isdir_cache: dict[str, bool] = {}
+# d_tag values (elf.h)
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
+# pyelftools' struct definitions per ELF flavour: building them (what ELFFile() does for
+# every file) cost ~2 ms a file, most of the time of a small profile's build.
+_structs_cache: dict[tuple[object, ...], ELFStructs] = {}
 
 
 def clear_caches() -> None:
@@ -91,6 +98,7 @@ def clear_caches() -> None:
     _chain_cache.clear()
     _conf_cache.clear()
     _isdir_cache.clear()
+    _structs_cache.clear()
 
 
 # --------------------------------------------------------------------------- paths
@@ -173,23 +181,52 @@ def read_elf(path: str) -> ElfInfo | None:
     return info
 
 
-def _parse(path: str, stream: object) -> ElfInfo:
-    elf = ELFFile(stream)
+def _structs(little_endian: bool, elfclass: int, *advanced: object) -> ELFStructs:
+    """pyelftools' ELFStructs for one flavour (basic only when `advanced` is empty)."""
+    key = (little_endian, elfclass, *advanced)
+    structs = _structs_cache.get(key)
+    if structs is None:
+        structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+        structs.create_basic_structs()
+        if advanced:
+            structs.create_advanced_structs(*advanced)
+        _structs_cache[key] = structs
+    return structs
+
+
+def _parse(path: str, stream: BinaryIO) -> ElfInfo:
+    """Read what the loader reads, with pyelftools' structs (as ELFFile does, without
+    rebuilding the struct definitions and the section name table for every file)."""
+    stream.seek(4)
+    ident = stream.read(2)
+    elfclass = {1: 32, 2: 64}.get(ident[0])
+    little_endian = {1: True, 2: False}.get(ident[1])
+    if elfclass is None or little_endian is None:
+        raise ELFError(f"invalid EI_CLASS/EI_DATA {ident!r}")
+    header = struct_parse(_structs(little_endian, elfclass).Elf_Ehdr, stream, stream_pos=0)
+    machine = header["e_machine"]
+    structs = _structs(little_endian, elfclass, header["e_type"], machine,
+                       header["e_ident"]["EI_OSABI"])
+    phnum = header["e_phnum"]
+    if phnum == 0xFFFF:  # PN_XNUM: the real count is sh_info of section header 0
+        phnum = struct_parse(structs.Elf_Shdr, stream,
+                             stream_pos=header["e_shoff"])["sh_info"]
     interp: str | None = None
     loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
     dynamic: tuple[int, int] | None = None  # (offset, filesz)
     # Read the program headers directly: iter_segments() would build a DynamicSegment,
     # which walks every section header to find .dynstr.
-    for index in range(elf.num_segments()):
-        hdr = elf._get_segment_header(index)
+    for index in range(phnum):
+        hdr = struct_parse(structs.Elf_Phdr, stream,
+                           stream_pos=header["e_phoff"] + index * header["e_phentsize"])
         ptype = hdr["p_type"]
         if ptype == "PT_LOAD":
             loads.append((hdr["p_vaddr"], hdr["p_filesz"], hdr["p_offset"]))
         elif ptype == "PT_DYNAMIC":
             dynamic = (hdr["p_offset"], hdr["p_filesz"])
         elif ptype == "PT_INTERP":
-            elf.stream.seek(hdr["p_offset"])
-            raw = elf.stream.read(hdr["p_filesz"])
+            stream.seek(hdr["p_offset"])
+            raw = stream.read(hdr["p_filesz"])
             interp = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
     needed_off: list[int] = []
     rpath_off: list[int] = []
@@ -197,23 +234,26 @@ def _parse(path: str, stream: object) -> ElfInfo:
     soname_off: int | None = None
     strtab_vaddr: int | None = None
     if dynamic is not None and dynamic[1] > 0:
-        dyn_struct = elf.structs.Elf_Dyn
-        size = dyn_struct.sizeof()
-        for n in range(dynamic[1] // size):
-            entry = struct_parse(dyn_struct, elf.stream, stream_pos=dynamic[0] + n * size)
-            tag = entry["d_tag"]
-            if tag == "DT_NULL":
+        # The dynamic table is an array of (d_tag, d_val) word pairs: one read and one
+        # struct.iter_unpack, not a pyelftools parse per entry.
+        entry = struct.Struct(("<" if little_endian else ">") +
+                              ("qQ" if elfclass == 64 else "iI"))
+        stream.seek(dynamic[0])
+        raw = stream.read(dynamic[1])
+        raw = raw[:len(raw) - len(raw) % entry.size]  # a truncated file: whole entries
+        for tag, value in entry.iter_unpack(raw):
+            if tag == DT_NULL:
                 break
-            if tag == "DT_NEEDED":
-                needed_off.append(entry["d_val"])
-            elif tag == "DT_RPATH":
-                rpath_off.append(entry["d_val"])
-            elif tag == "DT_RUNPATH":
-                runpath_off.append(entry["d_val"])
-            elif tag == "DT_SONAME":
-                soname_off = entry["d_val"]
-            elif tag == "DT_STRTAB":
-                strtab_vaddr = entry["d_ptr"]
+            if tag == DT_NEEDED:
+                needed_off.append(value)
+            elif tag == DT_RPATH:
+                rpath_off.append(value)
+            elif tag == DT_RUNPATH:
+                runpath_off.append(value)
+            elif tag == DT_SONAME:
+                soname_off = value
+            elif tag == DT_STRTAB:
+                strtab_vaddr = value
     strtab: int | None = None
     if strtab_vaddr is not None:
         for vaddr, filesz, offset in loads:
@@ -225,10 +265,10 @@ def _parse(path: str, stream: object) -> ElfInfo:
 
     def string(offset: int) -> str:
         assert strtab is not None
-        elf.stream.seek(strtab + offset)
+        stream.seek(strtab + offset)
         chunks = []
         while True:
-            chunk = elf.stream.read(256)
+            chunk = stream.read(256)
             if not chunk:
                 break
             end = chunk.find(b"\0")
@@ -243,9 +283,9 @@ def _parse(path: str, stream: object) -> ElfInfo:
 
     return ElfInfo(
         path=path,
-        elfclass=elf.elfclass,
-        little_endian=elf.little_endian,
-        machine=str(elf["e_machine"]),
+        elfclass=elfclass,
+        little_endian=little_endian,
+        machine=str(machine),
         interp=interp,
         needed=tuple(string(off) for off in needed_off),
         rpath=paths(rpath_off),

@@ -151,6 +151,36 @@ def test_lsh_runtime_runs_python(base: str) -> None:
     assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
 
 
+def test_lsh_runtime_for_the_pam_path(base: str) -> None:
+    """pam-jail-shell's runtime inside a jail: python3 -IS finds the installed pam_jail
+    (scripts/install) and configobj with only /usr/local/lib/pam_jail on sys.path."""
+    root = f"{base}/jail"
+    report = init(root, "lsh")
+    assert report.footprint_files > 100 and report.footprint_bytes > 5_000_000
+    # a new jail: everything written, plus etc/passwd and etc/group
+    assert report.footprint_files + 2 == report.files
+    assert "the profiles need" in report.summary("init")
+    for path in ("/usr/local/sbin/pam-jail-shell", "/usr/local/lib/pam_jail/pam_jail/policy.py",
+                 "/usr/bin/python3"):
+        assert os.path.isfile(root + path), path
+    code = ('import sys; sys.path[:0]=["/usr/local/lib/pam_jail"]; '
+            'import pam_jail.policy, configobj, pam_jail.shell_entry; '
+            'print(pam_jail.__file__, configobj.__file__)')
+    out = in_jail(root, "/usr/bin/python3", "-IS", "-B", "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ("/usr/local/lib/pam_jail/pam_jail/__init__.py "
+                          "/usr/local/lib/pam_jail/configobj/__init__.py\n")
+    with open(f"{root}/usr/local/sbin/pam-jail-shell") as fh:
+        assert fh.readline().startswith("#!/usr/bin/python3")
+    # the jail-only links survive update --prune (they resolve inside the jail)
+    again = build.update_jail(root, prune=True)
+    assert (again.files, again.removed) == (0, 0) and not again.warnings
+    assert os.path.islink(f"{root}/usr/local/lib/pam_jail/configobj")
+    os.unlink(f"{root}/usr/lib/python3/dist-packages/six.py")
+    pruned = build.update_jail(root, prune=True)  # the link to six.py now dangles
+    assert pruned.removed == 1 and not os.path.lexists(f"{root}/usr/local/lib/pam_jail/six.py")
+
+
 def test_ptys_profile(base: str) -> None:
     root = f"{base}/jail"
     init(root, "ptys")
@@ -461,3 +491,111 @@ def test_update_refreshes_and_prunes(base: str) -> None:
     assert Path(f"{root}/etc/passwd").exists()
     again = build.update_jail(root, prune=True)
     assert (again.files, again.removed, again.symlinks) == (0, 0, 0)
+
+
+# --------------------------------------------------------------------------- shared base
+
+def jail_files(root: str) -> dict[str, os.stat_result]:
+    return {rel: st for rel, st in walk_jail(root) if stat.S_ISREG(st.st_mode)}
+
+
+def test_shared_base_hard_links_across_jails(base: str) -> None:
+    shared = f"{base}/.base"
+    one, two = f"{base}/one", f"{base}/two"
+    first = init(one, "basicshell", "sftp", shared=shared, users=["nobody"])
+    assert first.shared == shared and first.linked > 20 and first.files > 20
+    second = init(two, "basicshell", "sftp", shared=shared)
+    # the second jail copies nothing: its files are links to the base's copies
+    assert second.linked == first.linked
+    assert second.files == 2 and second.bytes < 10_000  # only etc/passwd, etc/group
+    own = {"/etc/passwd", "/etc/group"}
+    base_files = jail_files(shared)
+    assert "/.pam_jail-shared-base" in base_files
+    for rel, st in jail_files(one).items():
+        if rel in own:
+            assert st.st_nlink == 1, rel
+            continue
+        twin = jail_files(two)[rel]
+        assert (st.st_ino, st.st_dev) == (twin.st_ino, twin.st_dev) == \
+            (base_files[rel].st_ino, base_files[rel].st_dev), rel
+        assert st.st_nlink >= 3 and st.st_uid == 0 and not st.st_mode & 0o7022, rel
+    assert_jail_rules(one, homes=("/home/nobody",))
+    assert_jail_rules(two)
+    assert_jail_rules(shared)
+    out = in_jail(two, "/bin/bash", "-c", "id; whoami; ls -l /usr/bin/bash")
+    assert out.returncode == 0 and " root root " in out.stdout, out.stderr
+    assert in_jail(one, "/usr/lib/openssh/sftp-server", "-h").returncode in (0, 1)
+    again = init(one, "basicshell", "sftp", shared=shared, users=["nobody"])
+    assert (again.files, again.linked, again.bytes) == (0, 0, 0)
+
+
+def test_shared_update_relinks_by_rename(base: str) -> None:
+    shared = f"{base}/.base"
+    one, two = f"{base}/one", f"{base}/two"
+    init(one, "scp", shared=shared)
+    init(two, "scp", shared=shared)
+    good = os.lstat(f"{two}/usr/bin/scp")
+    # an older version in the base, linked into jail one only (as after an upgrade of
+    # the base that jail two has not seen): replaced by rename, never rewritten in place
+    stale = f"{shared}/usr/bin/.stale"
+    Path(stale).write_bytes(b"old scp")
+    os.rename(stale, f"{shared}/usr/bin/scp")
+    os.link(f"{shared}/usr/bin/scp", f"{one}/usr/bin/.stale")
+    os.rename(f"{one}/usr/bin/.stale", f"{one}/usr/bin/scp")
+    with pytest.raises(BuildError, match="hard links"):
+        build.update_jail(one)  # would silently unshare every file
+    dry = build.update_jail(one, shared=shared, dry_run=True)
+    assert (dry.files, dry.linked) == (1, 1)
+    assert Path(f"{one}/usr/bin/scp").read_bytes() == b"old scp"
+    report = build.update_jail(one, shared=shared)
+    assert (report.files, report.linked) == (1, 1), report
+    host = Path("/usr/bin/scp").read_bytes()
+    assert Path(f"{one}/usr/bin/scp").read_bytes() == host
+    new = os.lstat(f"{shared}/usr/bin/scp")
+    assert os.lstat(f"{one}/usr/bin/scp").st_ino == new.st_ino
+    # jail two still holds its own whole inode until its update
+    assert os.lstat(f"{two}/usr/bin/scp").st_ino == good.st_ino != new.st_ino
+    assert build.update_jail(two, shared=shared).linked == 1
+    assert os.lstat(f"{two}/usr/bin/scp").st_ino == new.st_ino
+    # --unshare: the jail's own copies, the base untouched
+    own = build.update_jail(two, unshare=True)
+    assert own.files >= 5 and any("replaced by copies" in w for w in own.warnings)
+    assert all(st.st_nlink == 1 for st in jail_files(two).values())
+    assert os.lstat(f"{one}/usr/bin/scp").st_ino == new.st_ino
+    with pytest.raises(BuildError, match="hard links"):
+        init(one, "scp")
+    assert in_jail(one, "/usr/bin/scp").returncode == 1  # runs: usage message
+
+
+def test_shared_base_refusals(base: str) -> None:
+    with pytest.raises(UsageError, match="contain"):
+        init(f"{base}/jail", "uidbasics", shared=f"{base}/jail/base")
+    os.mkdir(f"{base}/open", 0o777)
+    os.chmod(f"{base}/open", 0o777)
+    with pytest.raises(UnsafeJail):
+        init(f"{base}/jail", "uidbasics", shared=f"{base}/open/base")
+    assert not os.path.lexists(f"{base}/jail")
+    mnt = f"{base}/mnt"
+    os.mkdir(mnt, 0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=16m", "tmpfs", mnt],
+                   check=True)
+    try:
+        with pytest.raises(BuildError, match="another file system"):
+            init(f"{base}/jail", "uidbasics", shared=f"{mnt}/base")
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=True)
+    assert not os.path.lexists(f"{base}/jail")
+    dry = init(f"{base}/jail", "uidbasics", shared=f"{base}/.base", dry_run=True)
+    assert dry.linked > 0 and not os.path.lexists(f"{base}/.base")
+    assert not os.path.lexists(f"{base}/jail")
+
+
+def test_cli_shared(base: str, capsys: pytest.CaptureFixture[str]) -> None:
+    root, shared = f"{base}/jail", f"{base}/.base"
+    assert cli.main(["init", "-j", root, "-c", PROFILES, "--shared", shared, "scp"]) == 0
+    assert f"hard links into {shared}" in capsys.readouterr().out
+    assert cli.main(["update", "-j", root]) == BuildError.exit_code
+    assert "--shared BASE" in capsys.readouterr().err
+    assert cli.main(["update", "-j", root, "--shared", shared, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["files"], data["linked"], data["shared"]) == (0, 0, shared)

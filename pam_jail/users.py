@@ -1,0 +1,511 @@
+"""`pam-jail jailuser`: put an existing host user into a jail (jailkit's jk_jailuser), and
+take them out again with `--undo`.
+
+What `jailuser -j JAIL USER` does, in order (each step is undone by `--undo USER`):
+  1. checks: USER exists and is not uid 0; JAIL passes pam_jail.safety.check_jail; the new
+     login shell is an executable file; a --jail-config mapping names a jail of jails.ini
+     whose root is JAIL (else the login path would refuse the user: marker and mapping
+     disagree);
+  2. records the user's current shell and home in a root-owned state file
+     /var/lib/pam_jail/jailuser/USER.json (written before anything else changes, so a
+     crash part-way can still be undone);
+  3. with --move, moves the current home directory to JAIL/home/USER (a rename on the same
+     file system, else `cp -a` then removal of the old tree);
+  4. `usermod -s SHELL -d JAIL/./home/USER USER` (never an edit of /etc/passwd by hand);
+     the `/./` marker tells both login paths (and jailkit) where the jail ends;
+  5. JAIL/etc/passwd and JAIL/etc/group entries and the jail home (pam_jail.build.add_users);
+  6. with --jail-config NAME, maps USER to NAME in jails.ini [users] (atomic rewrite,
+     root:root 0644, the result validated by pam_jail.config before it replaces the file).
+Re-running with the same jail is idempotent; the recorded old shell and home are kept.
+A failure part-way undoes the steps already done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pam_jail import build, config, safety
+from pam_jail.errors import BuildError, ConfigError, PamJailError, UnsafeJail, UsageError
+
+STATE_DIR = "/var/lib/pam_jail/jailuser"
+DEFAULT_SHELL = "/usr/local/sbin/pam-jail-shell"
+USERMOD = "/usr/sbin/usermod"
+CP = "/usr/bin/cp"
+
+
+@dataclass
+class JailUserState:
+    """What `jailuser` changed, so `--undo` can put it back (the state file's content)."""
+
+    user: str
+    uid: int
+    jail: str
+    old_shell: str
+    old_home: str
+    new_shell: str
+    new_home: str  # the real passwd home: JAIL/./home/USER
+    jail_home: str  # the home as seen inside the jail
+    moved: bool = False  # the old home directory was moved into the jail
+    config: str = ""  # jails.ini edited ("" if not)
+    config_jail: str = ""  # the jail name mapped there
+    config_previous: str | None = None  # the mapping it replaced (None: there was none)
+    created: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> JailUserState:
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise BuildError(f"read {source}: not a jailuser state file ({err})") from None
+
+
+@dataclass
+class JailUserReport:
+    """The plan (dry run) or what was done."""
+
+    user: str
+    jail: str
+    steps: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    changed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- state file
+
+def _state_path(user: str, state_dir: str) -> str:
+    return f"{state_dir}/{user}.json"
+
+
+def _check_state_dir(state_dir: str) -> None:
+    problems = safety.check_path_chain(state_dir)
+    if problems:
+        raise UnsafeJail(f"read {state_dir}: unsafe state directory", problems=problems,
+                         hint="it and every directory above it must be root-owned and not "
+                              "group/other-writable")
+
+
+def read_state(user: str, state_dir: str = STATE_DIR) -> JailUserState | None:
+    """The recorded state of `user`, or None when jailuser has not jailed them."""
+    path = _state_path(user, state_dir)
+    if not os.path.lexists(path):
+        return None
+    _check_state_dir(state_dir)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise UnsafeJail(f"read {path}: not a root-owned regular file, or writable by "
+                         "group/other; refusing to trust it")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise BuildError(f"read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise BuildError(f"read {path}: not a jailuser state file")
+    return JailUserState.from_dict(data, path)
+
+
+def _write_state(state: JailUserState, state_dir: str) -> None:
+    for path, mode in ((os.path.dirname(state_dir), 0o755), (state_dir, 0o700)):
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            os.chown(path, 0, 0)
+            os.chmod(path, mode)
+    _check_state_dir(state_dir)
+    _atomic_write(_state_path(state.user, state_dir),
+                  json.dumps(asdict(state), indent=2) + "\n", 0o600)
+
+
+def _atomic_write(path: str, text: str, mode: int) -> None:
+    """Write root:root `mode` text to `path` by rename (pam_jail.build's atomic writer)."""
+    directory = os.path.dirname(path) or "/"
+    report = build.BuildReport(root=directory)
+    build._Writer(directory, report, False).write_text("/" + os.path.basename(path), text,
+                                                       mode)
+
+
+# --------------------------------------------------------------------------- jails.ini
+
+def set_user_mapping(text: str, user: str, jail: str | None) -> str:
+    """jails.ini text with `user = jail` in [users] (replacing an existing line for the
+    user), or the line removed when `jail` is None. Pure; comments and order are kept."""
+    lines = text.splitlines()
+    out: list[str] = []
+    in_users = False
+    users_end: int | None = None  # index in `out` after the last line of [users]
+    done = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            if in_users:
+                users_end = users_end if users_end is not None else len(out)
+            in_users = stripped.split("#", 1)[0].strip() == "[users]"
+            out.append(line)
+            if in_users:
+                users_end = len(out)
+            continue
+        if in_users and "=" in stripped and not stripped.startswith("#"):
+            key = stripped.split("=", 1)[0].strip().strip("'\"")
+            if key == user:
+                if jail is not None and not done:
+                    out.append(f"{user} = {jail}")
+                    done = True
+                users_end = len(out)
+                continue
+            users_end = len(out)
+            out.append(line)
+            users_end = len(out)
+            continue
+        out.append(line)
+    if jail is not None and not done:
+        if users_end is None:
+            if out and out[-1].strip():
+                out.append("")
+            out += ["[users]", f"{user} = {jail}"]
+        else:
+            out.insert(users_end, f"{user} = {jail}")
+    return "\n".join(out) + "\n"
+
+
+def _edit_config(path: str, user: str, jail: str | None, root: str | None,
+                 dry_run: bool) -> str | None:
+    """Map `user` to `jail` (None: unmap) in the jails.ini at `path`; check the result
+    with pam_jail.config. Returns the previous mapping of the user (None if none)."""
+    problems = config.check_config_file(path)
+    if problems:
+        raise ConfigError(f"edit {path}: unsafe config file", problems=problems,
+                          hint="chown root:root and chmod go-w the file and its directories")
+    with open(path, "rb") as fh:
+        text = fh.read().decode("utf-8")
+    current = config.parse_config(text, path)
+    if jail is not None:
+        definition = current.jails.get(jail)
+        if definition is None:
+            raise ConfigError(f"edit {path}: no jail [[{jail}]] in [jails]",
+                              hint=f"jails defined there: {', '.join(current.jails) or 'none'}")
+        if root is not None and definition.root != root:
+            raise ConfigError(f"edit {path}: jail {jail} has root {definition.root}, not "
+                              f"{root}", hint="the login path refuses a user whose home "
+                              "marker and mapping name different roots")
+    previous = current.users.get(user)
+    new_text = set_user_mapping(text, user, jail)
+    checked = config.parse_config(new_text, path)
+    if checked.users.get(user) != jail:
+        raise ConfigError(f"edit {path}: the edited file does not map {user} to {jail}")
+    if not dry_run and new_text != text:
+        _atomic_write(path, new_text, 0o644)
+    return previous
+
+
+# --------------------------------------------------------------------------- moving homes
+
+def _move_tree(src: str, dest: str) -> None:
+    """Move the directory `src` to `dest` (which must not exist): rename on the same file
+    system, else `cp -a` (owners, modes, links, times kept) and removal of `src`."""
+    st = os.lstat(src)
+    if not stat.S_ISDIR(st.st_mode):
+        raise BuildError(f"move {src}: not a directory (a symlink is never followed)")
+    if os.path.lexists(dest):
+        raise BuildError(f"move {src}: {dest} already exists")
+    try:
+        os.rename(src, dest)
+        return
+    except OSError as err:
+        if err.errno != 18:  # EXDEV: another file system
+            raise BuildError(f"move {src} to {dest}: {err.strerror}") from err
+    done = subprocess.run([CP, "-a", "-T", "--", src, dest], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise BuildError(f"move {src} to {dest}: cp -a failed: {done.stderr.strip()}")
+    shutil.rmtree(src)
+
+
+def _usermod(user: str, shell: str, home: str) -> None:
+    done = subprocess.run([USERMOD, "-s", shell, "-d", home, "--", user],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BuildError(f"usermod {user}: exit {done.returncode}: {done.stderr.strip()}",
+                         hint="is the user logged in? `usermod` refuses to change a user "
+                              "with running processes in some cases")
+
+
+def _is_empty_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode) and not os.listdir(path)
+    except FileNotFoundError:
+        return False
+
+
+def _drop_jail_entry(root: str, user: str) -> bool:
+    """Remove `user` from JAIL/etc/passwd; True when an entry was removed."""
+    path = f"{root}/etc/passwd"
+    lines = build._read_entries(path)
+    kept = [line for line in lines if line.split(":", 1)[0] != user]
+    if kept == lines:
+        return False
+    _atomic_write(path, "\n".join(kept) + "\n", 0o644)
+    return True
+
+
+# --------------------------------------------------------------------------- jailuser
+
+def jail_user(root: str, user: str, *, shell: str = DEFAULT_SHELL,
+              jail_shell: str | None = None, move: bool = False,
+              jail_config: str | None = None, config_file: str = config.DEFAULT_PATH,
+              dry_run: bool = False, state_dir: str = STATE_DIR) -> JailUserReport:
+    """Put the host user `user` into the jail `root` (see the module docstring)."""
+    root = build._normalize_root(root)
+    report = JailUserReport(user=user, jail=root, dry_run=dry_run)
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"jailuser {user}: no such user on this host") from None
+    if pw.pw_uid == 0:
+        raise UsageError(f"jailuser {user}: uid 0: root is never put in a jail")
+    problems = safety.check_jail(root)
+    if problems:
+        raise UnsafeJail(f"jailuser {user}: jail {root} is unsafe", problems=problems,
+                         hint="build it with `pam-jail init`; `pam-jail check` explains")
+    if not os.path.isfile(f"{root}/etc/passwd"):
+        raise BuildError(f"jailuser {user}: {root} has no etc/passwd: not a built jail",
+                         hint=f"build it first: pam-jail init -j {root} PROFILE...")
+    if not shell.startswith("/") or not os.path.isfile(shell) or not os.access(shell, os.X_OK):
+        raise UsageError(f"jailuser {user}: shell {shell}: not an executable file",
+                         hint="run scripts/install for pam-jail-shell, or name another shell")
+    jail_shell = jail_shell or shell
+    state = read_state(user, state_dir)
+    if state is not None and state.jail != root:
+        raise UsageError(f"jailuser {user}: already jailed in {state.jail} by jailuser",
+                         hint=f"pam-jail jailuser --undo {user} first")
+    if state is not None and state.uid != pw.pw_uid:
+        raise UsageError(f"jailuser {user}: uid {pw.pw_uid} differs from the recorded "
+                         f"uid {state.uid} (user deleted and re-created?)",
+                         hint=f"remove {_state_path(user, state_dir)} after checking it")
+    marker = _split_marker(pw.pw_dir)
+    if state is None and marker is not None and marker[0] != root:
+        raise UsageError(f"jailuser {user}: home {pw.pw_dir} already names the jail "
+                         f"{marker[0]}", hint="change the home first (usermod -d)")
+    inner = marker[1] if marker is not None and marker[0] == root else f"/home/{user}"
+    new_home = f"{root}/.{inner}"
+    host_home = root + inner
+    if state is None:
+        state = JailUserState(user=user, uid=pw.pw_uid, jail=root, old_shell=pw.pw_shell,
+                              old_home=pw.pw_dir, new_shell=shell, new_home=new_home,
+                              jail_home=inner)
+        report.steps.append(f"record old shell {pw.pw_shell} and home {pw.pw_dir} in "
+                            f"{_state_path(user, state_dir)}")
+    else:
+        state.new_shell, state.new_home, state.jail_home = shell, new_home, inner
+    old_home = state.old_home
+    do_move = move and not state.moved and old_home != new_home and \
+        os.path.lexists(old_home)
+    if move and not do_move and not state.moved:
+        report.warnings.append(f"jailuser {user}: --move: old home {old_home} does not "
+                               "exist, nothing to move")
+    if do_move:
+        if os.path.lexists(host_home) and not _is_empty_dir(host_home):
+            raise BuildError(f"jailuser {user}: --move: jail home {host_home} exists and is "
+                             "not empty", hint="move the files by hand, or drop --move")
+        st = os.lstat(old_home)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, pw.pw_uid):
+            raise BuildError(f"jailuser {user}: --move: {old_home} is not a directory owned "
+                             "by the user or root")
+        report.steps.append(f"move {old_home} to {host_home}")
+    if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
+        report.steps.append(f"usermod -s {shell} -d {new_home} {user}")
+    report.steps.append(f"jail entries: {root}/etc/passwd ({user}, home {inner}, shell "
+                        f"{jail_shell}), etc/group; home {host_home}")
+    if jail_config:
+        report.steps.append(f"map {user} = {jail_config} in {config_file} [users]")
+    if dry_run:
+        if jail_config:
+            _edit_config(config_file, user, jail_config, root, dry_run=True)
+        return report
+
+    _write_state(state, state_dir)
+    try:
+        if do_move:
+            build._Writer(root, build.BuildReport(root=root), False).ensure_dir(
+                os.path.dirname(inner))
+            if _is_empty_dir(host_home):
+                os.rmdir(host_home)
+            _move_tree(old_home, host_home)
+            state.moved = True
+            _write_state(state, state_dir)
+        if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
+            _usermod(user, shell, new_home)
+        users_report = build.add_users(root, [user], shell=jail_shell)
+        report.warnings += users_report.warnings
+        if jail_config:
+            previous = _edit_config(config_file, user, jail_config, root, dry_run=False)
+            if not state.config:
+                state.config, state.config_previous = config_file, previous
+            state.config_jail = jail_config
+            _write_state(state, state_dir)
+    except BaseException as err:
+        with contextlib.suppress(PamJailError, OSError):
+            undo_user(user, state_dir=state_dir)
+        if isinstance(err, PamJailError):
+            err.hint = (err.hint + "; " if err.hint else "") + "the steps done were undone"
+        raise
+    report.changed = True
+    return report
+
+
+def _split_marker(home: str) -> tuple[str, str] | None:
+    from pam_jail.resolve import split_marker
+
+    return split_marker(home)
+
+
+def undo_user(user: str, *, dry_run: bool = False,
+              state_dir: str = STATE_DIR) -> JailUserReport:
+    """Undo `jail_user`: the old shell and home (moved back if it was moved), the jail
+    passwd entry removed, an empty jail home removed, the jails.ini mapping restored."""
+    state = read_state(user, state_dir)
+    if state is None:
+        raise UsageError(f"jailuser --undo {user}: no record in {state_dir}",
+                         hint="only users jailed by `pam-jail jailuser` can be undone")
+    report = JailUserReport(user=user, jail=state.jail, dry_run=dry_run)
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"jailuser --undo {user}: no such user on this host any more",
+                         hint=f"remove {_state_path(user, state_dir)}") from None
+    if pw.pw_uid != state.uid:
+        raise UsageError(f"jailuser --undo {user}: uid {pw.pw_uid} differs from the "
+                         f"recorded uid {state.uid}")
+    host_home = state.jail + state.jail_home
+    if state.config:
+        report.steps.append(f"restore the mapping of {user} in {state.config} "
+                            f"({state.config_previous or 'none'})")
+    move_back = state.moved and os.path.lexists(host_home)
+    if move_back:
+        if os.path.lexists(state.old_home):
+            raise BuildError(f"jailuser --undo {user}: {state.old_home} exists, cannot move "
+                             f"{host_home} back", hint="move or remove it, then retry")
+        report.steps.append(f"move {host_home} back to {state.old_home}")
+    if (pw.pw_shell, pw.pw_dir) != (state.old_shell, state.old_home):
+        report.steps.append(f"usermod -s {state.old_shell} -d {state.old_home} {user}")
+    report.steps.append(f"remove {user} from {state.jail}/etc/passwd")
+    if not move_back and _is_empty_dir(host_home):
+        report.steps.append(f"remove the empty jail home {host_home}")
+    elif not move_back and os.path.lexists(host_home):
+        report.warnings.append(f"jailuser --undo {user}: jail home {host_home} is not empty, "
+                               "left in place")
+    report.steps.append(f"remove {_state_path(user, state_dir)}")
+    if dry_run:
+        return report
+    if state.config and os.path.lexists(state.config):
+        with open(state.config, encoding="utf-8") as fh:
+            current = config.parse_config(fh.read(), state.config).users.get(user)
+        if current == state.config_jail:
+            _edit_config(state.config, user, state.config_previous, None, dry_run=False)
+    if move_back:
+        _move_tree(host_home, state.old_home)
+        state.moved = False
+        _write_state(state, state_dir)
+    if (pw.pw_shell, pw.pw_dir) != (state.old_shell, state.old_home):
+        _usermod(user, state.old_shell, state.old_home)
+    if os.path.isdir(state.jail) and os.path.isfile(f"{state.jail}/etc/passwd"):
+        _drop_jail_entry(state.jail, user)
+    if not move_back and _is_empty_dir(host_home):
+        os.rmdir(host_home)
+    os.unlink(_state_path(user, state_dir))
+    report.changed = True
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+
+DESCRIPTION = """\
+Put the existing host user USER into the jail JAIL (like jailkit's jk_jailuser):
+  - the real login shell becomes SHELL (default: pam-jail-shell) and the real home
+    JAIL/./home/USER (the /./ marker tells the login paths where the jail ends);
+  - JAIL/etc/passwd and etc/group get the user's entries, the jail home is created
+    (owner the user, 0750);
+  - with --move, the current home directory and its content move into the jail;
+  - with --jail-config NAME, jails.ini maps USER to the jail NAME (whose root must be
+    JAIL); without it, the line to add is printed.
+The old shell and home are recorded in /var/lib/pam_jail/jailuser/USER.json (root-only);
+`pam-jail jailuser --undo USER` puts them back, moves the home back if it was moved, and
+removes the jail entries. Re-running is idempotent. Refused: root (uid 0), unknown users,
+jails that fail the safety check. The passwd changes are made with usermod."""
+
+EPILOG = """\
+examples:
+  pam-jail jailuser -j /srv/jails/web --move --jail-config web alice
+  pam-jail jailuser -j /srv/jails/web --shell /bin/bash --dry-run bob
+  pam-jail jailuser --undo alice
+
+exit status:
+  0 done (or nothing to do); 1 error; 2 usage (unknown user, root); 3 bad jails.ini;
+  4 unsafe jail; 7 build/move failed (the steps done were undone)"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `jailuser` subcommand."""
+    parser = sub.add_parser("jailuser", help="put an existing user into a jail (or --undo)",
+                            description=DESCRIPTION, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-j", "--jail", metavar="JAIL",
+                        help="absolute path of a built jail (required unless --undo)")
+    parser.add_argument("--shell", default=DEFAULT_SHELL, metavar="PATH",
+                        help=f"the user's new login shell in the real passwd (default: "
+                             f"{DEFAULT_SHELL})")
+    parser.add_argument("--jail-shell", metavar="PATH",
+                        help="the shell written in JAIL/etc/passwd (default: --shell; on the "
+                             "PAM path sshd runs the real passwd's shell inside the jail)")
+    parser.add_argument("--move", action="store_true",
+                        help="move the current home directory into the jail")
+    parser.add_argument("--jail-config", metavar="NAME",
+                        help="map USER to the jail NAME in the jails config file [users]")
+    parser.add_argument("--config", default=config.DEFAULT_PATH, metavar="FILE",
+                        help=f"the jails config file (default: {config.DEFAULT_PATH})")
+    parser.add_argument("--undo", action="store_true",
+                        help="take USER out of the jail again (restores shell and home)")
+    parser.add_argument("-n", "--dry-run", action="store_true",
+                        help="print the plan; change nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("user", metavar="USER", help="an existing host user")
+    parser.set_defaults(func=_cmd_jailuser)
+
+
+def _cmd_jailuser(args: argparse.Namespace) -> int:
+    if args.undo:
+        if args.jail or args.move or args.jail_config:
+            raise UsageError("jailuser --undo: takes only USER (and --dry-run, --json)")
+        report = undo_user(args.user, dry_run=args.dry_run)
+    else:
+        if not args.jail:
+            raise UsageError("jailuser: -j JAIL is required")
+        report = jail_user(args.jail, args.user, shell=args.shell,
+                           jail_shell=args.jail_shell, move=args.move,
+                           jail_config=args.jail_config, config_file=args.config,
+                           dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    for warning in report.warnings:
+        print(f"pam_jail: warning: {warning}", file=sys.stderr)
+    prefix = "would: " if args.dry_run else ""
+    for step in report.steps:
+        print(f"{prefix}{step}")
+    if not args.undo and not args.jail_config and not args.dry_run:
+        print(f"to map the user in {args.config}, add to [users]:  {args.user} = JAILNAME")
+    return 0

@@ -1,0 +1,377 @@
+"""pam_jail.users (`pam-jail jailuser`): real users (useradd), real jails (the builder),
+real usermod; every user, jail, state file and config file is removed afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import UserFactory
+from jail_fixtures import build_jail, remove_jail
+from util import safe_tmpdir
+
+from pam_jail import build, cli, config, resolve, users
+from pam_jail.errors import BuildError, ConfigError, UnsafeJail, UsageError
+
+pytestmark = pytest.mark.root
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def jail() -> Iterator[str]:
+    root = build_jail(["basicshell"], [])
+    yield root
+    remove_jail(root)
+
+
+@pytest.fixture
+def state_dir() -> Iterator[str]:
+    """A private state directory (the default is /var/lib/pam_jail/jailuser)."""
+    base = safe_tmpdir("state")
+    yield f"{base}/jailuser"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def jails_ini() -> Iterator[Callable[[str], str]]:
+    made: list[str] = []
+
+    def write(text: str) -> str:
+        base = safe_tmpdir("cfg")
+        made.append(base)
+        path = f"{base}/jails.ini"
+        with open(path, "w") as fh:
+            fh.write(text)
+        os.chmod(path, 0o644)
+        return path
+
+    yield write
+    for base in made:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def passwd_of(root: str) -> dict[str, list[str]]:
+    with open(f"{root}/etc/passwd") as fh:
+        return {line.split(":")[0]: line.split(":") for line in fh.read().splitlines()}
+
+
+def in_jail(root: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/usr/sbin/chroot", root, *argv], capture_output=True, text=True,
+                          check=False, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+
+
+def test_jailuser_then_undo(jail: str, state_dir: str, user_factory: UserFactory) -> None:
+    user = user_factory(shell="/bin/sh")
+    before = pwd.getpwnam(user.name)
+    report = users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    assert report.changed and not report.dry_run
+    pw = pwd.getpwnam(user.name)
+    assert (pw.pw_shell, pw.pw_dir) == ("/bin/bash", f"{jail}/./home/{user.name}")
+    entry = passwd_of(jail)[user.name]
+    assert entry[2:4] == [str(pw.pw_uid), str(pw.pw_gid)]
+    assert entry[5:] == [f"/home/{user.name}", "/bin/bash"]
+    home = os.lstat(f"{jail}/home/{user.name}")
+    assert stat.S_ISDIR(home.st_mode) and home.st_uid == pw.pw_uid
+    assert stat.S_IMODE(home.st_mode) == 0o750
+    st = os.lstat(f"{state_dir}/{user.name}.json")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    assert stat.S_IMODE(os.lstat(state_dir).st_mode) == 0o700
+    # the login path reads the marker home: jail root and home inside it
+    ident = resolve.identity_from_passwd(user.name)
+    assert resolve.split_marker(ident.home) == (jail, f"/home/{user.name}")
+    # inside the jail the name resolves (the jail's etc/passwd)
+    done = in_jail(jail, "/bin/bash", "-c", f"id -un {pw.pw_uid}; ls -ld /home/{user.name}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == user.name
+    assert user.name in done.stdout.splitlines()[1]
+    # the old home was not moved
+    assert os.path.isdir(before.pw_dir)
+
+    # idempotent: a second run changes nothing in passwd and keeps the recorded old values
+    again = users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    assert not any(step.startswith("usermod") for step in again.steps)
+    state = users.read_state(user.name, state_dir)
+    assert state is not None
+    assert (state.old_shell, state.old_home) == ("/bin/sh", before.pw_dir)
+    assert list(passwd_of(jail)).count(user.name) == 1
+
+    undone = users.undo_user(user.name, state_dir=state_dir)
+    assert undone.changed
+    pw = pwd.getpwnam(user.name)
+    assert (pw.pw_shell, pw.pw_dir) == (before.pw_shell, before.pw_dir)
+    assert user.name not in passwd_of(jail)
+    assert "root" in passwd_of(jail)
+    assert not os.path.lexists(f"{jail}/home/{user.name}")  # empty: removed
+    assert users.read_state(user.name, state_dir) is None
+    with pytest.raises(UsageError, match="no record"):
+        users.undo_user(user.name, state_dir=state_dir)
+
+
+def test_move_home_into_jail_and_back(jail: str, state_dir: str,
+                                      user_factory: UserFactory) -> None:
+    user = user_factory(shell="/bin/sh")
+    old = pwd.getpwnam(user.name).pw_dir
+    uid = pwd.getpwnam(user.name).pw_uid
+    with open(f"{old}/notes.txt", "w") as fh:
+        fh.write("mine\n")
+    os.chown(f"{old}/notes.txt", uid, uid)
+    os.symlink("/etc/shadow", f"{old}/link")  # moved as a link, never followed
+    users.jail_user(jail, user.name, shell="/bin/bash", move=True, state_dir=state_dir)
+    moved = f"{jail}/home/{user.name}"
+    assert not os.path.lexists(old)
+    with open(f"{moved}/notes.txt") as fh:
+        assert fh.read() == "mine\n"
+    assert os.lstat(f"{moved}/notes.txt").st_uid == uid
+    assert os.readlink(f"{moved}/link") == "/etc/shadow"
+    assert os.path.isfile(f"{moved}/.bashrc")  # useradd's skeleton came along
+    assert os.lstat(moved).st_uid == uid
+    state = users.read_state(user.name, state_dir)
+    assert state is not None and state.moved
+    done = in_jail(jail, "/bin/cat", f"/home/{user.name}/notes.txt")
+    assert done.stdout == "mine\n", done.stderr
+
+    # re-run with --move: already moved, nothing to do but refresh the entries
+    again = users.jail_user(jail, user.name, shell="/bin/bash", move=True,
+                            state_dir=state_dir)
+    assert not any(step.startswith("move") for step in again.steps)
+
+    # undo refuses while something sits at the old home, then moves it back
+    os.mkdir(old)
+    with pytest.raises(BuildError, match="exists"):
+        users.undo_user(user.name, state_dir=state_dir)
+    os.rmdir(old)
+    report = users.undo_user(user.name, state_dir=state_dir)
+    assert any(step.startswith("move") for step in report.steps)
+    assert not os.path.lexists(moved)
+    with open(f"{old}/notes.txt") as fh:
+        assert fh.read() == "mine\n"
+    assert os.lstat(old).st_uid == uid
+    assert pwd.getpwnam(user.name).pw_dir == old
+
+
+def test_move_refuses_a_non_empty_jail_home(jail: str, state_dir: str,
+                                            user_factory: UserFactory) -> None:
+    user = user_factory(shell="/bin/sh")
+    os.makedirs(f"{jail}/home/{user.name}")
+    with open(f"{jail}/home/{user.name}/x", "w") as fh:
+        fh.write("x")
+    before = pwd.getpwnam(user.name)
+    with pytest.raises(BuildError, match="not empty"):
+        users.jail_user(jail, user.name, move=True, shell="/bin/bash", state_dir=state_dir)
+    assert pwd.getpwnam(user.name) == before
+    assert users.read_state(user.name, state_dir) is None
+
+
+def test_jail_config_mapping_and_restore(jail: str, state_dir: str, user_factory: UserFactory,
+                                         jails_ini: Callable[[str], str]) -> None:
+    user = user_factory(shell="/bin/sh")
+    other = safe_tmpdir("other")
+    try:
+        path = jails_ini(f"# site jails\n[jails]\n  [[web]]\n  root = {jail}\n"
+                         f"  [[old]]\n  root = {other}\n[users]\n{user.name} = old\n"
+                         "[options]\nunmapped = allow\n")
+        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web",
+                        config_file=path, state_dir=state_dir)
+        cfg = config.load_config(path)
+        assert cfg.users[user.name] == "web"
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+        with open(path) as fh:
+            text = fh.read()
+        assert text.startswith("# site jails\n") and text.count(user.name) == 1
+        assert not [n for n in os.listdir(os.path.dirname(path)) if n != "jails.ini"]
+        # the login path resolves the user to this jail, by mapping and marker alike
+        jail_of = resolve.resolve(resolve.identity_from_passwd(user.name), cfg)
+        assert jail_of is not None
+        assert (jail_of.name, jail_of.root, jail_of.home) == ("web", jail,
+                                                              f"/home/{user.name}")
+        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web",
+                        config_file=path, state_dir=state_dir)  # idempotent
+        assert config.load_config(path).users[user.name] == "web"
+        users.undo_user(user.name, state_dir=state_dir)
+        assert config.load_config(path).users[user.name] == "old"
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def test_jail_config_added_then_removed(jail: str, state_dir: str, user_factory: UserFactory,
+                                        jails_ini: Callable[[str], str]) -> None:
+    user = user_factory(shell="/bin/sh")
+    path = jails_ini(f"[jails]\n  [[web]]\n  root = {jail}\n")  # no [users] yet
+    users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web", config_file=path,
+                    state_dir=state_dir)
+    assert config.load_config(path).users == {user.name: "web"}
+    users.undo_user(user.name, state_dir=state_dir)
+    assert config.load_config(path).users == {}
+
+
+def test_jail_config_must_name_this_jail(jail: str, state_dir: str, user_factory: UserFactory,
+                                         jails_ini: Callable[[str], str]) -> None:
+    user = user_factory(shell="/bin/sh")
+    before = pwd.getpwnam(user.name)
+    path = jails_ini("[jails]\n  [[web]]\n  root = /srv/elsewhere\n")
+    with pytest.raises(ConfigError, match="not " + jail):
+        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web",
+                        config_file=path, state_dir=state_dir)
+    with pytest.raises(ConfigError, match="no jail"):
+        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="nope",
+                        config_file=path, state_dir=state_dir)
+    assert pwd.getpwnam(user.name) == before
+    assert users.read_state(user.name, state_dir) is None
+    assert user.name not in passwd_of(jail)
+
+
+def test_set_user_mapping_text() -> None:
+    text = "[jails]\n  [[a]]\n  root = /j\n[users]\nbob = a  # b\n[groups]\ng = a\n"
+    added = users.set_user_mapping(text, "al", "a")
+    assert added == ("[jails]\n  [[a]]\n  root = /j\n[users]\nbob = a  # b\nal = a\n"
+                     "[groups]\ng = a\n")
+    assert users.set_user_mapping(added, "al", None) == text
+    assert users.set_user_mapping(text, "bob", "c").count("bob") == 1
+    assert users.set_user_mapping("[jails]\n", "al", "a") == "[jails]\n\n[users]\nal = a\n"
+
+
+def test_refusals(jail: str, state_dir: str, user_factory: UserFactory) -> None:
+    with pytest.raises(UsageError, match="uid 0"):
+        users.jail_user(jail, "root", shell="/bin/bash", state_dir=state_dir)
+    with pytest.raises(UsageError, match="no such user"):
+        users.jail_user(jail, "pjnosuchuser", shell="/bin/bash", state_dir=state_dir)
+    user = user_factory(shell="/bin/sh")
+    with pytest.raises(UsageError, match="not an executable"):
+        users.jail_user(jail, user.name, shell="/nonexistent/shell", state_dir=state_dir)
+    os.chmod(f"{jail}/etc", 0o777)
+    try:
+        with pytest.raises(UnsafeJail) as err:
+            users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+        assert any("etc" in p for p in err.value.problems)
+    finally:
+        os.chmod(f"{jail}/etc", 0o755)
+    os.chmod(os.path.dirname(jail), 0o775)
+    try:
+        with pytest.raises(UnsafeJail):
+            users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    finally:
+        os.chmod(os.path.dirname(jail), 0o755)
+    assert users.read_state(user.name, state_dir) is None
+    assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
+    # already jailed elsewhere by jailuser
+    users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    second = build_jail(["uidbasics"], [])
+    try:
+        with pytest.raises(UsageError, match="already jailed"):
+            users.jail_user(second, user.name, shell="/bin/bash", state_dir=state_dir)
+    finally:
+        remove_jail(second)
+    users.undo_user(user.name, state_dir=state_dir)
+
+
+def test_untrusted_state_file_refused(jail: str, state_dir: str,
+                                      user_factory: UserFactory) -> None:
+    user = user_factory(shell="/bin/sh")
+    users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    path = f"{state_dir}/{user.name}.json"
+    os.chown(path, pwd.getpwnam(user.name).pw_uid, 0)
+    with pytest.raises(UnsafeJail, match="root-owned"):
+        users.undo_user(user.name, state_dir=state_dir)
+    os.chown(path, 0, 0)
+    users.undo_user(user.name, state_dir=state_dir)
+
+
+def test_dry_run_changes_nothing(jail: str, state_dir: str, user_factory: UserFactory) -> None:
+    user = user_factory(shell="/bin/sh")
+    before = pwd.getpwnam(user.name)
+    passwd_before = passwd_of(jail)
+    report = users.jail_user(jail, user.name, shell="/bin/bash", move=True, dry_run=True,
+                             state_dir=state_dir)
+    assert report.dry_run and not report.changed
+    assert any(step.startswith("move ") for step in report.steps)
+    assert any(step.startswith("usermod ") for step in report.steps)
+    assert pwd.getpwnam(user.name) == before
+    assert passwd_of(jail) == passwd_before
+    assert not os.path.lexists(state_dir)
+    assert not os.path.lexists(f"{jail}/home/{user.name}")
+    users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    plan = users.undo_user(user.name, dry_run=True, state_dir=state_dir)
+    assert plan.steps and pwd.getpwnam(user.name).pw_shell == "/bin/bash"
+    users.undo_user(user.name, state_dir=state_dir)
+
+
+def test_failure_part_way_is_undone(jail: str, state_dir: str, user_factory: UserFactory,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    user = user_factory(shell="/bin/sh")
+    before = pwd.getpwnam(user.name)
+
+    def disk_full(*args: object, **kwargs: object) -> build.BuildReport:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(users.build, "add_users", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        users.jail_user(jail, user.name, shell="/bin/bash", move=True, state_dir=state_dir)
+    assert pwd.getpwnam(user.name) == before
+    assert os.path.isfile(f"{before.pw_dir}/.bashrc")  # moved in and back out
+    assert not os.path.lexists(f"{jail}/home/{user.name}")
+    assert users.read_state(user.name, state_dir) is None
+
+
+def test_cli(jail: str, user_factory: UserFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    user = user_factory(shell="/bin/sh")
+    assert cli.main(["jailuser", "-j", jail, "--shell", "/bin/bash", "--dry-run", "--json",
+                     user.name]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dry_run"] and plan["user"] == user.name and plan["steps"]
+    assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
+    assert cli.main(["jailuser", "-j", jail, "pjnosuchuser"]) == 2
+    assert cli.main(["jailuser", "-j", jail, "root"]) == 2
+    assert cli.main(["jailuser", user.name]) == 2  # no -j
+    assert cli.main(["jailuser", "--undo", user.name + "x"]) == 2
+    assert "no such user" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        cli.main(["jailuser", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--undo" in out and "--move" in out and "exit status" in out
+    # the real command, default state dir, default shell (scripts/install puts it there)
+    assert os.access(users.DEFAULT_SHELL, os.X_OK), "run scripts/install"
+    try:
+        assert cli.main(["jailuser", "-j", jail, user.name]) == 0
+        assert pwd.getpwnam(user.name).pw_shell == users.DEFAULT_SHELL
+        assert "add to [users]" in capsys.readouterr().out
+    finally:
+        assert cli.main(["jailuser", "--undo", user.name]) == 0
+    assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
+    assert not os.path.lexists(f"{users.STATE_DIR}/{user.name}.json")
+
+
+def test_move_across_file_systems(state_dir: str, user_factory: UserFactory) -> None:
+    """The jail on a tmpfs, the home on the root file system: rename fails with EXDEV, the
+    home is copied with owners and links kept, then removed."""
+    base = safe_tmpdir("xfs")
+    mnt = f"{base}/mnt"
+    os.mkdir(mnt, 0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", "tmpfs", mnt],
+                   check=True)
+    try:
+        root = f"{mnt}/jail"
+        build.init_jail(root, ["uidbasics"], profiles_file=f"{REPO}/etc/pam_jail/profiles.ini")
+        user = user_factory(shell="/bin/sh")
+        old = pwd.getpwnam(user.name).pw_dir
+        uid = pwd.getpwnam(user.name).pw_uid
+        assert os.stat(old).st_dev != os.stat(root).st_dev
+        os.symlink("/etc/shadow", f"{old}/link")
+        users.jail_user(root, user.name, shell="/bin/bash", move=True, state_dir=state_dir)
+        assert not os.path.lexists(old)
+        assert os.readlink(f"{root}/home/{user.name}/link") == "/etc/shadow"
+        assert os.lstat(f"{root}/home/{user.name}/.bashrc").st_uid == uid
+        users.undo_user(user.name, state_dir=state_dir)
+        assert os.lstat(f"{old}/.bashrc").st_uid == uid
+        assert os.readlink(f"{old}/link") == "/etc/shadow"
+        assert not os.path.lexists(f"{root}/home/{user.name}")
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
+        shutil.rmtree(base, ignore_errors=True)
