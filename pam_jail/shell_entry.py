@@ -28,8 +28,12 @@ from pam_jail.errors import Denied, PamJailError
 from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
 from pam_jail.policy import decide, parse_lsh, select_policy
-from pam_jail.resolve import identity_from_passwd
+from pam_jail.resolve import Identity, identity_from_passwd
 from pam_jail.safety import open_checked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LSH_PATH = "/etc/pam_jail/lsh.ini"
 EXIT_REFUSED = 1
@@ -69,81 +73,121 @@ def _parse_args(args: list[str]) -> str | None:
         return None
     if len(args) == 2 and args[0] == "-c":
         return args[1]
-    raise Denied("usage: pam-jail-shell [-c COMMAND]")
+    raise Denied("usage: pam-jail-shell [-c COMMAND] (or pam-jail-lsh)")
 
 
-def run(args: list[str], log: SysLog) -> int:
-    user: object = os.getuid()
-    jail_name = "-"
-    ctx = {"rhost": os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None}
+class _Session:
+    """What the one log line of this login names (filled in as it becomes known)."""
+
+    __slots__ = ("user", "jail", "rhost")
+
+    def __init__(self) -> None:
+        self.user: object = os.getuid()
+        self.jail = "-"
+        self.rhost = os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None
+
+
+def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
+                  session: _Session) -> int:
+    """Steps 6-7, inside the jail: allow-list, decision, exec (or one refusal line)."""
+    policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),
+                           ident.name, [g for g in (ident.group, *ident.groups) if g])
+    decision = decide(policy, command, user=ident.name, home=home, client_env=dict(os.environ))
+    if not decision.allowed:
+        log.decision(LOG_NOTICE, "command refused", user=session.user, jail=session.jail,
+                     reason=f"{decision.rule}: {decision.reason}", command=command,
+                     rhost=session.rhost)
+        reason = decision.reason.removeprefix("pam_jail: ")
+        print(f"pam_jail: refused: {reason} (rule: {decision.rule})", file=sys.stderr)
+        return EXIT_COMMAND_REFUSED
+    log.decision(LOG_INFO, "command allowed" if command is not None else "shell allowed",
+                 user=session.user, jail=session.jail, command=command, rule=decision.rule,
+                 rhost=session.rhost)
+    log.close()
+    os.umask(decision.umask)
     try:
-        command = _parse_args(args)
-        if os.getuid() == 0 or os.geteuid() == 0:
-            raise Denied("root is never put in a jail")
-        ident = identity_from_passwd(os.getuid())                   # 1
-        user = ident.name
-        _cfg, jail = admit(ident)[1:]                               # 2
-        if jail is None:
-            raise Denied(f"user {ident.name} is in no jail")
-        jail_name = jail.name
-        if jail.mode != "shell":
-            raise Denied(f"jail {jail.name} has mode {jail.mode}, not shell")
-        missing = _userns_available()
-        if missing:
-            raise Denied(f"cannot confine: {missing}",
-                         hint="use the PAM path (mode = pam) on this host")
-        try:
-            jail_fd = open_checked(jail.root)                         # 4
-        except OSError as err:
-            raise Denied(f"open jail {jail.root}: {err}") from None
-        confine_unprivileged(jail_fd, jail.root, jail.home, uid=ident.uid,   # 5
-                             gid=ident.gid, network=jail.flag("network"),
-                             proc=jail.flag("proc"), hostname=jail.options.get("hostname", ""),
-                             on_parent=relay_child)
-        # --- from here on: inside the jail, as the user, without privileges ---
-        policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),  # 6
-                               ident.name, [g for g in (ident.group, *ident.groups) if g])
-        decision = decide(policy, command, user=ident.name, home=jail.home,      # 7
-                          client_env=dict(os.environ))
-        if not decision.allowed:
-            log.decision(LOG_NOTICE, "command refused", user=user, jail=jail_name,
-                         reason=f"{decision.rule}: {decision.reason}",
-                         command=command, **ctx)
-            reason = decision.reason.removeprefix("pam_jail: ")
-            print(f"pam_jail: refused: {reason} (rule: {decision.rule})", file=sys.stderr)
-            return EXIT_COMMAND_REFUSED
-        log.decision(LOG_INFO, "command allowed" if command is not None else "shell allowed",
-                     user=user, jail=jail_name, command=command, rule=decision.rule, **ctx)
-        log.close()
-        os.umask(decision.umask)
-        try:
-            os.execve(decision.argv[0], list(decision.argv), decision.env)
-        except OSError as err:
-            raise Denied(f"execute {decision.argv[0]}: {err.strerror}") from None
+        os.execve(decision.argv[0], list(decision.argv), decision.env)
+    except OSError as err:
+        raise Denied(f"execute {decision.argv[0]}: {err.strerror}") from None
+    return EXIT_REFUSED  # not reached
+
+
+def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
+    """pam-jail-shell: steps 1-7."""
+    command = _parse_args(args)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise Denied("root is never put in a jail")
+    ident = identity_from_passwd(os.getuid())                       # 1
+    session.user = ident.name
+    jail = admit(ident)[2]                                          # 2
+    if jail is None:
+        raise Denied(f"user {ident.name} is in no jail")
+    session.jail = jail.name
+    if jail.mode != "shell":
+        raise Denied(f"jail {jail.name} has mode {jail.mode}, not shell")
+    missing = _userns_available()
+    if missing:
+        raise Denied(f"cannot confine: {missing}",
+                     hint="use the PAM path (mode = pam) on this host")
+    try:
+        jail_fd = open_checked(jail.root)                             # 4
+    except OSError as err:
+        raise Denied(f"open jail {jail.root}: {err}") from None
+    confine_unprivileged(jail_fd, jail.root, jail.home, uid=ident.uid,       # 5
+                         gid=ident.gid, network=jail.flag("network"),
+                         proc=jail.flag("proc"), hostname=jail.options.get("hostname", ""),
+                         on_parent=relay_child)
+    # --- from here on: inside the jail, as the user, without privileges ---
+    return limited_shell(ident, jail.home, command, log, session)   # 6, 7
+
+
+def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
+    """pam-jail-lsh: the limited shell alone, for a session the PAM module has already
+    confined (it is the login shell INSIDE the jail; identity from the jail's passwd)."""
+    command = _parse_args(args)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise Denied("the limited shell never runs as root")
+    ident = identity_from_passwd(os.getuid())
+    session.user = ident.name
+    return limited_shell(ident, ident.home, command, log, session)
+
+
+def run(args: list[str], log: SysLog,
+        body: Callable[[list[str], SysLog, _Session], int] = confine_and_run) -> int:
+    """Run `body`; every refusal becomes one line for the user and one syslog line."""
+    session = _Session()
+    try:
+        return body(args, log, session)
     except PamJailError as err:
         problems = getattr(err, "problems", [])
         reason = str(err) + (": " + "; ".join(problems[:3]) if problems else "")
-        jail_name = err.jail or jail_name
-        log.decision(LOG_NOTICE, "login refused", user=user, jail=jail_name, reason=reason,
-                     **ctx)
+        log.decision(LOG_NOTICE, "login refused", user=session.user,
+                     jail=err.jail or session.jail, reason=reason, rhost=session.rhost)
         print(f"pam_jail: login refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
     except BaseException as err:  # never a traceback on the user's terminal
-        log.decision(LOG_ERR, "login refused", user=user, jail=jail_name,
-                     reason=f"internal error: {type(err).__name__}: {err}", **ctx)
+        log.decision(LOG_ERR, "login refused", user=session.user, jail=session.jail,
+                     reason=f"internal error: {type(err).__name__}: {err}",
+                     rhost=session.rhost)
         print("pam_jail: login refused: internal error (see the system log)", file=sys.stderr)
         return EXIT_REFUSED
 
 
-def main() -> int:
+def main(body: Callable[[list[str], SysLog, _Session], int] = confine_and_run,
+         ident: str = "pam-jail-shell") -> int:
     from pam_jail.confine import close_fds
 
     close_fds()                                                      # 3
-    log = SysLog("pam-jail-shell")
+    log = SysLog(ident)
     log.connect()
-    status = run(sys.argv[1:], log)
+    status = run(sys.argv[1:], log, body)
     sys.stdout.flush()
     os._exit(status)
+
+
+def lsh_main() -> int:
+    """Entry point of pam-jail-lsh (the login shell inside a PAM-path jail)."""
+    return main(run_in_jail, "pam-jail-lsh")
 
 
 if __name__ == "__main__":
