@@ -30,6 +30,7 @@ __all__ = [
     "Policy",
     "Refused",
     "RULES",
+    "RULE_ENV",
     "decide",
     "parse_lsh",
     "select_policy",
@@ -739,8 +740,20 @@ def _pattern_matches(pattern: str, name: str) -> bool:
     return name == pattern
 
 
+# Set for every program bound to the rule, before the section's `env` (which may
+# override them): what keeps a program from reading configuration the user can plant
+# in the home directory (docs/lsh.md, "Configuration read from the home directory").
+# git-upload-pack honours `uploadpack.packObjectsHook` from ~/.gitconfig (and
+# ~/.config/git/config): a command of the user's choice (tests/test_lsh_home.py).
+# rsync --server and cvs server read no ~/.popt / ~/.cvsrc (same tests).
+RULE_ENV: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "git": (("GIT_CONFIG_GLOBAL", "/dev/null"),),
+}
+
+
 def _build_env(
-    policy: Policy, user: str, home: str, client_env: Mapping[str, str]
+    policy: Policy, user: str, home: str, client_env: Mapping[str, str],
+    defaults: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     env = {
         "PATH": policy.path,
@@ -749,7 +762,7 @@ def _build_env(
         "LOGNAME": user,
         "SHELL": policy.shell if policy.allow_shell else NO_SHELL,
     }
-    for name, value in policy.env:
+    for name, value in (*defaults, *policy.env):
         env[name] = value
     for name in sorted(client_env):
         value = client_env[name]
@@ -859,7 +872,7 @@ def decide(
     return Decision(
         allowed=True,
         argv=(program, *argv[1:]),
-        env=_build_env(policy, user, home, client_env),
+        env=_build_env(policy, user, home, client_env, RULE_ENV.get(rule, ())),
         umask=policy.umask,
         rule=f"program {program}: {label} rule",
         reason="allowed",
