@@ -902,3 +902,17 @@ def test_splitter_is_shlex(text: str) -> None:
     except ValueError:
         ours = None
     assert ours == _shlex_words(text), text
+
+
+def test_git_rule_gets_no_global_config_unless_the_section_says() -> None:
+    """~/.gitconfig can name hooks (uploadpack.packObjectsHook): the git rule points
+    GIT_CONFIG_GLOBAL at /dev/null; a section's own env may override it."""
+    base = "[default]\nprograms = /usr/lib/git-core/git-upload-pack\n"
+    for text, expected in ((base, "/dev/null"),
+                           (base + "env = GIT_CONFIG_GLOBAL=/srv/git/config\n",
+                            "/srv/git/config")):
+        policy = select_policy(parse_lsh(text, "t"), "u", [])
+        d = decide(policy, "git-upload-pack '/home/u/r.git'", user="u", home="/home/u",
+                   client_env={"GIT_CONFIG_GLOBAL": "/home/u/evil"})
+        assert d.allowed, d.reason
+        assert d.env["GIT_CONFIG_GLOBAL"] == expected
