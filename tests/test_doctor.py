@@ -1,0 +1,383 @@
+"""`pam-jail doctor`: a correct wiring passes; each broken piece is reported with its fix.
+
+Real parts only: real users (useradd), real jails (the builder), a jails.ini and a PAM
+file written here (the PAM file @includes a neighbour and Debian's /etc/pam.d/common-*),
+and the sshd config of tests/sshd_harness.Sshd(...).prepare() with the snippet
+`pam-jail sshd-config` generates, read by the real `sshd -T`. The machine's
+/etc/pam.d/sshd and /etc/ssh/sshd_config are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from jail_fixtures import PAM_MODULE, REPO, SHELL_ENTRY, build_jail, remove_jail, unique
+from sshd_harness import Sshd, make_user, remove_user
+from util import safe_tmpdir
+
+from pam_jail import doctor
+from pam_jail.cli import main
+from pam_jail.config import load_config
+from pam_jail.sshd_config import generate
+
+LSH = """[default]
+programs = /usr/lib/openssh/sftp-server, /usr/bin/rsync
+"""
+
+JAIL_LINES = (f"account required pam_python.so {PAM_MODULE}\n"
+              f"session required pam_python.so {PAM_MODULE}\n")
+
+
+@dataclass
+class Wiring:
+    base: str
+    config: str
+    pam_file: str
+    sshd_config: str
+    sshd_text: str
+    pam_user: str
+    shell_user: str
+    sftp_user: str
+    shell_jail: str
+    pam_jail: str
+
+    def write(self, name: str, text: str) -> str:
+        path = f"{self.base}/{name}"
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(text)
+        os.chmod(path, 0o644)
+        return path
+
+
+@pytest.fixture(scope="module")
+def wiring() -> Iterator[Wiring]:
+    if os.geteuid() != 0:
+        pytest.fail("run as root (real users, jails, sshd -T): scripts/test")
+    for tool in ("/usr/sbin/sshd", "/usr/bin/unshare", PAM_MODULE, SHELL_ENTRY):
+        if not os.path.exists(tool):
+            pytest.fail(f"{tool} missing: run scripts/setup")
+    undo: list[Callable[[], object]] = []
+    try:
+        base = safe_tmpdir("doctor")
+        undo.append(lambda: shutil.rmtree(base, ignore_errors=True))
+        pam_name, shell_name, sftp_name = unique("pjdp"), unique("pjds"), unique("pjdf")
+        make_user(pam_name, "/bin/bash", f"/home/{pam_name}", create_home=False)
+        undo.append(lambda: remove_user(pam_name, remove_home=False))
+        make_user(shell_name, SHELL_ENTRY, f"/home/{shell_name}", create_home=False)
+        undo.append(lambda: remove_user(shell_name, remove_home=False))
+        make_user(sftp_name, "/bin/sh", "/upload", create_home=False)
+        undo.append(lambda: remove_user(sftp_name, remove_home=False))
+        pam_jail = build_jail(["basicshell"], [pam_name])
+        undo.append(lambda: remove_jail(pam_jail))
+        shell_jail = build_jail(["sftp"], [shell_name], lsh=LSH)
+        undo.append(lambda: remove_jail(shell_jail))
+        sftp_jail = f"{base}/sftpjail"
+        os.makedirs(f"{sftp_jail}/upload", mode=0o755)
+        w = Wiring(base, f"{base}/jails.ini", "", "", "", pam_name, shell_name, sftp_name,
+                   shell_jail, pam_jail)
+        w.write("jails.ini",
+                f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n"
+                f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n"
+                f"  [[sftpj]]\n  root = {sftp_jail}\n  mode = sftp\n"
+                f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n{sftp_name} = sftpj\n")
+        w.write("pam.d/pj-jail", JAIL_LINES)
+        w.pam_file = w.write("pam.d/sshd-test",
+                             "@include common-auth\n@include common-account\n"
+                             "@include pj-jail\n@include common-session-noninteractive\n")
+        sshd = Sshd(extra_config=generate(load_config(w.config)))
+        undo.append(sshd.stop)
+        sshd.prepare()
+        w.sshd_config = sshd.config_path
+        w.sshd_text = sshd.config_text()
+        yield w
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def doctor_json(capsys: pytest.CaptureFixture[str], w: Wiring, user: str | None, *,
+                pam_file: str | None = None, sshd_config: str | None = None,
+                config: str | None = None) -> tuple[int, dict[str, object]]:
+    argv = ["doctor", "--json", "--pam-file", pam_file or w.pam_file,
+            "--sshd-config", sshd_config or w.sshd_config, "--config", config or w.config]
+    status = main(argv + ([user] if user else []))
+    out = capsys.readouterr().out
+    return status, json.loads(out)
+
+
+def by_name(report: dict[str, object], name: str) -> list[dict[str, str]]:
+    checks = report["checks"]
+    assert isinstance(checks, list)
+    return [c for c in checks if c["name"] == name]
+
+
+def failures(report: dict[str, object]) -> dict[str, dict[str, str]]:
+    checks = report["checks"]
+    assert isinstance(checks, list)
+    return {c["name"]: c for c in checks if c["status"] == "fail"}
+
+
+# --------------------------------------------------------------------------- correct
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("who", ["pam_user", "shell_user", "sftp_user", None])
+def test_correct_wiring_passes(wiring: Wiring, capsys: pytest.CaptureFixture[str],
+                               who: str | None) -> None:
+    user = getattr(wiring, who) if who else None
+    status, report = doctor_json(capsys, wiring, user)
+    ours = (wiring.pam_user, wiring.shell_user, wiring.sftp_user)
+    if who is None:
+        # every jailed user of the passwd database: ours, and possibly users that other
+        # tests on this host left with jailkit home markers (/jail/./home/u)
+        checked = {c["user"] for c in report["checks"]}  # type: ignore[attr-defined]
+        assert set(ours) <= checked
+        assert {n: c for n, c in failures(report).items() if c["user"] in ours} == {}
+        return
+    assert failures(report) == {}, report
+    assert status == 0 and report["ok"] is True
+    names = {c["name"] for c in report["checks"]}  # type: ignore[attr-defined]
+    assert {"config", "pam.account", "pam.session", "user.jail", "user.shell", "jail",
+            "sshd.match"} <= names
+    if who == "shell_user":
+        assert {"lsh", "userns", "sshd.subsystem"} <= names
+    if who == "pam_user":
+        assert by_name(report, "sshd.usepam")[0]["status"] == "ok"
+        # the include was followed into the neighbour file
+        assert "pj-jail:1" in by_name(report, "pam.account")[0]["message"]
+
+
+@pytest.mark.root
+def test_text_output_and_exit_status_of_the_command(wiring: Wiring) -> None:
+    """The real command line: one line per check, a summary, exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pam_jail.cli", "doctor", "--pam-file", wiring.pam_file,
+         "--sshd-config", wiring.sshd_config, "--config", wiring.config, wiring.shell_user],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1].endswith("0 failed, 0 warnings")
+    assert all(line.split()[0] == "ok" for line in lines[:-1]), proc.stdout
+    assert "--pam-file" in subprocess.run(
+        [sys.executable, "-m", "pam_jail.cli", "doctor", "--help"], cwd=REPO,
+        capture_output=True, text=True, check=True).stdout
+
+
+# --------------------------------------------------------------------------- broken
+
+
+@pytest.mark.root
+def test_missing_pam_line(wiring: Wiring, capsys: pytest.CaptureFixture[str]) -> None:
+    pam = wiring.write("pam.d/no-session",
+                       "@include common-account\n"
+                       f"account required pam_python.so {PAM_MODULE}\n"
+                       "@include common-session-noninteractive\n")
+    status, report = doctor_json(capsys, wiring, wiring.pam_user, pam_file=pam)
+    assert status == 1 and report["ok"] is False
+    fail = failures(report)
+    assert set(fail) == {"pam.session"}, fail
+    assert "no `session" in fail["pam.session"]["message"]
+    assert f"session  required  pam_python.so {PAM_MODULE}" in fail["pam.session"]["fix"]
+
+
+@pytest.mark.root
+def test_optional_instead_of_required(wiring: Wiring,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    pam = wiring.write("pam.d/optional",
+                       "@include common-account\n"
+                       f"account required pam_python.so {PAM_MODULE}\n"
+                       f"session optional pam_python.so {PAM_MODULE}\n")
+    status, report = doctor_json(capsys, wiring, wiring.pam_user, pam_file=pam)
+    assert status == 1
+    fail = failures(report)
+    assert set(fail) == {"pam.session"}, fail
+    assert "control is `optional`" in fail["pam.session"]["message"]
+    assert "/pam.d/optional:3:" in fail["pam.session"]["message"]  # file:line named
+    assert fail["pam.session"]["fix"].startswith("change it to `session  required")
+
+
+@pytest.mark.root
+def test_sufficient_rule_before_ours(wiring: Wiring,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    pam = wiring.write("pam.d/sufficient",
+                       "account sufficient pam_permit.so\n"
+                       f"account required pam_python.so {PAM_MODULE}\n"
+                       f"session [success=ok default=bad] pam_python.so {PAM_MODULE}\n")
+    status, report = doctor_json(capsys, wiring, wiring.pam_user, pam_file=pam)
+    assert status == 1
+    fail = failures(report)
+    assert set(fail) == {"pam.account", "pam.session"}, fail
+    assert "sufficient pam_permit.so" in fail["pam.account"]["message"]
+    assert "[success=ok default=bad]" in fail["pam.session"]["message"]
+
+
+@pytest.mark.root
+def test_missing_match_block(wiring: Wiring, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = wiring.write("sshd_plain.conf", wiring.sshd_text.split("# ---- extra_config")[0])
+    for user in (wiring.pam_user, wiring.sftp_user):
+        status, report = doctor_json(capsys, wiring, user, sshd_config=plain)
+        assert status == 1
+        fail = failures(report)
+        assert set(fail) == {"sshd.match"}, fail
+        details = fail["sshd.match"]["details"]
+        assert "disableforwarding is no, must be yes" in details
+        assert "permituserrc is yes, must be no" in details
+        if user == wiring.sftp_user:
+            assert "forcecommand is none, must be internal-sftp" in details, details
+            assert any(d.startswith("chrootdirectory is none") for d in details)
+        assert "pam-jail sshd-config -o /etc/ssh/sshd_config.d/pam_jail.conf" in \
+            fail["sshd.match"]["fix"]
+
+
+@pytest.mark.root
+def test_internal_sftp_for_a_shell_user(wiring: Wiring,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    text = wiring.sshd_text.replace("Subsystem sftp /usr/lib/openssh/sftp-server",
+                                    "Subsystem sftp internal-sftp")
+    assert text != wiring.sshd_text
+    conf = wiring.write("sshd_internal.conf", text)
+    status, report = doctor_json(capsys, wiring, wiring.shell_user, sshd_config=conf)
+    assert status == 1
+    fail = failures(report)
+    assert set(fail) == {"sshd.subsystem"}, fail
+    assert "internal-sftp" in fail["sshd.subsystem"]["message"]
+    assert "Subsystem sftp /usr/lib/openssh/sftp-server" in fail["sshd.subsystem"]["fix"]
+    # the same sshd config is fine for the PAM-path user (subsystem not checked there)
+    status, report = doctor_json(capsys, wiring, wiring.pam_user, sshd_config=conf)
+    assert status == 0, failures(report)
+
+
+@pytest.mark.root
+def test_unsafe_jail(wiring: Wiring, capsys: pytest.CaptureFixture[str]) -> None:
+    etc = f"{wiring.pam_jail}/etc"
+    os.chmod(etc, 0o777)
+    try:
+        status, report = doctor_json(capsys, wiring, wiring.pam_user)
+    finally:
+        os.chmod(etc, 0o755)
+    assert status == 1
+    fail = failures(report)
+    assert set(fail) == {"jail"}, fail
+    assert f"{etc}: writable by group or other (mode 0777)" in fail["jail"]["details"]
+    assert "pam-jail check pamj" in fail["jail"]["fix"]
+
+
+@pytest.mark.root
+def test_unparsable_lsh_ini(wiring: Wiring, capsys: pytest.CaptureFixture[str]) -> None:
+    path = f"{wiring.shell_jail}/etc/pam_jail/lsh.ini"
+    with open(path, "w") as fh:
+        fh.write("[default]\nprograms = /usr/bin/rsync\numask = 99999\n[bogus]\n")
+    try:
+        status, report = doctor_json(capsys, wiring, wiring.shell_user)
+    finally:
+        with open(path, "w") as fh:
+            fh.write(LSH)
+    assert status == 1
+    fail = failures(report)
+    assert set(fail) == {"lsh"}, fail
+    assert "pam-jail-shell refuses every login" in fail["lsh"]["message"]
+    assert any("unknown section" in d for d in fail["lsh"]["details"]), fail["lsh"]
+    assert f"pam-jail explain {wiring.shell_user}" in fail["lsh"]["fix"]
+
+
+@pytest.mark.root
+def test_lsh_ini_writable_by_others(wiring: Wiring,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = f"{wiring.shell_jail}/etc/pam_jail/lsh.ini"
+    os.chmod(path, 0o666)
+    try:
+        status, report = doctor_json(capsys, wiring, wiring.shell_user)
+    finally:
+        os.chmod(path, 0o644)
+    assert status == 1
+    assert {"lsh", "jail"} <= set(failures(report))
+
+
+@pytest.mark.root
+def test_wrong_login_shell_for_the_mode(wiring: Wiring,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    subprocess.run(["usermod", "-s", "/bin/sh", wiring.shell_user], check=True)
+    try:
+        status, report = doctor_json(capsys, wiring, wiring.shell_user)
+    finally:
+        subprocess.run(["usermod", "-s", SHELL_ENTRY, wiring.shell_user], check=True)
+    assert status == 1
+    fail = failures(report)
+    assert set(fail) == {"user.shell"}, fail
+    assert f"usermod -s {doctor.shell_entry_path()} {wiring.shell_user}" == \
+        fail["user.shell"]["fix"]
+
+
+@pytest.mark.root
+def test_config_not_root_only(wiring: Wiring, capsys: pytest.CaptureFixture[str]) -> None:
+    os.chmod(wiring.config, 0o666)
+    try:
+        status, report = doctor_json(capsys, wiring, wiring.pam_user)
+    finally:
+        os.chmod(wiring.config, 0o644)
+    assert status == 1
+    assert list(failures(report)) == ["config"]
+    assert "chmod go-w" in failures(report)["config"]["fix"]
+
+
+# --------------------------------------------------------------------------- userns
+
+
+@pytest.mark.root
+def test_userns_disabled_is_reported() -> None:
+    """In a user namespace whose max_user_namespaces is 0 (the host's value stays as it
+    is), the real unshare fails and doctor says so with the sysctl fix."""
+    code = ("import json; from pam_jail.doctor import check_userns\n"
+            "open('/proc/sys/user/max_user_namespaces', 'w').write('0')\n"
+            "c = check_userns(0, 0); print(json.dumps([c.status, c.message, c.fix]))\n")
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--", sys.executable,
+                           "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    status, message, fix = json.loads(proc.stdout)
+    assert status == "fail"
+    assert "max_user_namespaces = 0" in message
+    assert "sysctl -w user.max_user_namespaces" in fix
+    assert doctor.check_userns().status == "ok"  # and on the host it works
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_pam_parser_follows_includes_and_brackets(tmp_path: os.PathLike[str]) -> None:
+    base = str(tmp_path)
+    with open(f"{base}/inner", "w") as fh:
+        fh.write("session [success=1 default=ignore] pam_succeed_if.so user = x\n"
+                 f"session required pam_python.so {PAM_MODULE} config=/x \\\n  extra\n")
+    with open(f"{base}/outer", "w") as fh:
+        fh.write("# comment\n-account optional pam_foo.so # trailing\n"
+                 "session include inner\naccount substack inner\n@include inner\n")
+    entries, problems = doctor.parse_pam_stack(f"{base}/outer")
+    assert problems == []
+    got = [(e.type, e.control, e.module, e.args) for e in entries]
+    assert got == [
+        ("account", "optional", "pam_foo.so", []),
+        ("session", "[success=1 default=ignore]", "pam_succeed_if.so", ["user", "=", "x"]),
+        ("session", "required", "pam_python.so", [PAM_MODULE, "config=/x", "extra"]),
+        ("session", "[success=1 default=ignore]", "pam_succeed_if.so", ["user", "=", "x"]),
+        ("session", "required", "pam_python.so", [PAM_MODULE, "config=/x", "extra"]),
+    ]
+    assert doctor.skips_over(entries[1], 1) and not doctor.skips_over(entries[1], 2)
+    checks = doctor.judge_pam_stack(entries, f"{base}/outer", True, "/x")
+    assert [c.status for c in checks] == ["fail", "fail"]  # no account line; jumped over
+
+
+def test_pam_parser_include_loop_is_reported(tmp_path: os.PathLike[str]) -> None:
+    path = f"{tmp_path}/loop"
+    with open(path, "w") as fh:
+        fh.write("@include loop\n")
+    _entries, problems = doctor.parse_pam_stack(path)
+    assert any("nested deeper" in p for p in problems)

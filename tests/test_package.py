@@ -1,0 +1,206 @@
+"""The Debian package: built with packaging/build-deb (dpkg-buildpackage -us -uc -b on a
+copy of the tree), its layout checked with dpkg-deb, lintian, and a real `dpkg -i` /
+`dpkg --purge` in a copy-on-write view of this machine: a private mount namespace with
+an overlay of / (upper layer on a tmpfs) and chroot. The host's dpkg database, its
+/usr/local install and /etc/pam_jail stay untouched (checked)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from jail_fixtures import REPO
+from util import safe_tmpdir
+
+pytestmark = pytest.mark.root
+
+DEB_TOOLS = ("dpkg-buildpackage", "dh", "dh_python3", "dpkg-deb", "lintian", "man")
+MAN_PAGES = ("usr/share/man/man8/pam-jail.8.gz", "usr/share/man/man8/pam-jail-shell.8.gz",
+             "usr/share/man/man8/pam_jail.8.gz", "usr/share/man/man5/jails.ini.5.gz",
+             "usr/share/man/man5/lsh.ini.5.gz", "usr/share/man/man5/profiles.ini.5.gz")
+UNIT = "packaging/systemd/pam-jail-logrelay.service"
+
+
+@pytest.fixture(scope="module")
+def deb() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.fail("run as root: scripts/test")
+    missing = [t for t in DEB_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"missing {missing}: apt-get install dpkg-dev debhelper dh-python lintian")
+    out = safe_tmpdir("deb")
+    try:
+        proc = subprocess.run([f"{REPO}/packaging/build-deb", out], capture_output=True,
+                              text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        debs = [f for f in os.listdir(out) if f.endswith(".deb")]
+        assert debs == ["pam-jail_0.1.0_all.deb"], debs
+        yield f"{out}/{debs[0]}"
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
+def test_layout(deb: str) -> None:
+    root = safe_tmpdir("debx")
+    try:
+        subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
+        lib = f"{root}/usr/lib/pam_jail"
+        assert os.path.isfile(f"{lib}/pam_jail/cli.py")
+        assert os.path.isfile(f"{lib}/pam_jail/doctor.py")
+        assert not any("__pycache__" in d for d, _s, _f in os.walk(lib))  # py3compile's job
+        for name in ("pam-jail", "pam-jail-shell", "pam-jail-lsh"):
+            path = f"{root}/usr/sbin/{name}"
+            assert os.stat(path).st_mode & 0o777 == 0o755
+            text = _read(path)
+            assert text.startswith("#!/usr/bin/python3 -IS\n")
+            assert '"/usr/lib/pam_jail"' in text and "@LIBDIR@" not in text
+        pam_py = _read(f"{lib}/pam_jail_pam.py")
+        assert '"/usr/lib/pam_jail"' in pam_py and "@LIBDIR@" not in pam_py
+        pam_lines = _read(f"{root}/usr/share/pam_jail/pam.d/pam_jail")
+        assert "session  required  pam_python.so /usr/lib/pam_jail/pam_jail_pam.py" \
+            in pam_lines
+        assert "/usr/local" not in pam_lines
+        assert os.path.isfile(f"{root}/usr/share/pam_jail/sshd/pam_jail.conf")
+        # nothing enabled: no file in /etc/pam.d, /etc/ssh, no enabled unit
+        assert sorted(os.listdir(f"{root}/etc")) == ["pam_jail"]
+        assert sorted(os.listdir(f"{root}/etc/pam_jail")) == sorted(
+            os.listdir(f"{REPO}/etc/pam_jail"))
+        unit = f"{root}/lib/systemd/system/pam-jail-logrelay.service"
+        assert os.path.exists(unit) == os.path.exists(f"{REPO}/{UNIT}")
+        for page in MAN_PAGES:
+            proc = subprocess.run(["man", "--warnings", "-l", f"{root}/{page}"],
+                                  capture_output=True, text=True, check=True,
+                                  env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"})
+            assert proc.stderr == "", (page, proc.stderr)
+            assert len(proc.stdout.splitlines()) > 20, page
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_control_and_conffiles(deb: str) -> None:
+    info = subprocess.run(["dpkg-deb", "-f", deb], capture_output=True, text=True,
+                          check=True).stdout
+    depends = re.search(r"^Depends: (.*)$", info, re.M)
+    assert depends is not None
+    for dep in ("python3 (>= 3.11)", "python3-configobj", "python3-pyelftools",
+                "libpam-python"):
+        assert dep in depends.group(1)
+    assert re.search(r"^Recommends: openssh-server, rsync$", info, re.M)
+    assert re.search(r"^Architecture: all$", info, re.M)
+    conffiles = subprocess.run(["sh", "-c", f"dpkg-deb --ctrl-tarfile {deb} | "
+                                "tar -xOf - ./conffiles"], capture_output=True, text=True,
+                               check=True).stdout.split()
+    assert conffiles == sorted(f"/etc/pam_jail/{f}" for f in os.listdir(f"{REPO}/etc/pam_jail"))
+
+
+def test_man_page_covers_every_subcommand(deb: str) -> None:
+    from pam_jail.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    page = subprocess.run(["sh", "-c", f"dpkg-deb --fsys-tarfile {deb} | tar -xOf - "
+                           "./usr/share/man/man8/pam-jail.8.gz | gzip -dc"],
+                          capture_output=True, text=True, check=True).stdout
+    sections = re.findall(r"^\.SS (.*)$", page, re.M)
+    assert [s.replace("\\-", "-") for s in sections] == list(sub.choices)
+    assert "doctor" in sub.choices
+
+
+def test_lintian_clean(deb: str) -> None:
+    proc = subprocess.run(["lintian", "--tag-display-limit", "0", deb], capture_output=True,
+                          text=True, timeout=300, check=False)
+    tags = [line for line in proc.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert tags == [], proc.stdout
+
+
+INSTALL_SCRIPT = r"""
+set -eu
+deb=$1; base=$2
+mount -t tmpfs tmpfs "$base"
+mkdir "$base/upper" "$base/work" "$base/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
+for d in proc sys dev; do mount --rbind "/$d" "$base/root/$d"; done
+mount -t tmpfs tmpfs "$base/root/run"
+cp "$deb" "$base/root/tmp/pam-jail.deb"
+R=$base/root
+# a fresh host: no pam_jail installed by scripts/install (only in this overlay view)
+rm -rf "$R/etc/pam_jail" "$R/usr/local/lib/pam_jail" "$R/usr/local/sbin/pam-jail" \
+       "$R/usr/local/sbin/pam-jail-shell"
+echo "== install"
+chroot "$R" dpkg -i /tmp/pam-jail.deb
+chroot "$R" dpkg-query -W -f '${Status}\n' pam-jail
+echo "== help"
+chroot "$R" /usr/sbin/pam-jail --help
+chroot "$R" /usr/sbin/pam-jail doctor --help | head -1
+echo "== shell as root"
+set +e
+chroot "$R" /usr/sbin/pam-jail-shell -c id 2>"$base/shell.err"; echo "shell-exit=$?"
+set -e
+echo "shell-stderr=$(cat "$base/shell.err")"
+echo "== import"
+chroot "$R" /usr/bin/python3 -IS -c 'import sys
+sys.path[:0] = ["/usr/lib/pam_jail"]
+sys.path.append("/usr/lib/python3/dist-packages")
+import pam_jail.pam_module, pam_jail.shell_entry, pam_jail.cli, pam_jail.doctor
+print("module-file=" + pam_jail.cli.__file__)'
+chroot "$R" /usr/bin/python3 -IS -c 'exec(open("/usr/lib/pam_jail/pam_jail_pam.py").read())
+print("pam-entry=" + pam_sm_open_session.__module__)'
+ls "$R/usr/lib/pam_jail/pam_jail/__pycache__" | grep -c '\.pyc$' | sed 's/^/pyc=/'
+echo "== purge"
+chroot "$R" dpkg --purge pam-jail
+for f in /usr/sbin/pam-jail /usr/sbin/pam-jail-shell /usr/lib/pam_jail /usr/share/pam_jail \
+         /usr/share/man/man8/pam-jail.8.gz /etc/pam_jail; do
+  if [ -e "$R$f" ]; then echo "left=$f"; fi
+done
+echo "== done"
+"""
+
+
+def _fingerprint() -> dict[str, str]:
+    """What the host install and dpkg database look like (must not change)."""
+    out = {}
+    for path in ("/var/lib/dpkg/status", "/usr/local/sbin/pam-jail",
+                 "/usr/local/sbin/pam-jail-shell", "/usr/local/lib/pam_jail/pam_jail_pam.py",
+                 "/etc/pam_jail/lsh.ini", "/etc/pam_jail/profiles.ini"):
+        with open(path, "rb") as fh:
+            out[path] = hashlib.sha256(fh.read()).hexdigest()
+    out["/usr/sbin/pam-jail"] = str(os.path.exists("/usr/sbin/pam-jail"))
+    return out
+
+
+def test_install_run_purge_in_an_overlay(deb: str) -> None:
+    before = _fingerprint()
+    base = safe_tmpdir("debroot")
+    try:
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
+                               "bash", "-c", INSTALL_SCRIPT, "install", deb, base],
+                              capture_output=True, text=True, timeout=300, check=False)
+        out = proc.stdout
+        assert proc.returncode == 0, out + proc.stderr
+        assert "install ok installed" in out
+        assert "usage: pam-jail" in out and "doctor" in out
+        assert "shell-exit=1" in out
+        stderr = re.search(r"^shell-stderr=(.*)$", out, re.M)
+        assert stderr is not None
+        assert stderr.group(1).startswith("pam_jail: login refused:"), stderr.group(1)
+        assert "root" in stderr.group(1)
+        assert "module-file=/usr/lib/pam_jail/pam_jail/cli.py" in out
+        assert "pam-entry=pam_jail.pam_module" in out
+        pyc = re.search(r"^pyc=(\d+)$", out, re.M)
+        assert pyc is not None and int(pyc.group(1)) > 10  # py3compile ran in postinst
+        assert "left=" not in out, out
+        assert "== done" in out
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert _fingerprint() == before
