@@ -444,3 +444,36 @@ def relay_child(pid: int) -> int:
             return os.WEXITSTATUS(status)
         if os.WIFSIGNALED(status):
             return 128 + os.WTERMSIG(status)
+
+
+def confine_launch(jail_fd: int, root: str, workdir: str, *, uid: int, gid: int,
+                   groups: list[int], network: bool, devpts: bool, tty_gid: int,
+                   hostname: str) -> None:
+    """Root (pam-jail chrootlaunch), in the process that then execs the daemon: the PAM
+    path's namespaces and mounts, then the drop to the target user done here, in full.
+    No PID namespace and no fork: a daemon that forks into the background would lose
+    its namespace's init (the PAM path has the same rule), and the launched program
+    keeps the launcher's pid for systemd. Hence no /proc in the jail either (a shared
+    /proc leads out through /proc/PID/root of same-uid host processes)."""
+    if os.geteuid() != 0:
+        raise ConfineError("confine for launch: must run as root")
+    if uid == 0 or gid == 0 or 0 in groups:
+        raise ConfineError("launch as uid 0 or group 0: refused (never root inside a jail)")
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
+    unshare(flags, "mount/IPC/UTS/net namespaces")          # 1. own namespaces
+    make_mounts_private()                                   # 2. no propagation to host
+    bind_jail_nosuid(jail_fd, root)                         # 3. jail nosuid,nodev
+    jail_fd = reopen_bound(jail_fd, root)                   #    enter the new mount
+    bind_safe_devices(root)                                 #    null, zero, urandom...
+    if devpts:
+        mount_devpts(root, tty_gid)                         # 4. ptys inside the jail
+    if hostname:
+        set_hostname(hostname)                              # 5. jail's own hostname
+    chroot_fd(jail_fd, root)                                # 6. enter the checked dir
+    os.close(jail_fd)                                       # 7. no fd to the host left
+    drop_bounding_set()                                     # 8. needs CAP_SETPCAP: first
+    switch_ids(uid, gid, groups)                            # 9. setgroups/gid/uid
+    clear_capabilities()                                    # 10. nothing left, ambient too
+    set_no_new_privs()                                      # 11. no setuid gains later
+    chdir_home(workdir)                                     # 12. as the user
+    prove_dropped(uid, gid)                                 # 13. try to regain: fail

@@ -1,0 +1,391 @@
+"""pam-jail logrelay: a real relay process, real jails (the builder), senders that chroot
+into the jail and drop to nobody before they log to /dev/log, and tests/syslog_capture.py
+bound on the host's real /dev/log as the host's syslog."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jail_fixtures import build_jail, remove_jail
+from syslog_capture import SyslogCapture
+from util import safe_tmpdir
+
+from pam_jail.errors import ConfigError
+from pam_jail.logrelay import Bucket, Limits, parse_settings, rewrite
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOBODY = 65534
+
+# Runs as root, reads the messages (hex, JSON) from stdin, then chroots into the jail,
+# drops to nobody and sends each one to the jail's /dev/log with a blocking socket and
+# a 20 s timeout: a relay that let the jail side fill would make it fail.
+SENDER = r"""
+import json, os, socket, sys, time
+msgs = [bytes.fromhex(m) for m in json.load(sys.stdin)]
+os.chroot(sys.argv[1]); os.chdir("/")
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.settimeout(20)
+s.connect("/dev/log")
+start = time.monotonic()
+for m in msgs:
+    s.send(m)
+print(json.dumps({"sent": len(msgs), "seconds": time.monotonic() - start}))
+"""
+
+
+def send_from_jail(root: str, messages: list[bytes]) -> dict[str, float]:
+    r = subprocess.run([sys.executable, "-I", "-c", SENDER, root],
+                       input=json.dumps([m.hex() for m in messages]), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    result: dict[str, float] = json.loads(r.stdout)
+    return result
+
+
+@dataclass
+class RelayProc:
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def events(self, kind: str) -> list[dict[str, object]]:
+        out = []
+        for line in list(self.lines):
+            obj = json.loads(line)
+            if obj.get("event") == kind:
+                out.append(obj)
+        return out
+
+    def wait_event(self, kind: str, count: int = 1, timeout: float = 10) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(kind)
+            if len(found) >= count:
+                return found[count - 1]
+            time.sleep(0.02)
+        raise AssertionError(f"no {kind!r} event from the relay: {self.lines} "
+                             f"stderr: {self.proc.stderr.read() if self.proc.poll() else ''}")
+
+    def counters(self, jail: str = "rj") -> dict[str, int]:
+        """Ask for the counters (SIGUSR1) and return this jail's."""
+        before = len(self.events("counters"))
+        self.proc.send_signal(signal.SIGUSR1)
+        event = self.wait_event("counters", before + 1)
+        jails = event["jails"]
+        assert isinstance(jails, dict)
+        result: dict[str, int] = jails[jail]
+        return result
+
+    def stop(self) -> dict[str, object]:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        return self.wait_event("exit")
+
+
+@dataclass
+class World:
+    root: str
+    base: str
+    config: str
+    start: Callable[..., RelayProc]
+
+
+def _write_root_file(path: str, text: str) -> str:
+    with open(path, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+@pytest.fixture
+def world(syslog: SyslogCapture) -> Iterator[World]:
+    root = build_jail(["logbasics"], [])
+    base = safe_tmpdir("relay")
+    config = _write_root_file(f"{base}/jails.ini",
+                              f"[jails]\n  [[rj]]\n  root = {root}\n  mode = pam\n")
+    procs: list[RelayProc] = []
+
+    def start(*args: str, config_path: str = config) -> RelayProc:
+        proc = subprocess.Popen([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c",
+                                 config_path, "--foreground", "--json", *args],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        relay = RelayProc(proc)
+        procs.append(relay)
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                relay.lines.append(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        relay.wait_event("ready")
+        return relay
+
+    try:
+        yield World(root, base, config, start)
+    finally:
+        for relay in procs:
+            if relay.proc.poll() is None:
+                relay.proc.kill()
+            relay.proc.wait(10)
+        remove_jail(root)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _ours(cap: SyslogCapture, tag: str) -> list[str]:
+    return [line for line in cap.lines if tag in line and "[jail=rj" in line]
+
+
+# ------------------------------------------------------------------- the relay
+
+def test_jailed_messages_reach_host_syslog(world: World, syslog: SyslogCapture) -> None:
+    settings_file = _write_root_file(f"{world.base}/logrelay.ini",
+                                     "[relay]\nmax_length = 60\n")
+    relay = world.start("-s", settings_file)
+    st_ = os.lstat(f"{world.root}/dev/log")
+    assert stat.S_ISSOCK(st_.st_mode) and st_.st_uid == 0
+    assert stat.S_IMODE(st_.st_mode) == 0o666
+    assert not [n for n in os.listdir(f"{world.root}/dev") if n.startswith(".log")]
+    send_from_jail(world.root, [
+        b"<38>Nov 25 10:00:00 app[7]: hello-one",
+        b"<999>app: bad-pri \x1b[31mred\nforged line\x00",
+        b"app: " + b"long-" * 40,
+        b"\xff\xfe not utf-8 \xc3",
+    ])
+    got = syslog.wait_for("hello-one", "[jail=rj uid=65534 pid=")
+    assert got and got[0].startswith("<38>Nov 25 10:00:00 app[7]: hello-one [jail=rj uid=")
+    bad = syslog.wait_for("bad-pri")
+    assert bad[0].startswith("<13><999>app: bad-pri ?[31mred?forged line [jail=rj")
+    long = syslog.wait_for("long-long")
+    body = long[0].split(" [jail=")[0]
+    assert body.startswith("<13>app: long-") and body.endswith("...")
+    assert len(body) == len("<13>") + 60 + 3
+    assert syslog.wait_for("not utf-8", "\ufffd")
+    exit_event = relay.stop()
+    counters = exit_event["jails"]["rj"]  # type: ignore[index]
+    assert counters == {"received": 4, "forwarded": 4, "dropped_rate": 0, "dropped_host": 0}
+    assert relay.proc.returncode == 0
+    assert not os.path.lexists(f"{world.root}/dev/log")    # removed at exit
+
+
+def test_rate_limit_drops_and_counts(world: World, syslog: SyslogCapture) -> None:
+    relay = world.start("--base", "5", "--peak", "10", "--interval", "1")
+    start = time.monotonic()
+    send_from_jail(world.root, [f"app: rate-{i}".encode() for i in range(200)])
+    elapsed = time.monotonic() - start
+    time.sleep(0.3)
+    c = relay.counters()
+    assert c["received"] == 200
+    assert c["received"] == c["forwarded"] + c["dropped_rate"] + c["dropped_host"]
+    assert c["dropped_rate"] >= 200 - (5 + 5 * elapsed + 1)
+    assert 5 <= c["forwarded"] + c["dropped_host"] <= 5 + 5 * elapsed + 1
+    # what the relay counts as forwarded is what the host received
+    time.sleep(0.3)
+    assert len(_ours(syslog, "rate-")) == c["forwarded"]
+    notice = syslog.wait_for("pam_jail-logrelay", "jail rj:", "dropped (rate limit")
+    assert notice, syslog.lines[-5:]
+    # the bucket refills: a second later a message passes again
+    time.sleep(1.1)
+    send_from_jail(world.root, [b"app: after-pause"])
+    assert syslog.wait_for("after-pause", "[jail=rj")
+
+
+def test_burst_of_10000_keeps_relay_running_and_counts_add_up(
+        world: World, syslog: SyslogCapture) -> None:
+    import random
+
+    rng = random.Random(5)
+    messages = [f"<14>app[1]: burst-{i}".encode() for i in range(9000)]
+    messages += [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 3000)))
+                 for _ in range(1000)]                     # garbage, empty ones too
+    rng.shuffle(messages)
+    relay = world.start("--base", "1000000", "--peak", "1000000")
+    result = send_from_jail(world.root, messages)
+    assert result["sent"] == 10000
+    c = relay.counters()
+    deadline = time.monotonic() + 10
+    while c["received"] < 10000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        c = relay.counters()
+    assert relay.proc.poll() is None                       # still running
+    assert c["received"] == 10000
+    assert c["received"] == c["forwarded"] + c["dropped_rate"] + c["dropped_host"]
+    assert c["dropped_rate"] == 0
+    time.sleep(0.5)
+    assert len(_ours(syslog, "")) == c["forwarded"]
+    # and it still relays afterwards
+    send_from_jail(world.root, [b"app: after-burst"])
+    assert syslog.wait_for("after-burst", "[jail=rj")
+    ex = relay.stop()["jails"]["rj"]  # type: ignore[index]
+    assert ex["received"] == 10001
+    assert ex["received"] == ex["forwarded"] + ex["dropped_rate"] + ex["dropped_host"]
+
+
+def test_default_limits_under_burst(world: World, syslog: SyslogCapture) -> None:
+    relay = world.start()                                  # base 50/s, peak 200
+    send_from_jail(world.root, [f"app: dflt-{i}".encode() for i in range(2000)])
+    c = relay.counters()
+    assert c["received"] == 2000
+    assert c["forwarded"] + c["dropped_host"] <= 200 + 50 * 5
+    assert c["dropped_rate"] >= 1500
+    assert c["received"] == c["forwarded"] + c["dropped_rate"] + c["dropped_host"]
+
+
+def test_host_syslog_restart_reconnects(world: World, syslog: SyslogCapture) -> None:
+    relay = world.start()
+    send_from_jail(world.root, [b"app: before-restart"])
+    assert syslog.wait_for("before-restart", "[jail=rj")
+    syslog.stop()                                          # the host's syslog goes away
+    restarted = SyslogCapture()
+    try:
+        send_from_jail(world.root, [b"app: while-down"])
+        time.sleep(0.3)
+        c = relay.counters()
+        assert c["received"] == 2 and c["forwarded"] == 1 and c["dropped_host"] == 1
+        restarted.start()                                  # ... and comes back
+        time.sleep(1.3)                                    # > HOST_CHECK_EVERY
+        send_from_jail(world.root, [b"app: after-restart"])
+        assert restarted.wait_for("after-restart", "[jail=rj")
+        assert not restarted.wait_for("while-down", timeout=0.2)
+        c = relay.counters()
+        assert c == {"received": 3, "forwarded": 2, "dropped_rate": 0, "dropped_host": 1}
+        assert relay.proc.poll() is None
+    finally:
+        relay.stop()
+        restarted.stop()
+        syslog.start()                                     # the fixture stops it again
+
+
+def test_unsafe_jail_dev_is_refused_others_served(world: World, syslog: SyslogCapture) -> None:
+    bad = build_jail(["logbasics"], [])
+    try:
+        os.chmod(f"{bad}/dev", 0o777)
+        config = _write_root_file(
+            f"{world.base}/two.ini", f"[jails]\n  [[rj]]\n  root = {world.root}\n"
+            f"  [[bad]]\n  root = {bad}\n")
+        relay = world.start(config_path=config)
+        assert not os.path.lexists(f"{bad}/dev/log")
+        send_from_jail(world.root, [b"app: still-served"])
+        assert syslog.wait_for("still-served", "[jail=rj")
+        relay.stop()
+        assert relay.proc.returncode == 1
+        assert f"{bad}/dev: writable by group or other" in (relay.proc.stderr.read()
+                                                            if relay.proc.stderr else "")
+        # dev/log a directory: never replaced
+        os.chmod(f"{bad}/dev", 0o755)
+        os.mkdir(f"{bad}/dev/log")
+        r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", config,
+                            "-j", "bad", "--once", "--idle", "0.2"], cwd=REPO,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "not a socket" in r.stderr, r.stderr
+        assert os.path.isdir(f"{bad}/dev/log")
+    finally:
+        remove_jail(bad)
+
+
+def test_dry_run_binds_nothing(world: World) -> None:
+    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", world.config,
+                        "--dry-run", "--json", "--base", "7"], cwd=REPO, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["jails"] == [{"jail": "rj", "socket": f"{world.root}/dev/log", "base": 7.0,
+                              "peak": 200.0, "interval": 10.0}]
+    assert not os.path.lexists(f"{world.root}/dev/log")
+
+
+def test_once_exits_when_idle(world: World) -> None:
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", world.config,
+                        "--once", "--idle", "0.5"], cwd=REPO, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "logrelay: exit: jail=rj received=0 forwarded=0 dropped_rate=0 dropped_host=0" \
+        in r.stdout
+    assert time.monotonic() - start < 20
+    assert not os.path.lexists(f"{world.root}/dev/log")
+
+
+# ------------------------------------------------------------- pure parts
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4000), st.integers(16, 2000))
+def test_rewrite_is_total_and_clean(data: bytes, limit: int) -> None:
+    out = rewrite(data, "web", 1000, 42, limit).decode("utf-8")
+    assert out.startswith("<") and out.endswith(" [jail=web uid=1000 pid=42]")
+    pri = int(out[1:out.index(">")])
+    assert 0 <= pri <= 191
+    body = out[out.index(">") + 1:-len(" [jail=web uid=1000 pid=42]")]
+    assert len(body) <= limit + 3
+    assert all(c.isprintable() for c in body)
+
+
+def test_bucket_base_peak_interval() -> None:
+    b = Bucket(Limits(base=10, peak=5, interval=2), now=0.0)
+    assert sum(b.take(0.0) for _ in range(100)) == 5          # peak: 5 at once
+    assert sum(b.take(1.0) for _ in range(100)) == 5          # peak refills 5/s
+    assert sum(b.take(2.0) for _ in range(100)) == 5
+    # average: 20 tokens (base*interval) ... spent 15, +10/s refill; over 10 s at most
+    # 20 + 10*10 pass however they are spread
+    b = Bucket(Limits(base=10, peak=1000, interval=2), now=0.0)
+    passed = sum(b.take(t / 100) for t in range(1000) for _ in range(3))
+    assert 100 <= passed <= 20 + 10 * 10
+
+
+def test_settings_parse_and_refuse() -> None:
+    s = parse_settings("[relay]\nmax_length = 200\nhost_socket = /run/x.sock\n"
+                       "[limits]\nbase = 5\n[jails]\n  [[web]]\n  peak = 9\n"
+                       "  [[quiet]]\n  relay = no\n", "t.ini")
+    assert s.max_length == 200 and s.host_socket == "/run/x.sock"
+    assert s.limits == Limits(base=5, peak=200, interval=10)
+    assert s.per_jail["web"] == Limits(base=5, peak=9, interval=10)
+    assert s.disabled == {"quiet"}
+    with pytest.raises(ConfigError) as err:
+        parse_settings("[relay]\nmax_length = 3\ncolour = red\n[limits]\nbase = nan\n"
+                       "peak = x\n[other]\n[jails]\n  [[w]]\n  relay = maybe\n", "t.ini")
+    problems = "\n".join(err.value.problems)
+    for needle in ("max_length: must be at least 16", "unknown key 'colour'",
+                   "base: must be at least", "peak: expected a number", "'other'",
+                   "relay: expected yes or no"):
+        assert needle in problems, problems
+
+
+def test_settings_file_must_be_root_owned(world: World) -> None:
+    path = _write_root_file(f"{world.base}/lr.ini", "[limits]\nbase = 1\n")
+    os.chown(path, NOBODY, 0)
+    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", world.config,
+                        "-s", path, "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 3 and "unsafe settings file" in r.stderr, r.stderr
+
+
+def test_help_page() -> None:
+    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "--help"],
+                       cwd=REPO, capture_output=True, text=True, check=True)
+    for needle in ("exit status", "examples", "SIGUSR1", "dropped_host", "base"):
+        assert needle in r.stdout
+
+
+def test_shipped_settings_are_the_defaults() -> None:
+    from pam_jail.logrelay import Settings
+
+    with open(f"{REPO}/etc/pam_jail/logrelay.ini") as fh:
+        assert parse_settings(fh.read()) == Settings()
+    with open(f"{REPO}/packaging/systemd/pam-jail-logrelay.service") as fh:
+        unit = fh.read()
+    assert "Type=simple" in unit and "logrelay --foreground" in unit
+    assert "NoNewPrivileges=yes" in unit and "CapabilityBoundingSet=\n" in unit
