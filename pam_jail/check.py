@@ -280,10 +280,12 @@ class Checker:
     """One run over one or more jails: a thread pool for hashing and the host digest
     cache are shared by all of them."""
 
-    def __init__(self, *, jobs: int | None = None, compare: bool = True) -> None:
+    def __init__(self, *, jobs: int | None = None, compare: bool = True,
+                 shared: Sequence[str] = ()) -> None:
         self.jobs = jobs or min(8, 2 * (os.cpu_count() or 2))
         self.compare = compare
         self.host = HostDigests()
+        self.shared = tuple(shared_bases(shared))
 
     def check(self, target: Target) -> JailReport:
         start = time.perf_counter()
@@ -395,9 +397,21 @@ class Checker:
                                        f"{rel} -> {target}: no such file in the jail"))
         return out
 
+    def _in_shared_base(self, key: tuple[int, int], rel: str) -> bool:
+        """A jail built with `init --shared BASE` hard-links BASE/rel: expected."""
+        for base in self.shared:
+            try:
+                st = os.lstat(base + rel)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == key:
+                return True
+        return False
+
     def _hardlinks(self, root: str,
                    links: dict[tuple[int, int], tuple[int, list[str]]]) -> list[Finding]:
-        outside = {key: (n, rels) for key, (n, rels) in links.items() if len(rels) < n}
+        outside = {key: (n, rels) for key, (n, rels) in links.items()
+                   if len(rels) < n and not self._in_shared_base(key, rels[0])}
         if not outside:
             return []
         twins = find_twins(set(outside), exclude=root)
@@ -410,6 +424,22 @@ class Checker:
                                f"{rels[0]}: {nlink} links, {len(rels)} in the jail; "
                                f"outside: {where}"))
         return out
+
+
+def shared_bases(paths: Sequence[str]) -> list[str]:
+    """The --shared bases: each must be a safe path (root-owned chain) carrying the
+    builder's marker file, else UsageError: a link into an arbitrary tree is no excuse."""
+    from pam_jail.build import SHARED_MARKER
+
+    bases = []
+    for path in paths:
+        base = path.rstrip("/")
+        problems = safety.check_path_chain(base)
+        if problems or not os.path.isfile(base + SHARED_MARKER):
+            raise UsageError(f"check --shared {base}: not a safe pam_jail shared base",
+                             hint="; ".join(problems) or f"no {SHARED_MARKER} in it")
+        bases.append(base)
+    return bases
 
 
 def find_twins(keys: set[tuple[int, int]], exclude: str) -> dict[tuple[int, int], list[str]]:
@@ -648,6 +678,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--progress", action="store_true",
                    help="progress lines on stderr (default: only when it is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="also show info findings")
+    p.add_argument("--shared", action="append", default=[], metavar="BASE",
+                   help="a shared base the jails were built with (init --shared BASE): "
+                        "hard links to the same file there are expected (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -655,7 +688,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run and not args.fix:
         raise UsageError("check: --dry-run goes with --fix")
     jails = targets(args.jails, args.config)
-    checker = Checker(jobs=args.jobs, compare=not args.no_compare)
+    checker = Checker(jobs=args.jobs, compare=not args.no_compare, shared=args.shared)
     progress = _progress(len(jails), args.progress or sys.stderr.isatty())
     reports = []
     for i, target in enumerate(jails, 1):

@@ -365,3 +365,24 @@ def test_targets_config_and_markers(jail: str, user_factory: Callable[..., User]
     finally:
         remove_jail(other)
         shutil.rmtree(base)
+
+
+def test_shared_base_links_are_expected_only_when_named() -> None:
+    """A jail built with `init --shared BASE` is all hard links into BASE: reported as
+    links out of the jail unless check is told the base (which must carry the marker)."""
+    from pam_jail.build import init_jail
+    from pam_jail.errors import UsageError
+
+    top = safe_tmpdir("shared")
+    try:
+        base, root = f"{top}/base", f"{top}/jail"
+        init_jail(root, ["basicshell"], shared=base)
+        plain = Checker(compare=False).check(Target("s", root))
+        assert {f.kind for f in plain.findings if f.severity == "error"} == {"hardlink"}
+        named = Checker(compare=False, shared=[base]).check(Target("s", root))
+        assert [f for f in named.findings if f.severity == "error"] == []
+        os.unlink(base + "/.pam_jail-shared-base")
+        with pytest.raises(UsageError):
+            Checker(shared=[base])
+    finally:
+        shutil.rmtree(top)
