@@ -59,6 +59,7 @@ JAIL_KEYS: dict[str, tuple[str, object]] = {
     "proc": ("boolean", False),
     "network": ("boolean", False),
     "hostname": ("string:0", ""),
+    "pid": ("boolean", False),        # mode pam: own PID namespace (one channel a session)
 }
 OPTION_KEYS: dict[str, tuple[str, object]] = {
     "default": ("string:0", ""),

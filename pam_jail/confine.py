@@ -364,9 +364,13 @@ def set_hostname(name: str) -> None:
 # --- the two sequences -------------------------------------------------------------
 
 def confine_pam_session(jail_fd: int, root: str, home: str, *, network: bool, devpts: bool,
-                        tty_gid: int, hostname: str) -> None:
-    """Root, in the PAM service's process, before the service drops to the user."""
-    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
+                        tty_gid: int, hostname: str, pid: bool = False) -> None:
+    """Root, in the PAM service's process, before the service drops to the user.
+    pid=True also unshares the PID namespace: the service's next child becomes its
+    PID 1, so host processes cannot be signalled or traced, but a second session
+    channel on the same connection cannot fork once that child has exited."""
+    flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
+             | (CLONE_NEWPID if pid else 0))
     unshare(flags, "mount/IPC/UTS/net namespaces")          # 1. own namespaces
     make_mounts_private()                                   # 2. no propagation to host
     bind_jail_nosuid(jail_fd, root)                         # 3. jail nosuid,nodev

@@ -96,7 +96,7 @@ def _open_session(pamh: Any, jail: Jail) -> None:
         raise Denied(f"open jail {jail.root}: {err}") from None
     confine_pam_session(jail_fd, jail.root, jail.home, network=jail.flag("network"),
                         devpts=jail.flag("devpts", True), tty_gid=tty_gid,
-                        hostname=jail.options.get("hostname", ""))
+                        hostname=jail.options.get("hostname", ""), pid=jail.flag("pid"))
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:

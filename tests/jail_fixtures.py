@@ -63,7 +63,7 @@ def make_jailed_pair(lsh: str, undo: list[Callable[[], object]]) -> JailedPair:
     # jailkit's convention: the real home names the jail (sshd can chdir there)
     subprocess.run(["usermod", "-d", f"{shell_jail}/./home/{shell_name}", shell_name],
                    check=True)
-    _write_config(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n"
+    _write_config(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n  pid = yes\n"
                   f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n"
                   f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n")
     return JailedPair(pam_user, shell_user, pam_jail, shell_jail)

@@ -211,9 +211,18 @@ def test_jail_root_and_system_dirs_not_writable(world: World, path: str) -> None
         attempt(world, path, "write", target)
 
 
-def test_signals_to_host_process_blocked_in_shell_path(world: World) -> None:
-    attempt(world, "shell", "kill", str(world.host_sleeper.pid))
-    attempt(world, "shell", "ptrace", str(world.host_sleeper.pid))
+@pytest.mark.parametrize("path", PATHS)
+def test_signals_to_host_process_blocked(world: World, path: str) -> None:
+    """A host process of the same uid (the PAM-path jail has `pid = yes`)."""
+    sleeper = subprocess.Popen(["setpriv", f"--reuid={world.user(path).uid}",
+                                f"--regid={world.user(path).gid}", "--clear-groups",
+                                "sleep", "600"])
+    try:
+        attempt(world, path, "kill", str(sleeper.pid))
+        attempt(world, path, "ptrace", str(sleeper.pid))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -399,3 +408,33 @@ def test_killing_the_relay_kills_the_jailed_session(world: World) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_multiplexed_channels_work_with_a_pam_pid_namespace(world: World) -> None:
+    """`pid = yes` on the PAM path: three channels over one ControlMaster connection all
+    run, jailed (the namespace's PID 1 is sshd's long-lived session child)."""
+    import time
+
+    user = world.pam_user
+    ctl = f"/var/lib/pam_jail-test/ctl-{os.getpid()}"
+    master = subprocess.Popen(world.sshd.ssh_argv(user, options=[
+        "-o", "ControlMaster=yes", "-o", f"ControlPath={ctl}", "-N"]),
+        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(ctl) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for command in ("/usr/bin/id", "/bin/ls /", "/usr/bin/id"):
+            result = subprocess.run(world.sshd.ssh_argv(user, command, options=[
+                "-o", f"ControlPath={ctl}"]), capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0, result.stderr
+        assert f"uid={user.uid}(" in result.stdout
+        listing = subprocess.run(world.sshd.ssh_argv(user, "/bin/ls /", options=[
+            "-o", f"ControlPath={ctl}"]), capture_output=True, text=True, timeout=30)
+        assert sorted(listing.stdout.split()) == sorted(
+            e for e in os.listdir(world.pam_jail) if not e.startswith("."))
+    finally:
+        master.kill()
+        master.wait()
+        if os.path.exists(ctl):
+            os.unlink(ctl)
