@@ -1003,13 +1003,14 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
                 shared: str | None = None, unshare: bool = False) -> BuildReport:
     """Refresh every file of the jail that also exists on the host from the host copy (by
     content), with the ELF dependencies of the refreshed files. With `prune`, remove jail
-    files whose host path no longer exists. Homes, tmp, etc/passwd, etc/group and device
-    nodes are never touched."""
+    files whose host path no longer exists. Homes, tmp, etc/passwd, etc/group, etc/pam_jail
+    and device nodes are never touched."""
     start = time.perf_counter()
     root = _normalize_root(root)
     _check_root(root, must_exist=True)
     keep = {"/etc/passwd", "/etc/group"}
-    skip_dirs = {"/tmp", "/home", "/dev", "/proc"}
+    # the jail's own pam_jail config (its lsh.ini allow-list) is never the host's
+    skip_dirs = {"/tmp", "/home", "/dev", "/proc", "/etc/pam_jail"}
     for line in _read_entries(root + "/etc/passwd"):
         fields = line.split(":")
         if len(fields) >= 6 and fields[5] not in ("", "/"):
@@ -1094,8 +1095,9 @@ stripped, symlinks kept as symlinks, unchanged files left alone."""
 UPDATE_DESCRIPTION = """\
 Refresh the jail JAIL from the host: every jail file whose host copy differs in content
 is copied again, with the ELF dependencies of the current host files (a new library
-version comes along). Homes, tmp, dev, etc/passwd and etc/group are not touched. With
---prune, jail files whose host path no longer exists are removed."""
+version comes along). Homes, tmp, dev, etc/passwd, etc/group and etc/pam_jail (the
+jail's own lsh.ini) are not touched. With --prune, jail files whose host path no longer
+exists are removed."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

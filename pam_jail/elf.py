@@ -194,9 +194,90 @@ def _structs(little_endian: bool, elfclass: int, *advanced: object) -> ELFStruct
     return structs
 
 
-def _parse(path: str, stream: BinaryIO) -> ElfInfo:
-    """Read what the loader reads, with pyelftools' structs (as ELFFile does, without
-    rebuilding the struct definitions and the section name table for every file)."""
+# What the header pass gives the dynamic-table pass: ELF class, little-endian, e_machine
+# name, PT_INTERP, the PT_LOAD (vaddr, filesz, offset) list, PT_DYNAMIC (offset, filesz).
+_Headers = tuple[int, bool, str, str | None, list[tuple[int, int, int]], tuple[int, int] | None]
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+PN_XNUM = 0xFFFF
+# Elf{32,64}_Ehdr after e_ident, and the Elf{32,64}_Phdr fields used (elf.h).
+_EHDR = {32: "HHIIIIIHHHHHH", 64: "HHIQQQIHHHHHH"}
+_PHDR = {32: "IIIIIIII", 64: "IIQQQQQQ"}
+_struct_cache: dict[tuple[bool, int, str], struct.Struct] = {}
+_machine_names: dict[int, str] = {}
+
+
+def _machine_name(number: int) -> str:
+    """e_machine as pyelftools names it ("EM_X86_64"; an unknown number as digits)."""
+    if not _machine_names:
+        from elftools.elf.enums import ENUM_E_MACHINE
+
+        # last name wins for a shared number, as in construct's Enum decoding
+        _machine_names.update({v: k for k, v in ENUM_E_MACHINE.items()
+                               if isinstance(v, int)})
+    return _machine_names.get(number, str(number))
+
+
+def _cstruct(little_endian: bool, elfclass: int, table: dict[int, str]) -> struct.Struct:
+    key = (little_endian, elfclass, table[elfclass])
+    packed = _struct_cache.get(key)
+    if packed is None:
+        packed = _struct_cache[key] = struct.Struct(
+            ("<" if little_endian else ">") + table[elfclass])
+    return packed
+
+
+def _interp(stream: BinaryIO, offset: int, size: int) -> str:
+    stream.seek(offset)
+    return stream.read(size).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _headers_fast(stream: BinaryIO) -> _Headers | None:
+    """The ELF header and program headers read with `struct` (two reads, no construct
+    parse): the fast path of `_parse`. Returns None for anything unusual (a short read,
+    PN_XNUM, an unknown class or encoding, an odd e_phentsize), which then goes to
+    pyelftools. tests/test_elf.py checks that both agree on every ELF file of the host."""
+    stream.seek(0)
+    head = stream.read(64)
+    if len(head) < 16:
+        return None
+    elfclass = {1: 32, 2: 64}.get(head[4])
+    little_endian = {1: True, 2: False}.get(head[5])
+    if elfclass is None or little_endian is None:
+        return None
+    ehdr = _cstruct(little_endian, elfclass, _EHDR)
+    if len(head) < 16 + ehdr.size:
+        return None
+    (_type, machine, _version, _entry, phoff, _shoff, _flags, _ehsize, phentsize, phnum,
+     _shentsize, _shnum, _shstrndx) = ehdr.unpack_from(head, 16)
+    phdr = _cstruct(little_endian, elfclass, _PHDR)
+    if phnum == PN_XNUM or (phnum and phentsize < phdr.size):
+        return None
+    stream.seek(phoff)
+    table = stream.read(phnum * phentsize)
+    if len(table) < phnum * phentsize:
+        return None
+    interp: str | None = None
+    loads: list[tuple[int, int, int]] = []
+    dynamic: tuple[int, int] | None = None
+    for index in range(phnum):
+        fields = phdr.unpack_from(table, index * phentsize)
+        if elfclass == 64:
+            ptype, _pflags, offset, vaddr, _paddr, filesz = fields[:6]
+        else:
+            ptype, offset, vaddr, _paddr, filesz = fields[:5]
+        if ptype == PT_LOAD:
+            loads.append((vaddr, filesz, offset))
+        elif ptype == PT_DYNAMIC:
+            dynamic = (offset, filesz)
+        elif ptype == PT_INTERP:
+            interp = _interp(stream, offset, filesz)
+    return elfclass, little_endian, _machine_name(machine), interp, loads, dynamic
+
+
+def _headers_pyelftools(stream: BinaryIO) -> _Headers:
+    """The ELF header and program headers with pyelftools' structs (the parser of record;
+    as ELFFile does, without rebuilding the struct definitions and the section name table
+    for every file)."""
     stream.seek(4)
     ident = stream.read(2)
     elfclass = {1: 32, 2: 64}.get(ident[0])
@@ -208,7 +289,7 @@ def _parse(path: str, stream: BinaryIO) -> ElfInfo:
     structs = _structs(little_endian, elfclass, header["e_type"], machine,
                        header["e_ident"]["EI_OSABI"])
     phnum = header["e_phnum"]
-    if phnum == 0xFFFF:  # PN_XNUM: the real count is sh_info of section header 0
+    if phnum == PN_XNUM:  # the real count is sh_info of section header 0
         phnum = struct_parse(structs.Elf_Shdr, stream,
                              stream_pos=header["e_shoff"])["sh_info"]
     interp: str | None = None
@@ -225,9 +306,17 @@ def _parse(path: str, stream: BinaryIO) -> ElfInfo:
         elif ptype == "PT_DYNAMIC":
             dynamic = (hdr["p_offset"], hdr["p_filesz"])
         elif ptype == "PT_INTERP":
-            stream.seek(hdr["p_offset"])
-            raw = stream.read(hdr["p_filesz"])
-            interp = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            interp = _interp(stream, hdr["p_offset"], hdr["p_filesz"])
+    return elfclass, little_endian, str(machine), interp, loads, dynamic
+
+
+def _parse(path: str, stream: BinaryIO, *, fast: bool = True) -> ElfInfo:
+    """Read what the loader reads: headers (fast path, else pyelftools), then the
+    dynamic table and its strings."""
+    headers = _headers_fast(stream) if fast else None
+    if headers is None:
+        headers = _headers_pyelftools(stream)
+    elfclass, little_endian, machine, interp, loads, dynamic = headers
     needed_off: list[int] = []
     rpath_off: list[int] = []
     runpath_off: list[int] = []
@@ -285,7 +374,7 @@ def _parse(path: str, stream: BinaryIO) -> ElfInfo:
         path=path,
         elfclass=elfclass,
         little_endian=little_endian,
-        machine=str(machine),
+        machine=machine,
         interp=interp,
         needed=tuple(string(off) for off in needed_off),
         rpath=paths(rpath_off),

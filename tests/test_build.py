@@ -142,43 +142,84 @@ def test_sftp_scp_rsync_git_cvs_run_inside(base: str) -> None:
     assert out.returncode == 0 and "Concurrent Versions System" in out.stdout, out.stderr
 
 
-def test_lsh_runtime_runs_python(base: str) -> None:
-    root = f"{base}/jail"
-    init(root, "lsh")
-    out = in_jail(root, "/usr/bin/python3", "-I", "-S", "-c",
-                  "import sys; sys.path.append('/usr/lib/python3/dist-packages'); "
-                  "import shlex, configobj, json; print('ok')")
-    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+LSH_INI = """[default]
+programs = /usr/bin/id
+  [[rules]]
+  /usr/bin/id = none
+"""
 
 
 def test_lsh_runtime_for_the_pam_path(base: str) -> None:
-    """pam-jail-shell's runtime inside a jail: python3 -IS finds the installed pam_jail
-    (scripts/install) and configobj with only /usr/local/lib/pam_jail on sys.path."""
+    """pam-jail-lsh runs inside a jail built from the lsh profile alone (plus the program
+    it allows): python3 -IS finds the installed pam_jail (scripts/install) and every
+    module the login path imports; an allowed command runs, a refused one exits 126."""
     root = f"{base}/jail"
-    report = init(root, "lsh")
-    assert report.footprint_files > 100 and report.footprint_bytes > 5_000_000
+    report = init(root, "lsh", users=["nobody"])
     # a new jail: everything written, plus etc/passwd and etc/group
     assert report.footprint_files + 2 == report.files
     assert "the profiles need" in report.summary("init")
-    for path in ("/usr/local/sbin/pam-jail-shell", "/usr/local/lib/pam_jail/pam_jail/policy.py",
-                 "/usr/bin/python3"):
-        assert os.path.isfile(root + path), path
-    code = ('import sys; sys.path[:0]=["/usr/local/lib/pam_jail"]; '
-            'import pam_jail.policy, configobj, pam_jail.shell_entry; '
-            'print(pam_jail.__file__, configobj.__file__)')
-    out = in_jail(root, "/usr/bin/python3", "-IS", "-B", "-c", code)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == ("/usr/local/lib/pam_jail/pam_jail/__init__.py "
-                          "/usr/local/lib/pam_jail/configobj/__init__.py\n")
-    with open(f"{root}/usr/local/sbin/pam-jail-shell") as fh:
-        assert fh.readline().startswith("#!/usr/bin/python3")
-    # the jail-only links survive update --prune (they resolve inside the jail)
+    assert report.footprint_bytes < 20_000_000  # the whole stdlib was 45 MB
+    assert not os.path.lexists(f"{root}/usr/lib/python3/dist-packages")  # no configobj
+    build.copy_into(root, ["/usr/bin/id"])
+    os.makedirs(f"{root}/etc/pam_jail", mode=0o755, exist_ok=True)
+    Path(f"{root}/etc/pam_jail/lsh.ini").write_text(LSH_INI)
+    os.chmod(f"{root}/etc/pam_jail/lsh.ini", 0o644)
+    user = f"{NOBODY.pw_uid}:{NOBODY.pw_gid}"
+    ok = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"uid={NOBODY.pw_uid}(nobody) ")
+    assert ok.stderr == ""  # no warning from the interpreter (prefix found, no traceback)
+    bad = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/bin/sh -c id", user=user)
+    assert bad.returncode == 126, (bad.stdout, bad.stderr)
+    assert bad.stderr.startswith("pam_jail: refused: ") and "uid=" not in bad.stdout
+    with open(f"{root}/usr/local/sbin/pam-jail-lsh") as fh:
+        assert fh.readline().startswith("#!/usr/bin/python3 -IS")
     again = build.update_jail(root, prune=True)
     assert (again.files, again.removed) == (0, 0) and not again.warnings
-    assert os.path.islink(f"{root}/usr/local/lib/pam_jail/configobj")
-    os.unlink(f"{root}/usr/lib/python3/dist-packages/six.py")
-    pruned = build.update_jail(root, prune=True)  # the link to six.py now dangles
-    assert pruned.removed == 1 and not os.path.lexists(f"{root}/usr/local/lib/pam_jail/six.py")
+    assert Path(f"{root}/etc/pam_jail/lsh.ini").read_text() == LSH_INI  # not the host's
+    # the runtime is exactly what it needs: without _ctypes the shell cannot start
+    os.unlink(f"{root}/usr/lib/python3.11/lib-dynload/_ctypes.cpython-311-x86_64-linux-gnu.so")
+    broken = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user)
+    assert broken.returncode == 1 and "installation broken" in broken.stderr
+
+
+def _login_path_files() -> set[str]:
+    """Host files the limited shell loads: pam-jail-lsh's import run in Debian's python3
+    with -IS (frozen and built-in modules have no file), the repo's pam_jail named by its
+    installed path, each source with its cached .pyc where that exists."""
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]\n"
+            "from pam_jail.shell_entry import lsh_main\n"
+            "for m in list(sys.modules.values()):\n"
+            "    s = getattr(m, '__spec__', None)\n"
+            "    if s is not None and s.has_location and s.origin: print(s.origin)\n")
+    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, str(REPO)],
+                         capture_output=True, text=True, check=True).stdout
+    import importlib.util
+
+    files: set[str] = set()
+    for origin in out.split():
+        if origin.startswith(f"{REPO}/pam_jail/"):
+            origin = "/usr/local/lib/pam_jail" + origin[len(str(REPO)):]
+        files.add(origin)
+        if origin.endswith(".py"):
+            cached = importlib.util.cache_from_source(origin)
+            if os.path.exists(cached) or origin.startswith("/usr/local/lib/pam_jail/"):
+                files.add(cached)
+    return files
+
+
+def test_lsh_profile_is_exactly_what_the_login_path_imports() -> None:
+    """Adding an import to the login path without adding it to the lsh profile would break
+    every PAM-path jail: compare both ways (encodings and the os.py landmark aside)."""
+    plan = build.plan_profiles(build.expand_profiles(build.load_profiles(PROFILES), ["lsh"]))
+    planned = {p for p, kind in plan.entries.items() if kind == "file"
+               and p.startswith(("/usr/lib/python3.11/", "/usr/local/lib/pam_jail/"))}
+    needed = _login_path_files()
+    assert any(p.endswith("/shell_entry.py") for p in needed)
+    assert needed - planned == set()
+    extra = {p for p in planned - needed if not p.startswith("/usr/lib/python3.11/encodings/")}
+    assert extra == {"/usr/lib/python3.11/os.py"}
+    assert "/usr/lib/python3.11/encodings/utf_8.py" in planned
 
 
 def test_ptys_profile(base: str) -> None:
