@@ -16,8 +16,13 @@ from syslog_capture import SyslogCapture
 from util import safe_tmpdir
 
 SYSTEM_CONFIG = "/etc/pam_jail/jails.ini"
-SHELL_ENTRY = "/usr/local/sbin/pam-jail-shell"
-PAM_MODULE = "/usr/local/lib/pam_jail/pam_jail_pam.py"
+# Where the installed pam_jail is: scripts/install's /usr/local layout unless the caller
+# names another one (tests/test_package.py runs the demo against the .deb's /usr/lib/pam_jail
+# and /usr/sbin). Test and demo code only: the product never takes paths from the environment.
+LIBDIR = os.environ.get("PAM_JAIL_LIBDIR", "/usr/local/lib/pam_jail")
+SBINDIR = os.environ.get("PAM_JAIL_SBINDIR", "/usr/local/sbin")
+SHELL_ENTRY = f"{SBINDIR}/pam-jail-shell"
+PAM_MODULE = f"{LIBDIR}/pam_jail_pam.py"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -136,7 +136,7 @@ cp "$deb" "$base/root/tmp/pam-jail.deb"
 R=$base/root
 # a fresh host: no pam_jail installed by scripts/install (only in this overlay view)
 rm -rf "$R/etc/pam_jail" "$R/usr/local/lib/pam_jail" "$R/usr/local/sbin/pam-jail" \
-       "$R/usr/local/sbin/pam-jail-shell"
+       "$R/usr/local/sbin/pam-jail-shell" "$R/usr/local/sbin/pam-jail-lsh"
 echo "== install"
 chroot "$R" dpkg -i /tmp/pam-jail.deb
 chroot "$R" dpkg-query -W -f '${Status}\n' pam-jail
@@ -201,6 +201,97 @@ def test_install_run_purge_in_an_overlay(deb: str) -> None:
         assert pyc is not None and int(pyc.group(1)) > 10  # py3compile ran in postinst
         assert "left=" not in out, out
         assert "== done" in out
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert _fingerprint() == before
+
+
+# The demo (scripts/demo: two jailed users, a loopback sshd, real ssh/scp/sftp/rsync) against
+# the installed package only. Own mount, PID and network namespaces (unshare --kill-child:
+# everything started inside dies with it); / is an overlay of this machine with pivot_root
+# into it (not chroot: a chrooted process may not create the user namespace pam-jail-shell
+# needs); /dev is a private tmpfs with the few device nodes the demo needs, so the demo's
+# syslog receiver (--syslog) owns a /dev/log no other test or daemon sees; users, jails,
+# /etc/pam_jail, /etc/pam.d and the sshd all live in the overlay and vanish with it.
+DEMO_SCRIPT = r"""
+set -eu
+deb=$1; base=$2; repo=$3
+mount -t tmpfs tmpfs "$base"
+mkdir "$base/upper" "$base/work" "$base/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
+R=$base/root
+mount -t proc proc "$R/proc"
+mount --rbind /sys "$R/sys"
+mount -t tmpfs -o mode=0755 tmpfs "$R/dev"
+for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
+  IFS=: read -r name major minor <<<"$n"
+  mknod -m 0666 "$R/dev/$name" c "$major" "$minor"
+done
+mkdir -m 0755 "$R/dev/pts"; mkdir -m 1777 "$R/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$R/dev/pts"
+ln -s pts/ptmx "$R/dev/ptmx"; ln -s /proc/self/fd "$R/dev/fd"
+for i in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${i%%:*}" "$R/dev/${i#*:}"; done
+mount -t tmpfs -o mode=0755 tmpfs "$R/run"
+mount -t tmpfs -o mode=0755 tmpfs "$R/var/lib/pam_jail-test"
+ip link set lo up
+cp "$deb" "$R/tmp/pam-jail.deb"
+# a fresh host: no pam_jail installed by scripts/install (only in this overlay view)
+rm -rf "$R/etc/pam_jail" "$R/usr/local/lib/pam_jail" "$R/usr/local/sbin/pam-jail" \
+       "$R/usr/local/sbin/pam-jail-shell" "$R/usr/local/sbin/pam-jail-lsh"
+mkdir "$R/.oldroot"
+cd "$R"
+pivot_root . .oldroot
+cd /
+umount -l /.oldroot
+rmdir /.oldroot
+echo "== install"
+dpkg -i /tmp/pam-jail.deb >/dev/null
+dpkg -S /usr/sbin/pam-jail-shell /usr/lib/pam_jail/pam_jail_pam.py
+for f in /usr/local/lib/pam_jail /usr/local/sbin/pam-jail-shell; do
+  if [ -e "$f" ]; then echo "stale=$f"; fi
+done
+echo "== demo"
+set +e
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    LANG=C.UTF-8 "$repo/scripts/demo" --libdir /usr/lib/pam_jail --sbindir /usr/sbin --syslog
+echo "demo-exit=$?"
+"""
+
+
+def test_demo_against_the_installed_package(deb: str) -> None:
+    before = _fingerprint()
+    base = safe_tmpdir("debdemo")
+    try:
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--net",
+                               "--pid", "--fork", "--kill-child", "--",
+                               "bash", "-c", DEMO_SCRIPT, "demo", deb, base, REPO],
+                              capture_output=True, text=True, timeout=150, check=False)
+        out = proc.stdout
+        report = out + proc.stderr[-3000:]
+        assert proc.returncode == 0, report
+        assert "pam-jail: /usr/sbin/pam-jail-shell" in out, report
+        assert "pam-jail: /usr/lib/pam_jail/pam_jail_pam.py" in out, report
+        assert "stale=" not in out, report
+        # the demo's own imports and the files it wired in: the package's, nothing else
+        assert "== pam_jail package /usr/lib/pam_jail/pam_jail\n" in out, report
+        assert "   PAM module /usr/lib/pam_jail/pam_jail_pam.py\n" in out, report
+        assert "   login shell /usr/sbin/pam-jail-shell\n" in out, report
+        rows = {(m.group(1), m.group(2).strip()): m.group(3) for m in re.finditer(
+            r"^  (pam|shell) +(.{44}) (allowed|REFUSED|logged|MISSING)", out, re.M)}
+        for who in ("pam", "shell"):
+            assert rows.get((who, "ssh id")) == "allowed", report
+            assert rows.get((who, "rsync upload")) == "allowed", report
+            assert rows.get((who, "sftp -b: put, ls")) == "allowed", report
+            assert rows.get((who, "read /etc/shadow")) == "REFUSED", report
+        assert rows.get(("shell", "/bin/sh -c id")) == "REFUSED", report
+        assert rows.get(("pam", "syslog: session allowed")) == "logged", report
+        assert rows.get(("shell", "syslog: id; /bin/sh")) == "logged", report
+        assert re.search(r"^  shell +/bin/sh -c id +REFUSED +pam_jail: refused: run /bin/sh: ",
+                         out, re.M), report
+        summary = re.search(r"^(\d+) checks, 0 unexpected\.$", out, re.M)
+        assert summary is not None and int(summary.group(1)) == len(rows) >= 26, report
+        assert "UNEXPECTED" not in out, report
+        assert "demo-exit=0" in out, report
     finally:
         shutil.rmtree(base, ignore_errors=True)
     assert _fingerprint() == before
