@@ -39,7 +39,16 @@ from pam_jail import build, config, safety
 from pam_jail.errors import BuildError, ConfigError, PamJailError, UnsafeJail, UsageError
 
 STATE_DIR = "/var/lib/pam_jail/jailuser"
-DEFAULT_SHELL = "/usr/local/sbin/pam-jail-shell"
+def _installed_shell() -> str:
+    """pam-jail-shell beside this installed package: LIBDIR is PREFIX/lib/pam_jail and
+    the commands are in PREFIX/sbin (scripts/install: /usr/local, the .deb: /usr)."""
+    lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.basename(lib) == "pam_jail" and os.path.basename(os.path.dirname(lib)) == "lib":
+        return os.path.join(os.path.dirname(os.path.dirname(lib)), "sbin", "pam-jail-shell")
+    return "/usr/local/sbin/pam-jail-shell"
+
+
+DEFAULT_SHELL = _installed_shell()
 USERMOD = "/usr/sbin/usermod"
 CP = "/usr/bin/cp"
 
