@@ -25,13 +25,20 @@ the tables give medians and ratios from one run, never absolute targets.
    `rsync -a` of a 100-file tree up. Printed: median per user, and jailed minus plain
    (median of the per-round differences). Target of issue 6: pam_jail's jailed-minus-
    plain within 5 ms of jailkit's.
+   Variant column pj-shell-nopam: the same shell-path user on a second sshd whose PAM
+   stack is PAM_STACK without the pam_python lines (a host whose jailed users are all
+   mode `shell` needs no PAM module; jk_chrootsh needs none either), compared with the
+   plain user on that same sshd (plain-nopam).
 
 The PAM stack is PAM_STACK with pam_jail's two lines skipped (pam_succeed_if) for the
 plain and the jailkit user: pam_jail honours jailkit's home marker, so its PAM module
 would otherwise chroot the jailkit user itself and sshd would then miss jk_chrootsh in
 the jail. "Jailed minus plain" is therefore everything pam_jail adds to a login
-(pam_python, the module, the shell entry). The last line shows what the pam_jail lines
-cost an unmapped user: the plain user on a second sshd with PAM_STACK unchanged.
+(pam_python, the module, the shell entry). The line "module pass for an unmapped user"
+shows what the pam_jail lines cost an unmapped user: the plain user on a second sshd
+with PAM_STACK unchanged. "all four, pooled": every operation is one login, so the median
+of all per-round differences of the four operations estimates the same per-login
+overhead with four times the samples.
 
 Bench-only deviation: the shell path's lsh.ini gives /usr/bin/rsync the rule `any`
 (the `rsync` rule admits only `rsync --server ...`, so `rsync --version` would be
@@ -50,6 +57,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -305,6 +313,13 @@ def bench_pam_stack(skip: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def no_module_stack() -> str:
+    """PAM_STACK without its pam_python lines: what a host whose jailed users are all
+    mode `shell` needs (pam-jail-shell enforces; jk_chrootsh needs no PAM module either)."""
+    return "".join(line + "\n" for line in PAM_STACK.splitlines()
+                   if "pam_python.so" not in line)
+
+
 def as_user(user: User, *argv: str) -> list[str]:
     return ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
             "--reset-env", *argv]
@@ -364,39 +379,51 @@ def make_payloads(base: str) -> tuple[str, str]:
     return mib, f"{local}/tree"
 
 
-def bench_ssh(sshd: Sshd, full: Sshd, users: dict[str, User], homes: dict[str, str],
-              base: str, n: int) -> None:
+@dataclass(frozen=True)
+class Login:
+    """One column of the ssh table: a user on one sshd, where its files land, and the
+    plain column it is compared with (the same sshd, so both pay the same PAM stack
+    apart from pam_jail's lines)."""
+
+    user: User
+    server: Sshd
+    home: str
+    baseline: str
+
+
+def bench_ssh(logins: dict[str, Login], full: Sshd, base: str, n: int) -> None:
     mib, tree = make_payloads(base)
     with open(mib, "rb") as fh:
         mib_sum = hashlib.sha256(fh.read()).hexdigest()
     seq = {"i": 0}
 
-    def rsync_version(kind: str, server: Sshd) -> float:
+    def rsync_version(login: Login, server: Sshd, kind: str) -> float:
         def call() -> None:
-            out = server.ssh(users[kind], "rsync --version")
+            out = server.ssh(login.user, "rsync --version")
             if out.returncode != 0 or "rsync  version" not in out.stdout:
                 raise Failed(f"{kind}: rsync --version: {out.returncode} {out.stderr}")
         return timed(call)
 
-    def scp_put(kind: str) -> float:
+    def scp_put(login: Login, kind: str) -> float:
         seq["i"] += 1
         name = f"scp{seq['i']}.bin"
 
         def call() -> None:
-            out = sshd.scp(users[kind], mib, f":{name}", legacy=True)
+            out = login.server.scp(login.user, mib, f":{name}", legacy=True)
             if out.returncode != 0:
                 raise Failed(f"{kind}: scp -O: {out.stderr}")
         secs = timed(call)
-        _verify(f"{homes[kind]}/{name}", mib_sum)
+        _verify(f"{login.home}/{name}", mib_sum)
         return secs
 
-    def sftp_put_get(kind: str) -> float:
+    def sftp_put_get(login: Login, kind: str) -> float:
         seq["i"] += 1
         name = f"sftp{seq['i']}.bin"
         back = f"{base}/local/{name}"
 
         def call() -> None:
-            out = sshd.sftp_batch(users[kind], f"put {mib} {name}\nget {name} {back}\n")
+            out = login.server.sftp_batch(login.user,
+                                          f"put {mib} {name}\nget {name} {back}\n")
             if out.returncode != 0:
                 raise Failed(f"{kind}: sftp: {out.stderr}")
         secs = timed(call)
@@ -404,62 +431,100 @@ def bench_ssh(sshd: Sshd, full: Sshd, users: dict[str, User], homes: dict[str, s
         os.unlink(back)
         return secs
 
-    def rsync_tree(kind: str) -> float:
+    def rsync_tree(login: Login, kind: str) -> float:
         seq["i"] += 1
         name = f"tree{seq['i']}"
 
         def call() -> None:
-            out = sshd.rsync(users[kind], "-a", f"{tree}/", f":{name}/")
+            out = login.server.rsync(login.user, "-a", f"{tree}/", f":{name}/")
             if out.returncode != 0:
                 raise Failed(f"{kind}: rsync: {out.stderr}")
         secs = timed(call)
-        got = sum(len(f) for _, _, f in os.walk(f"{homes[kind]}/{name}"))
+        got = sum(len(f) for _, _, f in os.walk(f"{login.home}/{name}"))
         if got != 100:
             raise Failed(f"{kind}: rsync tree landed {got} files, not 100")
         return secs
 
-    ops: dict[str, Callable[[str], float]] = {
-        "ssh rsync --version": lambda k: rsync_version(k, sshd),
+    ops: dict[str, Callable[[Login, str], float]] = {
+        "ssh rsync --version": lambda lg, k: rsync_version(lg, lg.server, k),
         "scp -O put 1 MiB": scp_put,
         "sftp put+get 1 MiB": sftp_put_get,
         "rsync -a 100-file tree": rsync_tree,
     }
-    kinds = list(users)
+    kinds = list(logins)
     variants: dict[str, Callable[[], float]] = {}
     for op, fn in ops.items():
         for kind in kinds:
-            variants[f"{op}|{kind}"] = (lambda f=fn, k=kind: f(k))  # type: ignore[misc]
-    variants["full|plain"] = lambda: rsync_version("plain", full)
+            variants[f"{op}|{kind}"] = _bind(fn, logins[kind], kind)
+    variants["full|plain"] = lambda: rsync_version(logins["plain"], full, "full|plain")
     times = rounds_of(n, variants, seed=5)
 
-    print(f"\n== 4. ssh end to end, one sshd on 127.0.0.1, {n} interleaved rounds: median ms "
-          "per user, and jailed minus plain (median of per-round differences)")
-    cols = [k for k in kinds if k != "plain"]
-    head = f"{'operation':<24} {'plain':>8} " + " ".join(f"{k:>9}" for k in cols)
-    head += "  " + " ".join(f"{'-plain ' + k[:9]:>16}" for k in cols)
-    head += f" {'pj-shell - jk':>14} {'pj-pam - jk':>12}"
+    def diff(op: str, kind: str) -> float:
+        ref = logins[kind].baseline
+        return statistics.median(a - b for a, b in zip(times[f"{op}|{kind}"],
+                                                       times[f"{op}|{ref}"], strict=True))
+
+    jailed = [k for k in kinds if not k.startswith("plain")]
+    pj = [k for k in jailed if k != "jailkit"]
+    print(f"\n== 4. ssh end to end on 127.0.0.1, {n} interleaved rounds: median ms per "
+          "login, jailed minus plain (median of per-round differences, against the plain "
+          "user on the same sshd), and that minus jailkit's")
+    for kind in kinds:
+        lg = logins[kind]
+        print(f"  {kind:<13} {lg.user.name:<12} sshd {lg.server.service}"
+              + (f"  minus {lg.baseline}" if kind in jailed else ""))
+    print("median ms per login")
+    head = f"{'operation':<24}" + "".join(f"{k:>15}" for k in kinds)
     print(head)
     print("-" * len(head))
     for op in ops:
-        med = {k: statistics.median(times[f"{op}|{k}"]) for k in kinds}
-        diff = {k: statistics.median(a - b for a, b in zip(times[f"{op}|{k}"],
-                                                           times[f"{op}|plain"], strict=True))
-                for k in cols}
-        line = f"{op:<24} {ms(med['plain'])} " + " ".join(f"{ms(med[k]):>9}" for k in cols)
-        line += "  " + " ".join(f"{ms(diff[k]):>16}" for k in cols)
-        d_shell = (diff["pj-shell"] - diff["jailkit"]) * 1000
-        d_pam = (diff["pj-pam"] - diff["jailkit"]) * 1000
-        line += f" {d_shell:+13.1f}{'*' if d_shell > 5 else ' '}"
-        line += f" {d_pam:+11.1f}{'*' if d_pam > 5 else ' '}"
+        print(f"{op:<24}" + "".join(
+            f"{statistics.median(times[f'{op}|{k}']) * 1000:15.1f}" for k in kinds))
+    print("jailed minus plain (ms), and pam_jail's minus jailkit's")
+    head = f"{'operation':<24}" + "".join(f"{k:>15}" for k in jailed)
+    head += "".join(f"{k + '-jk':>18}" for k in pj)
+    print(head)
+    print("-" * len(head))
+    missed = False
+    for op in ops:
+        d = {k: diff(op, k) for k in jailed}
+        line = f"{op:<24}" + "".join(f"{d[k] * 1000:15.1f}" for k in jailed)
+        for k in pj:
+            over = (d[k] - d["jailkit"]) * 1000
+            missed |= over > 5
+            line += f"{over:+17.1f}{'*' if over > 5 else ' '}"
         print(line)
+    # Every operation is one login (one shell start), so the per-login overhead is the
+    # same in all four: pooling their per-round differences gives 4x the samples.
+    pooled = {k: statistics.median(a - b for op in ops for a, b in zip(
+        times[f"{op}|{k}"], times[f"{op}|{logins[k].baseline}"], strict=True))
+        for k in jailed}
+    line = f"{'all four, pooled':<24}" + "".join(f"{pooled[k] * 1000:15.1f}" for k in jailed)
+    for k in pj:
+        over = (pooled[k] - pooled["jailkit"]) * 1000
+        line += f"{over:+17.1f}{'*' if over > 5 else ' '}"
+    print(line)
     full_med = statistics.median(times["full|plain"])
     plain_med = statistics.median(times["ssh rsync --version|plain"])
-    d = statistics.median(a - b for a, b in zip(times["full|plain"],
-                                                times["ssh rsync --version|plain"], strict=True))
+    dd = statistics.median(a - b for a, b in zip(times["full|plain"],
+                                                 times["ssh rsync --version|plain"],
+                                                 strict=True))
     print(f"module pass for an unmapped user: plain user's `ssh rsync --version` "
           f"{ms(full_med).strip()} ms through PAM_STACK (pam_jail lines run), "
-          f"{ms(plain_med).strip()} ms with them skipped: {d * 1000:+.1f} ms per login")
-    print("* = misses the target (jailed-minus-plain more than 5 ms above jailkit's)")
+          f"{ms(plain_med).strip()} ms with them skipped: {dd * 1000:+.1f} ms per login")
+    if "plain-nopam" in logins:
+        dp = statistics.median(a - b for a, b in zip(times["ssh rsync --version|plain-nopam"],
+                                                     times["ssh rsync --version|plain"],
+                                                     strict=True))
+        print(f"sshd without pam_python lines vs pam_succeed_if-skipped lines, plain user, "
+              f"`ssh rsync --version`: {dp * 1000:+.1f} ms (the two baselines agree "
+              "within this)")
+    print("* = misses the target (jailed-minus-plain more than 5 ms above jailkit's)"
+          + ("" if missed else "; none missed"))
+
+
+def _bind(fn: Callable[[Login, str], float], login: Login, kind: str) -> Callable[[], float]:
+    return lambda: fn(login, kind)
 
 
 def _verify(path: str, want: str) -> None:
@@ -521,18 +586,25 @@ def main() -> int:
             from pam_jail.config import load_config
             from pam_jail.sshd_config import generate
 
-            sshd = Sshd(bench_pam_stack([plain.name, jk_user.name]),
-                        generate(load_config())).start()
+            config = generate(load_config())
+            sshd = Sshd(bench_pam_stack([plain.name, jk_user.name]), config).start()
             undo.append(sshd.stop)
             full = Sshd(PAM_STACK).start()
             undo.append(full.stop)
-            servers += [sshd, full]
-            users = {"plain": plain, "jailkit": jk_user, "pj-shell": pair.shell_user,
-                     "pj-pam": pair.pam_user}
-            homes = {"plain": plain.home, "jailkit": f"{jk_root}/home/{jk_user.name}",
-                     "pj-shell": f"{pair.shell_jail}/home/{pair.shell_user.name}",
-                     "pj-pam": f"{pair.pam_jail}/home/{pair.pam_user.name}"}
-            bench_ssh(sshd, full, users, homes, base, args.rounds)
+            nopam = Sshd(no_module_stack(), config).start()
+            undo.append(nopam.stop)
+            servers += [sshd, full, nopam]
+            shell_home = f"{pair.shell_jail}/home/{pair.shell_user.name}"
+            logins = {
+                "plain": Login(plain, sshd, plain.home, "plain"),
+                "jailkit": Login(jk_user, sshd, f"{jk_root}/home/{jk_user.name}", "plain"),
+                "pj-shell": Login(pair.shell_user, sshd, shell_home, "plain"),
+                "pj-pam": Login(pair.pam_user, sshd,
+                                f"{pair.pam_jail}/home/{pair.pam_user.name}", "plain"),
+                "plain-nopam": Login(plain, nopam, plain.home, "plain-nopam"),
+                "pj-shell-nopam": Login(pair.shell_user, nopam, shell_home, "plain-nopam"),
+            }
+            bench_ssh(logins, full, base, args.rounds)
     except Failed as err:
         print(f"bench_jailkit: FAILED: {err}", file=sys.stderr)
         for server in servers:
