@@ -429,6 +429,8 @@ class Checker:
 def shared_bases(paths: Sequence[str]) -> list[str]:
     """The --shared bases: each must be a safe path (root-owned chain) carrying the
     builder's marker file, else UsageError: a link into an arbitrary tree is no excuse."""
+    if not paths:
+        return []  # keep pyelftools (via build) out of the common case
     from pam_jail.build import SHARED_MARKER
 
     bases = []

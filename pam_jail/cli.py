@@ -15,17 +15,19 @@ from collections.abc import Sequence
 from pam_jail import __version__
 from pam_jail.errors import ConfigError, PamJailError, UnsafeJail
 
-# Modules that contribute subcommands, in the order they appear in --help.
-COMMAND_MODULES = (
-    "pam_jail.build",        # init, cp, update
-    "pam_jail.users",        # jailuser
-    "pam_jail.check",        # check
-    "pam_jail.list",         # list
-    "pam_jail.explain",      # explain
-    "pam_jail.launch",       # uchroot, chrootlaunch
-    "pam_jail.logrelay",     # logrelay
-    "pam_jail.sshd_config",  # sshd-config
-    "pam_jail.doctor",       # doctor
+# Modules that contribute subcommands, in the order they appear in --help, with the
+# commands each registers: `pam-jail check` imports only pam_jail.check (every command
+# pays for the imports it needs, no more, and a broken module cannot break the others).
+COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pam_jail.build", ("init", "cp", "update")),
+    ("pam_jail.users", ("jailuser",)),
+    ("pam_jail.check", ("check",)),
+    ("pam_jail.list", ("list",)),
+    ("pam_jail.explain", ("explain",)),
+    ("pam_jail.launch", ("uchroot", "chrootlaunch")),
+    ("pam_jail.logrelay", ("logrelay",)),
+    ("pam_jail.sshd_config", ("sshd-config",)),
+    ("pam_jail.doctor", ("doctor",)),
 )
 
 EPILOG = """\
@@ -41,7 +43,8 @@ See README.md and docs/ for the login paths (PAM module, pam-jail-shell).
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command`, only the module that registers it is imported."""
     parser = argparse.ArgumentParser(
         prog="pam-jail",
         description="Build, check and wire up login jails (PAM module and login-shell entry).",
@@ -50,14 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pam-jail {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # not written yet
-                continue
-            raise
-        module.register(sub)
+    wanted = [name for name, commands in COMMAND_MODULES if command in commands]
+    for name in wanted or [name for name, _commands in COMMAND_MODULES]:
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -72,8 +70,9 @@ def report(err: PamJailError) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words else None)
+    args = parser.parse_args(words)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
