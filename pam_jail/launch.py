@@ -1,14 +1,18 @@
 """`pam-jail uchroot` and `pam-jail chrootlaunch` (jailkit's jk_uchroot, jk_chrootlaunch).
 
-uchroot: a user enters the jail the configuration gives them and runs a program there.
+uchroot: a user enters a jail the configuration allows them and runs a program there.
 It runs as the user, without any privilege (no setuid bit): the login shell's sequence,
 confine.confine_unprivileged (user namespace mapping the user to itself, mount/PID/IPC/
 UTS/net namespaces, nosuid,nodev bind, pivot_root, no capabilities, no_new_privs, the
-drop proven). Root is refused. The jail allowed: the one jails.ini resolves for the user
-(per user, per group, default, or a `/./` home marker), the same decision as at login;
-`-j` may only name that jail. (jk_uchroot is setuid root and reads its own allow-list;
-unprivileged namespaces make both unnecessary: the user gains nothing the host did not
-already give them.)
+drop proven). Root is refused. The jails allowed (allowed_jails, pure): the one
+jails.ini resolves for the user (per user, per group, default, or a `/./` home marker),
+the same decision as at login, then those the optional root-owned
+/etc/pam_jail/uchroot.ini lists for the user and for their groups (jailkit's
+jk_uchroot.ini: `[users] [[NAME]] jails = A, B`, `[groups] [[NAME]] jails = ...`, only
+jails of jails.ini). Without `-j` the login jail is entered (or the only one allowed);
+`--list` shows them. Every refusal: one line for the user, one auth-facility syslog line
+with user, jail and reason. (jk_uchroot is setuid root; unprivileged namespaces make
+that unnecessary: the user gains nothing the host did not already give them.)
 
 chrootlaunch: root starts a program (a daemon) in a configured jail as a given user and
 group: confine.confine_launch, the PAM path's namespaces and mounts (no PID namespace, no
@@ -29,12 +33,13 @@ import json
 import os
 import sys
 
-from pam_jail.config import DEFAULT_PATH, Config, load_config
-from pam_jail.errors import Denied, PamJailError, UnsafeJail, UsageError
+from pam_jail.config import DEFAULT_PATH, Config, check_config_file, load_config, read_ini
+from pam_jail.errors import ConfigError, Denied, PamJailError, UnsafeJail, UsageError
 from pam_jail.log import LOG_INFO, LOG_NOTICE, SysLog
-from pam_jail.resolve import Identity, Jail, identity_from_passwd, resolve
+from pam_jail.resolve import Identity, Jail, identity_from_passwd, resolve, split_marker
 from pam_jail.safety import check_jail
 
+UCHROOT_PATH = "/etc/pam_jail/uchroot.ini"
 DEFAULT_PATH_ENV = "/usr/local/bin:/usr/bin:/bin"
 KEPT_ENV = ("TERM", "LANG", "LC_ALL")
 
@@ -86,31 +91,190 @@ def _program(args: argparse.Namespace) -> list[str]:
 
 # ---------------------------------------------------------------------- uchroot
 
-def uchroot_jail(ident: Identity, cfg: Config, wanted: str | None) -> Jail:
-    """The jail `ident` may enter, or Denied. Pure."""
+class UchrootRules:
+    """uchroot.ini, validated: user or group name -> names of jails of jails.ini."""
+
+    __slots__ = ("users", "groups", "source")
+
+    def __init__(self, users: dict[str, list[str]] | None = None,
+                 groups: dict[str, list[str]] | None = None, source: str = UCHROOT_PATH
+                 ) -> None:
+        self.users = users or {}
+        self.groups = groups or {}
+        self.source = source
+
+
+_NAME_BAD = set(" \t\n\r\0,*?!:/\\\"'")
+
+
+def parse_uchroot(text: str, cfg: Config, source: str = UCHROOT_PATH) -> UchrootRules:
+    """uchroot.ini's text -> UchrootRules. Pure. Every problem at once (ConfigError):
+    unknown sections or keys, a user/group that is no [[section]], a jail that jails.ini
+    does not define, root."""
+    tree, problems = read_ini(text, source)
+    rules = UchrootRules(source=source)
+    for top, value in tree.items():
+        if top not in ("users", "groups"):
+            problems.append(f"{source}: unknown section or key {top!r} (expected [users] "
+                            "and [groups])")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"{source}: {top}: must be a section [{top}]")
+            continue
+        into = rules.users if top == "users" else rules.groups
+        for name, section in value.items():
+            where = f"{source}: [{top}] [[{name}]]"
+            if not isinstance(section, dict):
+                problems.append(f"{source}: [{top}] {name}: expected a [[{name}]] section "
+                                "with `jails = NAME, NAME`")
+                continue
+            if not name or set(name) & _NAME_BAD or name.startswith("-"):
+                problems.append(f"{where}: invalid name")
+                continue
+            if top == "users" and name == "root":
+                problems.append(f"{where}: root is never put in a jail")
+                continue
+            for key in section:
+                if key != "jails":
+                    problems.append(f"{where}: unknown key {key!r} (only `jails`)")
+            jails = section.get("jails", [])
+            names = [jails] if isinstance(jails, str) else jails
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                problems.append(f"{where}: jails: expected jail names")
+                continue
+            unknown = [n for n in names if n not in cfg.jails]
+            if unknown:
+                problems.append(f"{where}: jails: not defined in {cfg.source}: "
+                                f"{', '.join(unknown)}")
+                continue
+            into[name] = [n for n in names if n]
+    if problems:
+        raise ConfigError(f"load {source}: invalid", problems=problems,
+                          hint="format: [users] [[NAME]] jails = JAIL, JAIL (docs/tools.md)")
+    return rules
+
+
+def load_uchroot(cfg: Config, path: str = UCHROOT_PATH) -> UchrootRules:
+    """The optional uchroot.ini: absent -> no extra jails; present -> it must pass the
+    rule jails.ini passes (root-owned, not group/other-writable, up to /)."""
+    if not os.path.lexists(path):
+        return UchrootRules(source=path)
+    problems = check_config_file(path)
+    if problems:
+        raise ConfigError(f"load {path}: unsafe config file", problems=problems,
+                          hint="chown root:root and chmod go-w the file and its directories")
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"read {path}: {err}") from None
+    return parse_uchroot(text, cfg, path)
+
+
+def allowed_jails(ident: Identity, cfg: Config, rules: UchrootRules) -> list[Jail]:
+    """The jails `ident` may enter, in order: the login jail (resolve), then uchroot.ini's
+    for the user, then for the primary group and the supplementary groups (by name);
+    each jail once. Pure. Root gets none (Denied); a mapping resolve() refuses is
+    refused here too."""
     if ident.uid == 0:
         raise Denied("uchroot as root: refused (root is never put in a jail)",
                      hint="root starts programs in jails with `pam-jail chrootlaunch`")
-    jail = resolve(ident, cfg)
-    if jail is None:
+    out: list[Jail] = []
+    login = resolve(ident, cfg)
+    if login is not None:
+        out.append(login)
+    marker = split_marker(ident.home)
+    home = marker[1] if marker is not None else ident.home
+    sources = [("user", rules.users.get(ident.name, []))]
+    sources += [(f"group:{g}", rules.groups.get(g, []))
+                for g in [ident.group, *sorted(ident.groups)] if g]
+    for source, names in sources:
+        for name in names:
+            d = cfg.jails[name]
+            if any(j.name == d.name or j.root == d.root for j in out):
+                continue
+            out.append(Jail(name=d.name, root=d.root, home=home, mode=d.mode,
+                            allow_shell=d.allow_shell, source=f"uchroot.ini {source}",
+                            options=dict(d.options)))
+    return out
+
+
+def uchroot_jail(ident: Identity, cfg: Config, wanted: str | None,
+                 rules: UchrootRules | None = None) -> Jail:
+    """The jail `ident` enters (wanted: a name or root, else the login jail, else the
+    only one allowed), or Denied naming user, jail and reason. Pure."""
+    allowed = allowed_jails(ident, cfg, rules or UchrootRules())
+    names = ", ".join(j.name for j in allowed)
+    if not allowed:
         raise Denied(f"uchroot: user {ident.name} may enter no jail",
-                     hint=f"map the user or a group of theirs to a jail in {cfg.source}")
-    if wanted is not None and wanted not in (jail.name, jail.root):
-        raise Denied(f"uchroot {wanted[:64]}: not allowed for user {ident.name} "
-                     f"(allowed: {jail.name})")
-    return jail
+                     hint=f"map the user or a group of theirs to a jail in {cfg.source}, "
+                          f"or list jails for them in {UCHROOT_PATH}")
+    if wanted is None:
+        if not allowed[0].source.startswith("uchroot.ini") or len(allowed) == 1:
+            return allowed[0]                       # the login jail, or the only one
+        raise Denied(f"uchroot: user {ident.name} has no login jail: name one with -j "
+                     f"(allowed: {names})")
+    for jail in allowed:
+        if wanted in (jail.name, jail.root):
+            return jail
+    err = Denied(f"uchroot {wanted[:64]}: not allowed for user {ident.name} "
+                 f"(allowed: {names})")
+    err.jail = wanted[:64]
+    raise err
+
+
+def _list_allowed(ident: Identity, jails: list[Jail], as_json: bool) -> int:
+    """--list: each jail the caller may enter, where it comes from, whether it is safe
+    now (safety.check_jail, the rule the entry applies)."""
+    rows = []
+    for jail in jails:
+        problems = check_jail(jail.root)
+        rows.append({"jail": jail.name, "root": jail.root, "home": jail.home,
+                     "source": jail.source, "safe": not problems,
+                     "problem": problems[0] if problems else ""})
+    if as_json:
+        print(json.dumps({"user": ident.name, "jails": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"uchroot: user {ident.name} may enter no jail")
+    for row in rows:
+        state = "ok" if row["safe"] else f"unsafe: {row['problem']}"
+        print(f"{row['jail']}\t{row['root']}\t{row['source']}\t{state}")
+    return 0
 
 
 def run_uchroot(args: argparse.Namespace) -> int:
-    from pam_jail.confine import close_fds, confine_unprivileged, relay_child
-    from pam_jail.safety import open_checked
+    from pam_jail.confine import close_fds
 
     close_fds()                                                   # nothing leads out
-    if os.getuid() == 0 or os.geteuid() == 0:
-        raise Denied("uchroot as root: refused (root is never put in a jail)",
-                     hint="root starts programs in jails with `pam-jail chrootlaunch`")
-    ident = identity_from_passwd(os.getuid())                     # never the environment
-    jail = uchroot_jail(ident, load_config(DEFAULT_PATH), args.jail)
+    log = SysLog("pam_jail")
+    who: object = os.getuid()
+    try:
+        if os.getuid() == 0 or os.geteuid() == 0:
+            raise Denied("uchroot as root: refused (root is never put in a jail)",
+                         hint="root starts programs in jails with `pam-jail chrootlaunch`")
+        ident = identity_from_passwd(os.getuid())                 # never the environment
+        who = ident.name
+        return _uchroot(args, ident, log)
+    except UsageError:
+        raise
+    except PamJailError as err:                                   # one syslog line each
+        log.decision(LOG_NOTICE, "uchroot refused", user=who,
+                     jail=err.jail or (args.jail or "-"), reason=str(err))
+        raise
+    finally:
+        log.close()
+
+
+def _uchroot(args: argparse.Namespace, ident: Identity, log: SysLog) -> int:
+    from pam_jail.confine import confine_unprivileged, relay_child
+    from pam_jail.safety import open_checked
+
+    cfg = load_config(DEFAULT_PATH)
+    rules = load_uchroot(cfg)
+    if args.list:
+        return _list_allowed(ident, allowed_jails(ident, cfg, rules), args.json)
+    jail = uchroot_jail(ident, cfg, args.jail, rules)
     _checked(jail.name, jail.root)
     home = jail.home if os.path.isdir(jail.root + jail.home) else "/"
     argv = _program(args) or [ident.shell]
@@ -123,19 +287,27 @@ def run_uchroot(args: argparse.Namespace) -> int:
         return 0
     missing = _userns_missing()
     if missing:
-        raise Denied(f"uchroot: cannot confine: {missing}",
+        err = Denied(f"uchroot: cannot confine: {missing}",
                      hint="root can start the program with `pam-jail chrootlaunch`")
-    log = SysLog("pam_jail")
+        err.jail = jail.name
+        raise err
     log.connect()
     try:
         jail_fd = open_checked(jail.root)
-    except OSError as err:
-        raise Denied(f"open jail {jail.root}: {err}") from None
-    log.decision(LOG_INFO, "uchroot", user=ident.name, jail=jail.name,
+    except OSError as oserr:
+        err = Denied(f"open jail {jail.root}: {oserr}")
+        err.jail = jail.name
+        raise err from None
+    log.decision(LOG_INFO, "uchroot", user=ident.name, jail=jail.name, via=jail.source,
                  command=" ".join(argv))
-    confine_unprivileged(jail_fd, jail.root, home, uid=ident.uid, gid=ident.gid,
-                         network=jail.flag("network"), proc=jail.flag("proc"),
-                         hostname=jail.options.get("hostname", ""), on_parent=relay_child)
+    try:
+        confine_unprivileged(jail_fd, jail.root, home, uid=ident.uid, gid=ident.gid,
+                             network=jail.flag("network"), proc=jail.flag("proc"),
+                             hostname=jail.options.get("hostname", ""),
+                             on_parent=relay_child)
+    except PamJailError as cerr:
+        cerr.jail = cerr.jail or jail.name
+        raise
     # --- inside the jail, as the user, without privileges (the parent relays) ---
     log.close()
     _exec(argv, env)
@@ -247,23 +419,40 @@ def run_chrootlaunch(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- the parsers
 
 UCHROOT_DESCRIPTION = """\
-Enter the jail that /etc/pam_jail/jails.ini gives you (jailkit's jk_uchroot) and run
-PROGRAM there (default: your login shell), as yourself, without privileges: a user
-namespace that maps you to yourself, new mount/PID/IPC/UTS/net namespaces, the jail
-bound nosuid,nodev, pivot_root into it, no capabilities, no_new_privs. The jail is the
-one your login would get (user, group, default mapping or a /./ home marker); it is
-checked (pam-jail check's path rule) first. Needs unprivileged user namespaces."""
+Enter a jail you are allowed (jailkit's jk_uchroot) and run PROGRAM there (default:
+your login shell), as yourself, without privileges: a user namespace that maps you to
+yourself, new mount/PID/IPC/UTS/net namespaces, the jail bound nosuid,nodev, pivot_root
+into it, no capabilities, no_new_privs. Allowed: the jail your login gets from
+/etc/pam_jail/jails.ini (user, group, default mapping or a /./ home marker), plus the
+jails /etc/pam_jail/uchroot.ini lists for you or your groups. Without -j: your login
+jail (or the only one allowed). The jail is checked (pam-jail check's path rule) first.
+Needs unprivileged user namespaces."""
 
-UCHROOT_EPILOG = """\
+UCHROOT_EPILOG = f"""\
+{UCHROOT_PATH} (optional; root-owned, not group/other-writable; only jails
+defined in jails.ini):
+  [users]
+    [[alice]]
+    jails = web, build
+  [groups]
+    [[developers]]
+    jails = build
+
 environment: rebuilt, not inherited: PATH, HOME, USER, LOGNAME, SHELL, and TERM, LANG,
 LC_ALL when set.
 
+refusals: one line on stderr and one syslog line (auth facility):
+  uchroot refused user=NAME jail=JAIL reason="..."
+
 exit status:
   the program's own status (128+N when killed by signal N); 1 error; 2 usage;
-  3 bad config; 4 unsafe jail; 5 denied (root, no jail, other jail); 6 confinement failed
+  3 bad config (jails.ini or uchroot.ini); 4 unsafe jail; 5 denied (root, no jail, a
+  jail not allowed); 6 confinement failed; --list: 0
 
 examples:
+  pam-jail uchroot --list              # the jails you may enter (TAB-separated)
   pam-jail uchroot                     # your login shell, inside your jail
+  pam-jail uchroot -j build -- make    # another jail uchroot.ini allows you
   pam-jail uchroot -- ls -l /          # one command
   pam-jail uchroot --dry-run --json    # which jail, which directory"""
 
@@ -296,10 +485,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        description=UCHROOT_DESCRIPTION, epilog=UCHROOT_EPILOG,
                        formatter_class=fmt)
     p.add_argument("-j", "--jail", metavar="JAIL", default=None,
-                   help="the jail to enter (name or root); must be the one you are given")
+                   help="the jail to enter (name or root); must be one you are allowed")
+    p.add_argument("--list", action="store_true",
+                   help="print the jails you may enter (name, root, why, safe); enter "
+                        "nothing")
     p.add_argument("--dry-run", action="store_true",
                    help="print the jail, directory and command; enter nothing")
-    p.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
+    p.add_argument("--json", action="store_true", help="with --dry-run or --list: JSON")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS]",
                    help="run inside the jail (default: your login shell)")
     p.set_defaults(func=run_uchroot)

@@ -18,7 +18,10 @@ host pid, while the command it started is PID 1 of its namespace.
 Processes in other mount namespaces with a root that is not a known jail (containers)
 are not listed. Known jails: the config file's jails plus the roots of `/./` home markers.
 Columns: pid, ppid, user (real uid), jail, state, pid inside its PID namespace, whether
-its mount namespace differs from init's, command line.
+its mount namespace differs from init's, command line. --json also gives the namespace
+ids (`ns`: the inode numbers of /proc/PID/ns/mnt, pid and net, as `lsns` shows them;
+null when unreadable): processes of one session share them, and a process whose ids
+equal init's shares that namespace with the host.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pam_jail.check import targets
 from pam_jail.config import DEFAULT_PATH
 
 SHELL_ENTRY = "pam-jail-shell"
+NS_KINDS = ("mnt", "pid", "net")
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Proc:
     nspid: int              # pid inside its innermost PID namespace
     own_mntns: bool         # mount namespace differs from PID 1's
     command: str
+    ns: dict[str, int | None]   # mnt, pid, net: namespace inode numbers (lsns's NS)
 
 
 @dataclass
@@ -59,6 +64,7 @@ class _Raw:
     mntns: str
     argv: list[str]
     comm: str
+    ns: dict[str, int | None]
 
 
 def _read(path: str) -> bytes:
@@ -83,11 +89,22 @@ def _raw(pid: int) -> _Raw | None:
         mntns = os.readlink(f"{base}/ns/mnt")
     except OSError:
         mntns = ""
+    ns = {kind: _ns_id(f"{base}/ns/{kind}") for kind in NS_KINDS}
     return _Raw(pid=pid, ppid=int(fields.get("PPid", "0").strip() or 0),
                 uid=int(fields.get("Uid", "-1").split()[0]),
                 nspid=int(fields.get("NSpid", str(pid)).split()[-1]),
                 root=root, mntns=mntns, argv=[a for a in argv if a] if argv else [],
-                comm=fields.get("Name", "").strip())
+                comm=fields.get("Name", "").strip(), ns=ns)
+
+
+def _ns_id(path: str) -> int | None:
+    """'mnt:[4026531841]' -> 4026531841 (the namespace's inode); None if unreadable."""
+    try:
+        link = os.readlink(path)
+    except OSError:
+        return None
+    _kind, _sep, rest = link.partition(":[")
+    return int(rest[:-1]) if rest.endswith("]") and rest[:-1].isdigit() else None
 
 
 def _is_shell_entry(raw: _Raw) -> bool:
@@ -146,7 +163,8 @@ def list_jailed(jail_roots: dict[str, str]) -> list[Proc]:
         out.append(Proc(pid=raw.pid, ppid=raw.ppid, uid=raw.uid, user=_user(raw.uid),
                         jail=name, root=root, state=state, nspid=raw.nspid,
                         own_mntns=raw.mntns != init_mntns,
-                        command=" ".join(raw.argv)[:200] or f"[{raw.comm}]"))
+                        command=" ".join(raw.argv)[:200] or f"[{raw.comm}]",
+                        ns=raw.ns))
     return out
 
 
@@ -157,9 +175,11 @@ marker, in any namespace (PAM-path chroots and login-shell pivot_roots alike), p
 processes of pam-jail-shell sessions whose root is no known jail (state unknown)."""
 
 EPILOG = """\
-columns: PID, PPID, USER (real uid), JAIL, STATE (jailed; unknown: a pam-jail-shell
-session whose root matches no known jail), NSPID (pid inside the process's PID
-namespace), MNTNS (own: another mount namespace than init's), COMMAND
+columns: PID, PPID, USER (real uid), JAIL (marker:ROOT for a jail known only from a
+/./ home marker), STATE (jailed; unknown: a pam-jail-shell session whose root matches
+no known jail), NSPID (pid inside the process's PID namespace), MNTNS (own: another
+mount namespace than init's), COMMAND. --json adds "ns": {"mnt", "pid", "net"}, the
+namespace ids (inode numbers, as lsns prints them).
 
 exit status:
   0 success (also when nothing is jailed); 2 usage; 3 bad config file

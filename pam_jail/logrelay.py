@@ -2,10 +2,12 @@
 the host's syslog with per-jail rate limits.
 
 A chrooted program that calls syslog(3) writes to /dev/log *inside* its jail. This
-daemon (root, one process, no threads) gives each configured jail such a socket and
-forwards what arrives:
+daemon (root, one process, no threads) gives each jail such a socket and forwards what
+arrives. The jails: every jail of jails.ini, plus every jail known only from a passwd
+user's `/./` home marker (resolve.split_marker; named `marker:ROOT`, as in `check` and
+`list`; users with jailkit's own shell are left to jailkit, as resolve() does).
 
-  jails.ini -> each jail: JAIL/dev opened with safety.open_checked (root-owned path, no
+  jails -> each jail: JAIL/dev opened with safety.open_checked (root-owned path, no
     links, not group/other-writable) -> a datagram socket bound to a temporary name in
     that directory (through the checked fd), chmod 0666, renamed over JAIL/dev/log
     (atomic: a sender never sees a missing socket while the relay restarts)
@@ -18,6 +20,10 @@ forwards what arrives:
   meanwhile; host full (EAGAIN) -> drop+count; the host's /dev/log replaced (its inode
     changed: a syslog restart) -> reconnect
   SIGUSR1 -> print the counters; SIGTERM/SIGINT -> print them, remove our sockets, exit
+  SIGHUP -> re-read jails.ini, the markers and logrelay.ini: bind the sockets of new
+    jails, remove those of jails gone (only a socket this relay bound: same inode),
+    retune the limits of the others; counters are kept. A file that fails to load
+    leaves everything as it was (reported; the relay keeps running).
 
 Counters per jail: received == forwarded + dropped_rate + dropped_host, always.
 
@@ -33,6 +39,7 @@ import argparse
 import errno
 import json
 import os
+import pwd
 import selectors
 import signal
 import socket
@@ -40,10 +47,12 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pam_jail.config import DEFAULT_PATH, check_config_file, load_config, read_ini
 from pam_jail.errors import ConfigError, PamJailError
+from pam_jail.resolve import JAILKIT_SHELL_NAMES, split_marker
 from pam_jail.safety import open_checked
 
 SETTINGS_PATH = "/etc/pam_jail/logrelay.ini"
@@ -195,6 +204,12 @@ class Bucket:
         self.base, self.peak = limits.base, limits.peak
         self.avg_cap = max(1.0, limits.base * limits.interval)
         self.avg, self.burst, self.last = self.avg_cap, limits.peak, now
+
+    def retune(self, limits: Limits) -> None:
+        """New limits (a reload); the tokens held stay, clipped to the new caps."""
+        self.base, self.peak = limits.base, limits.peak
+        self.avg_cap = max(1.0, limits.base * limits.interval)
+        self.avg, self.burst = min(self.avg, self.avg_cap), min(self.burst, self.peak)
 
     def take(self, now: float) -> bool:
         elapsed = max(0.0, now - self.last)
@@ -366,30 +381,101 @@ class Host:
             self.sock = None
 
 
+Loader = Callable[[], tuple[list[tuple[str, str]], Settings]]
+
+
 class Relay:
     def __init__(self, jails: list[tuple[str, str]], settings: Settings, *,
-                 as_json: bool = False, out: object = None) -> None:
+                 as_json: bool = False, loader: Loader | None = None) -> None:
         self.settings = settings
         self.host = Host(settings.host_socket)
         self.as_json = as_json
+        self.loader = loader               # SIGHUP: the jails and settings, read again
         self.jails: list[JailSocket] = []
         self.problems: list[str] = []
         self.selector = selectors.DefaultSelector()
-        self.flags = {"report": False, "stop": False}
+        self.flags = {"report": False, "stop": False, "reload": False}
         self.log_reports = False           # detached: reports go to the host syslog too
         now = time.monotonic()
         for name, root in jails:
-            try:
-                sock, dev_fd, ino = open_jail_socket(name, root)
-            except OSError as err:
-                self.problems.append(f"bind {root}/dev/log for jail {name}: "
-                                     f"{err.strerror or err}")
-                continue
-            limits = settings.per_jail.get(name, settings.limits)
-            js = JailSocket(name, root, f"{root}/dev/log", sock, dev_fd, ino,
-                            Bucket(limits, now))
-            self.jails.append(js)
-            self.selector.register(sock, selectors.EVENT_READ, js)
+            self._bind(name, root, now, self.problems)
+
+    def _bind(self, name: str, root: str, now: float, problems: list[str]) -> None:
+        """Bind JAIL/dev/log and serve it; a failure is a problem, never fatal."""
+        try:
+            sock, dev_fd, ino = open_jail_socket(name, root)
+        except OSError as err:
+            problems.append(f"bind {root}/dev/log for jail {name}: {err.strerror or err}")
+            return
+        limits = self.settings.per_jail.get(name, self.settings.limits)
+        js = JailSocket(name, root, f"{root}/dev/log", sock, dev_fd, ino, Bucket(limits, now))
+        self.jails.append(js)
+        self.selector.register(sock, selectors.EVENT_READ, js)
+
+    def _retire(self, js: JailSocket) -> None:
+        """Stop serving one jail: remove JAIL/dev/log only if it is still the socket we
+        bound (same inode, looked up through the checked dev fd), close our fds."""
+        try:
+            st = _lstat_at("log", js.dev_fd)
+            if st is not None and (st.st_dev, st.st_ino) == js.ino:
+                os.unlink("log", dir_fd=js.dev_fd)
+        except OSError:
+            pass
+        self.selector.unregister(js.sock)
+        js.sock.close()
+        os.close(js.dev_fd)
+
+    def reload(self) -> None:
+        """SIGHUP: read jails.ini, the markers and logrelay.ini again and apply them.
+        Jails are matched by (name, root): a kept jail keeps its socket and counters and
+        gets the new limits; a jail gone has its socket removed (only ours); a new jail
+        is bound. If loading fails, nothing changes."""
+        if self.loader is None:
+            return
+        try:
+            jails, settings = self.loader()
+        except PamJailError as err:
+            errors = [str(err), *getattr(err, "problems", [])]
+            self._emit({"event": "reload", "error": errors},
+                       [f"logrelay: reload failed, nothing changed: {p}" for p in errors])
+            for line in errors:
+                print(f"pam_jail: logrelay: reload: {line}", file=sys.stderr, flush=True)
+            return
+        now = time.monotonic()
+        self.settings = settings
+        if settings.host_socket != self.host.path:
+            reconnects = self.host.reconnects
+            self.host.close()
+            self.host = Host(settings.host_socket)
+            self.host.reconnects = reconnects
+        wanted = set(jails)
+        removed = [js for js in self.jails if (js.name, js.root) not in wanted]
+        for js in removed:
+            self._retire(js)
+        self.jails = [js for js in self.jails if (js.name, js.root) in wanted]
+        for js in self.jails:
+            js.bucket.retune(settings.per_jail.get(js.name, settings.limits))
+        have = {(js.name, js.root) for js in self.jails}
+        problems: list[str] = []
+        before = len(self.jails)
+        for name, root in jails:
+            if (name, root) not in have:
+                self._bind(name, root, now, problems)
+        added = self.jails[before:]
+        self.problems += problems
+        for line in problems:
+            print(f"pam_jail: logrelay: reload: {line}", file=sys.stderr, flush=True)
+        event: dict[str, object] = {
+            "event": "reload",
+            "added": [{"jail": js.name, "socket": js.path} for js in added],
+            "removed": [{"jail": js.name, "socket": js.path, **js.counters()}
+                        for js in removed],
+            "problems": problems, "sockets": [js.path for js in self.jails]}
+        text = [f"logrelay: reload: added jail={js.name} {js.path}" for js in added]
+        text += [f"logrelay: reload: removed jail={js.name} {js.path} " +
+                 " ".join(f"{k}={v}" for k, v in js.counters().items()) for js in removed]
+        text += [f"logrelay: reload: serving {len(self.jails)} jail(s)"]
+        self._emit(event, text)
 
     # ---- the loop
     def run(self, idle: float | None = None) -> None:
@@ -399,7 +485,7 @@ class Relay:
         self.selector.register(rfd, selectors.EVENT_READ, None)
         old_wakeup = signal.set_wakeup_fd(wfd)
         handlers = {signal.SIGUSR1: "report", signal.SIGTERM: "stop", signal.SIGINT: "stop",
-                    signal.SIGHUP: "report"}
+                    signal.SIGHUP: "reload"}
         saved = {sig: signal.signal(sig, self._on_signal) for sig in handlers}
         last_message = time.monotonic()
         try:
@@ -413,6 +499,9 @@ class Relay:
                         last_message = now
                 self.host.check(now)
                 self._notices(now)
+                if self.flags["reload"]:
+                    self.flags["reload"] = False
+                    self.reload()
                 if self.flags["report"]:
                     self.flags["report"] = False
                     self.report("counters")
@@ -427,7 +516,10 @@ class Relay:
             os.close(wfd)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.flags["stop" if signum in (signal.SIGTERM, signal.SIGINT) else "report"] = True
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.flags["stop"] = True
+        else:
+            self.flags["reload" if signum == signal.SIGHUP else "report"] = True
 
     def _drain(self, js: JailSocket, now: float) -> bool:
         got = False
@@ -474,13 +566,16 @@ class Relay:
 
     def report(self, event: str) -> None:
         counters = self.counters()
-        if self.as_json:
-            lines = [json.dumps({"event": event, "jails": counters,
-                                 "host_reconnects": self.host.reconnects})]
-        else:
-            lines = [f"logrelay: {event}: jail={name} " +
-                     " ".join(f"{k}={v}" for k, v in c.items())
-                     for name, c in counters.items()] or [f"logrelay: {event}: no jails"]
+        self._emit({"event": event, "jails": counters,
+                    "host_reconnects": self.host.reconnects},
+                   [f"logrelay: {event}: jail={name} " +
+                    " ".join(f"{k}={v}" for k, v in c.items())
+                    for name, c in counters.items()] or [f"logrelay: {event}: no jails"])
+
+    def _emit(self, obj: dict[str, object], text: list[str]) -> None:
+        """One JSON object (--json) or the text lines on stdout; detached, to the host's
+        syslog too."""
+        lines = [json.dumps(obj)] if self.as_json else text
         for line in lines:
             print(line, flush=True)
             if self.log_reports:
@@ -490,15 +585,7 @@ class Relay:
     def close(self) -> None:
         """Remove our sockets (only if JAIL/dev/log is still the one we bound)."""
         for js in self.jails:
-            try:
-                st = _lstat_at("log", js.dev_fd)
-                if st is not None and (st.st_dev, st.st_ino) == js.ino:
-                    os.unlink("log", dir_fd=js.dev_fd)
-            except OSError:
-                pass
-            self.selector.unregister(js.sock)
-            js.sock.close()
-            os.close(js.dev_fd)
+            self._retire(js)
         self.jails = []
         self.host.close()
         self.selector.close()
@@ -514,14 +601,44 @@ def _drain_pipe(fd: int) -> None:
 
 # ---------------------------------------------------------------------- command
 
-def configured_jails(config_path: str, settings: Settings,
-                     only: list[str]) -> list[tuple[str, str]]:
-    cfg = load_config(config_path)
-    unknown = [n for n in only if n not in cfg.jails]
-    if unknown:
-        raise ConfigError(f"logrelay: no such jail in {config_path}: {', '.join(unknown)}")
-    return [(j.name, j.root) for j in cfg.jails.values()
-            if (not only or j.name in only) and j.name not in settings.disabled]
+def marker_jails(taken: set[str]) -> list[tuple[str, str]]:
+    """Jails known only from a passwd home with jailkit's `/./` marker (split by
+    resolve.split_marker), named `marker:ROOT` like `check` and `list` name them. Roots
+    in `taken` (configured jails) are skipped, and so are roots that are not absolute or
+    are `/` (the host's own /dev/log), roots that are no directory (yet: a reload picks
+    them up), and users whose shell is jailkit's own: resolve() leaves those to jailkit,
+    whose jk_socketd serves them. The socket is bound with the
+    same rule as for a configured jail (safety.open_checked on JAIL/dev)."""
+    roots: dict[str, None] = {}
+    for pw in pwd.getpwall():
+        marker = split_marker(pw.pw_dir)
+        if marker is None or os.path.basename(pw.pw_shell) in JAILKIT_SHELL_NAMES:
+            continue
+        root = marker[0]
+        if root.startswith("/") and root != "/" and root not in taken \
+                and os.path.isdir(root):
+            roots.setdefault(root)
+    return [(f"marker:{root}", root) for root in sorted(roots)]
+
+
+def wanted_jails(config_path: str | None, settings: Settings, only: list[str], *,
+                 strict: bool = True) -> list[tuple[str, str]]:
+    """(name, root) of every jail to serve: jails.ini's, then the marker-only ones,
+    without those `relay = no` disables, limited to `only` when given. jails.ini may be
+    absent only at its default path. strict: a name in `only` that is no jail is an
+    error (at start; on reload such a jail is simply no longer served)."""
+    path = config_path or DEFAULT_PATH
+    configured: list[tuple[str, str]] = []
+    if config_path is not None or os.path.exists(path):
+        cfg = load_config(path)
+        configured = [(j.name, j.root) for j in cfg.jails.values()]
+    every = configured + marker_jails({root for _name, root in configured})
+    unknown = [n for n in only if n not in {name for name, _root in every}]
+    if unknown and strict:
+        raise ConfigError(f"logrelay: no such jail in {path} or a /./ home marker: "
+                          f"{', '.join(unknown)}")
+    return [(name, root) for name, root in every
+            if (not only or name in only) and name not in settings.disabled]
 
 
 def _detach() -> None:
@@ -538,7 +655,8 @@ def _detach() -> None:
     os.chdir("/")
 
 
-def run(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings:
+    """logrelay.ini, with the command line's flags over it (for every jail)."""
     settings = load_settings(args.settings)
     for key in ("base", "peak", "interval"):
         value = getattr(args, key)
@@ -550,7 +668,21 @@ def run(args: argparse.Namespace) -> int:
                 setattr(limits, key, value)
     if args.host_socket:
         settings.host_socket = args.host_socket
-    jails = configured_jails(args.config or DEFAULT_PATH, settings, args.jail)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    # absolute before _detach() changes to /: SIGHUP reads the same files again
+    for key in ("config", "settings"):
+        if getattr(args, key) is not None:
+            setattr(args, key, os.path.abspath(getattr(args, key)))
+    settings = _settings(args)
+    jails = wanted_jails(args.config, settings, args.jail)
+
+    def loader() -> tuple[list[tuple[str, str]], Settings]:
+        fresh = _settings(args)
+        return wanted_jails(args.config, fresh, args.jail, strict=False), fresh
+
     if args.dry_run:
         plan = [{"jail": name, "socket": f"{root}/dev/log",
                  **vars(settings.per_jail.get(name, settings.limits))} for name, root in jails]
@@ -564,7 +696,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.foreground and not args.once:
         _detach()
-    relay = Relay(jails, settings, as_json=args.json)
+    relay = Relay(jails, settings, as_json=args.json, loader=loader)
     relay.log_reports = not args.foreground and not args.once
     try:
         for problem in relay.problems:
@@ -586,8 +718,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 DESCRIPTION = """\
-Give every jail of jails.ini a syslog socket at JAIL/dev/log and relay what jailed
-programs log to the host's /dev/log (jailkit's jk_socketd). Each socket is bound under
+Give every jail of jails.ini, and every jail known only from a user's /./ home marker
+(named marker:ROOT), a syslog socket at JAIL/dev/log and relay what jailed programs
+log to the host's /dev/log (jailkit's jk_socketd). Each socket is bound under
 a temporary name in the checked JAIL/dev (root-owned path, no symlinks) and renamed
 over dev/log, mode 0666. Each message keeps its priority, is cut to max_length
 characters, has control and invisible characters replaced by '?', and ends with
@@ -607,9 +740,12 @@ settings ({SETTINGS_PATH}, optional, root-owned):
 counters (per jail, printed on SIGUSR1 and at exit; --json: one JSON object a line):
   received = forwarded + dropped_rate + dropped_host
 
-signals: SIGUSR1 or SIGHUP print the counters; SIGTERM and SIGINT remove the sockets,
-print the counters and exit. Sockets are bound at start: restart the relay after
-adding a jail (systemctl restart pam-jail-logrelay).
+signals: SIGUSR1 prints the counters; SIGTERM and SIGINT remove the sockets, print
+the counters and exit; SIGHUP reloads: jails.ini, the /./ markers of passwd and
+logrelay.ini are read again, new jails get their socket, the sockets of jails gone are
+removed (only one this relay bound), the others keep socket and counters and get the
+new limits (a file that fails to load changes nothing). Prints a reload line (JSON:
+{{"event": "reload", "added", "removed" with final counters, "problems", "sockets"}}).
 
 exit status:
   0 stopped cleanly; 1 a jail socket could not be bound (the others were served) or no
@@ -619,7 +755,8 @@ examples:
   pam-jail logrelay --foreground                  (what the systemd unit runs)
   pam-jail logrelay --dry-run
   pam-jail logrelay --foreground --json -j web --base 5 --peak 20
-  kill -USR1 $(pidof -s pam-jail)                 (print counters)"""
+  kill -USR1 $(pidof -s pam-jail)                 (print counters)
+  systemctl kill -s HUP pam-jail-logrelay         (reload after adding a jail)"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -632,7 +769,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-s", "--settings", metavar="FILE", default=None,
                    help=f"logrelay.ini to read (default {SETTINGS_PATH}, if present)")
     p.add_argument("-j", "--jail", metavar="NAME", action="append", default=[],
-                   help="serve only this jail (repeatable; default: every jail)")
+                   help="serve only this jail (repeatable; a marker jail is "
+                        "marker:ROOT; default: every jail)")
     p.add_argument("--host-socket", metavar="PATH", default=None,
                    help=f"the host's syslog socket (default {HOST_SOCKET})")
     p.add_argument("--base", type=float, default=None, metavar="N",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 from jail_fixtures import build_jail, remove_jail
 from sshd_harness import User
+from syslog_capture import SyslogCapture
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -239,6 +240,181 @@ def test_uchroot_dry_run(world: World) -> None:
     out = json.loads(r.stdout)
     assert out == {"user": world.user.name, "jail": "lj", "root": world.root,
                    "home": f"/home/{world.user.name}", "argv": ["/bin/bash"]}
+
+
+# ------------------------------------------------------- uchroot.ini (jk_uchroot.ini)
+
+UCHROOT_INI = "/etc/pam_jail/uchroot.ini"
+
+
+def as_user(user: User, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The real command, run as the user (setpriv: real+effective uid/gid, the user's
+    supplementary groups, a fresh environment)."""
+    cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+           "--reset-env", "--", "/usr/bin/python3", "-IS", "-c", BOOT, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
+@pytest.fixture
+def uchroot_ini() -> Iterator[Callable[[str], str]]:
+    """Write /etc/pam_jail/uchroot.ini (root-owned 0644); the old one (or none) comes
+    back afterwards."""
+    saved = None
+    if os.path.exists(UCHROOT_INI):
+        with open(UCHROOT_INI) as fh:
+            saved = fh.read()
+
+    def write(text: str) -> str:
+        tmp = UCHROOT_INI + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.chown(tmp, 0, 0)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, UCHROOT_INI)
+        return UCHROOT_INI
+
+    try:
+        yield write
+    finally:
+        if saved is not None:
+            write(saved)
+        elif os.path.exists(UCHROOT_INI):
+            os.unlink(UCHROOT_INI)
+
+
+@dataclass
+class Extra:
+    world: World
+    group: str
+    member: User                       # no login jail; in `group`
+    lj2: str
+    lj3: str
+
+
+@pytest.fixture
+def extra(world: World, user_factory: Callable[..., User],
+          group_factory: Callable[..., str], system_config: Callable[[str], str],
+          uchroot_ini: Callable[[str], str]) -> Iterator[Extra]:
+    """Jails lj (alice's login jail), lj2 and lj3 in jails.ini; uchroot.ini gives the
+    user lj2 and the group lj3; `member` (no login jail) is in the group. Each jail has
+    a root-owned /which naming it."""
+    group = group_factory()
+    member = user_factory("/bin/bash", groups=[group], create_home=False)
+    lj2 = build_jail(["basicshell"], [world.user.name])
+    lj3 = build_jail(["basicshell"], [member.name])
+    try:
+        for name, root in (("lj", world.root), ("lj2", lj2), ("lj3", lj3)):
+            with open(f"{root}/which", "w") as fh:
+                fh.write(f"{name}\n")
+        system_config(f"[jails]\n  [[lj]]\n  root = {world.root}\n"
+                      f"  [[lj2]]\n  root = {lj2}\n  [[lj3]]\n  root = {lj3}\n"
+                      f"[users]\n{world.user.name} = lj\n")
+        uchroot_ini(f"[users]\n  [[{world.user.name}]]\n  jails = lj2\n"
+                    f"[groups]\n  [[{group}]]\n  jails = lj3,\n")
+        yield Extra(world, group, member, lj2, lj3)
+    finally:
+        remove_jail(lj2)
+        remove_jail(lj3)
+
+
+def test_uchroot_ini_lets_user_and_group_enter_more_jails(extra: Extra) -> None:
+    import json
+
+    user, member = extra.world.user, extra.member
+    r = as_user(user, "uchroot", "--list", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert listed["user"] == user.name
+    assert [(j["jail"], j["root"], j["source"], j["safe"]) for j in listed["jails"]] == [
+        ("lj", extra.world.root, "user", True),
+        ("lj2", extra.lj2, "uchroot.ini user", True)]
+    r = as_user(user, "uchroot", "--list")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stdout
+    assert r.stdout.splitlines()[1].split("\t") == [
+        "lj2", extra.lj2, "uchroot.ini user", "ok"]
+    # no -j: the login jail; -j lj2 (by name or root): the extra one, as the user
+    r = as_user(user, "uchroot", "--", "/bin/cat", "/which")
+    assert (r.returncode, r.stdout) == (0, "lj\n"), r.stderr
+    r = as_user(user, "uchroot", "-j", "lj2", "--", "/bin/bash", "-c", "cat /which; id -u")
+    assert (r.returncode, r.stdout.split()) == (0, ["lj2", str(user.uid)]), r.stderr
+    r = as_user(user, "uchroot", "-j", extra.lj2, "--", "/bin/cat", "/which")
+    assert (r.returncode, r.stdout) == (0, "lj2\n"), r.stderr
+    # the group's jail: a member with no login jail enters it without -j (the only one)
+    r = as_user(member, "uchroot", "--list", "--json")
+    assert [(j["jail"], j["source"]) for j in json.loads(r.stdout)["jails"]] == [
+        ("lj3", f"uchroot.ini group:{extra.group}")], r.stdout
+    r = as_user(member, "uchroot", "--", "/bin/cat", "/which")
+    assert (r.returncode, r.stdout) == (0, "lj3\n"), r.stderr
+    # a jail turned unsafe shows in --list, and entering it is refused
+    os.chmod(f"{extra.lj2}/etc", 0o777)
+    try:
+        r = as_user(user, "uchroot", "--list", "--json")
+        row = json.loads(r.stdout)["jails"][1]
+        assert row["safe"] is False and f"{extra.lj2}/etc: writable" in row["problem"]
+        r = as_user(user, "uchroot", "-j", "lj2", "--", "/bin/cat", "/which")
+        assert r.returncode == 4 and r.stdout == "", r.stderr
+    finally:
+        os.chmod(f"{extra.lj2}/etc", 0o755)
+
+
+def test_uchroot_refusals_one_line_and_one_syslog_line(extra: Extra,
+                                                       syslog: SyslogCapture) -> None:
+    user, member = extra.world.user, extra.member
+    cases = [
+        (user, ["-j", "lj3"], 5, f"pam_jail: uchroot lj3: not allowed for user {user.name} "
+                                 "(allowed: lj, lj2)", "lj3"),
+        (member, ["-j", "lj"], 5, f"pam_jail: uchroot lj: not allowed for user "
+                                  f"{member.name} (allowed: lj3)", "lj"),
+        (member, ["-j", "nosuch"], 5, "pam_jail: uchroot nosuch: not allowed", "nosuch"),
+    ]
+    for who, args, status, first_line, jail in cases:
+        syslog.clear()
+        r = as_user(who, "uchroot", *args, "--", "/bin/cat", "/which")
+        assert r.returncode == status and r.stdout == "", (args, r.stdout, r.stderr)
+        assert r.stderr.splitlines()[0].startswith(first_line), r.stderr
+        logged = syslog.wait_for("uchroot refused", f"user={who.name}")
+        assert len(logged) == 1, syslog.lines
+        assert f"jail={jail} " in logged[0] and 'reason="uchroot ' in logged[0]
+        assert logged[0].startswith(f"<{4 << 3 | 5}>")               # auth.notice
+    # root: refused and logged too
+    syslog.clear()
+    r = pam_jail("uchroot", "--list")
+    assert r.returncode == 5 and "as root: refused" in r.stderr
+    assert syslog.wait_for("uchroot refused", "user=0 ")
+
+
+def test_uchroot_ini_checked_like_jails_ini(extra: Extra, syslog: SyslogCapture,
+                                           uchroot_ini: Callable[[str], str]) -> None:
+    user, member = extra.world.user, extra.member
+    os.chown(UCHROOT_INI, user.uid, 0)                       # not root's: refused
+    r = as_user(user, "uchroot", "--list")
+    assert r.returncode == 3 and "unsafe config file" in r.stderr, r.stderr
+    assert f"{UCHROOT_INI}: owned by uid {user.uid}, not root" in r.stderr
+    assert syslog.wait_for("uchroot refused", f"user={user.name}", "unsafe config")
+    os.chown(UCHROOT_INI, 0, 0)
+    os.chmod(UCHROOT_INI, 0o666)
+    r = as_user(user, "uchroot", "--list")
+    assert r.returncode == 3 and "writable by group or other" in r.stderr, r.stderr
+    uchroot_ini(f"[users]\n  [[{user.name}]]\n  jails = lj2, elsewhere\n  shell = x\n"
+                "  [[root]]\n  jails = lj\n[hosts]\n")
+    r = as_user(user, "uchroot", "--list")
+    assert r.returncode == 3, r.stderr
+    for needle in ("not defined in /etc/pam_jail/jails.ini: elsewhere",
+                   "unknown key 'shell'", "root is never put in a jail", "'hosts'"):
+        assert needle in r.stderr, r.stderr
+    # two extra jails and no login jail: -j must choose
+    uchroot_ini(f"[users]\n  [[{member.name}]]\n  jails = lj2\n"
+                f"[groups]\n  [[{extra.group}]]\n  jails = lj3\n")
+    r = as_user(member, "uchroot", "--", "/bin/cat", "/which")
+    assert r.returncode == 5 and "name one with -j (allowed: lj2, lj3)" in r.stderr
+    r = as_user(member, "uchroot", "-j", "lj2", "--", "/bin/cat", "/which")
+    assert (r.returncode, r.stdout) == (0, "lj2\n"), r.stderr
+    # no uchroot.ini at all: only the login jail
+    os.unlink(UCHROOT_INI)
+    r = as_user(member, "uchroot", "--list")
+    assert r.returncode == 0 and "may enter no jail" in r.stdout, r.stdout
+    r = as_user(user, "uchroot", "-j", "lj2", "--", "/bin/cat", "/which")
+    assert r.returncode == 5 and "(allowed: lj)" in r.stderr, r.stderr
 
 
 def test_help_pages() -> None:

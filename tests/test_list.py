@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from jail_fixtures import SHELL_ENTRY, SYSTEM_CONFIG, JailedPair, make_jailed_pair
+from jail_fixtures import (
+    SHELL_ENTRY,
+    SYSTEM_CONFIG,
+    JailedPair,
+    build_jail,
+    make_jailed_pair,
+    remove_jail,
+)
+from sshd_harness import User
 
 from pam_jail import cli
 
@@ -49,6 +57,15 @@ def pair() -> Iterator[JailedPair]:
     finally:
         for step in reversed(undo):
             step()
+
+
+def lsns(pid: int) -> dict[str, int]:
+    """The mnt, pid and net namespace ids of a process, as util-linux's lsns reports
+    them (the oracle for `ns`)."""
+    r = subprocess.run(["lsns", "--json", "--task", str(pid), "--output", "NS,TYPE"],
+                       capture_output=True, text=True, check=True)
+    rows = json.loads(r.stdout)["namespaces"]
+    return {row["type"]: int(row["ns"]) for row in rows if row["type"] in ("mnt", "pid", "net")}
 
 
 def listed(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
@@ -97,6 +114,8 @@ def test_shell_entry_process_is_listed(pair: JailedPair,
         assert (s["user"], s["uid"], s["jail"], s["root"], s["state"]) == \
             (user.name, user.uid, "shellj", pair.shell_jail, "jailed")
         assert s["own_mntns"] is True and s["nspid"] == 1     # PID 1 of its namespace
+        assert s["ns"] == lsns(int(str(s["pid"])))            # the kernel's ids (lsns)
+        assert s["ns"]["pid"] != lsns(os.getpid())["pid"]     # type: ignore[index]
         # pam-jail-shell itself (the relay waiting for its PID-namespace init) is in the
         # jail too, outside the PID namespace
         relay = [p for p in procs if p["pid"] == proc.pid]
@@ -142,3 +161,64 @@ def test_pam_path_process_is_listed(pair: JailedPair, pam_service: Callable[...,
     finally:
         stop(proc, pair.pam_jail)
     assert proc.pid not in [p["pid"] for p in listed(capsys)]
+
+
+# uchroot as the user (the tree's pam-jail, system interpreter), to put a real process
+# into a jail that only the user's /./ home marker names
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOOT = (f"import sys; sys.path[:0] = [{REPO!r}]; "
+        "sys.path += ['/usr/lib/python3/dist-packages']; "
+        "from pam_jail.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_marker_only_jail_process_is_listed_with_namespace_ids(
+        user_factory: Callable[..., User], system_config: Callable[[str], str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    root = build_jail(["basicshell"], [])
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        user = user_factory("/bin/bash", f"{root}/./home/pjmk", create_home=False)
+        os.makedirs(f"{root}/home/pjmk", mode=0o755)
+        os.chown(f"{root}/home/pjmk", user.uid, user.gid)
+        system_config("[jails]\n")                  # jails.ini knows no jail at all
+        proc = subprocess.Popen(
+            ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+             "--reset-env", "--", "/usr/bin/python3", "-IS", "-c", BOOT, "uchroot", "--",
+             "/bin/sleep", "283"], stderr=subprocess.PIPE, cwd="/")
+
+        def is_it(p: dict[str, object]) -> bool:
+            return str(p["command"]) == "/bin/sleep 283"
+
+        procs = wait_for(capsys, is_it)
+        mine = [p for p in procs if is_it(p)]
+        assert len(mine) == 1, (procs, proc.poll(),
+                                proc.stderr.read() if proc.poll() is not None and proc.stderr
+                                else "")
+        s = mine[0]
+        assert (s["user"], s["uid"], s["jail"], s["root"], s["state"]) == \
+            (user.name, user.uid, f"marker:{root}", root, "jailed")
+        pid = int(str(s["pid"]))
+        kernel = lsns(pid)
+        host = lsns(os.getpid())                            # the host side: this test
+        assert s["ns"] == kernel, (s["ns"], kernel)
+        ns = s["ns"]
+        assert isinstance(ns, dict)
+        for kind in ("mnt", "pid", "net"):                  # uchroot: all three its own
+            assert ns[kind] != host[kind], kind
+        assert s["nspid"] == 1 and s["own_mntns"] is True
+        # the text output shows the marker jail too
+        out = subprocess.run([sys.executable, "-m", "pam_jail.cli", "list"],
+                             capture_output=True, text=True, check=True).stdout
+        row = [ln for ln in out.splitlines() if ln.split()[:1] == [str(pid)]]
+        assert len(row) == 1 and "marker:" in row[0] and user.name in row[0], out
+        # the marker gone (usermod -d): the process is no longer listed as that jail
+        subprocess.run(["usermod", "-d", f"/home/{user.name}", user.name], check=True)
+        assert not [p for p in listed(capsys) if p["pid"] == pid and p["state"] == "jailed"]
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+            from pam_jail.list import list_jailed
+            for left in list_jailed({"j": root}):
+                os.kill(left.pid, 9)
+        remove_jail(root)

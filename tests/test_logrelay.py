@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jail_fixtures import build_jail, remove_jail
+from sshd_harness import User
 from syslog_capture import SyslogCapture
 from util import safe_tmpdir
 
@@ -303,8 +305,10 @@ def test_dry_run_binds_nothing(world: World) -> None:
                        text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
-    assert plan["jails"] == [{"jail": "rj", "socket": f"{world.root}/dev/log", "base": 7.0,
-                              "peak": 200.0, "interval": 10.0}]
+    # other jails this host knows from /./ home markers may be listed too
+    assert [j for j in plan["jails"] if not j["jail"].startswith("marker:")] == [
+        {"jail": "rj", "socket": f"{world.root}/dev/log", "base": 7.0, "peak": 200.0,
+         "interval": 10.0}]
     assert not os.path.lexists(f"{world.root}/dev/log")
 
 
@@ -318,6 +322,134 @@ def test_once_exits_when_idle(world: World) -> None:
         in r.stdout
     assert time.monotonic() - start < 20
     assert not os.path.lexists(f"{world.root}/dev/log")
+
+
+# ------------------------------------------------------- SIGHUP and /./ markers
+
+def _sock(path: str) -> bool:
+    return os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode)
+
+
+def _reload(relay: RelayProc) -> dict[str, object]:
+    before = len(relay.events("reload"))
+    relay.proc.send_signal(signal.SIGHUP)
+    return relay.wait_event("reload", before + 1)
+
+
+def test_sighup_adds_and_removes_jails_keeps_counters(world: World,
+                                                      syslog: SyslogCapture) -> None:
+    second = build_jail(["logbasics"], [])
+    try:
+        settings_file = _write_root_file(f"{world.base}/lr.ini", "[relay]\nmax_length = 60\n")
+        relay = world.start("-s", settings_file)
+        assert not os.path.lexists(f"{second}/dev/log")
+        send_from_jail(world.root, [b"app: before-hup"])
+        assert syslog.wait_for("before-hup", "[jail=rj ")
+        # a second jail in the jails.ini the relay was started with, shorter messages
+        _write_root_file(world.config, f"[jails]\n  [[rj]]\n  root = {world.root}\n"
+                         f"  [[rj2]]\n  root = {second}\n")
+        _write_root_file(settings_file, "[relay]\nmax_length = 20\n")
+        event = _reload(relay)
+        assert event["added"] == [{"jail": "rj2", "socket": f"{second}/dev/log"}], event
+        assert event["removed"] == [] and event["problems"] == []
+        assert not relay.events("counters")                # SIGHUP prints no counters
+        assert _sock(f"{second}/dev/log") and _sock(f"{world.root}/dev/log")
+        send_from_jail(second, [b"app: from-second-" + b"x" * 40])
+        got = syslog.wait_for("from-second-", "[jail=rj2 uid=65534")
+        body = ("app: from-second-" + "x" * 40)[:20] + "..."    # the new max_length
+        assert got and got[0].split(" [jail=")[0] == f"<13>{body}", got
+        send_from_jail(world.root, [b"app: after-hup"])
+        assert syslog.wait_for("after-hup", "[jail=rj ")
+        assert relay.counters("rj") == {"received": 2, "forwarded": 2, "dropped_rate": 0,
+                                        "dropped_host": 0}   # kept across the reload
+        assert relay.counters("rj2")["received"] == 1
+
+        # rj leaves the config; its dev/log was replaced by someone else's socket
+        # meanwhile: the relay stops serving rj and leaves that socket alone
+        os.unlink(f"{world.root}/dev/log")
+        foreign = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            foreign.bind(f"{world.root}/dev/log")
+            foreign_ino = os.lstat(f"{world.root}/dev/log").st_ino
+            _write_root_file(world.config, f"[jails]\n  [[rj2]]\n  root = {second}\n")
+            event = _reload(relay)
+            assert event["added"] == [] and event["problems"] == []
+            assert event["removed"] == [{"jail": "rj", "socket": f"{world.root}/dev/log",
+                                         "received": 2, "forwarded": 2, "dropped_rate": 0,
+                                         "dropped_host": 0}], event
+            assert _sock(f"{world.root}/dev/log")            # not ours: left in place
+            assert os.lstat(f"{world.root}/dev/log").st_ino == foreign_ino
+        finally:
+            foreign.close()
+            os.unlink(f"{world.root}/dev/log")
+        # rj2 leaves too: its socket (ours) is removed
+        _write_root_file(world.config, f"[jails]\n  [[rj]]\n  root = {world.root}\n")
+        event = _reload(relay)
+        assert [e["jail"] for e in event["removed"]] == ["rj2"]  # type: ignore[union-attr]
+        assert [e["jail"] for e in event["added"]] == ["rj"]     # type: ignore[union-attr]
+        assert not os.path.lexists(f"{second}/dev/log")
+        assert _sock(f"{world.root}/dev/log")
+        assert relay.counters("rj")["received"] == 0          # a new socket, new counters
+        # a broken jails.ini changes nothing and the relay lives on
+        _write_root_file(world.config, "[jails]\n  [[rj]]\n  mode = nonsense\n")
+        event = _reload(relay)
+        assert "error" in event and any("root: missing" in e
+                                        for e in event["error"])  # type: ignore[union-attr]
+        assert relay.proc.poll() is None and _sock(f"{world.root}/dev/log")
+        send_from_jail(world.root, [b"app: bad-reload"])
+        assert syslog.wait_for("bad-reload", "[jail=rj ")
+        relay.stop()
+        assert not os.path.lexists(f"{world.root}/dev/log")
+    finally:
+        remove_jail(second)
+
+
+def test_marker_only_jails_are_served_and_picked_up_on_sighup(
+        world: World, syslog: SyslogCapture, user_factory: Callable[..., User]) -> None:
+    """Jails known only from a passwd home `ROOT/./home/USER`: served like configured
+    ones (named marker:ROOT), a marker added later is served after SIGHUP; a jailkit
+    user's marker (shell jk_chrootsh) is left to jailkit; an unsafe JAIL/dev refused."""
+    marked, later, jailkit = (build_jail(["logbasics"], []) for _ in range(3))
+    try:
+        user = user_factory("/bin/bash", f"{marked}/./home/pjm", create_home=False)
+        user_factory("/usr/sbin/jk_chrootsh", f"{jailkit}/./home/pjk", create_home=False)
+        relay = world.start()
+        ready = relay.events("ready")[0]["sockets"]
+        assert f"{marked}/dev/log" in ready and f"{world.root}/dev/log" in ready  # type: ignore[operator]
+        assert _sock(f"{marked}/dev/log")
+        assert not os.path.lexists(f"{jailkit}/dev/log")
+        send_from_jail(marked, [b"app: from-marker"])
+        got = syslog.wait_for("from-marker", f"[jail=marker:{marked} uid=65534")
+        assert got, syslog.lines[-5:]
+        assert relay.counters(f"marker:{marked}")["forwarded"] == 1
+        # a second user gets a marker home in another jail; that jail's dev is unsafe
+        os.chmod(f"{later}/dev", 0o777)
+        later_user = user_factory("/bin/bash", f"{later}/./home/pjl", create_home=False)
+        event = _reload(relay)
+        assert event["added"] == [] and event["removed"] == []
+        assert any(f"{later}/dev: writable by group or other" in p
+                   for p in event["problems"]), event  # type: ignore[union-attr]
+        assert not os.path.lexists(f"{later}/dev/log")
+        os.chmod(f"{later}/dev", 0o755)
+        event = _reload(relay)
+        assert event["added"] == [{"jail": f"marker:{later}",
+                                   "socket": f"{later}/dev/log"}], event
+        send_from_jail(later, [b"app: from-later-marker"])
+        assert syslog.wait_for("from-later-marker", f"[jail=marker:{later} ")
+        # the marker goes away (usermod -d): that jail's socket goes too
+        subprocess.run(["usermod", "-d", f"/home/{later_user.name}", later_user.name],
+                       check=True)
+        event = _reload(relay)
+        assert [e["jail"] for e in event["removed"]] == [f"marker:{later}"]  # type: ignore[union-attr]
+        assert not os.path.lexists(f"{later}/dev/log")
+        assert relay.counters(f"marker:{marked}")["forwarded"] == 1       # kept
+        relay.stop()
+        assert relay.proc.returncode == 1                  # a bind failed at one point
+        assert not os.path.lexists(f"{marked}/dev/log")
+        assert user.home == f"{marked}/./home/pjm"
+    finally:
+        for root in (marked, later, jailkit):
+            remove_jail(root)
 
 
 # ------------------------------------------------------------- pure parts
