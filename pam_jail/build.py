@@ -39,6 +39,7 @@ from typing import Any
 
 from pam_jail import elf
 from pam_jail.errors import BuildError, UnsafeJail, UsageError
+from pam_jail.safety import resolve_in_jail
 
 DEFAULT_PROFILES_FILE = "/etc/pam_jail/profiles.ini"
 EXEC_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
@@ -790,7 +791,7 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
             raise BuildError(f"add user {user}: primary group {entry.pw_gid} not on this "
                              "host") from None
         home_dirs.append((home, entry.pw_uid, entry.pw_gid))
-        if _resolve_in_jail(writer.root, user_shell) is None and not writer.dry_run:
+        if resolve_in_jail(writer.root, user_shell) is None and not writer.dry_run:
             writer.report.warnings.append(
                 f"add user {user}: shell {user_shell} does not exist in the jail (sshd runs "
                 "the shell inside the jail)")
@@ -813,37 +814,6 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
             writer.dirs_ok.discard(home)  # never write into a user's home
     writer.ensure_dir("/tmp", 0o1777, foreign_ok=True)
     writer.dirs_ok.discard("/tmp")
-
-
-def _resolve_in_jail(root: str, path: str) -> str | None:
-    """Host path of `path` as seen inside the chroot `root` (symlinks resolved there), or
-    None when it does not exist."""
-    resolved = ""
-    parts = [p for p in path.split("/") if p]
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            resolved = os.path.dirname(resolved) if resolved else ""
-            continue
-        candidate = f"{resolved}/{part}"
-        try:
-            st = os.lstat(root + candidate)
-        except OSError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > elf.MAX_SYMLINKS:
-                return None
-            target = os.readlink(root + candidate)
-            if target.startswith("/"):
-                resolved = ""
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved = candidate
-    return root + (resolved or "/")
 
 
 # --------------------------------------------------------------------------- shared base
@@ -1034,7 +1004,7 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
             host_ok = os.path.lexists(rel) and (
                 stat.S_ISLNK(os.lstat(rel).st_mode) or os.path.isfile(rel))
             if not host_ok and stat.S_ISLNK(st.st_mode) \
-                    and _resolve_in_jail(root, rel) is not None:
+                    and resolve_in_jail(root, rel) is not None:
                 continue  # a jail-only link (a profile's `symlinks`) that resolves: kept
             (present if host_ok else stale).append(rel)
     if not shared:

@@ -222,38 +222,6 @@ def _under(rel: str, tops: Iterable[str]) -> bool:
     return any(rel == top or rel.startswith(top + "/") for top in tops)
 
 
-def resolve_in_jail(root: str, rel: str) -> str | None:
-    """Host path of `rel` as a process chrooted to `root` sees it (absolute link
-    targets start at the root, '..' stops there), or None when it does not exist."""
-    resolved = ""
-    parts = [p for p in rel.split("/") if p]
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            resolved = os.path.dirname(resolved) if resolved else ""
-            resolved = "" if resolved == "/" else resolved
-            continue
-        candidate = f"{resolved}/{part}"
-        try:
-            st = os.lstat(root + candidate)
-        except OSError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 40:                     # the kernel's own limit (ELOOP)
-                return None
-            target = os.readlink(root + candidate)
-            if target.startswith("/"):
-                resolved = ""
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved = candidate
-    return root + (resolved or "/")
-
-
 def jail_homes(root: str) -> set[str]:
     """Home directories named in the jail's etc/passwd (paths inside the jail)."""
     homes = {"/home"}
@@ -390,7 +358,7 @@ class Checker:
                 return out
             if problem := safety.judge_symlink(rel, target):
                 out.append(finding("symlink-outside", path, problem))
-            elif not user_area and resolve_in_jail(root, rel) is None:
+            elif not user_area and safety.resolve_in_jail(root, rel) is None:
                 inside = os.path.normpath(os.path.join(os.path.dirname(rel), target))
                 if not _under(inside, MOUNTED_AT_LOGIN):
                     out.append(finding("symlink-dangling", path,

@@ -463,16 +463,21 @@ def check_config_file(path: str) -> list[str]:
     return problems
 
 
-def load_config(path: str = DEFAULT_PATH, *, check_owner: bool = True) -> Config:
-    """Read, check ownership of, and parse the config file. Raises ConfigError."""
+def read_root_owned(path: str, what: str = "config file", *, check_owner: bool = True) -> str:
+    """The text of a root-owned config file (jails.ini, logrelay.ini, uchroot.ini): the
+    file and every directory above it pass check_config_file first. Raises ConfigError."""
     if check_owner:
         problems = check_config_file(path)
         if problems:
-            raise ConfigError(f"load {path}: unsafe config file", problems=problems,
+            raise ConfigError(f"load {path}: unsafe {what}", problems=problems,
                               hint="chown root:root and chmod go-w the file and its directories")
     try:
         with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
+            return fh.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"read {path}: {err}") from None
-    return parse_config(text, path)
+
+
+def load_config(path: str = DEFAULT_PATH, *, check_owner: bool = True) -> Config:
+    """Read, check ownership of, and parse the config file. Raises ConfigError."""
+    return parse_config(read_root_owned(path, check_owner=check_owner), path)

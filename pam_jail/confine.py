@@ -288,6 +288,17 @@ def die_with_parent(alive_fd: int) -> None:
         os._exit(1)
 
 
+def userns_unavailable() -> str | None:
+    """Why unprivileged user namespaces cannot be used here, or None (a read, no step)."""
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as fh:
+            if int(fh.read()) == 0:
+                return "user namespaces are disabled (user.max_user_namespaces = 0)"
+    except (OSError, ValueError):
+        return "user namespaces are not available on this kernel"
+    return None
+
+
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl PR_SET_NO_NEW_PRIVS")
 

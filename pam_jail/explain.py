@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import stat
 import sys
 
 from pam_jail.config import DEFAULT_PATH, load_config
@@ -45,21 +43,10 @@ examples:
 
 
 def read_lsh(root: str, uid: int) -> str:
-    """JAIL/etc/pam_jail/lsh.ini with pam-jail-shell's rule: a regular file, not owned by
-    the user, not group/other-writable; never through a symlink."""
-    path = root + LSH_INSIDE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as err:
-        raise Denied(f"read {path}: {err.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid == uid or not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022:
-            raise Denied(f"read {path}: owned or writable by the user")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            return fh.read().decode("utf-8", "replace")
-    finally:
-        os.close(fd)
+    """JAIL/etc/pam_jail/lsh.ini read by pam-jail-shell's own reader and rule."""
+    from pam_jail.shell_entry import read_allow_list
+
+    return read_allow_list(uid, root.rstrip("/") + LSH_INSIDE)
 
 
 def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> dict[str, object]:

@@ -33,7 +33,7 @@ import json
 import os
 import sys
 
-from pam_jail.config import DEFAULT_PATH, Config, check_config_file, load_config, read_ini
+from pam_jail.config import DEFAULT_PATH, Config, load_config, read_ini, read_root_owned
 from pam_jail.errors import ConfigError, Denied, PamJailError, UnsafeJail, UsageError
 from pam_jail.log import LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.resolve import Identity, Jail, identity_from_passwd, resolve, split_marker
@@ -42,16 +42,6 @@ from pam_jail.safety import check_jail
 UCHROOT_PATH = "/etc/pam_jail/uchroot.ini"
 DEFAULT_PATH_ENV = "/usr/local/bin:/usr/bin:/bin"
 KEPT_ENV = ("TERM", "LANG", "LC_ALL")
-
-
-def _userns_missing() -> str | None:
-    try:
-        with open("/proc/sys/user/max_user_namespaces") as fh:
-            if int(fh.read()) == 0:
-                return "user namespaces are disabled (user.max_user_namespaces = 0)"
-    except (OSError, ValueError):
-        return "user namespaces are not available on this kernel"
-    return None
 
 
 def _checked(name: str, root: str) -> None:
@@ -159,16 +149,7 @@ def load_uchroot(cfg: Config, path: str = UCHROOT_PATH) -> UchrootRules:
     rule jails.ini passes (root-owned, not group/other-writable, up to /)."""
     if not os.path.lexists(path):
         return UchrootRules(source=path)
-    problems = check_config_file(path)
-    if problems:
-        raise ConfigError(f"load {path}: unsafe config file", problems=problems,
-                          hint="chown root:root and chmod go-w the file and its directories")
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"read {path}: {err}") from None
-    return parse_uchroot(text, cfg, path)
+    return parse_uchroot(read_root_owned(path), cfg, path)
 
 
 def allowed_jails(ident: Identity, cfg: Config, rules: UchrootRules) -> list[Jail]:
@@ -285,7 +266,9 @@ def _uchroot(args: argparse.Namespace, ident: Identity, log: SysLog) -> int:
               f"uchroot: would run {' '.join(argv)} as {ident.name} in jail {jail.name} "
               f"({jail.root}), cwd {home}")
         return 0
-    missing = _userns_missing()
+    from pam_jail.confine import userns_unavailable
+
+    missing = userns_unavailable()
     if missing:
         err = Denied(f"uchroot: cannot confine: {missing}",
                      hint="root can start the program with `pam-jail chrootlaunch`")

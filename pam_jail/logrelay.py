@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pam_jail.config import DEFAULT_PATH, check_config_file, load_config, read_ini
+from pam_jail.config import DEFAULT_PATH, load_config, read_ini, read_root_owned
 from pam_jail.errors import ConfigError, PamJailError
 from pam_jail.resolve import JAILKIT_SHELL_NAMES, split_marker
 from pam_jail.safety import open_checked
@@ -179,16 +179,7 @@ def load_settings(path: str | None) -> Settings:
         path = SETTINGS_PATH
         if not os.path.exists(path):
             return Settings()
-    problems = check_config_file(path)
-    if problems:
-        raise ConfigError(f"load {path}: unsafe settings file", problems=problems,
-                          hint="chown root:root and chmod go-w the file and its directories")
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"read {path}: {err}") from None
-    return parse_settings(text, path)
+    return parse_settings(read_root_owned(path, "settings file"), path)
 
 
 # --------------------------------------------------------------- pure decisions

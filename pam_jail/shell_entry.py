@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 
-from pam_jail.confine import confine_unprivileged, relay_child
+from pam_jail.confine import confine_unprivileged, relay_child, userns_unavailable
 from pam_jail.errors import Denied, PamJailError
 from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
@@ -40,26 +40,18 @@ EXIT_REFUSED = 1
 EXIT_COMMAND_REFUSED = 126
 
 
-def _userns_available() -> str | None:
+def read_allow_list(uid: int, path: str = LSH_PATH) -> str:
+    """Read the allow-list (inside the jail: LSH_PATH; explain/doctor pass JAIL + it):
+    a regular file, never through a symlink, not owned by the user, not group/other-
+    writable."""
     try:
-        with open("/proc/sys/user/max_user_namespaces") as fh:
-            if int(fh.read()) == 0:
-                return "user namespaces are disabled (user.max_user_namespaces = 0)"
-    except (OSError, ValueError):
-        return "user namespaces are not available on this kernel"
-    return None
-
-
-def read_allow_list(uid: int) -> str:
-    """Read the allow-list inside the jail; refuse one the user owns or could write."""
-    try:
-        fd = os.open(LSH_PATH, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as err:
-        raise Denied(f"read {LSH_PATH} in the jail: {err.strerror}") from None
+        raise Denied(f"read {path}: {err.strerror}") from None
     try:
         st = os.fstat(fd)
         if st.st_uid == uid or not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022:
-            raise Denied(f"read {LSH_PATH} in the jail: owned or writable by the user")
+            raise Denied(f"read {path}: owned or writable by the user")
         chunks = []
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
@@ -125,7 +117,7 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     session.jail = jail.name
     if jail.mode != "shell":
         raise Denied(f"jail {jail.name} has mode {jail.mode}, not shell")
-    missing = _userns_available()
+    missing = userns_unavailable()
     if missing:
         raise Denied(f"cannot confine: {missing}",
                      hint="use the PAM path (mode = pam) on this host")
