@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import build_jail, remove_jail
+from jail_fixtures import LIBDIR, build_jail, remove_jail
 from sshd_harness import User
 from syslog_capture import SyslogCapture
 
@@ -19,9 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PROBE = "/usr/local/bin/pjescape"
 MARKER = "/var/lib/pam_jail-test/launch-host-marker"
-# the tree's pam-jail, run by the system interpreter (what a user would run; the
-# .venv is root's test tooling)
-BOOT = (f"import sys; sys.path[:0] = [{REPO!r}]; "
+# the installed pam-jail (scripts/test installs the tree first), run by the system
+# interpreter as a user would: the checkout itself may not be readable by other users
+BOOT = (f"import sys; sys.path[:0] = [{LIBDIR!r}]; "
         "sys.path += ['/usr/lib/python3/dist-packages']; "
         "from pam_jail.cli import main; sys.exit(main(sys.argv[1:]))")
 

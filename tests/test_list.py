@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from jail_fixtures import (
+    LIBDIR,
     SHELL_ENTRY,
     SYSTEM_CONFIG,
     JailedPair,
@@ -165,8 +166,7 @@ def test_pam_path_process_is_listed(pair: JailedPair, pam_service: Callable[...,
 
 # uchroot as the user (the tree's pam-jail, system interpreter), to put a real process
 # into a jail that only the user's /./ home marker names
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOOT = (f"import sys; sys.path[:0] = [{REPO!r}]; "
+BOOT = (f"import sys; sys.path[:0] = [{LIBDIR!r}]; "
         "sys.path += ['/usr/lib/python3/dist-packages']; "
         "from pam_jail.cli import main; sys.exit(main(sys.argv[1:]))")
 
