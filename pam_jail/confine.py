@@ -21,11 +21,10 @@ and errno's text ("mount devpts on /srv/j/dev/pts: Operation not permitted").
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import struct
 
+from pam_jail import _sys
 from pam_jail.errors import ConfineError
 
 TYPE_CHECKING = False
@@ -62,36 +61,18 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-SYS_pivot_root = 155
-SYS_capget = 125
-SYS_capset = 126
-SYS_close_range = 436
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                        ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong]
 
 
-def _fail(action: str, err: int | None = None) -> ConfineError:
-    code = ctypes.get_errno() if err is None else err
-    return ConfineError(f"{action}: {os.strerror(code)}")
+def _fail(action: str, err: int | None) -> ConfineError:
+    return ConfineError(f"{action}: {os.strerror(err or errno.EIO)}")
 
 
-def _check(result: int, action: str) -> int:
-    if result < 0:
-        raise _fail(action)
-    return result
-
-
-def _b(value: str | None) -> bytes | None:
-    return None if value is None else os.fsencode(value)
+def _call(action: str, func: Callable[..., object], *args: object) -> None:
+    """One system call of pam_jail._sys; its OSError becomes ConfineError(action)."""
+    try:
+        func(*args)
+    except OSError as err:
+        raise _fail(action, err.errno) from None
 
 
 # --- single steps -----------------------------------------------------------------
@@ -106,8 +87,11 @@ def close_fds(keep: tuple[int, ...] = ()) -> None:
         low = fd + 1
     ranges.append((low, 0xFFFFFFFF))
     for first, last in ranges:
-        if _libc.syscall(SYS_close_range, first, last, 0) == 0:
+        try:
+            _sys.close_range(first, last)
             continue
+        except OSError:
+            pass
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
             if first <= fd <= last:
@@ -118,21 +102,24 @@ def close_fds(keep: tuple[int, ...] = ()) -> None:
 
 
 def unshare(flags: int, what: str) -> None:
-    _check(_libc.unshare(flags), f"unshare {what}")
+    _call(f"unshare {what}", _sys.unshare, flags)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int,
           data: str | None = None, *, what: str = "") -> None:
-    result = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
-    _check(result, f"mount {what or fstype or source} on {target}")
+    _call(f"mount {what or fstype or source} on {target}", _sys.mount, source, target,
+          fstype, flags, data)
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), f"umount {target}")
+    _call(f"umount {target}", _sys.umount2, target, flags)
 
 
 def prctl(option: int, arg2: int = 0, what: str = "prctl") -> int:
-    return _check(_libc.prctl(option, arg2, 0, 0, 0), what)
+    try:
+        return _sys.prctl(option, arg2)
+    except OSError as err:
+        raise _fail(what, err.errno) from None
 
 
 def make_mounts_private() -> None:
@@ -233,7 +220,7 @@ def pivot_into(jail_fd: int, root: str) -> None:
     except OSError as err:
         raise _fail(f"chdir {root}", err.errno) from None
     os.close(jail_fd)
-    _check(_libc.syscall(SYS_pivot_root, b".", b"."), f"pivot_root {root}")
+    _call(f"pivot_root {root}", _sys.pivot_root, ".", ".")
     umount(".", MNT_DETACH)
     os.chdir("/")
 
@@ -313,23 +300,27 @@ def _last_cap() -> int:
 
 def drop_bounding_set() -> None:
     for cap in range(_last_cap() + 1):
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() != errno.EINVAL:
-            raise _fail(f"drop capability {cap} from the bounding set")
+        try:
+            _sys.prctl(PR_CAPBSET_DROP, cap)
+        except OSError as err:
+            if err.errno != errno.EINVAL:   # EINVAL: no such capability on this kernel
+                raise _fail(f"drop capability {cap} from the bounding set",
+                            err.errno) from None
 
 
 def _capget() -> tuple[int, int, int]:
-    header = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0))
-    data = ctypes.create_string_buffer(24)
-    _check(_libc.syscall(SYS_capget, header, data), "capget")
-    e0, p0, i0, e1, p1, i1 = struct.unpack("6I", data.raw)
-    return e0 | e1 << 32, p0 | p1 << 32, i0 | i1 << 32
+    try:
+        return _sys.capget()
+    except OSError as err:
+        raise _fail("capget", err.errno) from None
 
 
 def clear_capabilities() -> None:
-    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0))
-    data = ctypes.create_string_buffer(bytes(24))
-    _check(_libc.syscall(SYS_capset, header, data), "capset (clear all)")
+    try:
+        _sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError:
+        pass   # no ambient set on this kernel: nothing to clear
+    _call("capset (clear all)", _sys.capset, 0, 0, 0)
 
 
 def switch_ids(uid: int, gid: int, groups: list[int]) -> None:
@@ -360,7 +351,7 @@ def prove_dropped(uid: int, gid: int) -> None:
     if eff or perm or inh:
         raise ConfineError(f"verify privilege drop: capabilities left "
                            f"(eff={eff:#x} perm={perm:#x} inh={inh:#x})")
-    if _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1:
+    if prctl(PR_GET_NO_NEW_PRIVS, what="prctl PR_GET_NO_NEW_PRIVS") != 1:
         raise ConfineError("verify privilege drop: no_new_privs is not set")
 
 

@@ -177,8 +177,8 @@ def test_lsh_runtime_for_the_pam_path(base: str) -> None:
     again = build.update_jail(root, prune=True)
     assert (again.files, again.removed) == (0, 0) and not again.warnings
     assert Path(f"{root}/etc/pam_jail/lsh.ini").read_text() == LSH_INI  # not the host's
-    # the runtime is exactly what it needs: without _ctypes the shell cannot start
-    os.unlink(f"{root}/usr/lib/python3.11/lib-dynload/_ctypes.cpython-311-x86_64-linux-gnu.so")
+    # the runtime is exactly what it needs: without the C extension the shell cannot start
+    os.unlink(f"{root}/usr/local/lib/pam_jail/pam_jail/_sys.cpython-311-x86_64-linux-gnu.so")
     broken = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user)
     assert broken.returncode == 1 and "installation broken" in broken.stderr
 

@@ -1,0 +1,209 @@
+/* pam_jail._sys: the Linux system calls that CPython 3.11's os module lacks, for
+ * pam_jail/confine.py (and nothing else). Each function is one system call, with the
+ * arguments checked by the argument parser and errno turned into OSError; the policy of
+ * which call, when, with what, stays in confine.py.
+ *
+ * Why C and not ctypes: `import ctypes` (and libffi) costs ~6 ms at every login on
+ * these machines, this module ~0.1 ms (docs/benchmarks.md). Built by scripts/build-ext
+ * (scripts/setup, scripts/install) and by packaging/debian/rules.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* An optional str/bytes path argument (None allowed) as a C string. */
+static int
+opt_path(PyObject *obj, void *out)
+{
+    PyObject **result = out;
+
+    if (obj == NULL) {              /* cleanup call of the converter */
+        Py_CLEAR(*result);
+        return 1;
+    }
+    if (obj == Py_None) {
+        *result = NULL;
+        return 1;
+    }
+    if (!PyUnicode_FSConverter(obj, result))
+        return 0;
+    return Py_CLEANUP_SUPPORTED;
+}
+
+#define CSTR(b) ((b) == NULL ? NULL : PyBytes_AS_STRING(b))
+
+PyDoc_STRVAR(unshare_doc, "unshare(flags): unshare(2); OSError on failure.");
+static PyObject *
+sys_unshare(PyObject *self, PyObject *args)
+{
+    int flags;
+
+    if (!PyArg_ParseTuple(args, "i:unshare", &flags))
+        return NULL;
+    if (unshare(flags) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mount_doc,
+    "mount(source, target, fstype, flags, data): mount(2); source, fstype and data may "
+    "be None.");
+static PyObject *
+sys_mount(PyObject *self, PyObject *args)
+{
+    PyObject *source = NULL, *target = NULL, *fstype = NULL, *data = NULL;
+    unsigned long flags;
+    int rc;
+
+    if (!PyArg_ParseTuple(args, "O&O&O&kO&:mount", opt_path, &source,
+                          PyUnicode_FSConverter, &target, opt_path, &fstype, &flags,
+                          opt_path, &data))
+        return NULL;
+    rc = mount(CSTR(source), PyBytes_AS_STRING(target), CSTR(fstype), flags, CSTR(data));
+    Py_XDECREF(source);
+    Py_DECREF(target);
+    Py_XDECREF(fstype);
+    Py_XDECREF(data);
+    if (rc != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(umount2_doc, "umount2(target, flags): umount2(2).");
+static PyObject *
+sys_umount2(PyObject *self, PyObject *args)
+{
+    PyObject *target = NULL;
+    int flags, rc;
+
+    if (!PyArg_ParseTuple(args, "O&i:umount2", PyUnicode_FSConverter, &target, &flags))
+        return NULL;
+    rc = umount2(PyBytes_AS_STRING(target), flags);
+    Py_DECREF(target);
+    if (rc != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(pivot_root_doc, "pivot_root(new_root, put_old): pivot_root(2).");
+static PyObject *
+sys_pivot_root(PyObject *self, PyObject *args)
+{
+    PyObject *new_root = NULL, *put_old = NULL;
+    long rc;
+
+    if (!PyArg_ParseTuple(args, "O&O&:pivot_root", PyUnicode_FSConverter, &new_root,
+                          PyUnicode_FSConverter, &put_old))
+        return NULL;
+    rc = syscall(SYS_pivot_root, PyBytes_AS_STRING(new_root), PyBytes_AS_STRING(put_old));
+    Py_DECREF(new_root);
+    Py_DECREF(put_old);
+    if (rc != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(prctl_doc,
+    "prctl(option, arg2=0, arg3=0, arg4=0, arg5=0) -> int: prctl(2)'s result; OSError "
+    "when it returns -1.");
+static PyObject *
+sys_prctl(PyObject *self, PyObject *args)
+{
+    int option, rc;
+    unsigned long arg2 = 0, arg3 = 0, arg4 = 0, arg5 = 0;
+
+    if (!PyArg_ParseTuple(args, "i|kkkk:prctl", &option, &arg2, &arg3, &arg4, &arg5))
+        return NULL;
+    rc = prctl(option, arg2, arg3, arg4, arg5);
+    if (rc == -1)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(rc);
+}
+
+PyDoc_STRVAR(capget_doc,
+    "capget() -> (effective, permitted, inheritable): this thread's capability sets as "
+    "64-bit masks (capget(2), version 3).");
+static PyObject *
+sys_capget(PyObject *self, PyObject *noargs)
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2] = {{0}};
+
+    if (syscall(SYS_capget, &header, data) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return Py_BuildValue("(KKK)",
+        (unsigned long long)data[0].effective | (unsigned long long)data[1].effective << 32,
+        (unsigned long long)data[0].permitted | (unsigned long long)data[1].permitted << 32,
+        (unsigned long long)data[0].inheritable
+            | (unsigned long long)data[1].inheritable << 32);
+}
+
+PyDoc_STRVAR(capset_doc,
+    "capset(effective, permitted, inheritable): set this thread's capability sets "
+    "(capset(2), version 3) from 64-bit masks.");
+static PyObject *
+sys_capset(PyObject *self, PyObject *args)
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    unsigned long long eff, perm, inh;
+
+    if (!PyArg_ParseTuple(args, "KKK:capset", &eff, &perm, &inh))
+        return NULL;
+    data[0].effective = (__u32)eff;
+    data[1].effective = (__u32)(eff >> 32);
+    data[0].permitted = (__u32)perm;
+    data[1].permitted = (__u32)(perm >> 32);
+    data[0].inheritable = (__u32)inh;
+    data[1].inheritable = (__u32)(inh >> 32);
+    if (syscall(SYS_capset, &header, data) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(close_range_doc,
+    "close_range(first, last, flags=0): close_range(2); OSError (ENOSYS on old kernels).");
+static PyObject *
+sys_close_range(PyObject *self, PyObject *args)
+{
+    unsigned int first, last, flags = 0;
+
+    if (!PyArg_ParseTuple(args, "II|I:close_range", &first, &last, &flags))
+        return NULL;
+    if (syscall(SYS_close_range, first, last, flags) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef sys_methods[] = {
+    {"unshare", sys_unshare, METH_VARARGS, unshare_doc},
+    {"mount", sys_mount, METH_VARARGS, mount_doc},
+    {"umount2", sys_umount2, METH_VARARGS, umount2_doc},
+    {"pivot_root", sys_pivot_root, METH_VARARGS, pivot_root_doc},
+    {"prctl", sys_prctl, METH_VARARGS, prctl_doc},
+    {"capget", sys_capget, METH_NOARGS, capget_doc},
+    {"capset", sys_capset, METH_VARARGS, capset_doc},
+    {"close_range", sys_close_range, METH_VARARGS, close_range_doc},
+    {0}
+};
+
+static struct PyModuleDef sys_module = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "pam_jail._sys",
+    .m_doc = "Linux system calls for pam_jail.confine that os lacks in Python 3.11.",
+    .m_size = -1,
+    .m_methods = sys_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__sys(void)
+{
+    return PyModule_Create(&sys_module);
+}
