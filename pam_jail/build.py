@@ -28,12 +28,13 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -184,7 +185,7 @@ def load_profiles(path: str = DEFAULT_PROFILES_FILE) -> dict[str, Profile]:
     return profiles
 
 
-def expand_profiles(profiles: dict[str, Profile], names: Sequence[str]) -> list[Profile]:
+def expand_profiles(profiles: Mapping[str, Profile], names: Sequence[str]) -> list[Profile]:
     """The named profiles and everything they include, each once, includes first."""
     order: list[Profile] = []
     done: set[str] = set()
@@ -212,8 +213,11 @@ def expand_profiles(profiles: dict[str, Profile], names: Sequence[str]) -> list[
 
 # --------------------------------------------------------------------------- checks
 
+_CONTROL_CHAR = re.compile("[\x00-\x1f\x7f]")
+
+
 def _check_name(path: str, what: str) -> None:
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if _CONTROL_CHAR.search(path):
         raise BuildError(f"{what}: {path!r}: control character in file name")
 
 
@@ -395,8 +399,8 @@ class _Planner:
             self.plan.entries[path] = kind
         # Libraries found through ld.so.conf-only directories need the jail's ld.so to have
         # the cache; the default directories are searched without it.
-        default = {os.path.realpath(d) for d in elf.DEFAULT_LIB_DIRS}
-        conf_only = {os.path.realpath(d) for d in elf.ld_so_conf_dirs()} - default
+        default = {_canonical(d) for d in elf.DEFAULT_LIB_DIRS}
+        conf_only = {_canonical(d) for d in elf.ld_so_conf_dirs()} - default
         if os.path.isfile(LD_SO_CACHE) and any(
                 os.path.dirname(p) in conf_only for p in self.plan.entries):
             for link in elf.path_chain(LD_SO_CACHE)[0]:
@@ -407,6 +411,16 @@ class _Planner:
                 raise BuildError(f"copy {path}: symlink target {os.readlink(path)} leaves the "
                                  "jail")
         return self.plan
+
+
+def _canonical(directory: str) -> str:
+    """The canonical path of a library directory, through elf.path_chain's cache (the
+    closure has just resolved these directories); an absent one as written: no planned
+    path can lie in it."""
+    try:
+        return elf.path_chain(directory)[1]
+    except OSError:
+        return directory
 
 
 def _raise_walk_error(err: OSError) -> None:
@@ -454,10 +468,18 @@ class _Writer:
     With `shared` (the writer of a shared base tree), a regular file is first brought up
     to date in the base, then hard-linked into the jail (by rename of a new link: a jail
     never sees a half-made entry, and a file is never rewritten in place, so the other
-    jails linking the old inode keep a whole old file until their own update)."""
+    jails linking the old inode keep a whole old file until their own update).
+
+    With `fresh` (a new jail's JAIL.tmp-XXXXXX tree, made by this build and renamed into
+    place only when complete), directories, files and symlinks are created directly at
+    their names (mkdir, O_CREAT|O_EXCL|O_NOFOLLOW, symlink: none of them follows or
+    replaces an existing entry) instead of under a temporary name renamed into place: the
+    rename of the whole tree is what makes a new jail appear complete. An entry that
+    already exists there falls back to the general path (checked, replaced by rename).
+    Device nodes always take the general path."""
 
     def __init__(self, root: str, report: BuildReport, dry_run: bool,
-                 shared: _Writer | None = None) -> None:
+                 shared: _Writer | None = None, *, fresh: bool = False) -> None:
         self.root = root
         self.report = report
         self.dry_run = dry_run
@@ -465,6 +487,7 @@ class _Writer:
         self.shared = shared
         self.links_expected = False  # True for a shared base: its files have many links
         self.unshared = 0  # hard-linked jail files replaced by copies (no `shared`)
+        self.fresh = fresh and not dry_run
 
     def jail(self, path: str) -> str:
         return self.root + path
@@ -479,6 +502,17 @@ class _Writer:
         parent = os.path.dirname(path)
         self.ensure_dir(parent)
         target = self.jail(path)
+        if self.fresh:
+            try:
+                os.mkdir(target, 0o700)
+            except FileExistsError:
+                pass  # checked below
+            else:
+                os.chown(target, uid, gid, follow_symlinks=False)
+                os.chmod(target, mode)
+                self.report.dirs += 1
+                self.dirs_ok.add(path)
+                return
         try:
             st = os.lstat(target)
         except FileNotFoundError:
@@ -520,6 +554,15 @@ class _Writer:
             if mode & (stat.S_ISUID | stat.S_ISGID):
                 self.report.warnings.append(f"copy {src}: setuid/setgid bits stripped")
             mode &= 0o755  # no s-bits, no sticky, not group/other-writable
+
+            def fill(fd: int) -> None:
+                _sendfile_all(source.fileno(), fd, st.st_size)
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+            if self.fresh and self._create_file(target, mode, fill):
+                self.report.files += 1
+                self.report.bytes += st.st_size
+                return
             old = self._existing(target)
             if old is not None and stat.S_ISREG(old.st_mode) and old.st_nlink > 1 \
                     and not self.links_expected:
@@ -539,11 +582,6 @@ class _Writer:
             if self.dry_run:
                 return
             source.seek(0)
-
-            def fill(fd: int) -> None:
-                _sendfile_all(source.fileno(), fd, st.st_size)
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-
             self._replace_file(target, mode, fill)
 
     def link_file(self, src: str, path: str) -> None:
@@ -577,6 +615,15 @@ class _Writer:
     def symlink(self, path: str, link_target: str) -> None:
         target = self.jail(path)
         self.ensure_dir(os.path.dirname(path))
+        if self.fresh:
+            try:
+                os.symlink(link_target, target)
+            except FileExistsError:
+                pass  # the general path below replaces it
+            else:
+                os.lchown(target, 0, 0)
+                self.report.symlinks += 1
+                return
         old = self._existing(target)
         if old is not None and stat.S_ISLNK(old.st_mode) and os.readlink(target) == link_target:
             if old.st_uid != 0 and not self.dry_run:
@@ -617,6 +664,28 @@ class _Writer:
             _unlink_quietly(tmp)
             raise
 
+    @staticmethod
+    def _create_file(target: str, mode: int, fill: Callable[[int], None]) -> bool:
+        """Create `target` (O_EXCL|O_NOFOLLOW: never an existing entry, never through a
+        symlink), root-owned with `mode`, filled by `fill`; False if it already exists.
+        On a failure part-way the file is removed."""
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            return False
+        try:
+            try:
+                fill(fd)
+                os.fchown(fd, 0, 0)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink_quietly(target)
+            raise
+        return True
+
     def _replace_file(self, target: str, mode: int, fill: Callable[[int], None]) -> None:
         """Write a new root-owned file beside `target` (O_EXCL|O_NOFOLLOW), let `fill`
         write its content, then rename it over `target`; on any failure remove it."""
@@ -644,6 +713,10 @@ class _Writer:
         target = self.jail(path)
         self.ensure_dir(os.path.dirname(path))
         data = text.encode("utf-8", "surrogateescape")
+        if self.fresh and self._create_file(target, mode, lambda fd: _write_all(fd, data)):
+            self.report.files += 1
+            self.report.bytes += len(data)
+            return
         old = self._existing(target)
         if old is not None and stat.S_ISREG(old.st_mode) and old.st_size == len(data):
             with open(target, "rb", opener=_nofollow_opener) as fh:
@@ -879,16 +952,21 @@ def _shared_writer(base: str, root: str, dry_run: bool) -> _Writer:
 def init_jail(root: str, profiles: Sequence[str], *, users: Sequence[str] = (),
               profiles_file: str = DEFAULT_PROFILES_FILE, dry_run: bool = False,
               shell: str | None = None, shared: str | None = None,
-              unshare: bool = False) -> BuildReport:
+              unshare: bool = False,
+              definitions: Mapping[str, Profile] | None = None) -> BuildReport:
     """Build (or update) the jail at `root` from the named profiles and add `users`.
     With `shared` (a base directory on the jail's file system), regular files are
-    hard links to copies kept in that base instead of copies of their own."""
+    hard links to copies kept in that base instead of copies of their own.
+    `definitions` (what load_profiles returned) is used instead of reading
+    `profiles_file`, e.g. by a caller building many jails from one file."""
     start = time.perf_counter()
     root = _normalize_root(root)
     if not profiles:
         raise UsageError("init: name at least one profile")
     exists = _check_root(root, must_exist=False)
-    chosen = expand_profiles(load_profiles(profiles_file), profiles)
+    if definitions is None:
+        definitions = load_profiles(profiles_file)
+    chosen = expand_profiles(definitions, profiles)
     plan = plan_profiles(chosen)
     report = BuildReport(root=root, dry_run=dry_run, warnings=list(plan.warnings))
     for path, kind in plan.entries.items():
@@ -903,32 +981,33 @@ def init_jail(root: str, profiles: Sequence[str], *, users: Sequence[str] = (),
     base = _shared_writer(shared, root, dry_run) if shared else None
     report.shared = base.root if base else ""
 
-    def build(target: str) -> None:
-        writer = _Writer(target, report, dry_run, shared=base)
+    def build(target: str, fresh: bool) -> None:
+        writer = _Writer(target, report, dry_run, shared=base, fresh=fresh)
         writer.apply(plan)
         _write_identity(writer, all_users, groups, shell, homes=True)
 
     if exists:
         if not os.path.isdir(root) or os.path.islink(root):
             raise BuildError(f"build {root}: exists and is not a directory")
-        build(root)
+        build(root, False)
     elif dry_run:
         report.dirs += 1
-        build(root)
+        build(root, False)
     else:
         _build_new(root, build)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _build_new(root: str, build: Any) -> None:
-    """Build a new jail in JAIL.tmp-XXXXXX and rename it into place; remove it on failure."""
+def _build_new(root: str, build: Callable[[str, bool], None]) -> None:
+    """Build a new jail in JAIL.tmp-XXXXXX and rename it into place; remove it on failure.
+    `build(tmp, True)`: the tree is fresh (see _Writer)."""
     parent = os.path.dirname(root) or "/"
     tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".tmp-", dir=parent)
     try:
         os.chown(tmp, 0, 0)
         os.chmod(tmp, 0o755)  # noqa: S103 - the jail root, like any jail directory
-        build(tmp)
+        build(tmp, True)
         try:
             os.rename(tmp, root)  # fails if a non-empty directory appeared meanwhile
         except OSError as err:

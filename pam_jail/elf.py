@@ -23,7 +23,9 @@ a hit there is *added* and the search goes on, so the jail gets a superset that 
 CPU level. Candidates whose ELF class, data encoding or machine differ are skipped.
 
 Only the ELF header, the program headers, the dynamic table and the dynamic string table are
-read; results are cached per path (keyed by inode and mtime).
+read; results are cached per file (keyed by device, inode, mtime and size, so
+`/lib/x86_64-linux-gnu/libc.so.6` and `/usr/lib/x86_64-linux-gnu/libc.so.6` are parsed once).
+Within one `closure()` run every path is stat'ed and every search answered once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import stat
 import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
@@ -78,13 +80,19 @@ class ElfInfo:
             other.elfclass, other.little_endian, other.machine)
 
 
-# path -> ((st_dev, st_ino, st_mtime_ns, st_size), info or None when not ELF)
-_elf_cache: dict[str, tuple[tuple[int, int, int, int], ElfInfo | None]] = {}
-# path -> (symlinks met, canonical path)
-_chain_cache: dict[str, tuple[tuple[str, ...], str]] = {}
+# A file's identity for the caches: (st_dev, st_ino, st_mtime_ns, st_size).
+_FileKey = tuple[int, int, int, int]
+# path -> (identity, info or None when not ELF)
+_elf_cache: dict[str, tuple[_FileKey, ElfInfo | None]] = {}
+# identity -> info: one parse per file, whatever path (e.g. through /lib -> usr/lib) names it
+_inode_cache: dict[_FileKey, ElfInfo | None] = {}
+# path -> (symlinks met, canonical path, is a directory, symlinks followed)
+_chain_cache: dict[str, tuple[tuple[str, ...], str, bool, int]] = {}
 # ld.so.conf file -> directories
 _conf_cache: dict[str, tuple[str, ...]] = {}
 _isdir_cache: dict[str, bool] = {}
+# library directory -> its glibc-hwcaps subdirectories that exist
+_hwcaps_cache: dict[str, tuple[str, ...]] = {}
 # d_tag values (elf.h)
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
 # pyelftools' struct definitions per ELF flavour: building them (what ELFFile() does for
@@ -95,9 +103,11 @@ _structs_cache: dict[tuple[object, ...], ELFStructs] = {}
 def clear_caches() -> None:
     """Forget everything cached (tests; a long-running process after a package upgrade)."""
     _elf_cache.clear()
+    _inode_cache.clear()
     _chain_cache.clear()
     _conf_cache.clear()
     _isdir_cache.clear()
+    _hwcaps_cache.clear()
     _structs_cache.clear()
 
 
@@ -114,44 +124,77 @@ def path_chain(path: str) -> tuple[tuple[str, ...], str]:
     if not path.startswith("/"):
         raise BuildError(f"resolve {path}: not an absolute path")
     cached = _chain_cache.get(path)
+    if cached is None:
+        cached = _chain(path, 0)
+    return cached[0], cached[1]
+
+
+_Chain = tuple[tuple[str, ...], str, bool, int]
+
+
+def _chain(path: str, depth: int) -> _Chain:
+    """path_chain of an absolute path, plus whether it is a directory and how many
+    symlinks were followed. Walks on from the longest prefix already resolved (every
+    prefix is cached), so the libraries of one directory cost one lstat each, not one per
+    component. `depth` counts the symlinks being followed on the way here: only symlink
+    targets recurse, and a loop ends at MAX_SYMLINKS."""
+    cached = _chain_cache.get(path)
     if cached is not None:
         return cached
-    links: list[str] = []
-    resolved = "/"
-    parts = deque(path.split("/"))
-    hops = 0
-    while parts:
-        part = parts.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            resolved = os.path.dirname(resolved)
-            continue
-        candidate = os.path.join(resolved, part)
-        st = os.lstat(candidate)
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > MAX_SYMLINKS:
-                raise OSError(40, "Too many levels of symbolic links", path)
-            if candidate not in links:
-                links.append(candidate)
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = "/"
-            parts.extendleft(reversed(target.split("/")))
-            continue
-        if parts and any(p not in ("", ".") for p in parts) and not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(20, "Not a directory", candidate)
-        resolved = candidate
-    result = (tuple(links), resolved)
-    _chain_cache[path] = result
-    return result
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done = len(parts)
+    state: _Chain | None = None
+    while state is None and done > 0:
+        done -= 1
+        state = _chain_cache.get("/" + "/".join(parts[:done])) if done else None
+    if state is None:
+        state = ((), "/", True, 0)
+    for index in range(done, len(parts)):
+        state = _step(state, parts[index], depth, path)
+        _chain_cache["/" + "/".join(parts[:index + 1])] = state
+    _chain_cache[path] = state
+    return state
+
+
+def _step(state: _Chain, part: str, depth: int, path: str) -> _Chain:
+    """Resolve one more component `part` below the resolved directory `state`."""
+    links, parent, parent_is_dir, hops = state
+    if not parent_is_dir:  # a component followed by another must be a directory
+        raise NotADirectoryError(20, "Not a directory", parent)
+    if part == "..":
+        return links, os.path.dirname(parent), True, hops
+    candidate = parent + "/" + part if parent != "/" else "/" + part
+    st = os.lstat(candidate)
+    if not stat.S_ISLNK(st.st_mode):
+        return links, candidate, stat.S_ISDIR(st.st_mode), hops
+    if depth >= MAX_SYMLINKS or hops >= MAX_SYMLINKS:
+        raise OSError(40, "Too many levels of symbolic links", path)
+    target = os.readlink(candidate)
+    if not target.startswith("/"):
+        target = parent + "/" + target
+    t_links, canonical, is_dir, t_hops = _chain(target, depth + 1)
+    hops += 1 + t_hops
+    if hops > MAX_SYMLINKS:
+        raise OSError(40, "Too many levels of symbolic links", path)
+    return tuple(dict.fromkeys((*links, candidate, *t_links))), canonical, is_dir, hops
 
 
 def _isdir(path: str) -> bool:
     cached = _isdir_cache.get(path)
     if cached is None:
         cached = _isdir_cache[path] = os.path.isdir(path)
+    return cached
+
+
+def _hwcaps(directory: str) -> tuple[str, ...]:
+    """The glibc-hwcaps subdirectories of `directory` that exist, in search order."""
+    cached = _hwcaps_cache.get(directory)
+    if cached is None:
+        cached = ()
+        if _isdir(os.path.join(directory, "glibc-hwcaps")):
+            cached = tuple(sub for sub in (os.path.join(directory, s) for s in HWCAPS_SUBDIRS)
+                           if _isdir(sub))
+        _hwcaps_cache[directory] = cached
     return cached
 
 
@@ -163,22 +206,34 @@ def read_elf(path: str) -> ElfInfo | None:
     Returns None when the file is not ELF. Raises OSError if it cannot be read and
     BuildError if it is a malformed ELF file.
     """
+    return _read_elf(path)[1]
+
+
+def _read_elf(path: str) -> tuple[_FileKey, ElfInfo | None]:
+    """read_elf, also returning the file's identity (st_dev, st_ino, mtime, size)."""
     st = os.stat(path)
     key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     cached = _elf_cache.get(path)
     if cached is not None and cached[0] == key:
-        return cached[1]
-    info: ElfInfo | None = None
-    if stat.S_ISREG(st.st_mode) and st.st_size >= 16:
-        with open(path, "rb") as stream:
-            if stream.read(4) == ELF_MAGIC:
-                stream.seek(0)
-                try:
-                    info = _parse(path, stream)
-                except (ELFError, ValueError, OSError, KeyError, AttributeError) as err:
-                    raise BuildError(f"resolve {path}: malformed ELF file ({err})") from err
-    _elf_cache[path] = (key, info)
-    return info
+        return cached
+    if key in _inode_cache:  # the same file, parsed under another name
+        info = _inode_cache[key]
+        if info is not None:
+            info = replace(info, path=path)
+    else:
+        info = None
+        if stat.S_ISREG(st.st_mode) and st.st_size >= 16:
+            with open(path, "rb") as stream:
+                if stream.read(4) == ELF_MAGIC:
+                    stream.seek(0)
+                    try:
+                        info = _parse(path, stream)
+                    except (ELFError, ValueError, OSError, KeyError, AttributeError) as err:
+                        raise BuildError(f"resolve {path}: malformed ELF file ({err})") \
+                            from err
+        _inode_cache[key] = info
+    result = _elf_cache[path] = (key, info)
+    return result
 
 
 def _structs(little_endian: bool, elfclass: int, *advanced: object) -> ELFStructs:
@@ -396,13 +451,13 @@ def ld_so_conf_dirs(conf: str = LD_SO_CONF) -> tuple[str, ...]:
     return cached
 
 
-def _read_conf(conf: str, found: list[str], seen: set[str]) -> None:
-    real = os.path.realpath(conf)
-    if real in seen:
-        return
-    seen.add(real)
+def _read_conf(conf: str, found: list[str], seen: set[tuple[int, int]]) -> None:
     try:
         with open(conf, encoding="utf-8", errors="surrogateescape") as fh:
+            st = os.fstat(fh.fileno())
+            if (st.st_dev, st.st_ino) in seen:  # an include loop: each file once
+                return
+            seen.add((st.st_dev, st.st_ino))
             lines = fh.read().splitlines()
     except (FileNotFoundError, NotADirectoryError):
         return
@@ -454,14 +509,27 @@ class _Loaded:
     info: ElfInfo
     origin: str
     loader: _Loaded | None
+    ident: tuple[int, int]  # (st_dev, st_ino): ld.so's "already loaded" test
+
+
+# (ELF class, little-endian, machine): what a candidate library must match
+_Flavour = tuple[int, bool, str]
 
 
 class _Resolver:
-    """One resolution run: shares search results between the programs given."""
+    """One resolution run: shares search results between the programs given.
+
+    Within a run the file system is taken as fixed: each path is stat'ed (and read) once
+    and each search (name, directories, ELF flavour) is answered once, so the second
+    program needing libc.so.6 costs a dictionary look-up, not a walk of the search path.
+    """
 
     def __init__(self, conf: str = LD_SO_CONF) -> None:
         self.system = system_dirs(conf)
         self.result: set[str] = set()
+        # path -> (identity, info), or the OSError reading it raised
+        self.read_memo: dict[str, tuple[_FileKey, ElfInfo | None] | OSError] = {}
+        self.search_memo: dict[tuple[str, tuple[str, ...], _Flavour], list[str]] = {}
 
     def add_chain(self, path: str, what: str) -> str:
         """Add the symlink chain and canonical path of `path`; return the canonical path."""
@@ -473,11 +541,24 @@ class _Resolver:
         self.result.add(canonical)
         return canonical
 
+    def read(self, path: str) -> tuple[_FileKey, ElfInfo | None]:
+        """_read_elf once per path and run (OSError re-raised on every call)."""
+        memo = self.read_memo.get(path)
+        if memo is None:
+            try:
+                memo = _read_elf(path)
+            except OSError as err:
+                memo = err
+            self.read_memo[path] = memo
+        if isinstance(memo, OSError):
+            raise memo.with_traceback(None)
+        return memo
+
     def program(self, path: str) -> None:
         """Add `path` and, when it is a dynamic ELF object, everything it loads."""
         canonical = self.add_chain(path, path)
         try:
-            info = read_elf(canonical)
+            key, info = self.read(canonical)
         except OSError as err:
             raise BuildError(f"resolve {path}: {err.strerror or err}") from err
         if info is None:
@@ -485,7 +566,7 @@ class _Resolver:
         if info.interp is not None:
             self.add_chain(info.interp, f"{path}: interpreter {info.interp}")
         # The kernel gives ld.so the real path of the executable: $ORIGIN is its directory.
-        root = _Loaded(path, info, os.path.dirname(canonical), None)
+        root = _Loaded(path, info, os.path.dirname(canonical), None, key[:2])
         self.load_namespace(root)
 
     def load_namespace(self, root: _Loaded) -> None:
@@ -502,18 +583,20 @@ class _Resolver:
                 for extra in found[1:]:  # glibc-hwcaps variants: keep, with their deps
                     self.program(extra)
                 path = found[0]
-                canonical = self.add_chain(path, f"{root.path}: {name}")
-                ident = _ident(canonical)
+                self.add_chain(path, f"{root.path}: {name}")
+                # read by the found path: the search read it already (same file as the
+                # canonical path), so no second stat
+                key, info = self.read(path)
+                ident = key[:2]
                 if ident in by_ident:
                     by_name[name] = by_ident[ident]
                     continue
-                info = read_elf(canonical)
                 if info is None:
                     raise BuildError(f"resolve {root.path}: {path} (needed as {name}) "
                                      "is not an ELF object")
                 if info.interp is not None:
                     self.add_chain(info.interp, f"{path}: interpreter {info.interp}")
-                child = _Loaded(path, info, os.path.dirname(path), obj)
+                child = _Loaded(path, info, os.path.dirname(path), obj, ident)
                 self.remember(child, name, by_name, by_ident)
                 queue.append(child)
 
@@ -523,7 +606,7 @@ class _Resolver:
         by_name[name] = obj
         if obj.info.soname:
             by_name.setdefault(obj.info.soname, obj)
-        by_ident[_ident(obj.info.path)] = obj
+        by_ident[obj.ident] = obj
 
     def find(self, name: str, obj: _Loaded, root: _Loaded) -> list[str]:
         """Paths for DT_NEEDED `name` of `obj`: the one ld.so uses first, then hwcaps extras."""
@@ -545,35 +628,43 @@ class _Resolver:
                 loader = loader.loader
         dirs.extend(expand_dst(d, obj.origin) for d in obj.info.runpath)
         dirs.extend(self.system)
+        # The answer depends only on the name, the directories and the ELF flavour.
+        memo_key = (name, tuple(dirs), (want.elfclass, want.little_endian, want.machine))
+        found = self.search_memo.get(memo_key)
+        if found is not None:
+            return found
         extras: list[str] = []
         for directory in dirs:
             if not directory:  # an empty RPATH element means the current directory
                 continue
             if not _isdir(directory):
                 continue
-            for sub in HWCAPS_SUBDIRS:
-                subdir = os.path.join(directory, sub)
-                if _isdir(subdir) and self.candidate(os.path.join(subdir, name), want):
+            for subdir in _hwcaps(directory):
+                if self.candidate(os.path.join(subdir, name), want):
                     extras.append(os.path.join(subdir, name))
             path = os.path.join(directory, name)
             if self.candidate(path, want):
-                return [path, *extras]
+                found = self.search_memo[memo_key] = [path, *extras]
+                return found
         searched = ":".join(dict.fromkeys(d for d in dirs if d))
         raise BuildError(f"resolve {root.path}: {name} (needed by {obj.path}) not found "
                          f"in {searched}")
 
-    @staticmethod
-    def candidate(path: str, want: ElfInfo) -> bool:
+    def candidate(self, path: str, want: ElfInfo) -> bool:
         try:
-            info = read_elf(path)
+            info = self.read(path)[1]
         except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
             return False
         return info is not None and info.compatible(want)
 
 
-def _ident(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino)
+def _candidate(path: str, want: ElfInfo) -> bool:
+    """Whether `path` is an ELF object ld.so would accept for a `want` requester."""
+    try:
+        info = read_elf(path)
+    except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
+        return False
+    return info is not None and info.compatible(want)
 
 
 def closure(paths: Iterable[str]) -> list[str]:
@@ -600,7 +691,7 @@ def find_library(name: str, like: str = "/bin/sh") -> str | None:
         raise BuildError(f"resolve {like}: not an ELF object")
     for directory in system_dirs():
         path = os.path.join(directory, name)
-        if _Resolver.candidate(path, want):
+        if _candidate(path, want):
             return path
     return None
 

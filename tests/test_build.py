@@ -268,6 +268,47 @@ def test_rerun_is_idempotent_and_compares_content(base: str) -> None:
     assert Path(f"{root}/etc/passwd").read_text().count("\nnobody:") == 1
 
 
+def jail_tree(root: str) -> dict[str, tuple[object, ...]]:
+    """Every entry of a jail: kind and mode, owner, link target or content and mtime."""
+    tree: dict[str, tuple[object, ...]] = {}
+    for rel, st in walk_jail(root):
+        what: object = None
+        if stat.S_ISLNK(st.st_mode):
+            what = os.readlink(root + rel)
+        elif stat.S_ISREG(st.st_mode):  # the host's mtime, except for files made here
+            what = (Path(root + rel).read_bytes(),
+                    None if rel in ("/etc/passwd", "/etc/group") else st.st_mtime_ns)
+        elif stat.S_ISCHR(st.st_mode):
+            what = st.st_rdev
+        tree[rel] = (st.st_mode, st.st_uid, st.st_gid, what)
+    return tree
+
+
+def test_new_jail_same_as_built_in_place(base: str) -> None:
+    """A new jail is written straight into its fresh JAIL.tmp-XXXXXX tree (no temporary
+    name per file); building into an existing empty directory takes the general path
+    (lstat, temporary name, rename). Both give the same jail and the same counts, also
+    when a profile writes one path twice (a `symlinks` entry over a copied file)."""
+    conf = write_profiles(base, open(PROFILES).read() +  # noqa: SIM115
+                          "\n[twice]\npaths = /etc/hosts, /etc/nsswitch.conf\n"
+                          "symlinks = /etc/hosts -> nsswitch.conf\n")
+    defs = build.load_profiles(conf)
+    for names in (("basicshell", "ptys", "cvs"), ("sftp", "twice")):
+        fresh = build.init_jail(f"{base}/fresh", names, users=["nobody"], definitions=defs)
+        os.mkdir(f"{base}/in-place", 0o755)
+        in_place = build.init_jail(f"{base}/in-place", names, users=["nobody"],
+                                   profiles_file=conf)
+        assert jail_tree(f"{base}/fresh") == jail_tree(f"{base}/in-place"), names
+        for key in ("files", "bytes", "dirs", "symlinks", "devices", "unchanged",
+                    "warnings"):
+            assert getattr(fresh, key) == getattr(in_place, key), (names, key)
+        assert_jail_rules(f"{base}/fresh", homes=("/home/nobody",))
+        if "twice" in names:
+            assert os.readlink(f"{base}/fresh/etc/hosts") == "nsswitch.conf"
+        shutil.rmtree(f"{base}/fresh")
+        shutil.rmtree(f"{base}/in-place")
+
+
 def test_dry_run_writes_nothing(base: str) -> None:
     root = f"{base}/jail"
     dry = init(root, "basicshell", dry_run=True)

@@ -150,6 +150,9 @@ def test_ld_so_conf_include_globs(tmp_path: Path) -> None:
     (confd / "b.conf").write_text("/opt/b1 /opt/b2\n")
     (confd / "a.conf").write_text("/opt/a\n/opt/first\n")
     (confd / "ignored.txt").write_text("/opt/no\n")
+    # a loop through another name of the same file ends too
+    (tmp_path / "again.conf").symlink_to("ld.so.conf")
+    (confd / "z.conf").write_text("include ../again.conf\n")
     assert elf.ld_so_conf_dirs(str(conf)) == (
         "/opt/first", "/opt/a", "/opt/b1", "/opt/b2", "/opt/last")
     assert elf.ld_so_conf_dirs(str(tmp_path / "absent")) == ()
@@ -180,6 +183,156 @@ def test_runtime_libs_gconv_only_when_asked() -> None:
     paths = elf.runtime_libs(gconv=True)
     assert any(p.endswith("/gconv/gconv-modules") for p in paths)
     assert any(p.endswith("/gconv/UTF-16.so") for p in paths)
+
+
+def _with_search_paths(built: Path) -> list[str]:
+    """The test programs with RPATH/$ORIGIN/$LIB: the same names, other directories."""
+    return [str(built / "app" / "bin" / "rpath"), str(built / "app" / "bin" / "dstlib"),
+            str(built / "link-to-app" / "bin" / "rpath")]
+
+
+def test_one_run_equals_separate_runs(built: Path) -> None:
+    """One closure() run shares its stat, read and search answers between programs: the
+    result must be the union of runs with every cache cleared before each program."""
+    programs = [*PROGRAMS, *elf.runtime_libs(gconv=True), *_with_search_paths(built)]
+    elf.clear_caches()
+    together = set(elf.closure(programs))
+    separate: set[str] = set()
+    for program in programs:
+        elf.clear_caches()
+        separate |= set(elf.closure([program]))
+    assert together == separate
+
+
+def _plain_search(name: str, dirs: tuple[str, ...], flavour: tuple[int, bool, str]) -> list[str]:
+    """The search of elf._Resolver.find written out without any cache: the first
+    directory with a compatible ELF object `name`, after the glibc-hwcaps hits."""
+    extras: list[str] = []
+    for directory in dirs:
+        if not directory or not os.path.isdir(directory):
+            continue
+        for sub in elf.HWCAPS_SUBDIRS:
+            path = os.path.join(directory, sub, name)
+            if os.path.isdir(os.path.join(directory, sub)) and _compatible(path, flavour):
+                extras.append(path)
+        if _compatible(os.path.join(directory, name), flavour):
+            return [os.path.join(directory, name), *extras]
+    return []
+
+
+def _compatible(path: str, flavour: tuple[int, bool, str]) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            if stream.read(4) != elf.ELF_MAGIC:
+                return False
+            info = elf._parse(path, stream)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return False
+    return (info.elfclass, info.little_endian, info.machine) == flavour
+
+
+def test_cached_search_answers_equal_uncached_ones(built: Path) -> None:
+    """Every library search answered (and cached) while resolving the host's common
+    programs, the NSS modules, gconv and programs with their own search paths equals a
+    plain search without caches."""
+    elf.clear_caches()
+    resolver = elf._Resolver()
+    for program in [*PROGRAMS, *elf.runtime_libs(gconv=True), *_with_search_paths(built)]:
+        resolver.program(program)
+    assert len(resolver.search_memo) > 30
+    for (name, dirs, flavour), found in resolver.search_memo.items():
+        assert found == _plain_search(name, dirs, flavour), name
+    # and each file read through the caches gives what a fresh parse of it gives
+    for path, memo in resolver.read_memo.items():
+        if isinstance(memo, OSError):
+            assert not os.path.isfile(path), path
+            continue
+        st = os.stat(path)
+        assert memo[0] == (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size), path
+        if not os.path.isfile(path):  # a directory named in the inputs
+            assert memo[1] is None, path
+            continue
+        with open(path, "rb") as stream:
+            fresh = elf._parse(path, stream) if stream.read(4) == elf.ELF_MAGIC else None
+        if fresh is None:
+            assert memo[1] is None, path
+        else:
+            assert memo[1] is not None and memo[1].needed == fresh.needed, path
+            assert (memo[1].interp, memo[1].rpath, memo[1].runpath, memo[1].soname) == (
+                fresh.interp, fresh.rpath, fresh.runpath, fresh.soname), path
+
+
+def test_one_parse_per_file_whatever_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    real_parse = elf._parse
+
+    def counting(path: str, stream: object, **kwargs: bool) -> elf.ElfInfo:
+        parsed.append(path)
+        return real_parse(path, stream, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(elf, "_parse", counting)
+    elf.clear_caches()
+    names = ["/lib/x86_64-linux-gnu/libc.so.6", os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6"),
+             "/lib64/ld-linux-x86-64.so.2", os.path.realpath("/lib64/ld-linux-x86-64.so.2")]
+    infos = [elf.read_elf(name) for name in names]
+    assert len(parsed) == 2
+    for name, info in zip(names, infos, strict=True):
+        assert info is not None and info.path == name
+    assert infos[0] is not None and infos[1] is not None
+    assert infos[0].needed == infos[1].needed and infos[0].soname == infos[1].soname
+
+
+def test_path_chain_agrees_with_the_kernel(tmp_path: Path) -> None:
+    """Canonical path = realpath, every link met is a symlink, for the host's library and
+    program directories; 40 symlinks are followed, the 41st is ELOOP, like open()."""
+    elf.clear_caches()
+    checked = 0
+    for top in ("/bin", "/lib", "/lib64", "/sbin", "/usr/lib/x86_64-linux-gnu"):
+        for name in sorted(os.listdir(top))[:400]:
+            path = os.path.join(top, name)
+            try:
+                links, canonical = elf.path_chain(path)
+            except OSError:
+                assert not os.path.exists(path), path
+                continue
+            assert canonical == os.path.realpath(path), path
+            assert all(os.path.islink(link) for link in links), path
+            checked += 1
+    assert checked > 500
+    (tmp_path / "f").write_text("x")
+    previous = "f"
+    for index in range(41):
+        (tmp_path / f"l{index}").symlink_to(previous)
+        previous = f"l{index}"
+    base = os.path.realpath(tmp_path)
+    links, canonical = elf.path_chain(f"{base}/l39")  # 40 links
+    assert canonical == f"{base}/f" and len(links) == 40
+    assert os.stat(f"{base}/l39")
+    with pytest.raises(OSError) as raised:
+        elf.path_chain(f"{base}/l40")
+    assert raised.value.errno == 40
+    with pytest.raises(OSError) as kernel:
+        os.stat(f"{base}/l40")
+    assert kernel.value.errno == 40
+
+
+def test_path_chain_of_a_deep_tree(tmp_path: Path) -> None:
+    """Deeper than Python's recursion limit: path_chain walks, it does not recurse."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(1100):
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    deep = os.path.realpath(tmp_path) + "/d" * 1100 + "/f"
+    (tmp_path / "link").symlink_to(deep)
+    try:
+        assert elf.path_chain(deep) == ((), deep)
+        assert elf.path_chain(str(tmp_path / "link"))[1] == deep
+    finally:  # deeper than shutil.rmtree (recursive) can remove
+        subprocess.run(["rm", "-rf", str(tmp_path / "d")], check=True)
 
 
 def test_closure_is_fast() -> None:
