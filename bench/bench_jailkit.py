@@ -249,13 +249,17 @@ def bench_check(base: str, jk_root: str, pj_root: str, n: int) -> None:
         fh.write(f"[{jk_root}]\nignorepathoncompare = {jk_root}/home, {jk_root}/etc\n"
                  f"ignorewritableforothers = {jk_root}/tmp\n")
     jk_argv = ["jk_check", "-c", ini, jk_root]
+    bare_argv = [PYTHON, "-IS", "-c", "pass"]
     variants: dict[str, Callable[[], float]] = {
-        "jailkit": lambda: timed(lambda: run_checked(jk_argv))}
+        "jailkit": lambda: timed(lambda: run_checked(jk_argv)),
+        "python": lambda: timed(lambda: run_checked(bare_argv))}
     have_check = (REPO / "pam_jail" / "check.py").exists()
     if have_check:
         pj_argv = [*PAM_JAIL_CLI, "check", pj_root]
         variants["pam_jail"] = lambda: timed(lambda: run_checked(pj_argv))
     try:
+        for variant in variants.values():     # untimed: page cache and CPU caches warm
+            variant()
         times = rounds_of(n, variants, seed=2)
     except Failed as err:
         print(f"check row not measured: {err}")
@@ -268,6 +272,8 @@ def bench_check(base: str, jk_root: str, pj_root: str, n: int) -> None:
         return
     pj = statistics.median(times["pam_jail"])
     print(f"{'pam_jail':<10} {'pam-jail check JAIL':<38} {ms(pj)} ms")
+    print(f"{'(python)':<10} {'python3 -IS -c pass':<38} {ms(statistics.median(times['python']))}"
+          " ms  (the interpreter alone)")
     print(f"check time jailkit/pam_jail: {jk / pj:.2f}x  (target: > 1)")
 
 

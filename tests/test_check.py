@@ -1,22 +1,27 @@
 """pam-jail check: each problem planted in a real jail built by the builder, and the
 checker must report exactly it (and nothing else); a fresh jail reports nothing; --fix
-repairs modes and s-bits, --dry-run changes nothing. Root only (CI runs as root)."""
+repairs modes and s-bits, --dry-run changes nothing; the content comparison is exact
+(one byte anywhere); the split over worker processes finds the same and fails closed.
+Root only (CI runs as root)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
 from jail_fixtures import User, build_jail, remove_jail
 from util import safe_tmpdir
 
-from pam_jail import cli, safety
+from pam_jail import check, cli, safety
 from pam_jail.check import Checker, Finding, JailReport, Target, check_mount, targets
+from pam_jail.errors import PamJailError
 
 pytestmark = pytest.mark.root
 
@@ -99,7 +104,8 @@ def test_fresh_jail_reports_nothing(jail: str) -> None:
     report = run_check(jail)
     assert report.problems == []
     assert report.entries > 30 and report.compared > 10      # it did look at files
-    assert report.hashed_bytes > 1_000_000                   # whole files, both sides
+    sizes = sum(os.lstat(jail + rel).st_size for rel in ("/usr/bin/ls", "/usr/bin/cat"))
+    assert report.compared_bytes > 2 * sizes                 # whole files, both sides
     assert {f.kind for f in report.findings} <= {"mount"}    # info only
 
 
@@ -221,12 +227,188 @@ def test_content_differs_in_the_last_byte(jail: str) -> None:
         fh.seek(-1, os.SEEK_END)
         fh.write(bytes([last[0] ^ 0xFF]))
     f = only(run_check(jail), "differs", "/usr/bin/ls")
-    assert "sha256" in f.detail and f.severity == "warning"
+    size = os.path.getsize(path)
+    assert f"from byte {size - 1} of {size}" in f.detail and f.severity == "warning"
     with open(path, "ab") as fh:                # another size
         fh.write(b"x")
     f = only(run_check(jail), "differs", "/usr/bin/ls")
     assert "bytes in the jail" in f.detail
     assert Checker(compare=False).check(Target("t", jail)).problems == []
+
+
+LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+
+
+def flip(path: str, offset: int) -> int:
+    """Invert one byte of `path` in place (offset < 0: from the end); its position."""
+    with open(path, "r+b") as fh:
+        pos = fh.seek(offset, os.SEEK_END if offset < 0 else os.SEEK_SET)
+        byte = fh.read(1)
+        fh.seek(pos)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    return pos
+
+
+@pytest.mark.parametrize("rel,offset", [
+    ("/usr/bin/cat", -1),          # up to 64 KiB: one read a side; the last byte
+    ("/usr/bin/cat", 0),           # the first byte
+    ("/usr/bin/ls", -1),           # bigger: compared in 64 KiB pieces; the last byte
+    ("/usr/bin/ls", 100_000),      # a middle byte beyond the first 64 KiB
+    (LIBC, 1_000_001),             # deep inside a big library
+])
+def test_one_byte_anywhere_differs(jail: str, rel: str, offset: int) -> None:
+    path = jail + rel
+    assert stat.S_ISREG(os.lstat(path).st_mode)
+    size = os.path.getsize(path)
+    assert (size <= 65536) == (rel == "/usr/bin/cat"), size    # both ways are tested
+    assert size > abs(offset) + 1
+    pos = flip(path, offset)
+    f = only(run_check(jail), "differs", rel)
+    assert f"from byte {pos} of {size}" in f.detail
+    flip(path, offset)                         # back to the host's bytes: clean again
+    assert run_check(jail).problems == []
+
+
+def test_same_inode_as_the_host_is_not_read(jail: str) -> None:
+    """A jail file that is the host's file (a hard link) has its content: no read."""
+    before = run_check(jail)
+    path = f"{jail}/usr/bin/cat"
+    size = os.path.getsize(path)
+    os.unlink(path)
+    try:
+        os.link("/usr/bin/cat", path)
+    except OSError as err:
+        pytest.skip(f"jail and /usr on different file systems: {err}")
+    after = run_check(jail)
+    assert kinds(after) == [("hardlink", "/usr/bin/cat")]     # a twin outside, as ever
+    assert after.compared == before.compared
+    assert after.compared_bytes == before.compared_bytes - 2 * size
+
+
+def test_differs_in_a_directory_a_user_could_change(jail: str) -> None:
+    """Files of a directory that is not root's are opened and checked to be the entry
+    the walk saw (another path through the compare): still every byte compared."""
+    os.chown(f"{jail}/usr/bin", 4321, 0)
+    pos = flip(f"{jail}/usr/bin/cat", -1)
+    report = run_check(jail)
+    assert kinds(report) == [("differs", "/usr/bin/cat"), ("system-owner", "/usr/bin")]
+    assert f"from byte {pos} of" in next(f.detail for f in report.problems
+                                          if f.kind == "differs")
+
+
+def test_compare_fds_is_exact() -> None:
+    """compare_fds directly, both ways (bytes objects, 64 KiB pieces): equal files,
+    one byte changed at many places, and a file that ends early."""
+    base = safe_tmpdir("cmp")
+    try:
+        for size in (0, 1, 100, 65535, 65536, 65537, 200_000, 300_001):
+            data = bytes(range(256)) * (size // 256 + 1)
+            data = data[:size]
+            with open(f"{base}/a", "wb") as fh:
+                fh.write(data)
+            places = sorted({0, size // 2, 65535, 65536, 131072, size - 1} - {-1})
+            for pos in [None] + [p for p in places if p < size]:
+                other = bytearray(data)
+                if pos is not None:
+                    other[pos] ^= 0x01
+                with open(f"{base}/b", "wb") as fh:
+                    fh.write(other)
+                a, b = os.open(f"{base}/a", os.O_RDONLY), os.open(f"{base}/b", os.O_RDONLY)
+                try:
+                    assert check.compare_fds(a, b, size) == pos, (size, pos)
+                finally:
+                    os.close(a)
+                    os.close(b)
+            if size:
+                with open(f"{base}/b", "wb") as fh:
+                    fh.write(data[:-1])                  # shrank after the stat
+                a, b = os.open(f"{base}/a", os.O_RDONLY), os.open(f"{base}/b", os.O_RDONLY)
+                try:
+                    assert check.compare_fds(a, b, size) == size - 1
+                finally:
+                    os.close(a)
+                    os.close(b)
+    finally:
+        shutil.rmtree(base)
+
+
+def test_quiet_entries_need_no_judging() -> None:
+    """The walk skips the judges for root-owned regular files and directories without
+    s-bits or g/o-write (check._QUIET_BITS): none of them can find anything there."""
+    for kind, perm, rel in itertools.product(
+            (stat.S_IFREG, stat.S_IFDIR), range(0o10000), ("/usr/bin/x", "/srv/x", "/tmp")):
+        mode = kind | perm
+        if mode & check._QUIET_BITS:
+            continue
+        assert safety.judge_setid(rel, mode) is None
+        assert safety.judge_device(rel, mode, os.makedev(1, 1)) is None
+        assert safety.judge_writable(rel, mode) is None
+        assert safety.judge_system_entry(rel, mode, 0) is None
+
+
+def plant_problems(root: str) -> None:
+    os.chmod(f"{root}/usr/bin/ls", 0o4755)
+    os.chmod(f"{root}/usr/bin/cat", 0o775)
+    flip(f"{root}{LIBC}", 777_777)
+    os.mknod(f"{root}/dev/sda", stat.S_IFBLK | 0o600, os.makedev(8, 0))
+    os.symlink("../../../etc/shadow", f"{root}/usr/lib/evil")
+    os.makedirs(f"{root}/srv/a/b", mode=0o755)
+    for i in range(40):
+        with open(f"{root}/srv/a/b/f{i}", "w") as fh:
+            fh.write(f"{i}\n")
+    os.link(f"{root}/srv/a/b/f1", f"{root}/srv/f1")          # both links in the jail
+    outside = os.path.dirname(root) + "/outside"
+    with open(outside, "w") as fh:
+        fh.write("x\n")
+    os.link(outside, f"{root}/srv/a/twin")                    # one outside
+
+
+def test_worker_processes_find_the_same(jail: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    plant_problems(jail)
+    one = Checker(jobs=1).check(Target("t", jail))
+    assert one.workers == 0
+    assert {f.kind for f in one.problems} == {
+        "setuid", "writable", "differs", "device", "symlink-outside", "hardlink"}
+    monkeypatch.setattr(check, "_FORK_AFTER", 0)            # split even a small jail
+    for jobs in (2, 3):
+        many = Checker(jobs=jobs).check(Target("t", jail))
+        assert many.workers == jobs - 1
+        assert [f.as_dict() for f in many.findings] == [f.as_dict() for f in one.findings]
+        assert (many.entries, many.compared, many.compared_bytes) == \
+            (one.entries, one.compared, one.compared_bytes)
+
+
+@pytest.mark.parametrize("how", ["signal", "exception"])
+def test_a_failed_worker_fails_the_check(jail: str, monkeypatch: pytest.MonkeyPatch,
+                                         how: str) -> None:
+    monkeypatch.setattr(check, "_FORK_AFTER", 0)
+    parent = os.getpid()
+    real_dir = check._Walk._dir
+
+    def dying_dir(self: check._Walk, rel_dir: str, stack: list[str]) -> None:
+        if os.getpid() != parent:
+            if how == "signal":
+                os.kill(os.getpid(), 9)
+            raise RuntimeError("boom")
+        real_dir(self, rel_dir, stack)
+
+    monkeypatch.setattr(check._Walk, "_dir", dying_dir)
+    want = "killed by signal 9" if how == "signal" else "exit status 1: RuntimeError: boom"
+    with pytest.raises(PamJailError, match=f"worker [0-9]+ \\({want}\\).*incomplete"):
+        Checker(jobs=2).check(Target("t", jail))
+    assert cli.main(["check", "-j", "2", jail]) == 1
+
+
+def test_check_imports_stay_light() -> None:
+    """`pam-jail check` starts fast: no hashlib (OpenSSL), dataclasses, concurrent.futures
+    or json at import time (json only with --json)."""
+    code = ("import sys; import pam_jail.check; print(sorted(m for m in ('hashlib', "
+            "'_hashlib', 'dataclasses', 'concurrent.futures', 'json', 'threading', "
+            "'inspect') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
+                          f"{os.path.dirname(os.path.dirname(check.__file__))!r}); {code}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
 
 
 def test_homes_are_not_compared(jail: str) -> None:
@@ -328,6 +510,7 @@ def test_cli_json_clean_and_usage(jail: str, capsys: pytest.CaptureFixture[str])
     assert cli.main(["check", "--json", jail]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["clean"] and out["jails"][0]["root"] == jail
+    assert out["jails"][0]["compared_bytes"] > 0
     assert [f["kind"] for f in out["jails"][0]["findings"]] in ([], ["mount"])
     assert cli.main(["check", "--dry-run", jail]) == 2                  # needs --fix
     assert cli.main(["check", "-c", "/nonexistent/jails.ini"]) == 3
