@@ -153,7 +153,7 @@ def tree_digest(root: str) -> str:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            if name.endswith(".pyc"):
+            if name.endswith((".pyc", ".c")):   # scripts/install leaves out _sys.c
                 continue
             path = os.path.join(dirpath, name)
             h.update(os.path.relpath(path, root).encode() + b"\0")

@@ -223,7 +223,8 @@ def judge_pam_stack(entries: Sequence[PamEntry], pam_file: str, needed: bool,
             checks.append(Check(
                 name, FAIL if needed else WARN,
                 f"no `{kind} ... pam_python.so .../{PAM_MODULE_FILE}` line in {pam_file}"
-                + ("" if needed else " (no jail with mode = pam needs it yet)"),
+                + ("" if needed else " (no jail with mode = pam needs it; mode shell "
+                        "users then rest on their login shell alone: see user.shell)"),
                 f"add `{line}` to {pam_file} after `@include common-account` and before "
                 "`@include common-session` (see /usr/share/pam_jail/pam.d/pam_jail)"))
             continue

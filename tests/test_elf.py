@@ -335,15 +335,6 @@ def test_path_chain_of_a_deep_tree(tmp_path: Path) -> None:
         subprocess.run(["rm", "-rf", str(tmp_path / "d")], check=True)
 
 
-def test_closure_is_fast() -> None:
-    import time
-
-    elf.clear_caches()
-    start = time.perf_counter()
-    elf.closure(PROGRAMS)
-    assert time.perf_counter() - start < 1.0
-
-
 # --------------------------------------------------------------------------- built ELFs
 
 @pytest.fixture(scope="module")
