@@ -39,6 +39,18 @@ opt_path(PyObject *obj, void *out)
 
 #define CSTR(b) ((b) == NULL ? NULL : PyBytes_AS_STRING(b))
 
+/* None, or OSError from the errno saved right after the call (freeing the converted
+ * arguments in between may change errno). */
+static PyObject *
+done(int rc, int err)
+{
+    if (rc != 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(unshare_doc, "unshare(flags): unshare(2); OSError on failure.");
 static PyObject *
 sys_unshare(PyObject *self, PyObject *args)
@@ -60,19 +72,19 @@ sys_mount(PyObject *self, PyObject *args)
 {
     PyObject *source = NULL, *target = NULL, *fstype = NULL, *data = NULL;
     unsigned long flags;
-    int rc;
+    int rc, err;
 
     if (!PyArg_ParseTuple(args, "O&O&O&kO&:mount", opt_path, &source,
                           PyUnicode_FSConverter, &target, opt_path, &fstype, &flags,
                           opt_path, &data))
         return NULL;
     rc = mount(CSTR(source), PyBytes_AS_STRING(target), CSTR(fstype), flags, CSTR(data));
+    err = errno;
     Py_XDECREF(source);
     Py_DECREF(target);
     Py_XDECREF(fstype);
     Py_XDECREF(data);
-    if (rc != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
+    return done(rc, err);
     Py_RETURN_NONE;
 }
 
@@ -81,15 +93,14 @@ static PyObject *
 sys_umount2(PyObject *self, PyObject *args)
 {
     PyObject *target = NULL;
-    int flags, rc;
+    int flags, rc, err;
 
     if (!PyArg_ParseTuple(args, "O&i:umount2", PyUnicode_FSConverter, &target, &flags))
         return NULL;
     rc = umount2(PyBytes_AS_STRING(target), flags);
+    err = errno;
     Py_DECREF(target);
-    if (rc != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    Py_RETURN_NONE;
+    return done(rc, err);
 }
 
 PyDoc_STRVAR(pivot_root_doc, "pivot_root(new_root, put_old): pivot_root(2).");
@@ -97,17 +108,16 @@ static PyObject *
 sys_pivot_root(PyObject *self, PyObject *args)
 {
     PyObject *new_root = NULL, *put_old = NULL;
-    long rc;
+    int rc, err;
 
     if (!PyArg_ParseTuple(args, "O&O&:pivot_root", PyUnicode_FSConverter, &new_root,
                           PyUnicode_FSConverter, &put_old))
         return NULL;
-    rc = syscall(SYS_pivot_root, PyBytes_AS_STRING(new_root), PyBytes_AS_STRING(put_old));
+    rc = (int)syscall(SYS_pivot_root, PyBytes_AS_STRING(new_root), PyBytes_AS_STRING(put_old));
+    err = errno;
     Py_DECREF(new_root);
     Py_DECREF(put_old);
-    if (rc != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    Py_RETURN_NONE;
+    return done(rc, err);
 }
 
 PyDoc_STRVAR(prctl_doc,

@@ -690,15 +690,9 @@ class _Writer:
         """Write a new root-owned file beside `target` (O_EXCL|O_NOFOLLOW), let `fill`
         write its content, then rename it over `target`; on any failure remove it."""
         tmp = self._tmpname(target)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        if not self._create_file(tmp, mode, fill):
+            raise FileExistsError(f"{tmp}: exists")
         try:
-            try:
-                fill(fd)
-                os.fchown(fd, 0, 0)
-                os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
             os.rename(tmp, target)
         except BaseException:
             _unlink_quietly(tmp)
