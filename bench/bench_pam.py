@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""What a login pays for the PAM module: pamtester through real libpam, interleaved.
+
+Each service is `auth required pam_permit.so` plus one `account` and one `session` line,
+each followed by pam_permit.so;
+every run is `pamtester SERVICE USER acct_mgmt open_session close_session` (a fresh
+process: libpam, pam_python's embedded interpreter, the module, as sshd's per-connection
+process pays them). Variants:
+
+  pam_permit                 the two lines are pam_permit.so: libpam and pamtester alone
+  pam_python no-op           pam_python.so with a module whose pam_sm_* return success:
+                             pam_python's own floor (interpreter start, site, its imports)
+  pam_jail, unmapped user    the installed pam_jail_pam.py, a user in no jail
+  pam_jail, shell-path user  the same, a mode-shell user (acct_mgmt checks the login shell)
+  pam_jail, PAM-path user    the same, a mode-pam user: open_session confines pamtester
+                             (namespaces, bind mounts, chroot) in its own process
+
+    flock /run/pam_jail-tests.lock .venv/bin/python bench/bench_pam.py [--rounds 15]
+
+Root only. Users, jails, /etc/pam_jail/jails.ini and the /etc/pam.d services are made for
+the run and removed at the end, also on failure. Measures the installed copy
+(scripts/install): pam_python loads /usr/local/lib/pam_jail/pam_jail_pam.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+
+from bench_jailkit import LSH, installed_note, rounds_of, timed
+from jail_fixtures import PAM_MODULE, make_jailed_pair, unique
+from sshd_harness import make_user, remove_user
+
+NOOP_MODULE = """\
+def pam_sm_acct_mgmt(pamh, flags, argv):
+    return pamh.PAM_SUCCESS
+
+
+pam_sm_open_session = pam_sm_close_session = pam_sm_authenticate = pam_sm_setcred = \\
+    pam_sm_acct_mgmt
+"""
+
+
+def write_service(name: str, line: str) -> str:
+    with open(f"/etc/pam.d/{name}", "w") as fh:
+        # pam_permit after the line: a stack whose modules all return PAM_IGNORE (what
+        # pam_jail answers for an unmapped user) fails
+        fh.write(f"auth required pam_permit.so\naccount required {line}\n"
+                 "account required pam_permit.so\n"
+                 f"session required {line}\nsession required pam_permit.so\n")
+    return name
+
+
+def pamtester(service: str, user: str) -> Callable[[], float]:
+    argv = ["pamtester", service, user, "acct_mgmt", "open_session", "close_session"]
+
+    def run() -> float:
+        proc: list[subprocess.CompletedProcess[str]] = []
+        seconds = timed(lambda: proc.append(subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, check=False)))
+        if proc[0].returncode != 0:
+            with open(f"/etc/pam.d/{service}") as fh:
+                stack = fh.read()
+            raise SystemExit(f"bench_pam: {' '.join(argv)} failed: "
+                             f"{proc[0].stdout}{proc[0].stderr}with /etc/pam.d/{service}:\n"
+                             f"{stack}")
+        return seconds
+
+    return run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_pam: run as root", file=sys.stderr)
+        return 2
+    if shutil.which("pamtester") is None or not os.path.isfile(PAM_MODULE):
+        print("bench_pam: needs pamtester and the installed module (scripts/setup)",
+              file=sys.stderr)
+        return 2
+    installed_note()
+    undo: list[Callable[[], object]] = []
+    try:
+        pair = make_jailed_pair(LSH, undo)
+        plain = make_user(unique("pjn"), "/bin/bash")
+        undo.append(lambda: remove_user(plain.name, remove_home=True))
+        noop = f"/etc/pam_jail-bench-noop-{unique('')}.py"
+        with open(noop, "w") as fh:
+            fh.write(NOOP_MODULE)
+        undo.append(lambda: os.unlink(noop))
+        services = {}
+        for key, line in (("permit", "pam_permit.so"), ("noop", f"pam_python.so {noop}"),
+                          ("jail", f"pam_python.so {PAM_MODULE}")):
+            name = write_service(unique("pjbench"), line)
+            undo.append(lambda name=name: os.unlink(f"/etc/pam.d/{name}"))
+            services[key] = name
+        variants = {
+            "pam_permit only, plain user": pamtester(services["permit"], plain.name),
+            "pam_python no-op module, plain user": pamtester(services["noop"], plain.name),
+            "pam_jail module, unmapped user": pamtester(services["jail"], plain.name),
+            "pam_jail module, shell-path user": pamtester(services["jail"],
+                                                          pair.shell_user.name),
+            "pam_jail module, PAM-path user": pamtester(services["jail"], pair.pam_user.name),
+        }
+        for run in variants.values():   # one untimed round: page cache, .pyc files
+            run()
+        times = rounds_of(args.rounds, variants, seed=7)
+        base = statistics.median(times["pam_permit only, plain user"])
+        print(f"== pamtester acct_mgmt open_session close_session, {args.rounds} "
+              "interleaved rounds, median ms")
+        print(f"{'variant':40s} {'ms':>8s} {'minus pam_permit':>17s}")
+        for name, values in times.items():
+            med = statistics.median(values)
+            print(f"{name:40s} {med * 1000:8.1f} {(med - base) * 1000:+17.1f}")
+        floor = statistics.median(times["pam_python no-op module, plain user"])
+        print("pam_jail's own share over pam_python's floor (ms): " + ", ".join(
+            f"{name.split(', ')[1]} {(statistics.median(times[name]) - floor) * 1000:+.1f}"
+            for name in times if name.startswith("pam_jail")))
+    finally:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception as err:  # noqa: BLE001 - undo the rest regardless
+                print(f"bench_pam: cleanup: {err}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
