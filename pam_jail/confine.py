@@ -365,14 +365,10 @@ def set_hostname(name: str) -> None:
 
 # --- the two sequences -------------------------------------------------------------
 
-def confine_pam_session(jail_fd: int, root: str, home: str, *, network: bool, devpts: bool,
-                        tty_gid: int, hostname: str, pid: bool = False) -> None:
-    """Root, in the PAM service's process, before the service drops to the user.
-    pid=True also unshares the PID namespace: the service's next child becomes its
-    PID 1, so host processes cannot be signalled or traced, but a second session
-    channel on the same connection cannot fork once that child has exited."""
-    flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
-             | (CLONE_NEWPID if pid else 0))
+def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, tty_gid: int,
+                         hostname: str) -> None:
+    """Steps 1-7 of both root sequences (the PAM session, the launcher); `flags` are the
+    namespaces to unshare."""
     unshare(flags, "mount/IPC/UTS/net namespaces")          # 1. own namespaces
     make_mounts_private()                                   # 2. no propagation to host
     bind_jail_nosuid(jail_fd, root)                         # 3. jail nosuid,nodev
@@ -384,6 +380,18 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, network: bool, de
         set_hostname(hostname)                              # 5. jail's own hostname
     chroot_fd(jail_fd, root)                                # 6. enter the checked dir
     os.close(jail_fd)                                       # 7. no fd to the host left
+
+
+def confine_pam_session(jail_fd: int, root: str, home: str, *, network: bool, devpts: bool,
+                        tty_gid: int, hostname: str, pid: bool = False) -> None:
+    """Root, in the PAM service's process, before the service drops to the user.
+    pid=True also unshares the PID namespace: the service's next child becomes its
+    PID 1, so host processes cannot be signalled or traced, but a second session
+    channel on the same connection cannot fork once that child has exited."""
+    flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
+             | (CLONE_NEWPID if pid else 0))
+    chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
+                         hostname=hostname)                 # 1-7. namespaces..chroot
     chdir_home(home)                                        # 8. home inside the jail
     set_no_new_privs()                                      # 9. no setuid gains later
 
@@ -466,17 +474,8 @@ def confine_launch(jail_fd: int, root: str, workdir: str, *, uid: int, gid: int,
     if uid == 0 or gid == 0 or 0 in groups:
         raise ConfineError("launch as uid 0 or group 0: refused (never root inside a jail)")
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
-    unshare(flags, "mount/IPC/UTS/net namespaces")          # 1. own namespaces
-    make_mounts_private()                                   # 2. no propagation to host
-    bind_jail_nosuid(jail_fd, root)                         # 3. jail nosuid,nodev
-    jail_fd = reopen_bound(jail_fd, root)                   #    enter the new mount
-    bind_safe_devices(root)                                 #    null, zero, urandom...
-    if devpts:
-        mount_devpts(root, tty_gid)                         # 4. ptys inside the jail
-    if hostname:
-        set_hostname(hostname)                              # 5. jail's own hostname
-    chroot_fd(jail_fd, root)                                # 6. enter the checked dir
-    os.close(jail_fd)                                       # 7. no fd to the host left
+    chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
+                         hostname=hostname)                 # 1-7. namespaces..chroot
     drop_bounding_set()                                     # 8. needs CAP_SETPCAP: first
     switch_ids(uid, gid, groups)                            # 9. setgroups/gid/uid
     clear_capabilities()                                    # 10. nothing left, ambient too
