@@ -63,8 +63,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from jail_fixtures import PAM_STACK, SHELL_ENTRY, make_jailed_pair, unique  # noqa: E402
 from sshd_harness import Sshd, User, make_user, remove_user  # noqa: E402
+from testbed import PAM_STACK, SHELL_ENTRY, make_jailed_pair, unique  # noqa: E402
 from util import safe_tmpdir  # noqa: E402
 
 PYTHON = "/usr/bin/python3"

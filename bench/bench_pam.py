@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable
 
 from bench_jailkit import LSH, installed_note, rounds_of
-from jail_fixtures import PAM_MODULE, make_jailed_pair, unique
 from sshd_harness import make_user, remove_user
+from testbed import PAM_MODULE, make_jailed_pair, unique
 
 NOOP_MODULE = """\
 def pam_sm_acct_mgmt(pamh, flags, argv):

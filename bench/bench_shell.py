@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from jail_fixtures import SHELL_ENTRY, make_jailed_pair  # noqa: E402
 from sshd_harness import User  # noqa: E402
+from testbed import SHELL_ENTRY, make_jailed_pair  # noqa: E402
 
 LIBDIR = "/usr/local/lib/pam_jail"
 STAMP = "/usr/local/bin/pjstamp"

@@ -441,7 +441,8 @@ def parse_config(lines: list[str] | str, source: str = DEFAULT_PATH) -> Config:
     cfg = validate(tree, problems, source)
     if problems:
         raise ConfigError(f"load {source}: {len(problems)} problem(s)", problems=problems,
-                          hint="fix the file; every login of a mapped user is refused until then")
+                          hint="fix the file (docs/config.md); every login of a mapped user "
+                               "is refused until then")
     return cfg
 
 

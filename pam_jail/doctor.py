@@ -502,7 +502,7 @@ def check_user(ident: Identity, cfg: Config, args: argparse.Namespace,
         jail = resolve(ident, cfg)
     except Denied as err:
         return [Check("user.jail", FAIL, str(err), "map the user in jails.ini or change "
-                      "the login shell (jails.ini(5))", user=ident.name)]
+                      "the login shell (docs/config.md)", user=ident.name)]
     if jail is None:
         status = OK if cfg.unmapped == "allow" else WARN
         return [Check("user.jail", status, f"{ident.name} is in no jail (unmapped = "
@@ -571,7 +571,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
         cfg = load_config(args.config)
     except ConfigError as err:
         checks.append(Check("config", FAIL, str(err), err.hint or "fix the file "
-                            "(jails.ini(5))", err.problems))
+                            "(docs/config.md)", err.problems))
         return checks
     checks.append(Check("config", OK, f"{args.config}: root-owned, {len(cfg.jails)} jail(s)"))
 

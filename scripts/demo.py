@@ -24,9 +24,15 @@ REPO = os.path.dirname(HERE)
 PACKAGE_DIR = os.environ.get("PAM_JAIL_LIBDIR") or REPO
 sys.path[:0] = [PACKAGE_DIR, os.path.join(REPO, "tests")]
 
-from jail_fixtures import PAM_MODULE, PAM_STACK, SHELL_ENTRY, make_jailed_pair  # noqa: E402
-from sshd_harness import Sshd  # noqa: E402
-from syslog_capture import DEVLOG, SyslogCapture  # noqa: E402
+from testbed import (  # noqa: E402
+    DEVLOG,
+    PAM_MODULE,
+    PAM_STACK,
+    SHELL_ENTRY,
+    Sshd,
+    SyslogCapture,
+    make_jailed_pair,
+)
 
 import pam_jail  # noqa: E402
 from pam_jail.config import load_config  # noqa: E402

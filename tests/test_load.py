@@ -29,11 +29,11 @@ from jail_fixtures import (
     PAM_STACK,
     SHELL_ENTRY,
     SYSTEM_CONFIG,
-    _restore_config,
-    _write_config,
     build_jail,
     remove_jail,
+    restore_config,
     unique,
+    write_config,
 )
 from sshd_harness import Sshd, User, make_user, remove_user
 from util import SAFE_BASE, safe_tmpdir
@@ -187,7 +187,7 @@ def load() -> Iterator[Load]:
     if os.path.exists(SYSTEM_CONFIG):
         with open(SYSTEM_CONFIG) as fh:
             saved = fh.read()
-    undo.append(lambda: _restore_config(saved))
+    undo.append(lambda: restore_config(saved))
     try:
         pam_names = [unique("pjlp") for _ in range(USERS_PER_PATH)]
         shell_names = [unique("pjls") for _ in range(USERS_PER_PATH)]
@@ -204,7 +204,7 @@ def load() -> Iterator[Load]:
         os.makedirs(f"{shell_jail}/proc", mode=0o755, exist_ok=True)
         for name in shell_names:  # jailkit's convention: the real home names the jail
             subprocess.run(["usermod", "-d", f"{shell_jail}/./home/{name}", name], check=True)
-        _write_config(
+        write_config(
             f"[jails]\n  [[loadpam]]\n  root = {pam_jail}\n  mode = pam\n"
             f"  [[loadshell]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n[users]\n"
             + "".join(f"{n} = loadpam\n" for n in pam_names)
