@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
-from jail_fixtures import User, build_jail, remove_jail
+from jail_fixtures import build_jail, remove_jail
+from sshd_harness import User
 from util import safe_tmpdir
 
 from pam_jail import check, cli, safety

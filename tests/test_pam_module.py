@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
-from jail_fixtures import User, build_jail, remove_jail
+from jail_fixtures import build_jail, remove_jail
+from sshd_harness import User
 from syslog_capture import SyslogCapture
 from util import safe_tmpdir
 
