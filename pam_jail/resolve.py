@@ -16,6 +16,16 @@ from pam_jail.config import Config, JailDef
 from pam_jail.errors import Denied
 
 SHELL_ENTRY_NAMES = ("pam-jail-shell",)
+# The login shells that refuse to run outside their jail, per mode: with one of these in
+# the real passwd, a missing, broken or bypassed PAM line gives "refused", never a host
+# shell. pam-jail-lsh refuses unless the PAM module confined the session; pam-jail-shell
+# confines itself (mode shell) or refuses every command (mode sftp: sshd's internal-sftp
+# never runs the login shell); nologin and false refuse everything.
+JAILING_SHELLS: dict[str, tuple[str, ...]] = {
+    "pam": ("pam-jail-lsh",),
+    "shell": ("pam-jail-shell",),
+    "sftp": ("pam-jail-shell", "nologin", "false"),
+}
 # A home marker with jailkit's own login shell belongs to jailkit: pam_jail leaves such
 # users alone unless jails.ini maps them (so both can share one sshd while migrating).
 JAILKIT_SHELL_NAMES = ("jk_chrootsh",)
@@ -76,6 +86,11 @@ def split_marker(home: str) -> tuple[str, str] | None:
 
 def is_shell_entry(shell: str) -> bool:
     return posixpath.basename(shell) in SHELL_ENTRY_NAMES
+
+
+def is_jailing_shell(mode: str, shell: str) -> bool:
+    """Does `shell` (a passwd pw_shell) refuse to run outside a jail of `mode`?"""
+    return posixpath.basename(shell) in JAILING_SHELLS.get(mode, ())
 
 
 def resolve(ident: Identity, cfg: Config) -> Jail | None:
