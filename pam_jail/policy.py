@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Decision",
+    "FileFacts",
+    "PathFacts",
     "LshConfig",
     "Policy",
     "Refused",
@@ -178,7 +180,7 @@ class Decision(_Record):
     """
 
     __slots__ = ("allowed", "argv", "env", "umask", "rule", "reason", "interactive",
-                 "policy")
+                 "policy", "quiet")
     allowed: bool
     argv: tuple[str, ...]
     env: dict[str, str]
@@ -187,11 +189,46 @@ class Decision(_Record):
     reason: str
     interactive: bool
     policy: str
+    quiet: bool  # a refused probe (rclone's md5sum, echo...): log at debug level
 
     def __init__(self, allowed: bool, argv: tuple[str, ...], env: dict[str, str], umask: int,
-                 rule: str, reason: str, interactive: bool, policy: str = "none") -> None:
+                 rule: str, reason: str, interactive: bool, policy: str = "none",
+                 quiet: bool = False) -> None:
         super().__init__(allowed=allowed, argv=argv, env=env, umask=umask, rule=rule,
-                         reason=reason, interactive=interactive, policy=policy)
+                         reason=reason, interactive=interactive, policy=policy, quiet=quiet)
+
+
+class PathFacts(_Record):
+    """What the caller saw at one path inside the jail, as the user, without following
+    a symbolic link at the last component (lstat): the facts the repository rules need
+    (docs/lsh.md, "Repositories: hooks and configuration")."""
+
+    __slots__ = ("kind", "owned", "writable", "mode")
+    kind: str  # dir, file, link, other, missing, or unknown (lstat failed otherwise)
+    owned: bool  # owned by the user
+    writable: bool  # the user may write it (access W_OK as the user)
+    mode: int  # permission bits, st_mode & 0o7777
+
+    def __init__(self, kind: str, owned: bool = False, writable: bool = False,
+                 mode: int = 0) -> None:
+        super().__init__(kind=kind, owned=owned, writable=writable, mode=mode)
+
+
+MISSING = PathFacts("missing")
+
+
+class FileFacts:
+    """The caller's view of the file system, asked for by the rules that serve
+    repositories (git, cvs, svnserve). The policy does no I/O: the caller implements
+    this (pam_jail.shell_entry.JailFacts: lstat and access as the user, inside the jail)
+    and a rule asks only about the paths it needs. Without it those rules refuse."""
+
+    def stat(self, path: str) -> PathFacts:
+        raise NotImplementedError
+
+    def entries(self, path: str) -> tuple[str, ...]:
+        """The names in a directory, sorted ('' entries never); () if unreadable."""
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- parsing
@@ -302,14 +339,24 @@ def _posix_words(text: str) -> list[str]:
 
 
 class _Ctx:
-    """What a rule needs to know about the caller."""
+    """What a rule needs to know about the caller, and what it may change.
 
-    __slots__ = ("program", "home", "dirs")
+    A rule may set `argv` (the arguments after argv[0], rewritten: `~/` expanded, a
+    repository path resolved, options forced) and add to `env` (set after the section's
+    own `env`, so a section cannot undo them).
+    """
 
-    def __init__(self, program: str, home: str, dirs: tuple[str, ...]) -> None:
+    __slots__ = ("program", "home", "dirs", "facts", "extras", "argv", "env")
+
+    def __init__(self, program: str, home: str, dirs: tuple[str, ...],
+                 facts: FileFacts | None = None, extras: tuple[str, ...] = ()) -> None:
         self.program = program  # absolute path of the program being run
         self.home = home  # normalised absolute home
         self.dirs = dirs  # normalised absolute directories path arguments must stay in
+        self.facts = facts  # the caller's view of the file system (repository rules)
+        self.extras = extras  # options the administrator forces ([[rules]] PROG = RULE OPT...)
+        self.argv: list[str] | None = None
+        self.env: list[tuple[str, str]] = []
 
 
 def _norm(path: str) -> str:
@@ -323,7 +370,7 @@ def _inside(path: str, dirs: Sequence[str]) -> bool:
     return any(d == "/" or path == d or path.startswith(d + "/") for d in dirs)
 
 
-def _check_path(arg: str, ctx: _Ctx, what: str = "path") -> None:
+def _check_path(arg: str, ctx: _Ctx, what: str = "path") -> str:
     """A path argument must name something inside the allowed directories.
 
     Lexical only: `..` components are refused outright, relative paths are taken
@@ -339,6 +386,17 @@ def _check_path(arg: str, ctx: _Ctx, what: str = "path") -> None:
     full = _norm(arg if arg.startswith("/") else ctx.home + "/" + arg)
     if not _inside(full, ctx.dirs):
         raise _Bad(f"{what} {_show(arg)}: outside the allowed directories")
+    return full
+
+
+def _tilde(arg: str, ctx: _Ctx) -> str:
+    """A leading `~` or `~/` made the home, as the shell on an unjailed host would do
+    (`scp host:~/x`, `rsync host:~/x` send it unexpanded); `~user` is refused."""
+    if arg == "~" or arg.startswith("~/"):
+        return ctx.home + arg[1:]
+    if arg.startswith("~"):
+        raise _Bad(f"path {_show(arg)}: '~user' paths are not allowed")
+    return arg
 
 
 def _path_value(what: str) -> Callable[[str, _Ctx], None]:
@@ -379,11 +437,12 @@ class _Spec:
 
 
 class _Scan:
-    __slots__ = ("options", "positional")
+    __slots__ = ("options", "positional", "where")
 
     def __init__(self) -> None:
         self.options: list[tuple[str, str | None]] = []  # ("-t", None), ("-l", "INFO")
         self.positional: list[str] = []
+        self.where: list[int] = []  # index of each positional in the scanned arguments
 
 
 def _next_value(args: Sequence[str], i: int, option: str) -> tuple[str, int]:
@@ -445,11 +504,31 @@ def _scan(args: Sequence[str], spec: _Spec, ctx: _Ctx) -> _Scan:
                 break
             continue
         out.positional.append(arg)
+        out.where.append(i - 1)
     return out
 
 
 def _has(scan: _Scan, *names: str) -> bool:
     return any(opt in names for opt, _value in scan.options)
+
+
+def _value_of(scan: _Scan, *names: str) -> str | None:
+    """The value of the last of these options given, or None."""
+    found = None
+    for opt, value in scan.options:
+        if opt in names:
+            found = value
+    return found
+
+
+def _with_paths(args: Sequence[str], scan: _Scan, ctx: _Ctx, first: int = 0) -> list[str]:
+    """`args` with each positional from index `first` of the scan `~`-expanded and
+    checked against the allowed directories."""
+    out = list(args)
+    for at, arg in zip(scan.where[first:], scan.positional[first:], strict=True):
+        out[at] = _tilde(arg, ctx)
+        _check_path(out[at], ctx)
+    return out
 
 
 # --------------------------------------------------------------------------- rules
@@ -471,9 +550,11 @@ def _rule_scp(argv: Sequence[str], ctx: _Ctx) -> None:
     """scp's server side: `scp [-r] [-p] [-d] [-v] [-q] [-T] -t|-f [--] PATH...`.
 
     -t (upload) takes one path, -f (download) one or more. A ':' before the first
-    '/' is refused (it would read as host:path to an scp client).
+    '/' is refused (it would read as host:path to an scp client). A leading `~/` is
+    made the home (`scp -O host:~/x`).
     """
-    scan = _scan(argv[1:], _SCP, ctx)
+    args = argv[1:]
+    scan = _scan(args, _SCP, ctx)
     sink, source = _has(scan, "-t"), _has(scan, "-f")
     if sink == source:
         raise _Bad("exactly one of -t (upload) or -f (download) is required")
@@ -484,7 +565,7 @@ def _rule_scp(argv: Sequence[str], ctx: _Ctx) -> None:
     for arg in scan.positional:
         if ":" in arg.split("/", 1)[0]:
             raise _Bad(f"path {_show(arg)}: host:path arguments are not allowed")
-        _check_path(arg, ctx)
+    ctx.argv = _with_paths(args, scan, ctx)
 
 
 _LOG_LEVELS = _names("QUIET FATAL ERROR INFO VERBOSE DEBUG DEBUG1 DEBUG2 DEBUG3")
@@ -554,6 +635,13 @@ def _rsync_number(value: str, ctx: _Ctx) -> None:
         raise _Bad(f"option value {_show(value)}: not a number")
 
 
+def _rsync_files_from(value: str, ctx: _Ctx) -> None:
+    # `-`: the client sends the list over the protocol (it always adds --from0, which
+    # the rule then requires); else a list file on this side, inside the allowed paths.
+    if value != "-":
+        _check_path(_tilde(value, ctx), ctx, "--files-from")
+
+
 def _rsync_suffix(value: str, ctx: _Ctx) -> None:
     if "/" in value:
         raise _Bad(f"--suffix {_show(value)}: may not contain '/'")
@@ -605,10 +693,12 @@ _RSYNC_LONG_VALUED: dict[str, _Check] = {
     "link-dest": _path_value("--link-dest"),
     "partial-dir": _path_value("--partial-dir"),
     "temp-dir": _path_value("--temp-dir"),
+    # the list of files to send or receive: over the protocol (-) or a file
+    "files-from": _rsync_files_from,
 }
 # Not listed, hence refused: --rsh/-e COMMAND, --rsync-path, --daemon, --config,
 # --write-batch, --read-batch, --only-write-batch, --log-file, --log-file-format,
-# --files-from, --exclude-from, --include-from, --filter/-f, -F, --remote-option/-M,
+# --exclude-from, --include-from, --filter/-f, -F, --remote-option/-M,
 # --protect-args/--secluded-args/-s, --copy-devices, --write-devices, --no-munge-links,
 # --chmod, --chown, --server (again), and anything else.
 _RSYNC = _Spec(
@@ -623,44 +713,216 @@ def _rule_rsync(argv: Sequence[str], ctx: _Ctx) -> None:
     """`rsync --server [--sender] OPTIONS . PATH...` as an rsync client sends it."""
     if len(argv) < 2 or argv[1] != "--server":
         raise _Bad("only 'rsync --server ...' (what an rsync client sends) is allowed")
-    scan = _scan(argv[2:], _RSYNC, ctx)
+    args = argv[2:]
+    scan = _scan(args, _RSYNC, ctx)
     if not scan.positional or scan.positional[0] != ".":
         raise _Bad("the first operand must be '.'")
-    paths = scan.positional[1:]
-    if not _has(scan, "--sender") and len(paths) > 1:
+    if not _has(scan, "--sender") and len(scan.positional) > 2:
         raise _Bad("an upload takes at most one destination")
-    for arg in paths:
-        _check_path(arg, ctx)
+    files_from = _value_of(scan, "--files-from")
+    if files_from == "-" and not _has(scan, "--from0"):
+        raise _Bad("--files-from=- (the list over the protocol) needs --from0")
+    if files_from is not None and files_from.startswith("~"):
+        at = next(i for i, a in enumerate(args) if a.startswith("--files-from"))
+        name, eq, _value = args[at].partition("=")
+        if eq:
+            args = [*args[:at], f"{name}={_tilde(files_from, ctx)}", *args[at + 1:]]
+        else:
+            args = [*args[:at + 1], _tilde(files_from, ctx), *args[at + 2:]]
+    ctx.argv = [argv[1], *_with_paths(args, scan, ctx, first=1)]
+
+
+# --------------------------------------------------------------------------- repositories
+#
+# git, cvs and svnserve run programs named by files in the repository (git hooks/ and
+# config, cvs CVSROOT/loginfo and friends, svnserve hooks/): a repository the user can
+# write, or could swap for one, runs the user's code past the allow-list. These rules
+# ask the caller's FileFacts and refuse unless every directory from / down to the
+# repository and the repository's hook and config files are neither the user's nor
+# writable by the user (a sticky directory such as /tmp may be writable: then only the
+# entry below it must not be the user's). A symbolic link anywhere on that way is
+# refused too: the checked path is then the path the program opens.
+
+
+def _facts(ctx: _Ctx) -> FileFacts:
+    if ctx.facts is None:
+        raise _Bad("cannot check the repository (no file facts; this is a bug in the caller)")
+    return ctx.facts
+
+
+def _user_controlled(f: PathFacts) -> str | None:
+    if f.kind == "unknown":
+        return "cannot be examined"
+    if f.owned:
+        return "is owned by the user"
+    if f.writable:
+        return "is writable by the user"
+    return None
+
+
+def _trusted(facts: FileFacts, path: str, what: str, kind: str = "dir",
+             may_miss: bool = False) -> bool:
+    """`path` is of `kind` and neither the user's nor writable by the user. False if it
+    is missing and `may_miss`."""
+    f = facts.stat(path)
+    if f.kind == "missing" and may_miss:
+        return False
+    if f.kind != kind:
+        found = {"missing": "does not exist", "link": "is a symbolic link"}.get(
+            f.kind, f"is not a {'directory' if kind == 'dir' else 'regular file'}")
+        raise _Bad(f"{what} {_show(path)} {found}")
+    problem = _user_controlled(f)
+    if problem:
+        raise _Bad(f"{what} {_show(path)} {problem}: its hooks and configuration would run "
+                   "as the user")
+    return True
+
+
+def _trusted_way(facts: FileFacts, path: str, what: str) -> None:
+    """Every directory from / down to the parent of `path`: a directory, not the
+    user's, and not writable by the user unless sticky (then `path` must not be the
+    user's, which its own check sees)."""
+    parts = [p for p in path.split("/") if p]
+    at = "/"
+    for part in parts:
+        f = facts.stat(at)
+        if f.kind != "dir":
+            raise _Bad(f"{what}: {_show(at)} on the way to it is not a directory")
+        if f.kind == "unknown" or f.owned or (f.writable and not f.mode & 0o1000):
+            raise _Bad(f"{what}: {_show(at)} on the way to it is the user's or writable "
+                       "by the user (the repository could be replaced)")
+        at = at.rstrip("/") + "/" + part
 
 
 _GIT_SERVICES = frozenset({"git-upload-pack", "git-receive-pack", "git-upload-archive"})
+# git's enter_repo() tries PATH/.git, PATH, PATH.git/.git, PATH.git, in this order.
+_GIT_SUFFIXES = ("/.git", "", ".git/.git", ".git")
+# Set for every git service (GIT_CONFIG_COUNT: git's command scope, above every file but
+# below `git -c`, which no client can pass): no hooks, no file system monitor, no ssh;
+# safe.directory names the one repository checked (git 2.39 matches whole paths only).
+GIT_PINS = (
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    ("core.sshCommand", "false"),
+)
 
 
-def _git_path(arg: str, ctx: _Ctx) -> None:
+def _git_path(arg: str, ctx: _Ctx) -> str:
     # git's enter_repo() expands "~/" and "~user/" itself: check what git will open.
-    if arg == "~" or arg.startswith("~/"):
-        _check_path(ctx.home + arg[1:], ctx)
-        return
-    if arg.startswith("~"):
-        raise _Bad(f"path {_show(arg)}: '~user' paths are not allowed")
-    _check_path(arg, ctx)
+    return _check_path(_tilde(arg, ctx), ctx)
+
+
+def _is_git_dir(facts: FileFacts, path: str) -> bool:
+    """git's is_git_directory(), from the facts: objects/ and refs/ directories and a
+    HEAD (a file, or a symbolic link in old repositories)."""
+    return (facts.stat(path + "/objects").kind == "dir"
+            and facts.stat(path + "/refs").kind == "dir"
+            and facts.stat(path + "/HEAD").kind in ("file", "link"))
+
+
+def _git_repository(path: str, ctx: _Ctx) -> str:
+    """The repository git would serve for `path` (absolute, normalised), checked."""
+    facts = _facts(ctx)
+    chosen = None
+    for suffix in _GIT_SUFFIXES:
+        candidate = path + suffix
+        f = facts.stat(candidate)
+        if f.kind == "missing":
+            continue
+        if f.kind != "dir":
+            raise _Bad(f"repository {_show(candidate)}: only a repository directory is "
+                       "served (no symbolic link, no .git file)")
+        if _is_git_dir(facts, candidate):
+            chosen = candidate
+            break
+    if chosen is None:
+        raise _Bad(f"path {_show(path)}: not a git repository")
+    _check_path(chosen, ctx)
+    # git is given `chosen` and tries chosen/.git first, then chosen: nothing else
+    for shadow in (chosen + "/.git", chosen + ".git/.git", chosen + ".git"):
+        if facts.stat(shadow).kind != "missing":
+            raise _Bad(f"repository {_show(chosen)}: {_show(shadow)} exists too; which "
+                       "one git serves would be ambiguous")
+    what = "repository"
+    _trusted_way(facts, chosen, f"{what} {_show(chosen)}")
+    _trusted(facts, chosen, what)
+    _trusted(facts, chosen + "/config", what + " config", "file", may_miss=True)
+    _trusted(facts, chosen + "/config.worktree", what + " config", "file", may_miss=True)
+    _trusted(facts, chosen + "/hooks", what + " hooks", may_miss=True)
+    if facts.stat(chosen + "/commondir").kind != "missing":
+        raise _Bad(f"repository {_show(chosen)}: a linked worktree (commondir) is not served")
+    _trusted(facts, "/etc/gitconfig", "git system config", "file", may_miss=True)
+    return chosen
 
 
 def _rule_git(argv: Sequence[str], ctx: _Ctx) -> None:
-    """`git-upload-pack PATH` (also receive-pack, upload-archive) or `git upload-pack PATH`."""
+    """`git-upload-pack PATH` (also receive-pack, upload-archive) or `git upload-pack PATH`.
+
+    PATH (`~/` expanded as git does) must resolve, the way git resolves it, to a
+    repository directory inside the allowed paths that the user can neither write nor
+    swap; git is then given that absolute directory, with hooks and the like pinned off
+    (GIT_PINS) and safe.directory naming it.
+    """
     args = list(argv[1:])
+    service: list[str] = []
     if posixpath.basename(ctx.program) == "git":
         if not args or "git-" + args[0] not in _GIT_SERVICES:
             raise _Bad("only 'git upload-pack|receive-pack|upload-archive PATH' is allowed")
-        args = args[1:]
+        service, args = args[:1], args[1:]
     if len(args) != 1:
         raise _Bad("exactly one repository path is required")
-    _git_path(args[0], ctx)
+    repo = _git_repository(_git_path(args[0], ctx), ctx)
+    ctx.argv = [*service, repo]
+    pins = (*GIT_PINS, ("safe.directory", repo))
+    ctx.env.append(("GIT_CONFIG_COUNT", str(len(pins))))
+    for i, (key, value) in enumerate(pins):
+        ctx.env += [(f"GIT_CONFIG_KEY_{i}", key), (f"GIT_CONFIG_VALUE_{i}", value)]
+
+
+# cvs runs what these CVSROOT files name (and `modules` -i/-o/-e/-t programs).
+_CVS_ADMIN_FILES = (
+    "checkoutlist", "commitinfo", "config", "cvswrappers", "editinfo", "loginfo", "modules",
+    "notify", "postadmin", "postproxy", "posttag", "postwatch", "preproxy", "rcsinfo",
+    "taginfo", "verifymsg",
+)
+
+
+def _cvs_root_problem(root: str, ctx: _Ctx) -> str | None:
+    """None if `root` is a CVS repository the user can neither write nor swap."""
+    facts = _facts(ctx)
+    try:
+        _trusted_way(facts, root, f"cvs repository {_show(root)}")
+        _trusted(facts, root, "cvs repository")
+        _trusted(facts, root + "/CVSROOT", "cvs repository")
+        for name in _CVS_ADMIN_FILES:
+            _trusted(facts, f"{root}/CVSROOT/{name}", "cvs administrative file", "file",
+                     may_miss=True)
+    except _Bad as err:
+        return str(err)
+    return None
 
 
 def _rule_cvs(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`cvs server`, run as `cvs --allow-root=ROOT... server`: the client names its
+    repository in the protocol, so cvs is told which ones it may open: each allowed
+    directory that holds a CVSROOT/ the user can neither write nor swap."""
     if list(argv[1:]) != ["server"]:
         raise _Bad("only 'cvs server' is allowed")
+    facts = _facts(ctx)
+    roots: list[str] = []
+    problems: list[str] = []
+    for root in ctx.dirs:
+        if facts.stat(root.rstrip("/") + "/CVSROOT").kind == "missing":
+            continue
+        problem = _cvs_root_problem(root, ctx)
+        if problem:
+            problems.append(problem)
+        else:
+            roots.append(root)
+    if not roots:
+        raise _Bad(problems[0] if problems else
+                   "no cvs repository (a directory with CVSROOT/) in the allowed paths")
+    ctx.argv = [*(f"--allow-root={r}" for r in roots), "server"]
 
 
 _SVNSERVE = _Spec(
@@ -669,15 +931,187 @@ _SVNSERVE = _Spec(
     long_flags=frozenset({"tunnel", "read-only"}),
     long_valued={"root": _path_value("--root"), "log-file": _path_value("--log-file")},
 )
+_SVN_CONF_FILES = ("svnserve.conf", "passwd", "authz", "hooks-env")
+
+
+def _svn_repository(repo: str, ctx: _Ctx) -> None:
+    """A repository svnserve may open: it, its hooks and conf are not the user's."""
+    facts = _facts(ctx)
+    _trusted(facts, repo, "svn repository")
+    if _trusted(facts, repo + "/hooks", "svn hooks", may_miss=True):
+        for name in facts.entries(repo + "/hooks"):
+            _trusted(facts, f"{repo}/hooks/{name}", "svn hook", "file")
+    if _trusted(facts, repo + "/conf", "svn conf", may_miss=True):
+        for name in _SVN_CONF_FILES:
+            _trusted(facts, f"{repo}/conf/{name}", "svn conf", "file", may_miss=True)
+
+
+def _is_svn_repository(facts: FileFacts, path: str) -> bool:
+    return facts.stat(path + "/format").kind == "file" and facts.stat(path + "/db").kind == "dir"
 
 
 def _rule_svnserve(argv: Sequence[str], ctx: _Ctx) -> None:
-    """`svnserve -t [-r|--root DIR] [--log-file FILE] [-R|--read-only]`."""
-    scan = _scan(argv[1:], _SVNSERVE, ctx)
+    """`svnserve -t [-r|--root DIR] [--log-file FILE] [-R|--read-only]`, run with a
+    root: the client's -r inside `paths`, else the first allowed directory. The root
+    (a repository, or a directory of repositories) and every repository directly in
+    it must not be the user's nor writable by the user, nor their hooks and conf."""
+    args = list(argv[1:])
+    scan = _scan(args, _SVNSERVE, ctx)
     if not _has(scan, "-t", "--tunnel"):
         raise _Bad("only tunnel mode (-t) is allowed")
     if scan.positional:
         raise _Bad(f"unexpected argument {_show(scan.positional[0])}")
+    facts = _facts(ctx)
+    given = _value_of(scan, "-r", "--root")
+    if given is not None:
+        root = _check_path(given, ctx, "--root")
+    elif ctx.dirs:
+        root = ctx.dirs[0]
+        args.append("--root=" + root)
+    else:
+        raise _Bad("no allowed directory to serve repositories from")
+    _trusted_way(facts, root, f"svn root {_show(root)}")
+    if _is_svn_repository(facts, root):
+        _svn_repository(root, ctx)
+    else:
+        _trusted(facts, root, "svn root")
+        for name in facts.entries(root):
+            path = root.rstrip("/") + "/" + name
+            kind = facts.stat(path).kind
+            if kind == "dir" and _is_svn_repository(facts, path):
+                _svn_repository(path, ctx)
+            elif kind in ("dir", "link", "unknown"):
+                raise _Bad(f"svn root {_show(root)}: {_show(name)} is not a repository; "
+                           "only repositories directly under the root are served")
+    ctx.argv = args
+
+
+# --------------------------------------------------------------------------- borg
+
+_BORG_SIZE_CHARS = _DIGIT_CHARS + ".KMGTPEkmgtpe"
+
+
+def _borg_size(value: str, ctx: _Ctx) -> None:
+    if not (value and value[0] in _DIGIT_CHARS and _only(value, _BORG_SIZE_CHARS)):
+        raise _Bad(f"--storage-quota {_show(value)}: not a size such as 5G or 1.5T")
+
+
+def _borg_topic(value: str, ctx: _Ctx) -> None:
+    if not (value and _only(value, _LOWER + _DIGIT_CHARS + "._")):
+        raise _Bad(f"--debug-topic {_show(value)}: not a topic name")
+
+
+def _octal(value: str, ctx: _Ctx) -> None:
+    if not _is_octal_umask(value):
+        raise _Bad(f"--umask {_show(value)}: not an octal umask")
+
+
+def _borg_repo_path(what: str) -> Callable[[str, _Ctx], None]:
+    def check(value: str, ctx: _Ctx) -> None:
+        _check_path(_tilde(value, ctx), ctx, what)
+
+    return check
+
+
+_BORG = _Spec(
+    flags="vp",
+    long_flags=_names(
+        """critical error warning info verbose debug progress iec log-json show-version
+        show-rc append-only consider-part-files"""
+    ),
+    long_valued={
+        "debug-topic": _borg_topic,
+        "umask": _octal,
+        "lock-wait": _rsync_number,
+        "storage-quota": _borg_size,
+        "upload-ratelimit": _rsync_number,
+        "remote-ratelimit": _rsync_number,
+        "upload-buffer": _rsync_number,
+        "remote-buffer": _rsync_number,
+        "restrict-to-path": _borg_repo_path("--restrict-to-path"),
+        "restrict-to-repository": _borg_repo_path("--restrict-to-repository"),
+    },
+)
+# Refused: --rsh, --remote-path, --debug-profile FILE (writes a file), --bypass-lock,
+# -h/--help, abbreviations (argparse would accept them: the rule does not), operands.
+# What an administrator may force in [[rules]] (`/usr/bin/borg = borg --append-only`):
+BORG_EXTRAS = ("--append-only", "--storage-quota=")
+
+
+def _borg_extras_problem(extras: Sequence[str]) -> str | None:
+    for extra in extras:
+        if extra == "--append-only":
+            continue
+        name, eq, value = extra.partition("=")
+        if name != "--storage-quota" or not eq:
+            return f"{extra!r}: the borg rule takes only --append-only and --storage-quota=SIZE"
+        try:
+            _borg_size(value, _Ctx("", "/", ()))
+        except _Bad as err:
+            return str(err)
+    return None
+
+
+def _rule_borg(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`borg serve OPTIONS` as a borg client sends it, run with --restrict-to-path for
+    each allowed directory (as rsync.net and BorgBase do), then what [[rules]] forces
+    (--append-only, --storage-quota=SIZE: after the client's, so they win)."""
+    if len(argv) < 2 or argv[1] != "serve":
+        raise _Bad("only 'borg serve ...' (what a borg client sends) is allowed")
+    args = list(argv[2:])
+    scan = _scan(args, _BORG, ctx)
+    if scan.positional:
+        raise _Bad(f"unexpected argument {_show(scan.positional[0])}")
+    if not ctx.dirs:
+        raise _Bad("no allowed directory to keep repositories in")
+    out: list[str] = []
+    for arg in args:  # the client's own restrictions narrow further; ~/ made the home
+        name, eq, value = arg.partition("=")
+        if eq and name in ("--restrict-to-path", "--restrict-to-repository"):
+            arg = f"{name}={_tilde(value, ctx)}"
+        out.append(arg)
+    for i, arg in enumerate(out[:-1]):
+        if arg in ("--restrict-to-path", "--restrict-to-repository"):
+            out[i + 1] = _tilde(out[i + 1], ctx)
+    ctx.argv = ["serve", *out, *(f"--restrict-to-path={d}" for d in ctx.dirs), *ctx.extras]
+
+
+# --------------------------------------------------------------------------- probes
+# Read-only commands clients run over ssh besides their transfer: rclone's sftp backend
+# asks `echo ${ShellId}%ComSpec%` (shell type), `md5sum` / `sha1sum` with no operand
+# (does it work?) and then `md5sum PATH` per file, and `df -k PATH` where sftp's statvfs
+# extension is missing.
+
+_HASHSUM = _Spec(flags="btz", long_flags=frozenset({"binary", "text", "tag", "zero"}),
+                 dashdash=True)
+
+
+def _rule_hashsum(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`md5sum [-b|-t|-z|--tag] [--] [PATH...]` (sha1sum, sha256sum... alike): files
+    inside the allowed paths, or standard input; no -c (it reads names from a file)."""
+    args = argv[1:]
+    scan = _scan(args, _HASHSUM, ctx)
+    ctx.argv = _with_paths(args, scan, ctx)
+
+
+_DF = _Spec(flags="ahHiklPT", long_flags=_names(
+    "all human-readable si inodes local portability print-type"))
+
+
+def _rule_df(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`df [-k|-h|-P|-i|-T...] PATH...`: at least one path, inside the allowed paths."""
+    args = argv[1:]
+    scan = _scan(args, _DF, ctx)
+    if not scan.positional:
+        raise _Bad("df needs a path (the mount table of the jail is not shown)")
+    ctx.argv = _with_paths(args, scan, ctx)
+
+
+def _rule_echo(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`echo WORD...`: words printed as they are (no shell expands them); no options."""
+    for arg in argv[1:]:
+        if arg.startswith("-"):
+            raise _Bad(f"echo {_show(arg)}: options are not allowed")
 
 
 if TYPE_CHECKING:
@@ -691,6 +1125,10 @@ RULES: Mapping[str, tuple[str, _RuleFn]] = {
     "git": ("git service", _rule_git),
     "cvs": ("cvs server", _rule_cvs),
     "svnserve": ("svnserve -t", _rule_svnserve),
+    "borg": ("borg serve", _rule_borg),
+    "hashsum": ("checksum of files", _rule_hashsum),
+    "df": ("df of paths", _rule_df),
+    "echo": ("echo words", _rule_echo),
     "none": ("no arguments", _rule_none),
     "any": ("unchecked arguments", _rule_any),
 }
@@ -706,7 +1144,24 @@ _RULE_BY_BASENAME = {
     "git-upload-archive": "git",
     "cvs": "cvs",
     "svnserve": "svnserve",
+    "borg": "borg",
+    "md5sum": "hashsum",
+    "sha1sum": "hashsum",
+    "sha224sum": "hashsum",
+    "sha256sum": "hashsum",
+    "sha384sum": "hashsum",
+    "sha512sum": "hashsum",
+    "b2sum": "hashsum",
+    "df": "df",
+    "echo": "echo",
 }
+# Options an administrator may force after a rule's name in [[rules]]: rule -> checker.
+_RULE_EXTRAS: Mapping[str, Callable[[Sequence[str]], str | None]] = {
+    "borg": _borg_extras_problem,
+}
+# What clients try without asking (rclone's probes): a refusal of these is not news.
+PROBES = frozenset({"echo", "md5sum", "sha1sum", "sha256sum", "md5", "sha1", "sha256",
+                    "rclone", "df", "b3sum", "xxh128sum", "xxhsum", "crc32"})
 
 # --------------------------------------------------------------------------- env
 
@@ -793,7 +1248,7 @@ def _expand_dir(template: str, user: str, home: str) -> str:
     return _norm("".join(out))
 
 
-def _refuse(policy: Policy, rule: str, action: str, why: str) -> Decision:
+def _refuse(policy: Policy, rule: str, action: str, why: str, quiet: bool = False) -> Decision:
     return Decision(
         allowed=False,
         argv=(),
@@ -803,6 +1258,7 @@ def _refuse(policy: Policy, rule: str, action: str, why: str) -> Decision:
         reason=f"pam_jail: {action}: {why}",
         interactive=False,
         policy=policy.name,
+        quiet=quiet,
     )
 
 
@@ -813,9 +1269,12 @@ def decide(
     user: str,
     home: str,
     client_env: Mapping[str, str],
+    facts: FileFacts | None = None,
 ) -> Decision:
     """Allow or refuse one login. `command` is what sshd passed after `-c` (None:
-    an interactive login). Never raises for anything the client sends."""
+    an interactive login). `facts` is the caller's view of the jail's file system, for
+    the rules that serve repositories (without it they refuse). Never raises for
+    anything the client sends."""
     if not home.startswith("/") or ".." in home.split("/") or _control_char(home) >= 0:
         return _refuse(policy, "home", "run command", "the home directory is not usable")
     if user in ("", ".", "..") or "/" in user or _control_char(user) >= 0:
@@ -850,10 +1309,11 @@ def decide(
     else:
         program = policy.program_named(name)
     if program is None:
-        return _refuse(
-            policy, f"no rule for {_show(name)}", f"run {_show(name)}", "not an allowed program"
-        )
-    rule = policy.rule_for(program)
+        # rclone and the like try PROBES unasked: their refusal is logged at debug level
+        return _refuse(policy, f"no rule for {_show(name)}", f"run {_show(name)}",
+                       "not an allowed program", quiet=name in PROBES)
+    spec = (policy.rule_for(program) or "").split()
+    rule, extras = (spec[0], tuple(spec[1:])) if spec else (None, ())
     if rule is None or rule not in RULES:
         return _refuse(policy, f"program {program}: unknown rule", f"run {program}",
                        "no usable rule for this program")
@@ -863,16 +1323,20 @@ def decide(
         program=program,
         home=home,
         dirs=tuple(_expand_dir(d, user, home) for d in policy.paths),
+        facts=facts,
+        extras=extras,
     )
     try:
         check(argv, ctx)
     except _Bad as err:
         return _refuse(policy, f"program {program}: {label} rule", f"run {program}", str(err))
-    # 5. the exact argv, a clean environment
+    # 5. the argv (as sent, or as the rule rewrote it), a clean environment
+    env = _build_env(policy, user, home, client_env, RULE_ENV.get(rule, ()))
+    env.update(ctx.env)
     return Decision(
         allowed=True,
-        argv=(program, *argv[1:]),
-        env=_build_env(policy, user, home, client_env, RULE_ENV.get(rule, ())),
+        argv=(program, *(argv[1:] if ctx.argv is None else ctx.argv)),
+        env=env,
         umask=policy.umask,
         rule=f"program {program}: {label} rule",
         reason="allowed",
@@ -985,13 +1449,19 @@ def _parse_section(
             programs.append(prog)
     explicit: dict[str, str] = {}
     for prog, value in rules_section.items():
-        rule = _scalar(value)
+        words = (_scalar(value) or "").split()
+        rule = words[0] if words else None
+        extras_check = _RULE_EXTRAS.get(rule or "")
+        extras_problem = extras_check(words[1:]) if extras_check else (
+            f"rule {rule} takes no options" if len(words) > 1 else None)
         if prog not in programs:
             bad("[[rules]]", f"{prog} is not in programs")
-        elif rule is None or rule not in RULES:
+        elif rule is None or rule not in RULES or isinstance(value, list):
             bad("[[rules]]", f"{prog}: unknown rule {value!r} (known: {', '.join(RULES)})")
+        elif extras_problem:
+            bad("[[rules]]", f"{prog}: {extras_problem}")
         else:
-            explicit[prog] = rule
+            explicit[prog] = " ".join(words)
     bound: list[tuple[str, str]] = []
     for prog in programs:
         rule_name = explicit.get(prog) or _RULE_BY_BASENAME.get(posixpath.basename(prog))
