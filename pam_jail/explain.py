@@ -17,8 +17,9 @@ import sys
 from pam_jail.config import DEFAULT_PATH, load_config
 from pam_jail.errors import ConfigError, Denied
 from pam_jail.policy import Decision, decide, parse_lsh, select_policy
-from pam_jail.resolve import identity_from_passwd, is_shell_entry, resolve
+from pam_jail.resolve import Identity, identity_from_passwd, is_shell_entry, resolve
 from pam_jail.safety import check_jail
+from pam_jail.shell_entry import JailFacts
 
 LSH_INSIDE = "/etc/pam_jail/lsh.ini"
 EXIT_ALLOWED = 0
@@ -47,6 +48,19 @@ def read_lsh(root: str, uid: int) -> str:
     from pam_jail.shell_entry import read_allow_list
 
     return read_allow_list(uid, root.rstrip("/") + LSH_INSIDE)
+
+
+def _jail_facts(root: str, ident: Identity) -> JailFacts:
+    """What the user would see of the jail's files, from the host (mode bits only)."""
+    import grp
+
+    gids = {ident.gid}
+    for name in ident.groups:
+        try:
+            gids.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            pass
+    return JailFacts(root, ident.uid, frozenset(gids))
 
 
 def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> dict[str, object]:
@@ -87,7 +101,7 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
         return out
     policy = select_policy(lsh, ident.name, out["groups"])  # type: ignore[arg-type]
     decision: Decision = decide(policy, command, user=ident.name, home=jail.home,
-                                client_env={})
+                                client_env={}, facts=_jail_facts(jail.root, ident))
     out["section"] = policy.name
     out["rule"] = decision.rule
     out["reason"] = decision.reason

@@ -845,8 +845,15 @@ def _git_repository(path: str, ctx: _Ctx) -> str:
                        "one git serves would be ambiguous")
     what = "repository"
     _trusted_way(facts, chosen, f"{what} {_show(chosen)}")
-    _trusted(facts, chosen, what)
-    _trusted(facts, chosen + "/config", what + " config", "file", may_miss=True)
+    # A push to the branch HEAD names creates HEAD.lock in the repository directory, so
+    # a shared repository's directory may be group-writable if it is sticky (chmod 3775:
+    # nobody removes or renames what is not theirs). It must then hold its config (else
+    # the user could create one); commondir is overridden by GIT_COMMON_DIR below.
+    top = facts.stat(chosen)
+    shared = top.kind == "dir" and top.writable and not top.owned and bool(top.mode & 0o1000)
+    if not shared:
+        _trusted(facts, chosen, what)
+    _trusted(facts, chosen + "/config", what + " config", "file", may_miss=not shared)
     _trusted(facts, chosen + "/config.worktree", what + " config", "file", may_miss=True)
     _trusted(facts, chosen + "/hooks", what + " hooks", may_miss=True)
     if facts.stat(chosen + "/commondir").kind != "missing":
@@ -873,6 +880,7 @@ def _rule_git(argv: Sequence[str], ctx: _Ctx) -> None:
         raise _Bad("exactly one repository path is required")
     repo = _git_repository(_git_path(args[0], ctx), ctx)
     ctx.argv = [*service, repo]
+    ctx.env.append(("GIT_COMMON_DIR", repo))  # never a commondir file's say
     pins = (*GIT_PINS, ("safe.directory", repo))
     ctx.env.append(("GIT_CONFIG_COUNT", str(len(pins))))
     for i, (key, value) in enumerate(pins):

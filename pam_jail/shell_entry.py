@@ -11,7 +11,8 @@ with no arguments for an interactive login. The sequence, top to bottom:
   5. confine_unprivileged(): user namespace + mount/PID/IPC/UTS/net, nosuid,nodev,
      pivot_root, no capabilities, no_new_privs, drop proven
   6. inside the jail: /etc/pam_jail/lsh.ini read, must not be the user's nor writable
-  7. policy decision on the command (policy.decide), umask, execve with a clean env
+  7. policy decision on the command (policy.decide; the repository rules ask JailFacts:
+     lstat/access as the user), umask, execve with a clean env
 
 Any refusal: one line on stderr for the user, one syslog line, non-zero exit.
 Everything the confined part needs is imported here, before confinement.
@@ -19,15 +20,16 @@ Everything the confined part needs is imported here, before confinement.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
 
 from pam_jail.confine import confine_unprivileged, relay_child, userns_unavailable
 from pam_jail.errors import Denied, PamJailError
-from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
+from pam_jail.log import LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
-from pam_jail.policy import decide, parse_lsh, select_policy
+from pam_jail.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
 from pam_jail.resolve import Identity, identity_from_passwd
 from pam_jail.safety import open_checked
 
@@ -60,6 +62,48 @@ def read_allow_list(uid: int, path: str = LSH_PATH) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
+class JailFacts(FileFacts):
+    """The policy's view of the file system (policy.FileFacts): lstat and access(W_OK)
+    of a path, as this process sees it. Inside the jail, as the user, that is exactly
+    what the user can do. `root` prefixes every path and `uid`/`gids` stand for the
+    user when root asks on the host (pam-jail explain: mode bits only, no ACLs)."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, root: str = "", uid: int | None = None,
+                 gids: frozenset[int] = frozenset()) -> None:
+        self.root = root.rstrip("/")
+        self.uid = os.getuid() if uid is None else uid
+        self.gids = gids
+        self.ask_kernel = uid is None
+
+    def stat(self, path: str) -> PathFacts:
+        full = self.root + path
+        try:
+            st = os.lstat(full)
+        except OSError as err:
+            missing = err.errno in (errno.ENOENT, errno.ENOTDIR)
+            return PathFacts("missing" if missing else "unknown")
+        mode = st.st_mode
+        kind = ("dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode)
+                else "link" if stat.S_ISLNK(mode) else "other")
+        if kind == "link":
+            writable = False
+        elif self.ask_kernel:
+            writable = os.access(full, os.W_OK, follow_symlinks=False)
+        else:
+            writable = bool(mode & 0o002 or (mode & 0o020 and st.st_gid in self.gids)
+                            or (mode & 0o200 and st.st_uid == self.uid))
+        return PathFacts(kind, st.st_uid == self.uid, writable, stat.S_IMODE(mode))
+
+    def entries(self, path: str) -> tuple[str, ...]:
+        try:
+            names = os.listdir(self.root + path)
+        except OSError:
+            return ()
+        return tuple(sorted(names)[: self.MAX_ENTRIES])
+
+
 def _parse_args(args: list[str]) -> str | None:
     if not args:
         return None
@@ -84,9 +128,11 @@ def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
     """Steps 6-7, inside the jail: allow-list, decision, exec (or one refusal line)."""
     policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),
                            ident.name, [g for g in (ident.group, *ident.groups) if g])
-    decision = decide(policy, command, user=ident.name, home=home, client_env=dict(os.environ))
+    decision = decide(policy, command, user=ident.name, home=home, client_env=dict(os.environ),
+                      facts=JailFacts())
     if not decision.allowed:
-        log.decision(LOG_NOTICE, "command refused", user=session.user, jail=session.jail,
+        log.decision(LOG_DEBUG if decision.quiet else LOG_NOTICE, "command refused",
+                     user=session.user, jail=session.jail,
                      reason=f"{decision.rule}: {decision.reason}", command=command,
                      rhost=session.rhost)
         reason = decision.reason.removeprefix("pam_jail: ")

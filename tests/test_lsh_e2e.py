@@ -25,7 +25,9 @@ from syslog_capture import SyslogCapture
 from test_lsh_home import GIT_CORE, add_server_tools, as_user
 from util import safe_tmpdir
 
+from pam_jail.build import copy_into
 from pam_jail.policy import Decision, decide, parse_lsh, select_policy, split_command
+from pam_jail.shell_entry import JailFacts
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -35,7 +37,8 @@ LSH = f"""\
 [default]
 programs = /usr/bin/scp, /usr/bin/rsync, /usr/lib/openssh/sftp-server, \
 {GIT_CORE}/git-upload-pack, {GIT_CORE}/git-receive-pack, /usr/bin/cvs, \
-/usr/bin/svnserve, {ARGV}
+/usr/bin/svnserve, /usr/bin/md5sum, /usr/bin/sha1sum, /usr/bin/df, /usr/bin/echo, {ARGV}
+paths = %h, /srv/git, /srv/cvs, /srv/svn
 umask = 0022
 pass_env = LANG
 # cvs server makes its working directory in /var/tmp unless told: the jail has /tmp
@@ -60,6 +63,48 @@ class World:
     def ssh_command(self) -> str:
         return shlex.join(["ssh", *self.sshd.client_options(self.user),
                            "-p", str(self.sshd.port)])
+
+
+ADMIN_HOOK = "#!/bin/sh\n/usr/bin/touch /tmp/admin-hook-ran\n"
+
+
+def shared_git_repo(jail: str, repo: str, user: User, hooks_owner: int = 0) -> str:
+    """A bare repository kept by root, as an administrator shares one (docs/lsh.md):
+    config and hooks/ (with a hook) root's and not writable; the directory itself, its
+    objects/ and refs/ the user's group and group-writable (what a push writes), the
+    directory sticky. Returns the host path."""
+    host = f"{jail}{repo}"
+    os.makedirs(os.path.dirname(host), mode=0o755, exist_ok=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", host], check=True)
+    with open(f"{host}/hooks/pre-receive", "w") as fh:
+        fh.write(ADMIN_HOOK)
+    os.chmod(f"{host}/hooks/pre-receive", 0o755)
+    for sub in ("objects", "refs"):
+        for base, dirs, files in os.walk(f"{host}/{sub}"):
+            for name in (base, *(f"{base}/{n}" for n in dirs + files)):
+                os.chown(name, 0, user.gid)
+                os.chmod(name, 0o2775 if os.path.isdir(name) else 0o664)
+    os.chown(f"{host}/hooks", hooks_owner, 0)
+    # a push to the branch HEAD names creates HEAD.lock here: group-writable, sticky
+    os.chown(host, 0, user.gid)
+    os.chmod(host, 0o3775)
+    return host
+
+
+def shared_cvs_root(jail: str, root: str, user: User, work: str) -> None:
+    """A cvs repository kept by root with one module the user may commit to."""
+    host = f"{jail}{root}"
+    os.makedirs(os.path.dirname(host), mode=0o755, exist_ok=True)
+    subprocess.run(["cvs", "-Q", "-d", host, "init"], check=True)
+    os.makedirs(f"{work}/mod", exist_ok=True)
+    with open(f"{work}/mod/m.txt", "w") as fh:
+        fh.write("cvs content\n")
+    subprocess.run(["cvs", "-Q", "-d", host, "import", "-m", "i", "mod", "v", "r1"],
+                   cwd=f"{work}/mod", check=True, env={"PATH": "/usr/bin:/bin", "HOME": work})
+    _chown_tree(f"{host}/mod", user.uid, user.gid)
+    for name in ("history", "val-tags"):
+        if os.path.exists(f"{host}/CVSROOT/{name}"):
+            os.chmod(f"{host}/CVSROOT/{name}", 0o666)
 
 
 def _chown_tree(top: str, uid: int, gid: int) -> None:
@@ -87,17 +132,16 @@ def world() -> Iterator[World]:
         home = f"{jail}/home/{user.name}"
         work = safe_tmpdir("lshe2e")
         undo.append(lambda: shutil.rmtree(work, ignore_errors=True))
-        # a bare git repository and a cvs repository with one module, the user's
+        copy_into(jail, ["/usr/bin/md5sum", "/usr/bin/sha1sum", "/usr/bin/df"])
+        # the user's own bare repository and cvs repository, in the home (refused: the
+        # user can write their hooks and CVSROOT), and the shared ones kept by root
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", f"{home}/r.git"],
                        check=True)
         subprocess.run(["cvs", "-Q", "-d", f"{home}/cvsroot", "init"], check=True)
-        os.makedirs(f"{work}/mod")
-        with open(f"{work}/mod/m.txt", "w") as fh:
-            fh.write("cvs content\n")
-        subprocess.run(["cvs", "-Q", "-d", f"{home}/cvsroot", "import", "-m", "i", "mod",
-                        "v", "r1"], cwd=f"{work}/mod", check=True,
-                       env={"PATH": "/usr/bin:/bin", "HOME": work})
         _chown_tree(home, user.uid, user.gid)
+        shared_git_repo(jail, "/srv/git/r.git", user)
+        shared_cvs_root(jail, "/srv/cvs", user, work)
+        os.makedirs(f"{jail}/srv/svn", mode=0o755)
         extra = "AcceptEnv *\n" + generate(load_config())   # deliberately permissive
         sshd = Sshd(PAM_STACK, extra).start()
         undo.append(sshd.stop)
@@ -168,6 +212,8 @@ BYPASSES = [
     ("svnserve -t --tunnel-user root", SVN),
     ("svnserve -d", SVN),
     ("svnserve -t --config-file=/home/u/x", SVN),
+    ("svnserve -t", SVN),                       # root: the home, the user's
+    ("svnserve -t -r /srv/git", SVN),           # holds non-repositories
     # shell syntax is plain text: nothing runs
     ("scp -t x; id", SCP),
     ("scp -t x && id", SCP),
@@ -206,9 +252,11 @@ def test_bypass_refused_through_sshd(world: World, command: str, rule: str) -> N
 
 
 def test_svnserve_allowed_form_fails_only_because_it_is_absent(world: World) -> None:
-    """The contrast with the refusals above: `svnserve -t` passes the rule, then the
-    jail has no svnserve (exit 1, 'login refused: execute ...')."""
-    result = world.ssh("svnserve -t")
+    """The contrast with the refusals above: `svnserve -t -r /srv/svn` (a root kept by
+    root) passes the rule, then the jail has no svnserve (exit 1, 'login refused:
+    execute ...'). Plain `svnserve -t` serves the first allowed directory, the home:
+    the user's, refused (the bypass table)."""
+    result = world.ssh("svnserve -t -r /srv/svn")
     assert result.returncode == 1, result
     assert "execute /usr/bin/svnserve" in result.stderr
 
@@ -284,40 +332,128 @@ def test_sftp(world: World) -> None:
         assert fh.read() == "sftp\n"
 
 
-def test_git_push_and_clone(world: World) -> None:
-    seed = f"{world.work}/seed"
-    subprocess.run(["git", "init", "-q", "-b", "main", seed], check=True)
-    with open(f"{seed}/g.txt", "w") as fh:
-        fh.write("git\n")
-    git = ["git", "-C", seed, "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "add", "g.txt"], check=True)
-    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+def _seed(world: World, name: str) -> list[str]:
+    """A local repository with one commit; the git command prefix to use on it."""
+    seed = f"{world.work}/{name}"
+    if not os.path.exists(seed):
+        subprocess.run(["git", "init", "-q", "-b", "main", seed], check=True)
+        with open(f"{seed}/g.txt", "w") as fh:
+            fh.write("git\n")
+        git = ["git", "-C", seed, "-c", "user.email=t@t", "-c", "user.name=t"]
+        subprocess.run([*git, "add", "g.txt"], check=True)
+        subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    return ["git", "-C", seed, "-c", "user.email=t@t", "-c", "user.name=t"]
+
+
+def _git(world: World, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "GIT_SSH_COMMAND": world.ssh_command(),
            "HOME": world.work}
-    url = f"{world.user.name}@127.0.0.1:r.git"
-    push = subprocess.run([*git, "push", "-q", url, "main"], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
+    return subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=60,
+                          check=False)
+
+
+def test_git_push_and_clone_shared_repository(world: World) -> None:
+    """A repository kept by root: push and clone work (safe.directory is pinned to it:
+    in mode shell its owner shows as 65534, which git calls dubious ownership), and its
+    hooks do not run (core.hooksPath is pinned to /dev/null)."""
+    admin_marker = f"{world.jail}/tmp/admin-hook-ran"
+    if os.path.exists(admin_marker):
+        os.unlink(admin_marker)
+    url = f"{world.user.name}@127.0.0.1:/srv/git/r"
+    push = _git(world, *_seed(world, "seed"), "push", "-q", url, "main")
     assert push.returncode == 0, push.stderr
-    clone = subprocess.run(["git", "clone", "-q", url, f"{world.work}/clone"],
-                           capture_output=True, text=True, env=env, timeout=60, check=False)
+    clone = _git(world, "git", "clone", "-q", url, f"{world.work}/clone")
     assert clone.returncode == 0, clone.stderr
     with open(f"{world.work}/clone/g.txt") as fh:
         assert fh.read() == "git\n"
+    assert not os.path.exists(admin_marker), "a repository hook ran"
 
 
-def test_cvs_checkout_over_ext(world: World) -> None:
+EVIL_HOOK = "#!/bin/sh\n/usr/bin/touch /home/{user}/hook-ran\necho HOOK-RAN >&2\n"
+
+
+def _evil_repo(world: World, name: str) -> str:
+    """A bare repository on the client with a pre-receive hook (and core.hooksPath
+    pointing at it), as a user would prepare one to upload."""
+    evil = f"{world.work}/{name}"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", evil], check=True)
+    hook = f"{evil}/hooks/pre-receive"
+    with open(hook, "w") as fh:
+        fh.write(EVIL_HOOK.format(user=world.user.name))
+    os.chmod(hook, 0o755)
+    subprocess.run(["git", "config", "-f", f"{evil}/config", "core.hooksPath", "hooks"],
+                   check=True)
+    return evil
+
+
+def test_git_hook_uploaded_by_the_user_does_not_run(world: World) -> None:
+    """Issue 11.3: the user uploads a bare repository with hooks/pre-receive (rsync
+    through sshd), then pushes to it. Before the fix git-receive-pack ran the hook
+    (`hook-ran` appeared in the home); now the push is refused and nothing runs."""
+    marker = f"{world.home}/hook-ran"
+    evil = _evil_repo(world, "evil.git")
+    up = world.sshd.rsync(world.user, "-a", f"{evil}/", ":evil.git/")
+    assert up.returncode == 0, up.stderr
+    assert os.path.exists(f"{world.home}/evil.git/hooks/pre-receive")
+    for url in (f"{world.user.name}@127.0.0.1:evil.git",
+                f"{world.user.name}@127.0.0.1:~/evil.git",
+                f"ssh://{world.user.name}@127.0.0.1:{world.sshd.port}/home/"
+                f"{world.user.name}/evil"):
+        push = _git(world, *_seed(world, "seed"), "push", "-q", url, "main")
+        assert push.returncode != 0, (url, push.stderr)
+        assert "HOOK-RAN" not in push.stderr
+        assert "owned by the user" in push.stderr or "writable by the user" in push.stderr, \
+            push.stderr
+        assert not os.path.exists(marker), f"the uploaded hook ran ({url})"
+
+
+def test_git_hook_in_a_user_writable_hooks_dir_does_not_run(world: World) -> None:
+    """A repository kept by root whose hooks/ the user owns (an administrator's slip):
+    the user uploads a hook with scp; the push is refused, the hook never runs."""
+    marker = f"{world.home}/hook-ran"
+    host = shared_git_repo(world.jail, "/srv/git/slip.git", world.user,
+                           hooks_owner=world.user.uid)
+    os.unlink(f"{host}/hooks/pre-receive")
+    hook = f"{world.work}/pre-receive"
+    with open(hook, "w") as fh:
+        fh.write(EVIL_HOOK.format(user=world.user.name))
+    os.chmod(hook, 0o755)
+    up = world.sshd.scp(world.user, hook, ":/srv/git/slip.git/hooks/pre-receive")
+    assert up.returncode == 0, up.stderr
+    push = _git(world, *_seed(world, "seed"), "push", "-q",
+                f"{world.user.name}@127.0.0.1:/srv/git/slip.git", "main")
+    assert push.returncode != 0, push.stderr
+    assert "repository hooks" in push.stderr and "owned by the user" in push.stderr, \
+        push.stderr
+    assert not os.path.exists(marker), "the uploaded hook ran"
+
+
+def _cvs(world: World, root: str, *argv: str) -> subprocess.CompletedProcess[str]:
     rsh = f"{world.work}/cvs-rsh"
     with open(rsh, "w") as fh:
         fh.write(f"#!/bin/sh\nexec {world.ssh_command()} \"$@\"\n")
     os.chmod(rsh, 0o755)
-    root = f":ext:{world.user.name}@127.0.0.1:/home/{world.user.name}/cvsroot"
-    os.makedirs(f"{world.work}/co", exist_ok=True)
-    result = subprocess.run(["cvs", "-Q", "-d", root, "checkout", "mod"], cwd=f"{world.work}/co",
-                            capture_output=True, text=True, timeout=60, check=False,
-                            env={"PATH": "/usr/bin:/bin", "CVS_RSH": rsh, "HOME": world.work})
+    co = f"{world.work}/co"
+    os.makedirs(co, exist_ok=True)
+    return subprocess.run(["cvs", "-Q", "-d", f":ext:{world.user.name}@127.0.0.1:{root}",
+                           *argv], cwd=co, capture_output=True, text=True, timeout=60,
+                          check=False,
+                          env={"PATH": "/usr/bin:/bin", "CVS_RSH": rsh, "HOME": world.work})
+
+
+def test_cvs_checkout_over_ext(world: World) -> None:
+    result = _cvs(world, "/srv/cvs", "checkout", "mod")
     assert result.returncode == 0, result.stderr
     with open(f"{world.work}/co/mod/m.txt") as fh:
         assert fh.read() == "cvs content\n"
+
+
+def test_cvs_users_own_repository_is_not_served(world: World) -> None:
+    """The user's own CVSROOT (loginfo, commitinfo... would run the user's programs):
+    cvs runs with --allow-root for the repositories kept by root only."""
+    result = _cvs(world, f"/home/{world.user.name}/cvsroot", "checkout", "CVSROOT")
+    assert result.returncode != 0, result.stdout
+    assert "Bad root" in result.stderr, result.stderr
 
 
 # --- the argv that reaches execve ---------------------------------------------------
@@ -351,8 +487,9 @@ def test_argv_reaching_execve_is_the_allowed_argv(world: World,
 
 def _decide(world: World, command: str) -> Decision:
     policy = select_policy(parse_lsh(LSH, "lsh.ini"), world.user.name, [])
+    facts = JailFacts(world.jail, world.user.uid, frozenset({world.user.gid}))
     return decide(policy, command, user=world.user.name, home=f"/home/{world.user.name}",
-                  client_env={})
+                  client_env={}, facts=facts)
 
 
 @settings(max_examples=60, deadline=None,
