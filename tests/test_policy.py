@@ -109,7 +109,8 @@ class FakeFS(FileFacts):
     given (the user's home is the user's)."""
 
     def __init__(self, paths: dict[str, PathFacts] | None = None) -> None:
-        self.paths: dict[str, PathFacts] = {"/": ROOT_DIR, HOME: USER_DIR}
+        self.paths: dict[str, PathFacts] = {"/": ROOT_DIR}
+        self.add(HOME, USER_DIR)
         for path, facts in (paths or {}).items():
             self.add(path, facts)
         self.asked: list[str] = []
@@ -155,10 +156,12 @@ class AnyRepo(FileFacts):
 
     def __init__(self) -> None:
         self.repo: str | None = None
+        self.first = True
 
     def stat(self, path: str) -> PathFacts:
-        if self.repo is None and path.endswith("/.git"):
+        if self.first and path.endswith("/.git"):
             self.repo = path[:-5]
+        self.first = False
         repo = self.repo
         if repo is None:  # cvs, svnserve: the allowed directories are root's repositories
             files = {"format", "db", "hooks", "conf", "loginfo", "commitinfo", "config",
@@ -1099,3 +1102,367 @@ def test_git_rule_gets_no_global_config_unless_the_section_says() -> None:
                    client_env={"GIT_CONFIG_GLOBAL": "/home/u/evil"}, facts=jail_fs())
         assert d.allowed, d.reason
         assert d.env["GIT_CONFIG_GLOBAL"] == expected
+
+
+# ------------------------------------------------------ repositories: hooks and config
+
+GIT = "[default]\nprograms = /usr/bin/git-upload-pack, /usr/bin/git-receive-pack, " \
+      "/usr/bin/git\npaths = %h, /srv/git\n"
+
+
+def _git_decide(command: str, fs: FileFacts) -> Decision:
+    policy = select_policy(parse_lsh(GIT, "t"), USER, [])
+    return decide(policy, command, user=USER, home=HOME, client_env={}, facts=fs)
+
+
+def test_git_pins_hooks_config_and_safe_directory() -> None:
+    d = _git_decide("git-receive-pack '/srv/git/x.git'", jail_fs())
+    assert d.allowed, d.reason
+    assert d.argv == ("/usr/bin/git-receive-pack", "/srv/git/x.git")
+    pins = {d.env[f"GIT_CONFIG_KEY_{i}"]: d.env[f"GIT_CONFIG_VALUE_{i}"]
+            for i in range(int(d.env["GIT_CONFIG_COUNT"]))}
+    assert pins == {"core.hooksPath": "/dev/null", "core.fsmonitor": "false",
+                    "core.sshCommand": "false", "safe.directory": "/srv/git/x.git"}
+    assert d.env["GIT_COMMON_DIR"] == "/srv/git/x.git"
+    assert d.env["GIT_CONFIG_GLOBAL"] == "/dev/null"
+
+
+def test_git_pins_win_over_the_sections_env() -> None:
+    text = GIT + "env = GIT_CONFIG_COUNT=0, GIT_COMMON_DIR=/home/alice/evil\n"
+    policy = select_policy(parse_lsh(text, "t"), USER, [])
+    d = decide(policy, "git-upload-pack /srv/git/x.git", user=USER, home=HOME, client_env={},
+               facts=jail_fs())
+    assert d.env["GIT_CONFIG_COUNT"] == "4" and d.env["GIT_COMMON_DIR"] == "/srv/git/x.git"
+
+
+def _shared(fs: FakeFS, path: str) -> FakeFS:
+    """A repository as docs/lsh.md shares one: directory group-writable and sticky."""
+    return fs.git(path, PathFacts("dir", writable=True, mode=0o3775))
+
+
+@pytest.mark.parametrize(("fs", "command", "why"), [
+    # the user's own repository, uploaded or made: its hooks and config run as the user
+    (jail_fs(), "git-receive-pack '~/own.git'", "the user's or writable"),
+    (jail_fs(), "git-upload-pack own", "the user's or writable"),
+    (FakeFS().git("/srv/git/own.git", USER_DIR), "git-upload-pack /srv/git/own",
+     "repository /srv/git/own.git is owned by the user"),
+    # root's repository with the user's hooks/ or config, or group-writable ones
+    (FakeFS().git("/srv/git/h.git", hooks=USER_DIR), "git-receive-pack /srv/git/h.git",
+     "hooks /srv/git/h.git/hooks is owned by the user"),
+    (FakeFS().git("/srv/git/h.git", hooks=GROUP_DIR), "git-receive-pack /srv/git/h.git",
+     "writable by the user"),
+    (FakeFS().git("/srv/git/c.git", config=GROUP_FILE), "git-upload-pack /srv/git/c.git",
+     "config /srv/git/c.git/config is writable"),
+    (FakeFS().git("/srv/git/c.git", config=LINK), "git-upload-pack /srv/git/c.git",
+     "symbolic link"),
+    # a writable repository directory that is not sticky: config could be renamed away
+    (FakeFS().git("/srv/git/w.git", GROUP_DIR), "git-receive-pack /srv/git/w.git",
+     "/srv/git/w.git is writable by the user"),
+    # sticky and writable, but without its config the user could create one
+    (_shared(FakeFS(), "/srv/git/s.git").add("/srv/git/s.git/config", MISSING),
+     "git-receive-pack /srv/git/s.git", "config /srv/git/s.git/config does not exist"),
+    # a directory on the way the user can write: the repository could be swapped
+    (FakeFS({"/srv/git": GROUP_DIR}).git("/srv/git/x.git"), "git-upload-pack /srv/git/x.git",
+     "on the way to it"),
+    (FakeFS({"/srv": USER_DIR}).git("/srv/git/x.git"), "git-upload-pack /srv/git/x.git",
+     "on the way to it"),
+    # symbolic links: to a repository, on the way, a .git file
+    (FakeFS({"/srv/git/l.git": LINK}), "git-upload-pack /srv/git/l.git", "symbolic link"),
+    (FakeFS({"/srv/git/l": LINK}).git("/srv/git/l.git"), "git-upload-pack /srv/git/l",
+     "symbolic link"),
+    (FakeFS({"/srv/git/f/.git": ROOT_FILE}).git("/srv/git/f.git"),
+     "git-upload-pack /srv/git/f", "no .git file"),
+    # git would serve another directory than the one checked
+    (FakeFS().git("/srv/git/d.git").git("/srv/git/d.git.git"),
+     "git-upload-pack /srv/git/d.git", "ambiguous"),
+    (FakeFS().git("/srv/git/d.git").add("/srv/git/d.git/commondir", ROOT_FILE),
+     "git-upload-pack /srv/git/d.git", "commondir"),
+    # the jail's system config the user could write
+    (FakeFS({"/etc/gitconfig": USER_FILE}).git("/srv/git/x.git"),
+     "git-upload-pack /srv/git/x.git", "git system config"),
+    # not a repository, outside the allowed paths, unexaminable
+    (FakeFS({"/srv/git/plain": ROOT_DIR}), "git-upload-pack /srv/git/plain",
+     "not a git repository"),
+    (FakeFS().git("/srv/other.git"), "git-upload-pack /srv/other.git", "outside"),
+    (FakeFS().git("/srv/git/u.git").add("/srv/git/u.git/hooks", PathFacts("unknown")),
+     "git-receive-pack /srv/git/u.git", "hooks"),
+])
+def test_git_refuses_repositories_the_user_controls(fs: FakeFS, command: str,
+                                                    why: str) -> None:
+    d = _git_decide(command, fs)
+    assert not d.allowed, d
+    assert why in d.reason, d.reason
+
+
+@pytest.mark.parametrize(("fs", "command", "repo"), [
+    (_shared(FakeFS(), "/srv/git/s.git"), "git-receive-pack /srv/git/s", "/srv/git/s.git"),
+    (FakeFS({"/srv/git": STICKY}).git("/srv/git/t.git"), "git-upload-pack /srv/git/t.git",
+     "/srv/git/t.git"),
+    (FakeFS().git("/srv/git/p"), "git upload-pack '/srv/git/p/'", "/srv/git/p"),
+    (FakeFS().git("/srv/git/q/.git"), "git-upload-pack /srv/git/q", "/srv/git/q/.git"),
+    (FakeFS({"/srv/git/n": ROOT_DIR}).git("/srv/git/n.git"), "git-upload-pack /srv/git/n",
+     "/srv/git/n.git"),  # a plain directory n/ is passed over, as git does
+])
+def test_git_serves_repositories_kept_by_root(fs: FakeFS, command: str, repo: str) -> None:
+    d = _git_decide(command, fs)
+    assert d.allowed, d.reason
+    assert d.argv[-1] == repo and d.env["GIT_CONFIG_VALUE_3"] == repo
+
+
+def test_git_asks_only_what_it_needs() -> None:
+    fs = jail_fs()
+    _git_decide("git-upload-pack /srv/git/x.git", fs)
+    assert len(fs.asked) < 25 and all(p.startswith(("/srv", "/etc/gitconfig")) or p == "/"
+                                      for p in fs.asked), fs.asked
+
+
+CVS = "[default]\nprograms = /usr/bin/cvs\npaths = %h, /srv/cvs, /srv/cvs2\n"
+
+
+def _cvs_fs(**over: PathFacts) -> FakeFS:
+    fs = FakeFS({"/srv/cvs/CVSROOT": ROOT_DIR, "/srv/cvs/CVSROOT/loginfo": ROOT_FILE,
+                 "/srv/cvs/CVSROOT/history": GROUP_FILE, "/srv/cvs/mod": GROUP_DIR})
+    for path, facts in over.items():
+        fs.add(path.replace("_", "/"), facts)
+    return fs
+
+
+def _cvs_decide(fs: FakeFS, command: str = "cvs server") -> Decision:
+    policy = select_policy(parse_lsh(CVS, "t"), USER, [])
+    return decide(policy, command, user=USER, home=HOME, client_env={}, facts=fs)
+
+
+def test_cvs_is_told_the_roots_it_may_open() -> None:
+    d = _cvs_decide(_cvs_fs())
+    assert d.allowed, d.reason
+    assert d.argv == ("/usr/bin/cvs", "--allow-root=/srv/cvs", "server")
+    two = _cvs_fs().add("/srv/cvs2/CVSROOT", ROOT_DIR)
+    assert _cvs_decide(two).argv[1:3] == ("--allow-root=/srv/cvs", "--allow-root=/srv/cvs2")
+
+
+@pytest.mark.parametrize(("path", "facts", "why"), [
+    ("/srv/cvs/CVSROOT/loginfo", USER_FILE, "cvs administrative file"),
+    ("/srv/cvs/CVSROOT/commitinfo", GROUP_FILE, "writable by the user"),
+    ("/srv/cvs/CVSROOT/verifymsg", LINK, "symbolic link"),
+    ("/srv/cvs/CVSROOT/modules", USER_FILE, "owned by the user"),
+    ("/srv/cvs/CVSROOT", GROUP_DIR, "writable by the user"),
+    ("/srv/cvs", USER_DIR, "owned by the user"),
+    ("/srv", GROUP_DIR, "on the way"),
+])
+def test_cvs_refuses_a_root_the_user_controls(path: str, facts: PathFacts, why: str) -> None:
+    d = _cvs_decide(_cvs_fs().add(path, facts))
+    assert not d.allowed and why in d.reason, d.reason
+
+
+def test_cvs_users_own_cvsroot_is_dropped_not_served() -> None:
+    """~/CVSROOT (paths has %h): not a root cvs may open; /srv/cvs still is."""
+    fs = _cvs_fs().add(HOME + "/CVSROOT", USER_DIR).add(HOME + "/CVSROOT/loginfo", USER_FILE)
+    d = _cvs_decide(fs)
+    assert d.allowed and d.argv == ("/usr/bin/cvs", "--allow-root=/srv/cvs", "server")
+    alone = FakeFS().add(HOME + "/CVSROOT", USER_DIR)
+    d = _cvs_decide(alone)
+    assert not d.allowed and "owned by the user" in d.reason
+    assert "no cvs repository" in _cvs_decide(FakeFS()).reason
+
+
+@pytest.mark.parametrize("command", ["cvs -d /home/alice/cvsroot server",
+                                     "cvs --allow-root=/home/alice server", "cvs server x",
+                                     "cvs -e sh server", "cvs pserver"])
+def test_cvs_injection_refused(command: str) -> None:
+    assert not _cvs_decide(_cvs_fs(), command).allowed
+
+
+SVN = "[default]\nprograms = /usr/bin/svnserve\npaths = /srv/svn, %h\n"
+
+
+def _svn_fs() -> FakeFS:
+    fs = FakeFS()
+    for repo in ("/srv/svn/a", "/srv/svn/b"):
+        fs.add(repo, ROOT_DIR).add(repo + "/format", ROOT_FILE).add(repo + "/db", GROUP_DIR)
+        fs.add(repo + "/hooks", ROOT_DIR).add(repo + "/hooks/pre-commit", ROOT_FILE)
+        fs.add(repo + "/conf", ROOT_DIR).add(repo + "/conf/svnserve.conf", ROOT_FILE)
+    return fs
+
+
+def _svn_decide(fs: FakeFS, command: str = "svnserve -t") -> Decision:
+    policy = select_policy(parse_lsh(SVN, "t"), USER, [])
+    return decide(policy, command, user=USER, home=HOME, client_env={}, facts=fs)
+
+
+def test_svnserve_root_forced_and_checked() -> None:
+    d = _svn_decide(_svn_fs())
+    assert d.allowed, d.reason
+    assert d.argv == ("/usr/bin/svnserve", "-t", "--root=/srv/svn")
+    d = _svn_decide(_svn_fs(), "svnserve -t -r /srv/svn/a --read-only")
+    assert d.allowed and d.argv == ("/usr/bin/svnserve", "-t", "-r", "/srv/svn/a", "--read-only")
+
+
+@pytest.mark.parametrize(("path", "facts", "command", "why"), [
+    ("/srv/svn/a/hooks/pre-commit", USER_FILE, "svnserve -t", "svn hook"),
+    ("/srv/svn/a/hooks/post-commit", GROUP_FILE, "svnserve -t", "writable by the user"),
+    ("/srv/svn/b/hooks", USER_DIR, "svnserve -t", "svn hooks"),
+    ("/srv/svn/b/conf/svnserve.conf", USER_FILE, "svnserve -t", "svn conf"),
+    ("/srv/svn/b", USER_DIR, "svnserve -t", "owned by the user"),
+    ("/srv/svn", GROUP_DIR, "svnserve -t", "writable by the user"),
+    ("/srv/svn/junk", ROOT_DIR, "svnserve -t", "not a repository"),
+    ("/srv/svn/a/hooks/pre-commit", LINK, "svnserve -t -r /srv/svn/a", "symbolic link"),
+    ("/srv/x", ROOT_DIR, "svnserve -t --root=/home/alice", "owned by the user"),
+])
+def test_svnserve_refuses_repositories_the_user_controls(path: str, facts: PathFacts,
+                                                         command: str, why: str) -> None:
+    d = _svn_decide(_svn_fs().add(path, facts), command)
+    assert not d.allowed and why in d.reason, d.reason
+
+
+@pytest.mark.parametrize("command", [
+    "svnserve -t --config-file=/home/alice/svnserve.conf", "svnserve -t --tunnel-user=root",
+    "svnserve -t -r /etc", "svnserve -d -r /srv/svn", "svnserve -t --hooks-env=/home/alice/e",
+    "svnserve -t -r ../x", "svnserve -t --root /srv/svn --listen-port=3690",
+])
+def test_svnserve_injection_refused(command: str) -> None:
+    assert not _svn_decide(_svn_fs(), command).allowed
+
+
+def test_repository_rules_refuse_without_facts() -> None:
+    for text, command in ((GIT, "git-upload-pack /srv/git/x.git"), (CVS, "cvs server"),
+                          (SVN, "svnserve -t")):
+        policy = select_policy(parse_lsh(text, "t"), USER, [])
+        d = decide(policy, command, user=USER, home=HOME, client_env={})
+        assert not d.allowed and "no file facts" in d.reason
+
+
+# ------------------------------------------------------------------------------ borg
+
+BORG = """\
+[default]
+programs = /usr/bin/borg
+paths = /srv/borg/%u, %h/backups
+
+[user:bob]
+programs = /usr/bin/borg
+paths = /srv/borg/%u
+  [[rules]]
+  /usr/bin/borg = borg --append-only --storage-quota=10G
+"""
+
+
+def _borg(command: str, user: str = USER) -> Decision:
+    policy = select_policy(parse_lsh(BORG, "t"), user, [])
+    return decide(policy, command, user=user, home=f"/home/{user}", client_env={})
+
+
+@pytest.mark.parametrize(("command", "middle"), [
+    ("borg serve", ()),
+    ("borg serve --info", ("--info",)),
+    ("borg serve --umask=077 --info", ("--umask=077", "--info")),
+    ("borg serve --debug --debug-topic=borg.debug.repository.compaction",
+     ("--debug", "--debug-topic=borg.debug.repository.compaction")),
+    ("borg serve --info --storage-quota=5G", ("--info", "--storage-quota=5G")),
+    ("borg serve --append-only --lock-wait 10", ("--append-only", "--lock-wait", "10")),
+    ("borg serve --restrict-to-repository=/srv/borg/alice/r",
+     ("--restrict-to-repository=/srv/borg/alice/r",)),
+    ("borg serve --restrict-to-path ~/backups/x", ("--restrict-to-path",
+                                                   "/home/alice/backups/x")),
+    ("/usr/bin/borg serve -v --show-rc --log-json", ("-v", "--show-rc", "--log-json")),
+])
+def test_borg_serve_forced_inside_the_allowed_paths(command: str,
+                                                    middle: tuple[str, ...]) -> None:
+    d = _borg(command)
+    assert d.allowed, d.reason
+    assert d.argv == ("/usr/bin/borg", "serve", *middle,
+                      "--restrict-to-path=/srv/borg/alice",
+                      "--restrict-to-path=/home/alice/backups")
+
+
+def test_borg_forced_options_come_last() -> None:
+    d = _borg("borg serve --info --storage-quota=1P", "bob")
+    assert d.allowed, d.reason
+    assert d.argv == ("/usr/bin/borg", "serve", "--info", "--storage-quota=1P",
+                      "--restrict-to-path=/srv/borg/bob", "--append-only",
+                      "--storage-quota=10G")
+
+
+@pytest.mark.parametrize("command", [
+    "borg with-lock /srv/borg/alice/r sh",     # `any` made this a shell (issue 13.4)
+    "borg serve --rsh=sh", "borg serve --rsh sh", "borg serve --remote-path=sh",
+    "borg serve --debug-profile=/home/alice/x", "borg serve --bypass-lock",
+    "borg serve --restrict-to-path=/", "borg serve --restrict-to-path=/srv/borg/bob",
+    "borg serve --restrict-to-repository=/srv/borg/alice/../bob/r",
+    "borg serve --restrict-to-p=/", "borg serve --restrict-to-path", "borg serve -h",
+    "borg serve --umask=999", "borg serve --storage-quota=$(id)", "borg serve extra",
+    "borg --info serve", "borg init /srv/borg/alice/r", "borg", "borg serve -e sh",
+    "borg serve -oProxyCommand=sh", "borg serve --config-file=/home/alice/x",
+    "borg serve --storage-quota=-1", "borg serve --debug-topic=x;id",
+])
+def test_borg_refusals(command: str) -> None:
+    d = _borg(command)
+    assert not d.allowed, d
+
+
+@pytest.mark.parametrize("value", ["borg --append-only --rsh=sh", "borg --storage-quota=x",
+                                   "borg --restrict-to-path=/", "rsync --append-only",
+                                   "scp -r"])
+def test_rule_extras_are_validated(value: str) -> None:
+    text = f"[default]\nprograms = /usr/bin/borg, /usr/bin/rsync, /usr/bin/scp\n" \
+           f"  [[rules]]\n  /usr/bin/{value.split()[0]} = {value}\n"
+    with pytest.raises(ConfigError):
+        parse_lsh(text, "t")
+
+
+# ------------------------------------------------------ probes: checksums, df, echo
+
+PROBE = """\
+[default]
+programs = /usr/lib/openssh/sftp-server, /usr/bin/md5sum, /usr/bin/sha1sum, \
+/usr/bin/sha256sum, /usr/bin/df, /usr/bin/echo
+"""
+
+
+def _probe(command: str, policy_text: str = PROBE) -> Decision:
+    policy = select_policy(parse_lsh(policy_text, "t"), USER, [])
+    return decide(policy, command, user=USER, home=HOME, client_env={})
+
+
+@pytest.mark.parametrize(("command", "argv"), [
+    # what rclone's sftp backend runs (unix shell type)
+    ("echo ${ShellId}%ComSpec%", ("/usr/bin/echo", "${ShellId}%ComSpec%")),
+    ("md5sum", ("/usr/bin/md5sum",)),
+    ("sha1sum", ("/usr/bin/sha1sum",)),
+    ("md5sum /home/alice/dir/file\\ name.txt", ("/usr/bin/md5sum",
+                                                "/home/alice/dir/file name.txt")),
+    ("sha1sum /home/alice/\\$x", ("/usr/bin/sha1sum", "/home/alice/$x")),
+    ("sha256sum -b --tag -- a b", ("/usr/bin/sha256sum", "-b", "--tag", "--", "a", "b")),
+    ("md5sum ~/f", ("/usr/bin/md5sum", "/home/alice/f")),
+    ("df -k /home/alice", ("/usr/bin/df", "-k", "/home/alice")),
+    ("df -hT ~", ("/usr/bin/df", "-hT", "/home/alice")),
+    # no shell: these are file names and words
+    ("md5sum | sh", ("/usr/bin/md5sum", "|", "sh")),
+    ("echo x; id", ("/usr/bin/echo", "x;", "id")),
+])
+def test_probes_allowed(command: str, argv: tuple[str, ...]) -> None:
+    d = _probe(command)
+    assert d.allowed, d.reason
+    assert d.argv == argv
+
+
+@pytest.mark.parametrize("command", [
+    "md5sum /etc/shadow", "md5sum -c /home/alice/list", "md5sum --check list",
+    "sha1sum ../bob/x", "md5sum ~bob/x", "md5sum --files0-from=/etc/x", "df", "df /",
+    "df -k /etc", "df --output=source /home/alice", "df -B1 /home/alice",
+    "echo -e x", "echo --help", "md5 -r",
+    "rclone md5sum", "sha1 -r",
+])
+def test_probes_refused(command: str) -> None:
+    assert not _probe(command).allowed
+
+
+def test_refused_probes_are_quiet_other_refusals_are_not() -> None:
+    only_sftp = "[default]\nprograms = /usr/lib/openssh/sftp-server\n"
+    for command in ("echo ${ShellId}%ComSpec%", "md5sum", "md5 -r", "rclone md5sum",
+                    "sha1sum", "sha1 -r", "rclone sha1sum", "df -k /home/alice"):
+        d = _probe(command, only_sftp)
+        assert not d.allowed and d.quiet, command
+    for command in ("sh -c id", "/bin/md5sum", "md5sum\\;id", "scp -t x"):
+        d = _probe(command, only_sftp)
+        assert not d.allowed and not d.quiet, command
+    assert not _probe("md5sum /etc/shadow").quiet      # a program's rule refused it
