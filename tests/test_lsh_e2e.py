@@ -511,3 +511,119 @@ def test_random_strings_never_reach_execve_unless_allowed(world: World, junk: st
     if decision.argv[0] == ARGV:
         assert result.returncode == 0, (command, result.stderr)
         assert tuple(_printed(result.stdout)[0]) == decision.argv
+
+
+# --- issue 13: --files-from, ~/, rclone's probes -------------------------------------
+
+def _tree(world: World, name: str, files: dict[str, str]) -> str:
+    top = f"{world.work}/{name}"
+    for rel, text in files.items():
+        os.makedirs(os.path.dirname(f"{top}/{rel}"), exist_ok=True)
+        with open(f"{top}/{rel}", "w") as fh:
+            fh.write(text)
+    return top
+
+
+def test_rsync_files_from(world: World) -> None:
+    """The list over the protocol (--files-from=LOCAL: the server gets --files-from=-
+    --from0) and a list file on the server inside the allowed paths both work; a list
+    outside is refused."""
+    src = _tree(world, "ffsrc", {"a/one": "1\n", "a/two": "2\n", "b/three": "3\n"})
+    up = world.sshd.rsync(world.user, "-a", f"{src}/", ":ff/")
+    assert up.returncode == 0, up.stderr
+    with open(f"{world.work}/ff.list", "w") as fh:
+        fh.write("a/one\nb/three\n")
+    pull = world.sshd.rsync(world.user, "-a", f"--files-from={world.work}/ff.list", ":ff/",
+                            f"{world.work}/ffback/")
+    assert pull.returncode == 0, pull.stderr
+    assert sorted(os.listdir(f"{world.work}/ffback/a")) == ["one"]
+    assert os.path.exists(f"{world.work}/ffback/b/three")
+    up = world.sshd.rsync(world.user, f"{world.work}/ff.list", ":ff.list")
+    assert up.returncode == 0, up.stderr
+    remote = world.sshd.rsync(world.user, "-a", "--files-from=:ff.list", ":ff/",
+                              f"{world.work}/ffback2/")
+    assert remote.returncode == 0, remote.stderr
+    assert os.path.exists(f"{world.work}/ffback2/b/three")
+    assert not os.path.exists(f"{world.work}/ffback2/a/two")
+    outside = world.sshd.rsync(world.user, "-a", "--files-from=:/etc/passwd", ":ff/",
+                               f"{world.work}/ffback3/")
+    assert outside.returncode != 0
+    assert "--files-from /etc/passwd: outside the allowed directories" in outside.stderr, \
+        outside.stderr
+
+
+@pytest.mark.parametrize("how", ["scp-sftp", "scp-O", "rsync"])
+def test_tilde_paths(world: World, how: str) -> None:
+    """`host:~/x` is the home's x, as on an unjailed host (issue 13.2)."""
+    with open(f"{world.home}/tilde.txt", "w") as fh:
+        fh.write("tilde\n")
+    os.chown(f"{world.home}/tilde.txt", world.user.uid, world.user.gid)
+    back = f"{world.work}/tilde-{how}"
+    if how == "rsync":
+        result = world.sshd.rsync(world.user, ":~/tilde.txt", back)
+    else:
+        result = world.sshd.scp(world.user, ":~/tilde.txt", back, legacy=how == "scp-O")
+    assert result.returncode == 0, result.stderr
+    with open(back) as fh:
+        assert fh.read() == "tilde\n"
+    up = (world.sshd.rsync(world.user, back, f":~/up-{how}.txt") if how == "rsync" else
+          world.sshd.scp(world.user, back, f":~/up-{how}.txt", legacy=how == "scp-O"))
+    assert up.returncode == 0, up.stderr
+    assert os.path.exists(f"{world.home}/up-{how}.txt")
+    assert not os.path.exists(f"{world.home}/~")
+
+
+def test_rclone_hashes_over_ssh(world: World) -> None:
+    """rclone's sftp backend asks the shell type (echo), whether md5sum/sha1sum work,
+    then md5sum PATH per file: allowed by the hashsum/echo rules, the hashes match, and
+    no probe is refused at notice level (issue 13.5). The first run names one file:
+    rclone 1.60 answers "hash unsupported" for files listed while its first probe is
+    still running (it saves what it found in its config for the runs after)."""
+    import hashlib
+
+    src = _tree(world, "rcsrc", {"r/a.txt": "alpha\n", "r/b c.txt": "beta\n"})
+    up = world.sshd.rsync(world.user, "-a", f"{src}/", ":rc/")
+    assert up.returncode == 0, up.stderr
+    env = {"PATH": "/usr/bin:/bin", "HOME": world.work,
+           "RCLONE_CONFIG": f"{world.work}/rclone.conf",
+           "RCLONE_CONFIG_PJ_TYPE": "sftp", "RCLONE_CONFIG_PJ_HOST": "127.0.0.1",
+           "RCLONE_CONFIG_PJ_PORT": str(world.sshd.port),
+           "RCLONE_CONFIG_PJ_USER": world.user.name,
+           "RCLONE_CONFIG_PJ_KEY_FILE": world.user.key}
+    world.syslog.clear()
+    first = subprocess.run(["rclone", "-vv", "md5sum", "pj:rc/r/a.txt"], capture_output=True,
+                           text=True, env=env, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split()[0] == hashlib.md5(b"alpha\n").hexdigest(), first.stdout
+    for cmd in ("echo ${ShellId}%ComSpec%", "md5sum", "sha1sum",
+                f"md5sum /home/{world.user.name}/rc/r/a.txt"):
+        assert f"Running remote command: {cmd}\n" in first.stderr or \
+            f"remote command: {cmd}\n" in first.stderr, (cmd, first.stderr)
+    for kind, algo in (("md5sum", hashlib.md5), ("sha1sum", hashlib.sha1)):
+        result = subprocess.run(["rclone", "-vv", kind, "pj:rc/r"], capture_output=True, text=True,
+                                env=env, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        got = dict(reversed(line.split("  ", 1)) for line in result.stdout.splitlines())
+        for name, text in (("a.txt", "alpha\n"), ("b c.txt", "beta\n")):
+            assert got[name] == algo(text.encode()).hexdigest(), (kind, got)
+    check = subprocess.run(["rclone", "check", f"{src}/r", "pj:rc/r"], capture_output=True,
+                           text=True, env=env, timeout=120, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "0 differences found" in check.stderr and "hash" not in check.stderr.lower() \
+        .replace("0 hashes could not be checked", ""), check.stderr
+    allowed = world.syslog.wait_for("command allowed", f"user={world.user.name}",
+                                    "/usr/bin/md5sum")
+    assert allowed, world.syslog.lines
+    notices = [line for line in world.syslog.lines
+               if line.startswith("<37>") and "command refused" in line]
+    assert notices == [], notices
+
+
+def test_refused_probe_is_logged_at_debug_level(world: World) -> None:
+    """`md5 -r` (rclone's BSD fallback) has no rule here: refused, logged at debug
+    (<39>), not notice, so probing clients do not flood the log."""
+    world.syslog.clear()
+    result = world.ssh("md5 -r")
+    assert result.returncode == 126
+    lines = world.syslog.wait_for("command refused", f"user={world.user.name}")
+    assert len(lines) == 1 and lines[0].startswith("<39>"), lines
