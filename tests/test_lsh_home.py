@@ -37,11 +37,12 @@ LSH = f"""\
 [default]
 programs = /usr/bin/rsync, /usr/bin/scp, /usr/bin/cvs, {GIT_CORE}/git-upload-pack, \
 {GIT_CORE}/git-receive-pack
+paths = %h, /srv/git, /srv/cvs
 umask = 0022
 """
 # The same, except that the administrator points git's global config at the user's
 # file: the hole the built-in GIT_CONFIG_GLOBAL=/dev/null closes, opened on purpose.
-LSH_GIT_OPEN = LSH + "env = GIT_CONFIG_GLOBAL=/home/%s/.gitconfig\n"
+LSH_GIT_OPEN = LSH + "env = GIT_CONFIG_GLOBAL=/home/{user}/.gitconfig\n"
 
 # ssh stand-in for rsync -e, scp -S, GIT_SSH_COMMAND and CVS_RSH: drop ssh options and
 # the host, join the command words with spaces (as sshd does) and run the login shell.
@@ -134,6 +135,9 @@ def hw() -> Iterator[HomeWorld]:
         work = safe_tmpdir("lshhome")
         undo.append(lambda: shutil.rmtree(work, ignore_errors=True))
         rsh = write_rsh(f"{work}/rsh", user)
+        # what the git and cvs rules serve: repositories kept by root (docs/lsh.md)
+        os.makedirs(f"{jail}/srv", mode=0o755, exist_ok=True)
+        subprocess.run(["cvs", "-Q", "-d", f"{jail}/srv/cvs", "init"], check=True)
         inner = f"/home/{user.name}"
         yield HomeWorld(user, jail, f"{jail}{inner}", inner, work, rsh)
     finally:
@@ -218,7 +222,11 @@ GITCONFIG = '[uploadpack]\n\tpackObjectsHook = "touch {marker};"\n'
 
 
 def _bare_repo(w: HomeWorld) -> None:
-    repo = f"{w.home}/r.git"
+    """A repository kept by root in the jail's /srv/git (the git rule refuses the
+    user's own: its hooks would be the user's to write)."""
+    repo = f"{w.jail}/srv/git/r.git"
+    shutil.rmtree(repo, ignore_errors=True)
+    os.makedirs(os.path.dirname(repo), mode=0o755, exist_ok=True)
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", repo], check=True)
     seed = f"{w.work}/seed"
     shutil.rmtree(seed, ignore_errors=True)
@@ -229,14 +237,11 @@ def _bare_repo(w: HomeWorld) -> None:
     subprocess.run([*git, "add", "a"], check=True)
     subprocess.run([*git, "commit", "-qm", "seed"], check=True)
     subprocess.run([*git, "push", "-q", repo, "main"], check=True)
-    for base, dirs, files in os.walk(repo):
-        for name in (base, *(f"{base}/{n}" for n in dirs + files)):
-            os.lchown(name, w.user.uid, w.user.gid)
 
 
 def _clone(w: HomeWorld, dest: str) -> subprocess.CompletedProcess[str]:
     shutil.rmtree(f"{w.work}/{dest}", ignore_errors=True)
-    return client("git", "clone", "-q", "x:r.git", dest, cwd=w.work,
+    return client("git", "clone", "-q", "x:/srv/git/r.git", dest, cwd=w.work,
                   env={"GIT_SSH_COMMAND": w.rsh, "GIT_SSH_VARIANT": "simple"})
 
 
@@ -259,7 +264,7 @@ def test_git_reads_the_gitconfig_when_the_admin_opens_it(clean_home: HomeWorld) 
     w = clean_home
     _bare_repo(w)
     plant(w, ".gitconfig", GITCONFIG.format(marker=f"{w.inner}/gitconfig-ran"))
-    write_lsh(w.jail, LSH_GIT_OPEN % w.user.name)
+    write_lsh(w.jail, LSH_GIT_OPEN.replace("{user}", w.user.name))
     try:
         _clone(w, "c2")
     finally:
