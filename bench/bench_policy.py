@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,8 @@ SETUP = f"import sys; sys.path[:0] = [{str(REPO)!r}, {DIST!r}]"
 CONFIG = """\
 [default]
 programs = /usr/lib/openssh/sftp-server, /usr/bin/scp, /usr/bin/rsync, \
-/usr/bin/git-upload-pack, /usr/bin/cvs
-paths = %h
+/usr/bin/git-upload-pack, /usr/bin/cvs, /usr/bin/md5sum
+paths = %h, /srv/git
 pass_env = LANG, LC_*, TERM
 """
 
@@ -43,7 +44,8 @@ COMMANDS = [
     "scp -r -p -f 'src dir'",
     "rsync --server -vlogDtpre.iLsfxCIvu . dest/",
     "rsync --server --sender -vlogDtpre.iLsfxCIvu --partial-dir .p . src/a src/b src/c",
-    "git-upload-pack '~/x.git'",
+    "git-upload-pack '/srv/git/x'",  # ~20 lstat/access of a real repository (JailFacts)
+    "md5sum /home/alice/a /home/alice/b",
     "cvs server",
     "rsync --server -e 'sh -c id' . x",  # refused
     "scp -t x\ny",  # refused in split
@@ -51,7 +53,31 @@ COMMANDS = [
 ]
 
 
+def _jail_with_repository() -> str:
+    """A scratch directory standing for a jail root, with /srv/git/x.git in it."""
+    import subprocess
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="pjbench")
+    os.makedirs(f"{root}/srv/git")
+    subprocess.run(["git", "init", "-q", "--bare", f"{root}/srv/git/x.git"], check=True)
+    return root
+
+
 def bench_decide(repeat: int) -> None:
+    import shutil
+
+    from pam_jail.shell_entry import JailFacts
+
+    root = _jail_with_repository()
+    facts = JailFacts(root, uid=65533)  # a uid that owns nothing there
+    try:
+        _bench_decide(repeat, facts)
+    finally:
+        shutil.rmtree(root)
+
+
+def _bench_decide(repeat: int, facts: object) -> None:
     cfg = parse_lsh(CONFIG, "bench.ini")
     policy = select_policy(cfg, "alice", [])
     env = {"LANG": "C.UTF-8", "TERM": "xterm", "LD_PRELOAD": "/x", "PATH": "/tmp"}
@@ -60,9 +86,11 @@ def bench_decide(repeat: int) -> None:
     print("-" * 95)
     for command in COMMANDS:
         def call(command: str = command) -> object:
-            return decide(policy, command, user="alice", home="/home/alice", client_env=env)
+            return decide(policy, command, user="alice", home="/home/alice", client_env=env,
+                          facts=facts)  # type: ignore[arg-type]
 
-        d = decide(policy, command, user="alice", home="/home/alice", client_env=env)
+        d = decide(policy, command, user="alice", home="/home/alice", client_env=env,
+                   facts=facts)  # type: ignore[arg-type]
         print(f"{command!r:<78} {str(d.allowed):>7} {_median_us(call, repeat):8.1f}")
     print(f"{'parse_lsh() of the 5-line config above':<78} {'':>7} {parse_us:8.1f}")
 
