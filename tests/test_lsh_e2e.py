@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from jail_fixtures import PAM_STACK, SHELL_ENTRY, make_jailed_pair
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
-from test_lsh_home import GIT_CORE, add_server_tools, as_user
+from test_lsh_home import GIT_CORE, add_server_tools, as_user, seed_repo
 from util import safe_tmpdir
 
 from pam_jail.build import copy_into
@@ -334,15 +334,7 @@ def test_sftp(world: World) -> None:
 
 def _seed(world: World, name: str) -> list[str]:
     """A local repository with one commit; the git command prefix to use on it."""
-    seed = f"{world.work}/{name}"
-    if not os.path.exists(seed):
-        subprocess.run(["git", "init", "-q", "-b", "main", seed], check=True)
-        with open(f"{seed}/g.txt", "w") as fh:
-            fh.write("git\n")
-        git = ["git", "-C", seed, "-c", "user.email=t@t", "-c", "user.name=t"]
-        subprocess.run([*git, "add", "g.txt"], check=True)
-        subprocess.run([*git, "commit", "-qm", "c"], check=True)
-    return ["git", "-C", seed, "-c", "user.email=t@t", "-c", "user.name=t"]
+    return seed_repo(f"{world.work}/{name}", "g.txt", "git\n")
 
 
 def _git(world: World, *argv: str) -> subprocess.CompletedProcess[str]:

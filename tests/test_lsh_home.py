@@ -230,13 +230,21 @@ def _bare_repo(w: HomeWorld) -> None:
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", repo], check=True)
     seed = f"{w.work}/seed"
     shutil.rmtree(seed, ignore_errors=True)
-    subprocess.run(["git", "init", "-q", "-b", "main", seed], check=True)
-    with open(f"{seed}/a", "w") as fh:
-        fh.write("content\n")
-    git = ["git", "-C", seed, "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "add", "a"], check=True)
-    subprocess.run([*git, "commit", "-qm", "seed"], check=True)
+    git = seed_repo(seed, "a", "content\n")
     subprocess.run([*git, "push", "-q", repo, "main"], check=True)
+
+
+def seed_repo(seed: str, name: str, text: str) -> list[str]:
+    """A local repository at `seed` with one commit of file `name` (made once); the git
+    command prefix to use on it."""
+    git = ["git", "-C", seed, "-c", "user.email=t@t", "-c", "user.name=t"]
+    if not os.path.exists(seed):
+        subprocess.run(["git", "init", "-q", "-b", "main", seed], check=True)
+        with open(f"{seed}/{name}", "w") as fh:
+            fh.write(text)
+        subprocess.run([*git, "add", name], check=True)
+        subprocess.run([*git, "commit", "-qm", "seed"], check=True)
+    return git
 
 
 def _clone(w: HomeWorld, dest: str) -> subprocess.CompletedProcess[str]:
