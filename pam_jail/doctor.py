@@ -336,7 +336,7 @@ def check_pam(pam_file: str, needed: bool, config_path: str) -> list[Check]:
 def sshd_effective(user: str, sshd: str, sshd_config: str | None) -> dict[str, list[str]]:
     """`sshd -T -C user=USER,host=localhost,addr=127.0.0.1` as keyword -> values.
     Raises PamJailError when sshd refuses."""
-    from pam_jail.sshd_config import parse_sshd_T
+    from pam_jail.sshd_rules import parse_sshd_T
 
     argv = [sshd, "-T"] + (["-f", sshd_config] if sshd_config else []) + \
         ["-C", f"user={user},host=localhost,addr=127.0.0.1"]

@@ -28,10 +28,10 @@ import pytest
 from jail_fixtures import (
     PAM_STACK,
     SHELL_ENTRY,
-    SYSTEM_CONFIG,
     build_jail,
     remove_jail,
     restore_config,
+    save_config,
     unique,
     write_config,
 )
@@ -183,10 +183,7 @@ def load() -> Iterator[Load]:
     from pam_jail.sshd_config import generate
 
     undo: list[Callable[[], object]] = []
-    saved = None
-    if os.path.exists(SYSTEM_CONFIG):
-        with open(SYSTEM_CONFIG) as fh:
-            saved = fh.read()
+    saved = save_config()
     undo.append(lambda: restore_config(saved))
     try:
         pam_names = [unique("pjlp") for _ in range(USERS_PER_PATH)]

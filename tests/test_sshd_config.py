@@ -162,7 +162,17 @@ def test_unsafe_sftp_root_refused_unless_forced() -> None:
 
 def test_compare_effective() -> None:
     good = {k.lower(): [v] for k, v in sshd_config.RESTRICTIONS}
+    good["permituserenvironment"] = ["no"]
+    good["acceptenv"] = ["LANG", "LC_*"]
     assert sshd_config.compare_effective(WEB, good) == []
+    # settings that are global-only in sshd, checked as effective values too
+    user_env = dict(good, permituserenvironment=["yes"])
+    assert sshd_config.compare_effective(WEB, user_env) == [
+        "permituserenvironment is yes, must be no"]
+    for accept in (["LD_*"], ["*"], ["LANG LD_PRELOAD"], ["L?_PRELOAD"], ["BASH_ENV"]):
+        problems = sshd_config.compare_effective(WEB, dict(good, acceptenv=accept))
+        assert len(problems) == 1 and problems[0].startswith("acceptenv lets the client set")
+    assert sshd_config.compare_effective(WEB, dict(good, acceptenv=["LC_*", "XMODIFIERS"])) == []
     bad = dict(good, disableforwarding=["no"])
     assert sshd_config.compare_effective(WEB, bad) == ["disableforwarding is no, must be yes"]
     sftp_missing = sshd_config.compare_effective(SFTP, good)
