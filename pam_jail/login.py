@@ -34,7 +34,8 @@ def admit(user: str | int | Identity, config_path: str = DEFAULT_PATH, *,
     cfg.unmapped; cfg is None when no valid config could be read). Raises Denied,
     ConfigError or UnsafeJail.
 
-    Root (uid 0) is never jailed and never refused here: its admission reads no config.
+    Root (uid 0) is never jailed, and refused only when [users] names it (a uid-0 alias
+    mapped to a jail: fail closed); a group, the default or a bad file never lock it out.
     A bad jails.ini falls back to its last-known-good copy (`on_fallback` is told, to
     log it loudly); with none, a user whose login shell is a jailing one is refused and
     anyone else is treated as unjailed (no valid config can be jailing them: a jailed
@@ -43,14 +44,16 @@ def admit(user: str | int | Identity, config_path: str = DEFAULT_PATH, *,
     check_shell_jails=False (the PAM module): a mode "shell" jail is checked by
     pam-jail-shell itself at every login, which can also tell the user why."""
     ident = user if isinstance(user, Identity) else identity_from_passwd(user)
-    if ident.uid == 0:
-        return ident, None, None
     try:
         cfg, fallback = load_config_lkg(config_path)
     except ConfigError:
-        if jailing_anywhere(ident.shell):
+        if ident.uid != 0 and jailing_anywhere(ident.shell):
             raise
         return ident, None, None
+    if ident.uid == 0:    # never jailed; refused only if jails.ini names it to be jailed
+        if ident.name in cfg.users:
+            raise Denied(f"user {ident.name} has uid 0: root is never put in a jail")
+        return ident, cfg, None
     if fallback is not None and on_fallback is not None:
         on_fallback(fallback, ident)
     jail = resolve(ident, cfg)

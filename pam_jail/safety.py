@@ -288,6 +288,7 @@ def resolve_in_jail(root: str, rel: str) -> str | None:
 # group or other, or a jailed user who owns or can write any of them could replace what
 # runs. Cheap on purpose: only the paths this login touches, one lstat each.
 
+MISSING = "no such file in the jail"
 # Library directories the dynamic loader searches by default (absent ones are skipped).
 LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/lib/x86_64-linux-gnu",
             "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu")
@@ -401,7 +402,7 @@ def check_exec(root: str, rel: str, *, dirs: tuple[str, ...] = (), depth: int = 
     problems = [p for p in (judge_exec_entry(path, st.st_mode, st.st_uid, user)
                             for path, st in seen) if p]
     if host is None:
-        problems.append(f"{rel}: no such file in the jail")
+        problems.append(f"{rel}: {MISSING}")
         return problems
     if not stat.S_ISREG(seen[-1][1].st_mode):
         problems.append(f"{rel}: not a regular file")

@@ -40,7 +40,7 @@ from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
 from pam_jail.policy import decide, parse_lsh, select_policy
 from pam_jail.resolve import Identity, identity_from_passwd
-from pam_jail.safety import LIB_DIRS, check_exec, open_checked
+from pam_jail.safety import LIB_DIRS, MISSING, check_exec, open_checked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
         return EXIT_COMMAND_REFUSED
     unsafe = check_exec("", decision.argv[0], dirs=LIB_DIRS,                    # 7b
                         user=ident.uid if in_userns else None)
+    if unsafe == [f"{decision.argv[0]}: {MISSING}"]:
+        raise Denied(f"execute {decision.argv[0]}: No such file or directory")
     if unsafe:
         raise Denied(f"run {decision.argv[0]}: unsafe in this jail: {unsafe[0]}",
                      hint="pam-jail check JAIL; pam-jail update")

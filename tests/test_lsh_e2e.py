@@ -4,7 +4,7 @@ that reaches execve (tests/lsh_argv.c, a static printer inside the jail).
 
 One module-scoped world: make_jailed_pair (the login-shell user is the one the limited
 shell applies to), git and cvs added to its jail, a bare git repository and a cvs
-repository in the user's home, and an sshd with a deliberately permissive AcceptEnv.
+repository in the user's home, and an sshd.
 """
 
 from __future__ import annotations
@@ -98,7 +98,9 @@ def world() -> Iterator[World]:
                         "v", "r1"], cwd=f"{work}/mod", check=True,
                        env={"PATH": "/usr/bin:/bin", "HOME": work})
         _chown_tree(home, user.uid, user.gid)
-        extra = "AcceptEnv *\n" + generate(load_config())   # deliberately permissive
+        # sshd passes the client's environment only for LANG (the PAM module refuses a
+        # jailed login where AcceptEnv admits loader variables: tests/test_wiring.py)
+        extra = "AcceptEnv LANG LC_* TERM\n" + generate(load_config())
         sshd = Sshd(PAM_STACK, extra).start()
         undo.append(sshd.stop)
         yield World(sshd, user, jail, home, work, syslog)
