@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sshd_harness import Sshd, User, make_user, remove_user
+from sshd_harness import PERMIT_PAM, Sshd, User, make_user, remove_user
 from syslog_capture import DEVLOG, SyslogCapture
 from util import safe_tmpdir
 
@@ -152,7 +152,7 @@ def remove_jail(root: str) -> None:
 
 
 
-__all__ = ["DEVLOG", "LIBDIR", "LSH_SHELL", "PAM_MODULE", "PAM_STACK", "REPO", "SBINDIR",
-           "SHELL_ENTRY", "SYSTEM_CONFIG", "JailedPair", "Sshd", "SyslogCapture", "User",
-           "build_jail", "make_jailed_pair", "make_user", "pam_lines", "remove_jail",
+__all__ = ["DEVLOG", "LIBDIR", "LSH_SHELL", "PAM_MODULE", "PAM_STACK", "PERMIT_PAM", "REPO",
+           "SBINDIR", "SHELL_ENTRY", "SYSTEM_CONFIG", "JailedPair", "Sshd", "SyslogCapture",
+           "User", "build_jail", "make_jailed_pair", "make_user", "pam_lines", "remove_jail",
            "remove_user", "restore_config", "save_config", "unique", "write_config"]
