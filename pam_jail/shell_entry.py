@@ -72,8 +72,21 @@ def read_allow_list(uid: int, path: str = LSH_PATH) -> str:
 
 
 def _parse_args(args: list[str]) -> str | None:
-    if not args:
-        return None
+    """The command to decide on: `-c COMMAND` as sshd passes it, None for an interactive
+    login. `-c PATH/pam-jail-shell` (or no argument at all) with SSH_ORIGINAL_COMMAND set
+    is sshd's `ForceCommand pam-jail-shell` (pam-jail sshd-config writes it for mode
+    shell): the request, subsystems included, is in SSH_ORIGINAL_COMMAND; sshd names the
+    sftp subsystem `internal-sftp` there, which is the jail's sftp-server. Either way the
+    text is the user's own request and goes through the allow-list like any other."""
+    forced = os.environ.get("SSH_ORIGINAL_COMMAND")
+    if not args or (len(args) == 2 and args[0] == "-c" and " " not in args[1]
+                    and args[1].rsplit("/", 1)[-1] == "pam-jail-shell"):
+        if forced is None:
+            return None          # an interactive login (sshd sets no original command)
+        words = forced.split(" ", 1)
+        if words[0] == "internal-sftp":
+            return "sftp-server" + (f" {words[1]}" if len(words) > 1 else "")
+        return forced
     if len(args) == 2 and args[0] == "-c":
         return args[1]
     raise Denied("usage: pam-jail-shell [-c COMMAND] (or pam-jail-lsh)")

@@ -48,6 +48,7 @@ from pam_jail.sshd_rules import (  # noqa: F401 - RESTRICTIONS... are this modul
     SSHD,
     SYSTEM_SSHD_CONFIG,
     parse_sshd_T,
+    shell_entry_path,
 )
 from pam_jail.sshd_rules import compare_effective as _compare_effective
 from pam_jail.sshd_rules import expected_settings as _expected_settings
@@ -156,9 +157,9 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
     lines = [f"# {block.comment} (mode {jail.mode})"]
     if jail.mode == "shell":
         lines += [
-            "# mode shell: these users' login shell must be pam-jail-shell, which confines",
-            "# them. The global `Subsystem sftp` must NOT be internal-sftp: sshd runs",
-            "# internal-sftp in its own process without the login shell, i.e. unjailed.",
+            "# mode shell: pam-jail-shell confines these users. ForceCommand sends every",
+            "# request through it, subsystems too (sshd would run a global internal-sftp",
+            "# in its own process, unjailed); the original is in SSH_ORIGINAL_COMMAND.",
         ]
     elif jail.mode == "pam":
         lines += ["# mode pam: the pam_jail PAM module (session stack) confines these users."]
@@ -169,6 +170,8 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
     settings = list(RESTRICTIONS)
     if jail.mode == "sftp":
         settings = [("ChrootDirectory", _chroot_arg(jail.root)), *SFTP_SETTINGS, *settings]
+    elif jail.mode == "shell":
+        settings = [("ForceCommand", shell_entry_path()), *settings]
     width = max(len(k) for k, _ in settings)
     lines += [f"    {key:<{width}} {value}" for key, value in settings]
     return lines

@@ -53,6 +53,23 @@ LOADER_NAMES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_DEBUG_OUTPUT",
                 "GIT_CONFIG_PARAMETERS", "GIT_EXEC_PATH")
 
 
+def shell_entry_path() -> str:
+    """pam-jail-shell beside this installed package: LIBDIR is PREFIX/lib/pam_jail and the
+    commands are in PREFIX/sbin (scripts/install: /usr/local, the .deb: /usr)."""
+    lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.basename(lib) == "pam_jail" and os.path.basename(os.path.dirname(lib)) == "lib":
+        return os.path.join(os.path.dirname(os.path.dirname(lib)), "sbin", "pam-jail-shell")
+    return "/usr/local/sbin/pam-jail-shell"
+
+
+def routes_through_shell_entry(forcecommand: list[str]) -> bool:
+    """Is sshd's ForceCommand pam-jail-shell itself? Then every request of the session,
+    subsystems included, goes through it (sshd hands the original in
+    SSH_ORIGINAL_COMMAND)."""
+    words = " ".join(forcecommand).split()
+    return len(words) == 1 and os.path.basename(words[0]) == "pam-jail-shell"
+
+
 def expected_settings(mode: str, root: str) -> dict[str, str]:
     """What `sshd -T` must show (lowercase keywords) for a user of a jail."""
     want = {k.lower(): v for k, v in RESTRICTIONS + GLOBAL_SETTINGS}
@@ -104,11 +121,18 @@ def compare_effective(mode: str, root: str, effective: dict[str, list[str]]) -> 
         problems.append(f"acceptenv lets the client set {', '.join(risky[:4])}: they steer "
                         "the loader or a shell before the jail's rules apply")
     if mode == "shell":
+        forced = effective.get("forcecommand", ["none"])
+        routed = routes_through_shell_entry(forced)
+        if forced != ["none"] and not routed:
+            problems.append(f"forcecommand is {' '.join(forced)}: for mode shell only "
+                            "pam-jail-shell (what pam-jail sshd-config writes) may be forced")
         for sub in effective.get("subsystem", []):
             name, _, command = sub.partition(" ")
-            if command.split()[:1] == ["internal-sftp"]:
+            if command.split()[:1] == ["internal-sftp"] and not routed:
                 problems.append(f"subsystem {name} is internal-sftp: it bypasses the login "
-                                "shell (an unjailed sftp); use /usr/lib/openssh/sftp-server")
+                                "shell (an unjailed sftp); regenerate the Match blocks "
+                                "(ForceCommand pam-jail-shell routes it through the login "
+                                "shell) or use /usr/lib/openssh/sftp-server")
     return problems
 
 

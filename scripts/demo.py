@@ -56,7 +56,7 @@ def show(who: str, what: str, result: subprocess.CompletedProcess[str], expect_o
     detail = first[0][:70] if first else f"exit {result.returncode}"
     verdict = ("allowed" if ok else "REFUSED") + ("" if ok == expect_ok else "  <-- UNEXPECTED")
     rows.append((who, what, verdict, detail))
-    print(f"  {who:<6} {what:<48} {verdict:<8} {detail}", flush=True)
+    print(f"  {who:<6} {what:<44} {verdict:<8} {detail}", flush=True)
 
 
 def installed_files() -> list[str]:
@@ -144,8 +144,8 @@ def main(argv: list[str]) -> int:
               "outside its jail", flush=True)
         bare = Sshd(PERMIT_PAM, generate(load_config())).start()
         undo.append(bare.stop)
-        show("pam", "ssh id   (no pam_jail lines)", bare.ssh(pam_user, "/usr/bin/id"), False)
-        show("shell", "ssh ls /   (no pam_jail lines: jailed anyway)",
+        show("pam", "ssh id, no pam_jail lines", bare.ssh(pam_user, "/usr/bin/id"), False)
+        show("shell", "ssh ls /, no pam_jail lines: still jailed",
              bare.ssh(shell_user, "/bin/ls /"), True)
         if capture is not None:
             print("\n== syslog lines (one per decision; refused commands by their command)")

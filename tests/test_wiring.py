@@ -326,7 +326,14 @@ def test_homes_without_chdir_errors(world: World, sshds: list[Sshd], tmp_path: s
 
 SETTINGS = {
     "no Match blocks": {"match": False},
-    "internal-sftp subsystem": {"sftp_subsystem": "internal-sftp"},
+    "internal-sftp subsystem": {"sftp_subsystem": "internal-sftp", "match": False,
+                                "extra": "Match User *\n    DisableForwarding yes\n"
+                                         "    AllowTcpForwarding no\n"
+                                         "    AllowAgentForwarding no\n"
+                                         "    AllowStreamLocalForwarding no\n"
+                                         "    PermitTunnel no\n    X11Forwarding no\n"
+                                         "    PermitUserRC no\n    PermitListen none\n"
+                                         "    PermitOpen none\n"},
     "AcceptEnv LD_*": {"extra": "AcceptEnv LANG LD_*\n"},
     "PermitUserEnvironment": {"extra": "PermitUserEnvironment yes\n"},
 }
@@ -339,7 +346,7 @@ def test_unsafe_sshd_settings_refuse_jailed_logins(world: World, sshds: list[Ssh
     sshds.append(sshd)
     world.syslog.clear()
     affected = [world.pam, world.shell, world.sftp]
-    if setting == "internal-sftp subsystem":   # only the login-shell mode is bypassed
+    if setting == "internal-sftp subsystem":   # only the login-shell mode could be bypassed
         affected = [world.shell]
     for user in affected:
         result = sshd.ssh(user, "/usr/bin/id")
@@ -408,3 +415,18 @@ def test_guard_keeps_unjailed_users_out_of_pam_python(world: World, sshds: list[
         result = sshd.ssh(user, "/usr/bin/id")
         assert result.returncode != 0 and "uid=" not in result.stdout, result
 
+
+
+def test_internal_sftp_goes_through_the_login_shell(world: World, sshds: list[Sshd],
+                                                    tmp_path: str) -> None:
+    """A global `Subsystem sftp internal-sftp` with the generated Match blocks: the mode
+    shell block's ForceCommand pam-jail-shell routes sftp through the login shell, so it
+    works, jailed; commands and interactive logins still go through the allow-list."""
+    sshd = world.sshd(sftp_subsystem="internal-sftp")
+    sshds.append(sshd)
+    listing = sshd.sftp_batch(world.shell, f"ls /\nget {MARKER} {tmp_path}/m\n")
+    assert "/etc" in listing.stdout and "/sys" not in listing.stdout, listing
+    assert listing.returncode != 0 and not os.path.exists(f"{tmp_path}/m")   # not on host
+    assert sshd.ssh(world.shell, "/usr/bin/id").returncode == 0
+    refused = sshd.ssh(world.shell, "/bin/sh -c id")
+    assert refused.returncode == 126 and "uid=" not in refused.stdout

@@ -21,14 +21,18 @@ from syslog_capture import DEVLOG, SyslogCapture
 from util import safe_tmpdir
 
 SYSTEM_CONFIG = "/etc/pam_jail/jails.ini"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where the installed pam_jail is: scripts/install's /usr/local layout unless the caller
 # names another one (tests/test_package.py runs the demo against the .deb's /usr/lib/pam_jail
 # and /usr/sbin). Test and demo code only: the product never takes paths from the environment.
 LIBDIR = os.environ.get("PAM_JAIL_LIBDIR", "/usr/local/lib/pam_jail")
 SBINDIR = os.environ.get("PAM_JAIL_SBINDIR", "/usr/local/sbin")
 SHELL_ENTRY = f"{SBINDIR}/pam-jail-shell"
+# The profiles name the installed files (the lsh profile copies the installed runtime):
+# the source tree's for scripts/install's layout, the installed package's otherwise.
+PROFILES = ("/etc/pam_jail/profiles.ini" if "PAM_JAIL_LIBDIR" in os.environ
+            else f"{REPO}/etc/pam_jail/profiles.ini")
 PAM_MODULE = f"{LIBDIR}/pam_jail_pam.py"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def unique(prefix: str) -> str:
@@ -135,8 +139,7 @@ def build_jail(profiles: list[str], users: list[str], lsh: str | None = None,
 
     base = safe_tmpdir("jail")
     root = f"{base}/jail"
-    init_jail(root, profiles, users=users, profiles_file=f"{REPO}/etc/pam_jail/profiles.ini",
-              shell=shell)
+    init_jail(root, profiles, users=users, profiles_file=PROFILES, shell=shell)
     if lsh is not None:
         os.makedirs(f"{root}/etc/pam_jail", mode=0o755, exist_ok=True)
         with open(f"{root}/etc/pam_jail/lsh.ini", "w") as fh:
