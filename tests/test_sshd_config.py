@@ -74,11 +74,16 @@ def test_sftp_block_chroots_and_forces_internal_sftp() -> None:
     assert settings[3:] == RESTRICTION_LINES
 
 
-def test_shell_block_warns_about_internal_sftp() -> None:
+def test_shell_block_forces_the_login_shell() -> None:
+    """Mode shell: ForceCommand pam-jail-shell sends every request, a global
+    internal-sftp subsystem included, through the login shell."""
+    from pam_jail.sshd_rules import shell_entry_path
+
     text = gen(cfg_of([SHELLJ], users={"dave": "sh"}))
-    assert "login shell must be pam-jail-shell" in text
-    assert "must NOT be internal-sftp" in text
-    assert block_of(text, "User dave") == RESTRICTION_LINES
+    assert "ForceCommand sends every" in text and "internal-sftp" in text
+    settings = block_of(text, "User dave")
+    assert settings[0] == f"ForceCommand {shell_entry_path()}"
+    assert settings[1:] == RESTRICTION_LINES
 
 
 def test_groups_and_default_exclude_earlier_claims() -> None:
