@@ -59,7 +59,7 @@ JAIL_KEYS: dict[str, tuple[str, object]] = {
     "proc": ("boolean", False),       # the jail's own /proc (of its PID namespace)
     "network": ("boolean", False),
     "hostname": ("string:0", ""),
-    "pid": ("boolean", True),         # mode pam: own PID namespace (mode shell: always)
+    "pid": ("boolean", True),         # own PID namespace: always (`no` refused for mode pam)
 }
 OPTION_KEYS: dict[str, tuple[str, object]] = {
     "default": ("string:0", ""),
@@ -369,6 +369,11 @@ def validate(tree: dict[str, object], problems: list[str], source: str) -> Confi
                             f" (got {root!r})")
             continue
         if len(values) != len(JAIL_KEYS):
+            continue
+        if values["pid"] is False and values["mode"] == "pam":
+            problems.append(f"jails/{name}/pid: 'no' is not allowed: without its own PID "
+                            "namespace a jailed session can signal and trace the user's host "
+                            "processes (a way out of the jail)")
             continue
         options = {k: ("yes" if v is True else "no" if v is False else str(v))
                    for k, v in values.items() if k not in ("root", "mode", "allow_shell")}
