@@ -14,6 +14,9 @@ process pays them). Variants:
   pam_jail, shell-path user  the same, a mode-shell user (acct_mgmt checks the login shell)
   pam_jail, PAM-path user    the same, a mode-pam user: open_session confines pamtester
                              (namespaces, bind mounts, chroot) in its own process
+  guarded, unmapped user     etc/pam.d/pam_jail's lines: the pam_succeed_if guard in front
+  guarded, root              of pam_python; users whose login shell is not pam_jail's
+                             never reach pam_python (the target: zero over pam_permit)
 
     flock /run/pam_jail-tests.lock .venv/bin/python bench/bench_pam.py [--rounds 15]
 
@@ -35,7 +38,7 @@ from collections.abc import Callable
 
 from bench_jailkit import LSH, installed_note, rounds_of
 from sshd_harness import make_user, remove_user
-from testbed import PAM_MODULE, make_jailed_pair, unique
+from testbed import PAM_MODULE, make_jailed_pair, pam_lines, unique
 
 NOOP_MODULE = """\
 def pam_sm_acct_mgmt(pamh, flags, argv):
@@ -101,6 +104,12 @@ def main() -> int:
             name = write_service(unique("pjbench"), line)
             undo.append(lambda name=name: os.unlink(f"/etc/pam.d/{name}"))
             services[key] = name
+        guarded = unique("pjbench")
+        with open(f"/etc/pam.d/{guarded}", "w") as fh:
+            fh.write("auth required pam_permit.so\n" + pam_lines("account")
+                     + "account required pam_permit.so\n" + pam_lines("session")
+                     + "session required pam_permit.so\n")
+        undo.append(lambda: os.unlink(f"/etc/pam.d/{guarded}"))
         variants = {
             "pam_permit only, plain user": pamtester(services["permit"], plain.name),
             "pam_python no-op module, plain user": pamtester(services["noop"], plain.name),
@@ -108,6 +117,9 @@ def main() -> int:
             "pam_jail module, shell-path user": pamtester(services["jail"],
                                                           pair.shell_user.name),
             "pam_jail module, PAM-path user": pamtester(services["jail"], pair.pam_user.name),
+            "guarded lines, unmapped user": pamtester(guarded, plain.name),
+            "guarded lines, root": pamtester(guarded, "root"),
+            "guarded lines, PAM-path user": pamtester(guarded, pair.pam_user.name),
         }
         for run in variants.values():   # one untimed round: page cache, .pyc files
             run()
@@ -123,6 +135,9 @@ def main() -> int:
         print("pam_jail's own share over pam_python's floor (ms): " + ", ".join(
             f"{name.split(', ')[1]} {(statistics.median(times[name]) - floor) * 1000:+.1f}"
             for name in times if name.startswith("pam_jail")))
+        print("the guard's cost for users it keeps out (ms over pam_permit): " + ", ".join(
+            f"{name.split(', ')[1]} {(statistics.median(times[name]) - base) * 1000:+.1f}"
+            for name in times if name.startswith("guarded") and "PAM-path" not in name))
     finally:
         for step in reversed(undo):
             try:

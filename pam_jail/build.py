@@ -832,12 +832,25 @@ def _merge(lines: list[str], new: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def home_link(marker_root: str) -> tuple[str, str]:
+    """The symlink that makes a jailkit-style passwd home `/JAIL/./home/u` resolve inside
+    the jail as well: JAIL's own path, inside the jail, points back to the jail's root,
+    relatively ('/srv/jails/web' -> '../..'; it never climbs above the root, and on the
+    host it names the jail itself). sshd chdirs to the passwd home after the PAM path's
+    chroot (mode pam) and after its own ChrootDirectory (mode sftp); without the link it
+    cannot ("Could not chdir to home directory", sftp users start in /)."""
+    depth = len([p for p in marker_root.split("/") if p]) - 1
+    return marker_root, "/".join([".."] * depth) or "."
+
+
 def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str],
-                    shell: str | None, homes: bool) -> None:
-    """Write JAIL/etc/passwd and etc/group entries (root and tty always), create homes/tmp."""
+                    shell: str | None, homes: bool, jail_root: str = "") -> None:
+    """Write JAIL/etc/passwd and etc/group entries (root and tty always), create homes/tmp,
+    and the home_link of users whose host home carries the jail's `/./` marker."""
     passwd: dict[str, str] = {}
     group: dict[str, str] = {}
     home_dirs: list[tuple[str, int, int]] = []
+    links: set[tuple[str, str]] = set()
     root_pw = pwd.getpwuid(0)
     passwd[root_pw.pw_name] = _passwd_line(root_pw, root_pw.pw_dir, root_pw.pw_shell)
     wanted_groups = ["root", "tty", *groups]
@@ -858,6 +871,8 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
             raise BuildError(f"add user {user}: primary group {entry.pw_gid} not on this "
                              "host") from None
         home_dirs.append((home, entry.pw_uid, entry.pw_gid))
+        if jail_root and entry.pw_dir.startswith(jail_root + "/./"):
+            links.add(home_link(jail_root))
         if resolve_in_jail(writer.root, user_shell) is None and not writer.dry_run:
             writer.report.warnings.append(
                 f"add user {user}: shell {user_shell} does not exist in the jail (sshd runs "
@@ -881,6 +896,16 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
             writer.dirs_ok.discard(home)  # never write into a user's home
     writer.ensure_dir("/tmp", 0o1777, foreign_ok=True)
     writer.dirs_ok.discard("/tmp")
+    for path, target in sorted(links):
+        try:
+            st = os.lstat(writer.jail(path))
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISLNK(st.st_mode):
+            writer.report.warnings.append(f"home link {path}: exists in the jail and is not a "
+                                          "symlink; sshd cannot chdir to /./ homes")
+            continue
+        writer.symlink(path, target)
 
 
 # --------------------------------------------------------------------------- shared base
@@ -978,7 +1003,7 @@ def init_jail(root: str, profiles: Sequence[str], *, users: Sequence[str] = (),
     def build(target: str, fresh: bool) -> None:
         writer = _Writer(target, report, dry_run, shared=base, fresh=fresh)
         writer.apply(plan)
-        _write_identity(writer, all_users, groups, shell, homes=True)
+        _write_identity(writer, all_users, groups, shell, homes=True, jail_root=root)
 
     if exists:
         if not os.path.isdir(root) or os.path.islink(root):
@@ -1037,7 +1062,8 @@ def add_users(root: str, users: Sequence[str], *, shell: str | None = None) -> B
     root = _normalize_root(root)
     _check_root(root, must_exist=True)
     report = BuildReport(root=root)
-    _write_identity(_Writer(root, report, False), users, (), shell, homes=True)
+    _write_identity(_Writer(root, report, False), users, (), shell, homes=True,
+                    jail_root=root)
     report.seconds = time.perf_counter() - start
     return report
 

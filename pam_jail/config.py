@@ -56,10 +56,10 @@ JAIL_KEYS: dict[str, tuple[str, object]] = {
     "mode": ("option:pam|shell|sftp", "pam"),
     "allow_shell": ("boolean", False),
     "devpts": ("boolean", True),
-    "proc": ("boolean", False),
+    "proc": ("boolean", False),       # the jail's own /proc (of its PID namespace)
     "network": ("boolean", False),
     "hostname": ("string:0", ""),
-    "pid": ("boolean", False),        # mode pam: own PID namespace (one channel a session)
+    "pid": ("boolean", True),         # own PID namespace: always (`no` refused for mode pam)
 }
 OPTION_KEYS: dict[str, tuple[str, object]] = {
     "default": ("string:0", ""),
@@ -370,6 +370,11 @@ def validate(tree: dict[str, object], problems: list[str], source: str) -> Confi
             continue
         if len(values) != len(JAIL_KEYS):
             continue
+        if values["pid"] is False and values["mode"] == "pam":
+            problems.append(f"jails/{name}/pid: 'no' is not allowed: without its own PID "
+                            "namespace a jailed session can signal and trace the user's host "
+                            "processes (a way out of the jail)")
+            continue
         options = {k: ("yes" if v is True else "no" if v is False else str(v))
                    for k, v in values.items() if k not in ("root", "mode", "allow_shell")}
         jails[name] = JailDef(name=name, root=root.rstrip("/"), mode=str(values["mode"]),
@@ -482,3 +487,73 @@ def read_root_owned(path: str, what: str = "config file", *, check_owner: bool =
 def load_config(path: str = DEFAULT_PATH, *, check_owner: bool = True) -> Config:
     """Read, check ownership of, and parse the config file. Raises ConfigError."""
     return parse_config(read_root_owned(path, check_owner=check_owner), path)
+
+
+# ------------------------------------------------------------- last-known-good
+
+GOOD_SUFFIX = ".good"
+
+
+def good_path(path: str) -> str:
+    """Where the last-known-good copy of `path` lives (same directory, same rules)."""
+    return path + GOOD_SUFFIX
+
+
+def load_config_lkg(path: str = DEFAULT_PATH, *,
+                    check_owner: bool = True) -> tuple[Config, ConfigError | None]:
+    """The config to decide with, and why it is not `path` itself (None when it is).
+
+    A bad `path` (unsafe, unreadable, invalid) falls back to its last-known-good copy
+    PATH.good, which only `install_config` writes (pam-jail validate/edit, jailuser): the
+    copy of the last text that passed validation. The caller logs loudly when the
+    fallback is used. With no valid last-known-good either, the file's ConfigError is
+    raised: the caller then decides without any config (login.admit)."""
+    try:
+        return load_config(path, check_owner=check_owner), None
+    except ConfigError as err:
+        try:
+            good = load_config(good_path(path), check_owner=check_owner)
+        except ConfigError:
+            raise err from None
+        return good, err
+
+
+def install_config(path: str, text: str) -> Config:
+    """Validate `text`; if valid, install it as `path` and as its last-known-good copy,
+    each by writing a temporary file in the same directory, fsync and rename (readers see
+    the old file or the new one, never a part). Root-owned, mode 0644. Raises ConfigError
+    and changes nothing when `text` is invalid."""
+    cfg = parse_config(text, path)
+    for target in (path, good_path(path)):
+        _write_atomically(target, text.encode("utf-8"))
+    return cfg
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    directory = posixpath.dirname(path) or "."
+    tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            if os.geteuid() == 0:
+                os.fchown(fd, 0, 0)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ConfigError(f"write {path}: {err.strerror}") from None

@@ -4,9 +4,16 @@ chroot, pivot_root, setuid or capset.
 The two sequences read top to bottom:
 
   confine_pam_session()   -- root, inside the PAM service (sshd, login, su ...):
-      new mount/IPC/UTS/net namespaces -> mounts private -> bind jail on itself
+      new mount/IPC/UTS/net/PID namespaces -> mounts private -> bind jail on itself
       nosuid,nodev -> devpts inside the jail -> chroot through the checked fd ->
-      chdir home -> no_new_privs.  The service itself then drops to the user's ids.
+      chdir home -> no_new_privs -> fork the PID namespace's own PID 1 (it mounts the
+      jail's /proc if asked, drops to the user, reaps orphans, dies with the service's
+      process).  The service itself then drops to the user's ids.
+
+  isolate_session()       -- root, inside sshd, for users whom the login shell
+      (mode shell) or sshd's ChrootDirectory (mode sftp) confines: an empty network
+      namespace for the whole sshd session (forwarding reaches nothing) ->
+      no_new_privs.
 
   confine_unprivileged()  -- as the user, from the login shell (pam-jail-shell):
       new user namespace (uid/gid mapped to themselves) + mount/PID/IPC/UTS/net ->
@@ -286,6 +293,23 @@ def userns_unavailable() -> str | None:
     return None
 
 
+def confinement_missing() -> str | None:
+    """Why this process is NOT inside a jail that pam_jail confined (None: it is). A read,
+    no step: pam-jail-lsh asks it first, so a session that reached it without the PAM
+    module (a missing, optional or skipped pam.d line, a removed pam_python.so) is
+    refused instead of running on the host. Every confinement sets no_new_privs and
+    binds the jail nosuid,nodev; sshd, su and login never do either on the host, and a
+    jail never holds the host's jails.ini."""
+    if prctl(PR_GET_NO_NEW_PRIVS, what="prctl PR_GET_NO_NEW_PRIVS") != 1:
+        return "no_new_privs is not set"
+    flags = os.statvfs("/").f_flag
+    if not (flags & os.ST_NOSUID and flags & os.ST_NODEV):
+        return "/ is not a nosuid,nodev jail mount"
+    if os.path.lexists("/etc/pam_jail/jails.ini"):
+        return "/ holds the host's /etc/pam_jail/jails.ini"
+    return None
+
+
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl PR_SET_NO_NEW_PRIVS")
 
@@ -382,18 +406,106 @@ def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, t
     os.close(jail_fd)                                       # 7. no fd to the host left
 
 
-def confine_pam_session(jail_fd: int, root: str, home: str, *, network: bool, devpts: bool,
-                        tty_gid: int, hostname: str, pid: bool = False) -> None:
+def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: int,
+                        network: bool, devpts: bool, tty_gid: int, hostname: str,
+                        pid: bool = True, proc: bool = False) -> None:
     """Root, in the PAM service's process, before the service drops to the user.
-    pid=True also unshares the PID namespace: the service's next child becomes its
-    PID 1, so host processes cannot be signalled or traced, but a second session
-    channel on the same connection cannot fork once that child has exited."""
+    pid=True (the default) also unshares the PID namespace, so jailed processes can
+    neither see, signal nor trace host processes of the same uid; the namespace's PID 1
+    is our own small process (spawn_namespace_init), so a later session module that
+    forks a short-lived helper, or a second session channel, does not end it."""
     flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
              | (CLONE_NEWPID if pid else 0))
     chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
                          hostname=hostname)                 # 1-7. namespaces..chroot
     chdir_home(home)                                        # 8. home inside the jail
     set_no_new_privs()                                      # 9. no setuid gains later
+    if pid:
+        spawn_namespace_init(uid, gid, proc=proc)           # 10. our PID 1, as the user
+
+
+def isolate_session(*, network: bool) -> None:
+    """Root, in sshd's per-connection process, for a user whom the login shell or sshd's
+    ChrootDirectory confines: whatever sshd itself does for the session afterwards
+    (forwarding, internal-sftp) has no network but a down loopback."""
+    if not network:
+        unshare(CLONE_NEWNET, "net namespace")              # 1. empty network
+    set_no_new_privs()                                      # 2. no setuid gains later
+
+
+# The write end of the pipe whose EOF tells the namespace's PID 1 that the service's
+# process is gone (kept open, close-on-exec, for the life of that process).
+_INIT_ALIVE: list[int] = []
+
+
+def spawn_namespace_init(uid: int, gid: int, *, proc: bool) -> None:
+    """After unshare(CLONE_NEWPID) the first child forked becomes PID 1 of the new
+    namespace, and when PID 1 exits no process can be forked into it any more. Fork that
+    child now, here: it mounts the namespace's /proc in the jail (proc=True), drops every
+    privilege to the user's ids, closes every fd, then only reaps orphans. It dies with
+    the service's process (PR_SET_PDEATHSIG, and a pipe for the race before it is armed);
+    the kernel then kills every process left in the namespace."""
+    alive_r, alive_w = os.pipe()
+    try:
+        child = os.fork()
+    except OSError as err:
+        raise _fail("fork the PID namespace's init", err.errno) from None
+    if child:
+        os.close(alive_r)
+        _INIT_ALIVE.append(alive_w)
+        return
+    try:                                     # PID 1 of the namespace, inside the jail
+        os.close(alive_w)
+        if proc:
+            mount_proc("")
+        close_fds(keep=(alive_r,))
+        _quiet_stdio()
+        drop_bounding_set()
+        switch_ids(uid, gid, [gid])
+        clear_capabilities()
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), what="prctl PR_SET_PDEATHSIG")
+        os.set_blocking(alive_r, False)
+        try:
+            if os.read(alive_r, 1) == b"":
+                os._exit(0)                  # the service died before PDEATHSIG was armed
+        except BlockingIOError:
+            pass
+        _reap_forever()
+    except BaseException:  # noqa: B036 - PID 1 must never return into the PAM stack
+        os._exit(1)
+
+
+def _quiet_stdio() -> None:
+    """fds 0-2 of PID 1 on /dev/null (or closed): it must hold none of the session's
+    pipes or sockets, or sshd would wait for an EOF that never comes."""
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+    except OSError:
+        for fd in (0, 1, 2):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        return
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def _reap_forever() -> None:
+    """PID 1's only work: collect every child that dies in the namespace."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    while True:
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        signal.sigwait({signal.SIGCHLD})
 
 
 def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: int,

@@ -177,6 +177,56 @@ def is_jail_entry(entry: PamEntry) -> bool:
         posixpath.basename(entry.args[0]) == PAM_MODULE_FILE
 
 
+def is_guard(entry: PamEntry) -> bool:
+    """etc/pam.d/pam_jail's guard: `[success=1 default=ignore] pam_succeed_if.so quiet
+    shell notin A:B` where A:B are pam_jail's login shells. It skips pam_python only for
+    users whose login shell is not pam_jail's: those shells refuse outside a jail, so
+    the skip can never leave a jailed user unjailed."""
+    if posixpath.basename(entry.module) != "pam_succeed_if.so":
+        return False
+    words = [a for a in entry.args if a not in ("quiet", "quiet_success", "quiet_fail",
+                                                  "use_uid")]
+    if len(words) != 3 or words[:2] != ["shell", "notin"]:
+        return False
+    shells = {posixpath.basename(p) for p in words[2].split(":")}
+    return shells <= {"pam-jail-shell", "pam-jail-lsh"} and bool(shells)
+
+
+# Session modules that fail, or act on the wrong files, when they run after pam_jail
+# (inside the jail: its root, its /etc, its PID namespace).
+FAILS_IN_JAIL = {
+    "pam_limits.so": "reads /etc/security/limits.conf of the jail (a required line fails)",
+    "pam_env.so": "reads /etc/environment and /etc/default/locale of the jail",
+    "pam_mkhomedir.so": "forks a helper and creates the home inside the jail",
+    "pam_systemd.so": "talks to logind through the jail's /run",
+    "pam_lastlog.so": "writes the jail's /var/log/lastlog",
+    "pam_exec.so": "runs its program inside the jail",
+}
+
+
+def judge_after_session(entries: Sequence[PamEntry], ours: PamEntry) -> list[Check]:
+    """The session modules that follow pam_jail's line run inside the jail."""
+    stack = [e for e in entries if e.type == "session"]
+    after = stack[stack.index(ours) + 1:]
+    where = f"{ours.file}:{ours.line}"
+    failing = [(e, FAILS_IN_JAIL[posixpath.basename(e.module)]) for e in after
+               if posixpath.basename(e.module) in FAILS_IN_JAIL]
+    if failing:
+        entry, why = failing[0]
+        return [Check("pam.order", FAIL,
+                      f"{entry.file}:{entry.line}: {entry.module} comes after pam_jail's "
+                      f"session line ({where}) and so runs inside the jail: it {why}",
+                      "put pam_jail's two session lines last in the file "
+                      "(etc/pam.d/pam_jail)",
+                      [f"{e.file}:{e.line}: {e.module}" for e, _ in failing])]
+    if after:
+        names = ", ".join(sorted({posixpath.basename(e.module) for e in after}))
+        return [Check("pam.order", WARN,
+                      f"{len(after)} session rule(s) after pam_jail's ({where}) run inside "
+                      f"the jail: {names}", "put pam_jail's session lines last")]
+    return [Check("pam.order", OK, f"{where}: pam_jail's session line is the last one")]
+
+
 def skips_over(entry: PamEntry, distance: int) -> bool:
     """Can this rule, on success, end its stack or jump over the rule `distance` rules
     (of the same type) further down? `sufficient` ends it; `[success=done]` too;
@@ -225,8 +275,8 @@ def judge_pam_stack(entries: Sequence[PamEntry], pam_file: str, needed: bool,
                 f"no `{kind} ... pam_python.so .../{PAM_MODULE_FILE}` line in {pam_file}"
                 + ("" if needed else " (no jail with mode = pam needs it; mode shell "
                         "users then rest on their login shell alone: see user.shell)"),
-                f"add `{line}` to {pam_file} after `@include common-account` and before "
-                "`@include common-session` (see /usr/share/pam_jail/pam.d/pam_jail)"))
+                f"add the guard and `{line}` to {pam_file}: account after `@include "
+                "common-account`, session last (etc/pam.d/pam_jail has the lines)"))
             continue
         entry = ours[0]
         where = f"{entry.file}:{entry.line}"
@@ -238,7 +288,8 @@ def judge_pam_stack(entries: Sequence[PamEntry], pam_file: str, needed: bool,
             continue
         stack = [e for e in entries if e.type == kind]
         here = stack.index(entry)
-        skipping = [e for i, e in enumerate(stack[:here]) if skips_over(e, here - i)]
+        skipping = [e for i, e in enumerate(stack[:here])
+                    if skips_over(e, here - i) and not (is_guard(e) and i == here - 1)]
         if skipping:
             first = skipping[0]
             checks.append(Check(
@@ -266,6 +317,8 @@ def judge_pam_stack(entries: Sequence[PamEntry], pam_file: str, needed: bool,
             continue
         checks.append(Check(name, OK, f"{where}: {entry.control} {entry.module} "
                             f"{' '.join(entry.args)}"))
+        if kind == "session":
+            checks += judge_after_session(entries, entry)
     return checks
 
 
@@ -336,7 +389,7 @@ def check_pam(pam_file: str, needed: bool, config_path: str) -> list[Check]:
 def sshd_effective(user: str, sshd: str, sshd_config: str | None) -> dict[str, list[str]]:
     """`sshd -T -C user=USER,host=localhost,addr=127.0.0.1` as keyword -> values.
     Raises PamJailError when sshd refuses."""
-    from pam_jail.sshd_config import parse_sshd_T
+    from pam_jail.sshd_rules import parse_sshd_T
 
     argv = [sshd, "-T"] + (["-f", sshd_config] if sshd_config else []) + \
         ["-C", f"user={user},host=localhost,addr=127.0.0.1"]

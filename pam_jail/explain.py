@@ -17,7 +17,13 @@ import sys
 from pam_jail.config import DEFAULT_PATH, load_config
 from pam_jail.errors import ConfigError, Denied
 from pam_jail.policy import Decision, decide, parse_lsh, select_policy
-from pam_jail.resolve import Identity, identity_from_passwd, is_shell_entry, resolve
+from pam_jail.resolve import (
+    JAILING_SHELLS,
+    Identity,
+    identity_from_passwd,
+    is_jailing_shell,
+    resolve,
+)
 from pam_jail.safety import check_jail
 from pam_jail.shell_entry import JailFacts
 
@@ -79,19 +85,21 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
         return out
     out["jail"] = {"name": jail.name, "root": jail.root, "home": jail.home,
                    "mode": jail.mode, "source": jail.source}
-    if jail.mode == "shell" and not is_shell_entry(ident.shell):
-        out["reason"] = (f"jail {jail.name} is entered through pam-jail-shell, but the "
-                         f"login shell of {ident.name} is {ident.shell}")
+    if not is_jailing_shell(jail.mode, ident.shell):
+        wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
+        out["reason"] = (f"refused: the login shell of {ident.name} is {ident.shell}; jail "
+                         f"{jail.name} (mode {jail.mode}) needs {wanted}, which refuses "
+                         "to run outside the jail")
         return out
     problems = check_jail(jail.root)
     out["check"] = problems
     if problems:
         out["reason"] = f"check jail {jail.name}: unsafe"
         return out
-    if jail.mode != "shell":
-        out["reason"] = (f"mode {jail.mode}: the login is allowed; commands are not "
-                         "checked by pam_jail's allow-list on this path")
-        out["allowed"] = True
+    if jail.mode == "sftp":
+        out["reason"] = ("mode sftp: sftp only (sshd's ChrootDirectory and internal-sftp); "
+                         "every command and interactive login is refused")
+        out["allowed"] = command is None
         return out
     try:
         lsh = parse_lsh(read_lsh(jail.root, ident.uid), LSH_INSIDE)

@@ -1,32 +1,70 @@
 """The admission decision shared by both login entries (PAM module, pam-jail-shell):
-who is this user, which jail, is that jail safe right now. Refusals raise."""
+who is this user, which jail, is that jail safe right now. Refusals raise.
+
+Safe by construction: a jailed user's login shell is one that refuses to run outside
+its jail (resolve.JAILING_SHELLS), so every doubt below ends in "refused" for such a
+user, and in "not jailed" for root and for users whose shell could not jail them anyway.
+"""
 
 from __future__ import annotations
 
-from pam_jail.config import DEFAULT_PATH, Config, load_config
-from pam_jail.errors import Denied, PamJailError, UnsafeJail
-from pam_jail.resolve import Identity, Jail, identity_from_passwd, is_shell_entry, resolve
+from pam_jail.config import DEFAULT_PATH, Config, load_config_lkg
+from pam_jail.errors import ConfigError, Denied, PamJailError, UnsafeJail
+from pam_jail.resolve import (
+    Identity,
+    Jail,
+    identity_from_passwd,
+    is_jailing_shell,
+    jailing_anywhere,
+    resolve,
+)
 from pam_jail.safety import check_jail
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def admit(user: str | int | Identity, config_path: str = DEFAULT_PATH, *,
-          check_shell_jails: bool = True) -> tuple[Identity, Config, Jail | None]:
+          check_shell_jails: bool = True,
+          on_fallback: Callable[[ConfigError, Identity], None] | None = None,
+          ) -> tuple[Identity, Config | None, Jail | None]:
     """Identity from the real passwd database, jail from root-owned config, jail
     checked. Returns jail None for a user in no jail (the caller decides by
-    cfg.unmapped). Raises Denied, ConfigError or UnsafeJail.
+    cfg.unmapped; cfg is None when no valid config could be read). Raises Denied,
+    ConfigError or UnsafeJail.
+
+    Root (uid 0) is never jailed, and refused only when [users] names it (a uid-0 alias
+    mapped to a jail: fail closed); a group, the default or a bad file never lock it out.
+    A bad jails.ini falls back to its last-known-good copy (`on_fallback` is told, to
+    log it loudly); with none, a user whose login shell is a jailing one is refused and
+    anyone else is treated as unjailed (no valid config can be jailing them: a jailed
+    user's shell is always a jailing one, see below).
 
     check_shell_jails=False (the PAM module): a mode "shell" jail is checked by
-    pam-jail-shell itself at every login, which can also tell the user why; the PAM
-    module then only makes sure the login shell really is pam-jail-shell."""
+    pam-jail-shell itself at every login, which can also tell the user why."""
     ident = user if isinstance(user, Identity) else identity_from_passwd(user)
-    cfg = load_config(config_path)
+    try:
+        cfg, fallback = load_config_lkg(config_path)
+    except ConfigError:
+        if ident.uid != 0 and jailing_anywhere(ident.shell):
+            raise
+        return ident, None, None
+    if ident.uid == 0:    # never jailed; refused only if jails.ini names it to be jailed
+        if ident.name in cfg.users:
+            raise Denied(f"user {ident.name} has uid 0: root is never put in a jail")
+        return ident, cfg, None
+    if fallback is not None and on_fallback is not None:
+        on_fallback(fallback, ident)
     jail = resolve(ident, cfg)
     if jail is None:
         return ident, cfg, None
     try:
-        if jail.mode == "shell" and not is_shell_entry(ident.shell):
-            raise Denied(f"jail {jail.name} is entered through pam-jail-shell, but the "
-                         f"login shell of {ident.name} is {ident.shell}")
+        if not is_jailing_shell(jail.mode, ident.shell):
+            raise Denied(f"the login shell {ident.shell} of {ident.name} would run outside "
+                         f"jail {jail.name} (mode {jail.mode}) if this login path were "
+                         "bypassed", hint=f"run `pam-jail jailuser {ident.name} -j "
+                         f"{jail.root}` (it sets a shell that refuses outside the jail)")
         problems = [] if jail.mode == "shell" and not check_shell_jails else \
             check_jail(jail.root)
         if problems:

@@ -3,20 +3,35 @@
     account  required pam_python.so /usr/local/lib/pam_jail/pam_jail_pam.py
     session  required pam_python.so /usr/local/lib/pam_jail/pam_jail_pam.py
 
-Module arguments: `config=PATH` (default /etc/pam_jail/jails.ini).
-acct_mgmt refuses a jailed user whose jail is unknown or unsafe; open_session (root, in
-the service's process, before it drops privileges) confines mode "pam" users. Every
-exception becomes a refusal: one line to the user, one syslog line (auth facility).
+(etc/pam.d/pam_jail has the full lines, with the guard that keeps every user whose
+login shell is not one of pam_jail's out of pam_python, and the place in the stack.)
+
+Module arguments: `config=PATH` (default /etc/pam_jail/jails.ini); `sshd_config=PATH`
+(the sshd config to read when the listener's own -f cannot be seen).
+
+A login, in order (session; acct_mgmt stops after step 3):
+  1. root (uid 0) is never jailed: PAM_IGNORE, no config read
+  2. admit(): the jail from jails.ini (or its last-known-good copy, logged loudly); a
+     mapped user whose login shell would not refuse outside the jail is refused
+  3. no jail: PAM_IGNORE (or refused with `unmapped = deny`)
+  4. sshd: the effective sshd settings of this very connection (sshd -T -C) must be the
+     ones `pam-jail sshd-config` writes for the jail's mode, else refused
+  5. mode pam: the login shell, its interpreter, the limited shell's runtime and the
+     library directories in the jail must be root's and not writable (5a); then
+     confine_pam_session (namespaces incl. PID, nosuid/nodev, chroot);
+     mode shell/sftp: isolate_session (empty network namespace, no_new_privs): the login
+     shell or sshd's ChrootDirectory confines, nothing sshd does beside them has network
+Every exception becomes a refusal: one line to the user, one syslog line (auth facility).
 """
 
 from __future__ import annotations
 
 import grp
 
-from pam_jail.errors import Denied, PamJailError
-from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
+from pam_jail.errors import ConfigError, Denied, PamJailError
+from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, SysLog
 from pam_jail.login import admit
-from pam_jail.resolve import Jail
+from pam_jail.resolve import Identity, Jail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~15 ms of import time on every login
@@ -44,20 +59,33 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
     user: object = "-"
     jail_name = "-"
     ctx = {"service": getattr(pamh, "service", None), "rhost": getattr(pamh, "rhost", None)}
+
+    def fallback(err: ConfigError, ident: Identity) -> None:
+        _log.decision(LOG_ERR, "config invalid, last-known-good used", user=ident.name,
+                      reason=f"{err}: " + "; ".join(err.problems[:3]), **ctx)
+
     try:
         _log.connect()
         user = pamh.get_user(None)
         if not user:
             raise Denied("no user name")
-        config = _options(argv).get("config") or "/etc/pam_jail/jails.ini"
-        ident, cfg, jail = admit(str(user), config, check_shell_jails=False)
-        if jail is None:
-            if cfg.unmapped == "deny":
+        opts = _options(argv)
+        config = opts.get("config") or "/etc/pam_jail/jails.ini"
+        ident, cfg, jail = admit(str(user), config, check_shell_jails=False,   # 1, 2
+                                 on_fallback=fallback)
+        if jail is None:                                                        # 3
+            if ident.uid == 0:
+                return int(pamh.PAM_IGNORE)
+            if cfg is None:
+                _log.decision(LOG_WARNING, f"{phase}: no valid config", user=user,
+                              reason=f"{config} and its last-known-good unusable; user "
+                              "treated as unjailed (login shell is not pam_jail's)", **ctx)
+            elif cfg.unmapped == "deny":
                 raise Denied(f"user {ident.name} is in no jail and unmapped users are refused")
             return int(pamh.PAM_IGNORE)
         jail_name = jail.name
         if phase == "session":
-            _open_session(pamh, jail)
+            _open_session(pamh, jail, ident, opts)                              # 4, 5
         _log.decision(LOG_INFO, f"{phase} allowed", user=user, jail=jail_name, **ctx)
         return int(pamh.PAM_SUCCESS)
     except PamJailError as err:
@@ -75,17 +103,79 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
         return fail
 
 
-def _open_session(pamh: Any, jail: Jail) -> None:
-    from pam_jail.confine import confine_pam_session
-    from pam_jail.safety import open_checked
+def _pam_env(pamh: Any, name: str) -> str:
+    try:
+        return str(pamh.env[name])
+    except Exception:
+        return ""
 
-    if jail.mode == "shell":
-        return  # pam-jail-shell, the login shell, confines
-    if jail.mode == "sftp":
-        if not str(getattr(pamh, "service", "")).startswith("sshd"):
-            raise Denied(f"jail {jail.name} is an sshd ChrootDirectory jail; service "
-                         f"{pamh.service} cannot enter it")
-        return  # sshd's Match block (pam-jail sshd-config) chroots
+
+def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> None:
+    """Step 4: what sshd will do for this connection, read from sshd itself."""
+    import os
+
+    from pam_jail.sshd_rules import (
+        SSHD,
+        SYSTEM_SSHD_CONFIG,
+        compare_effective,
+        effective_settings,
+        listener_config,
+    )
+
+    try:
+        exe = os.readlink("/proc/self/exe")
+    except OSError:
+        exe = SSHD
+    sshd = exe if os.path.basename(exe).startswith("sshd") else SSHD
+    config = listener_config(os.getppid()) or opts.get("sshd_config") or SYSTEM_SSHD_CONFIG
+    conn = _pam_env(pamh, "SSH_CONNECTION").split()
+    rhost = str(getattr(pamh, "rhost", "") or "")
+    addr = conn[0] if len(conn) == 4 else rhost
+    spec = f"user={ident.name},host={rhost or addr},addr={addr}"
+    if len(conn) == 4:
+        spec += f",laddr={conn[2]},lport={conn[3]}"
+    if not addr or any(c in spec for c in " \t\n"):
+        raise Denied("read sshd's settings for this connection: no client address")
+    try:
+        effective = effective_settings(sshd, config, spec)
+    except OSError as err:
+        raise Denied(f"read sshd's settings for this connection: {err}") from None
+    problems = compare_effective(jail.mode, jail.root, effective)
+    if problems:
+        raise Denied(f"sshd ({config}) is not set up for jail {jail.name} (mode "
+                     f"{jail.mode}): {problems[0]}",
+                     hint="run `pam-jail sshd-config --check` and reload sshd")
+
+
+def _lsh_runtime() -> tuple[str, ...]:
+    """The directories pam-jail-lsh imports from, as paths inside the jail: the lsh
+    profile puts them at the host's own paths (this package, Debian's stdlib)."""
+    import os
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    stdlib = os.path.dirname(os.__file__)
+    return (os.path.dirname(package), package, f"{package}/__pycache__", stdlib,
+            f"{stdlib}/__pycache__", f"{stdlib}/encodings", f"{stdlib}/lib-dynload")
+
+
+def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> None:
+    from pam_jail.confine import confine_pam_session, isolate_session
+    from pam_jail.safety import LIB_DIRS, check_exec, open_checked
+
+    service = str(getattr(pamh, "service", ""))
+    is_sshd = service.startswith("sshd")
+    if jail.mode == "sftp" and not is_sshd:
+        raise Denied(f"jail {jail.name} is an sshd ChrootDirectory jail; service "
+                     f"{service} cannot enter it")
+    if is_sshd:
+        _check_sshd(pamh, jail, ident, opts)                                    # 4
+    if jail.mode != "pam":
+        isolate_session(network=jail.flag("network"))                           # 5
+        return
+    unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + _lsh_runtime())   # 5a
+    if unsafe:
+        raise Denied(f"run the login shell {ident.shell} in jail {jail.name}: {unsafe[0]}",
+                     hint=f"pam-jail check {jail.name}; pam-jail update")
     try:
         tty_gid = grp.getgrnam("tty").gr_gid
     except KeyError:
@@ -94,9 +184,10 @@ def _open_session(pamh: Any, jail: Jail) -> None:
         jail_fd = open_checked(jail.root)
     except OSError as err:
         raise Denied(f"open jail {jail.root}: {err}") from None
-    confine_pam_session(jail_fd, jail.root, jail.home, network=jail.flag("network"),
-                        devpts=jail.flag("devpts", True), tty_gid=tty_gid,
-                        hostname=jail.options.get("hostname", ""), pid=jail.flag("pid"))
+    confine_pam_session(jail_fd, jail.root, jail.home, uid=ident.uid, gid=ident.gid,  # 5
+                        network=jail.flag("network"), devpts=jail.flag("devpts", True),
+                        tty_gid=tty_gid, hostname=jail.options.get("hostname", ""),
+                        pid=jail.flag("pid", True), proc=jail.flag("proc"))
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:

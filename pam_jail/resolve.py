@@ -20,11 +20,13 @@ SHELL_ENTRY_NAMES = ("pam-jail-shell",)
 # the real passwd, a missing, broken or bypassed PAM line gives "refused", never a host
 # shell. pam-jail-lsh refuses unless the PAM module confined the session; pam-jail-shell
 # confines itself (mode shell) or refuses every command (mode sftp: sshd's internal-sftp
-# never runs the login shell); nologin and false refuse everything.
+# never runs the login shell). nologin and false are not enough for mode sftp: the pam.d
+# guard (etc/pam.d/pam_jail) lets only pam_jail's own shells reach the PAM module, whose
+# check of sshd's settings (ChrootDirectory, ForceCommand) sftp-only users need.
 JAILING_SHELLS: dict[str, tuple[str, ...]] = {
     "pam": ("pam-jail-lsh",),
     "shell": ("pam-jail-shell",),
-    "sftp": ("pam-jail-shell", "nologin", "false"),
+    "sftp": ("pam-jail-shell",),
 }
 # A home marker with jailkit's own login shell belongs to jailkit: pam_jail leaves such
 # users alone unless jails.ini maps them (so both can share one sshd while migrating).
@@ -93,6 +95,16 @@ def is_jailing_shell(mode: str, shell: str) -> bool:
     return posixpath.basename(shell) in JAILING_SHELLS.get(mode, ())
 
 
+# pam_jail's own login shells: whoever has one is meant to be jailed (nologin and false
+# are everybody's, so they say nothing about that).
+PAM_JAIL_SHELLS = ("pam-jail-shell", "pam-jail-lsh")
+
+
+def jailing_anywhere(shell: str) -> bool:
+    """Is `shell` one of pam_jail's own login shells (its user is meant to be jailed)?"""
+    return posixpath.basename(shell) in PAM_JAIL_SHELLS
+
+
 def resolve(ident: Identity, cfg: Config) -> Jail | None:
     """The user's jail, or None if the user is in no jail. Raises Denied when the
     mapping itself is unacceptable (root, or marker and mapping disagree)."""
@@ -113,7 +125,7 @@ def resolve(ident: Identity, cfg: Config) -> Jail | None:
             and posixpath.basename(ident.shell) in JAILKIT_SHELL_NAMES:
         return None
     if definition is None and marker is None:
-        if is_shell_entry(ident.shell):
+        if jailing_anywhere(ident.shell):
             raise Denied(f"user {ident.name} has shell {ident.shell} but no jail is configured")
         return None
     if ident.uid == 0:

@@ -280,3 +280,140 @@ def resolve_in_jail(root: str, rel: str) -> str | None:
             continue
         resolved = candidate
     return root + (resolved or "/")
+
+
+# ------------------------------------------------------------------------------------
+# What a login executes (the program, its interpreter, the limited shell's runtime): at
+# login, every file and directory on the way to it must be root's and not writable by
+# group or other, or a jailed user who owns or can write any of them could replace what
+# runs. Cheap on purpose: only the paths this login touches, one lstat each.
+
+MISSING = "no such file in the jail"
+# Library directories the dynamic loader searches by default (absent ones are skipped).
+LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/lib/x86_64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu")
+
+
+def judge_exec_entry(rel: str, mode: int, uid: int, user: int | None = None) -> str | None:
+    """One inode on the way to something a login executes. Pure. `user`: the jailed
+    user's uid when seen from the user's own user namespace (mode shell), where every
+    other uid, root included, shows as the overflow uid: then only the user's own
+    ownership is refused; else (user None) the owner must be root."""
+    if (uid != 0) if user is None else (uid == user):
+        return f"{rel}: owned by uid {uid}, not root (it could replace what this login runs)"
+    if not stat.S_ISLNK(mode) and mode & 0o022:
+        return f"{rel}: writable by group or other (mode {stat.S_IMODE(mode):04o}; it " \
+               "could replace what this login runs)"
+    return None
+
+
+def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, os.stat_result]]]:
+    """Resolve `rel` as a process chrooted to `root` would (like resolve_in_jail) and
+    return the host path reached (None: it does not exist) and every (jail path, lstat)
+    visited: each directory, each symlink and the final entry."""
+    seen: list[tuple[str, os.stat_result]] = []
+    try:
+        seen.append(("/", os.lstat(root or "/")))
+    except OSError:
+        return None, seen
+    resolved = ""
+    parts = [p for p in rel.split("/") if p]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved) if resolved else ""
+            resolved = "" if resolved == "/" else resolved
+            continue
+        candidate = f"{resolved}/{part}"
+        try:
+            st = os.lstat(root + candidate)
+        except OSError:
+            return None, seen
+        seen.append((candidate, st))
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                return None, seen
+            target = os.readlink(root + candidate)
+            if target.startswith("/"):
+                resolved = ""
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved = candidate
+    return root + (resolved or "/"), seen
+
+
+def elf_interpreter(data: bytes) -> str | None:
+    """PT_INTERP of an ELF file from its first bytes (None: not ELF or no interpreter).
+    A few header fields read by hand: no struct, no pyelftools on the login path."""
+    if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return None
+    big = data[5] == 2
+
+    def num(off: int, size: int) -> int:
+        return int.from_bytes(data[off:off + size], "big" if big else "little")
+
+    if data[4] == 2:   # ELF64
+        phoff, phentsize, phnum = num(0x20, 8), num(0x36, 2), num(0x38, 2)
+        fields = ((0, 4), (8, 8), (32, 8))
+    else:              # ELF32
+        phoff, phentsize, phnum = num(0x1C, 4), num(0x2A, 2), num(0x2C, 2)
+        fields = ((0, 4), (4, 4), (16, 4))
+    for i in range(min(phnum, 64)):
+        base = phoff + i * phentsize
+        if base + phentsize > len(data):
+            return None
+        if num(base + fields[0][0], fields[0][1]) == 3:      # PT_INTERP
+            off, size = num(base + fields[1][0], fields[1][1]), num(base + fields[2][0],
+                                                                    fields[2][1])
+            if off + size > len(data) or size == 0:
+                return None
+            return data[off:off + size].split(b"\0")[0].decode("utf-8", "replace")
+    return None
+
+
+def _interpreter_of(path: str) -> str | None:
+    """The program that runs `path` (a host path): a script's #! line or an ELF's
+    PT_INTERP; None if neither."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, 8192, 0)
+    finally:
+        os.close(fd)
+    if data.startswith(b"#!"):
+        line = data[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        return line.split()[0] if line else None
+    return elf_interpreter(data)
+
+
+def check_exec(root: str, rel: str, *, dirs: tuple[str, ...] = (), depth: int = 0,
+               user: int | None = None) -> list[str]:
+    """Problems with executing `rel` inside the jail at `root` ("" once inside the jail):
+    every inode on the way (judge_exec_entry), the program itself a regular file, its
+    interpreter (#! or PT_INTERP) the same way, and `dirs` (e.g. LIB_DIRS, a runtime's
+    directories) where present."""
+    host, seen = _walk_in_jail(root, rel)
+    problems = [p for p in (judge_exec_entry(path, st.st_mode, st.st_uid, user)
+                            for path, st in seen) if p]
+    if host is None:
+        problems.append(f"{rel}: {MISSING}")
+        return problems
+    if not stat.S_ISREG(seen[-1][1].st_mode):
+        problems.append(f"{rel}: not a regular file")
+        return problems
+    interpreter = _interpreter_of(host)
+    if interpreter and depth < 2:
+        problems += check_exec(root, interpreter, depth=depth + 1, user=user)
+    for directory in dirs:
+        found, visited = _walk_in_jail(root, directory)
+        if found is None:
+            continue
+        problems += [p for p in (judge_exec_entry(path, st.st_mode, st.st_uid, user)
+                                 for path, st in visited) if p]
+    return list(dict.fromkeys(problems))

@@ -12,7 +12,13 @@ with no arguments for an interactive login. The sequence, top to bottom:
      pivot_root, no capabilities, no_new_privs, drop proven
   6. inside the jail: /etc/pam_jail/lsh.ini read, must not be the user's nor writable
   7. policy decision on the command (policy.decide; the repository rules ask JailFacts:
-     lstat/access as the user), umask, execve with a clean env
+     lstat/access as the user); the program, its interpreter and the library
+     directories must be root's and not group/other-writable (7b); umask, execve with a
+     clean env
+
+pam-jail-lsh (run_in_jail) does 6-7 only, and first proves it runs inside a jail the
+PAM module confined (confine.confinement_missing): if the PAM line was missing or
+skipped it refuses, never runs a command on the host.
 
 Any refusal: one line on stderr for the user, one syslog line, non-zero exit.
 Everything the confined part needs is imported here, before confinement.
@@ -25,13 +31,18 @@ import os
 import stat
 import sys
 
-from pam_jail.confine import confine_unprivileged, relay_child, userns_unavailable
+from pam_jail.confine import (
+    confine_unprivileged,
+    confinement_missing,
+    relay_child,
+    userns_unavailable,
+)
 from pam_jail.errors import Denied, PamJailError
 from pam_jail.log import LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
 from pam_jail.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
 from pam_jail.resolve import Identity, identity_from_passwd
-from pam_jail.safety import open_checked
+from pam_jail.safety import LIB_DIRS, MISSING, check_exec, open_checked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -105,8 +116,21 @@ class JailFacts(FileFacts):
 
 
 def _parse_args(args: list[str]) -> str | None:
-    if not args:
-        return None
+    """The command to decide on: `-c COMMAND` as sshd passes it, None for an interactive
+    login. `-c PATH/pam-jail-shell` (or no argument at all) with SSH_ORIGINAL_COMMAND set
+    is sshd's `ForceCommand pam-jail-shell` (pam-jail sshd-config writes it for mode
+    shell): the request, subsystems included, is in SSH_ORIGINAL_COMMAND; sshd names the
+    sftp subsystem `internal-sftp` there, which is the jail's sftp-server. Either way the
+    text is the user's own request and goes through the allow-list like any other."""
+    forced = os.environ.get("SSH_ORIGINAL_COMMAND")
+    if not args or (len(args) == 2 and args[0] == "-c" and " " not in args[1]
+                    and args[1].rsplit("/", 1)[-1] == "pam-jail-shell"):
+        if forced is None:
+            return None          # an interactive login (sshd sets no original command)
+        words = forced.split(" ", 1)
+        if words[0] == "internal-sftp":
+            return "sftp-server" + (f" {words[1]}" if len(words) > 1 else "")
+        return forced
     if len(args) == 2 and args[0] == "-c":
         return args[1]
     raise Denied("usage: pam-jail-shell [-c COMMAND] (or pam-jail-lsh)")
@@ -124,7 +148,7 @@ class _Session:
 
 
 def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
-                  session: _Session) -> int:
+                  session: _Session, *, in_userns: bool) -> int:
     """Steps 6-7, inside the jail: allow-list, decision, exec (or one refusal line)."""
     policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),
                            ident.name, [g for g in (ident.group, *ident.groups) if g])
@@ -138,6 +162,13 @@ def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
         reason = decision.reason.removeprefix("pam_jail: ")
         print(f"pam_jail: refused: {reason} (rule: {decision.rule})", file=sys.stderr)
         return EXIT_COMMAND_REFUSED
+    unsafe = check_exec("", decision.argv[0], dirs=LIB_DIRS,                    # 7b
+                        user=ident.uid if in_userns else None)
+    if unsafe == [f"{decision.argv[0]}: {MISSING}"]:
+        raise Denied(f"execute {decision.argv[0]}: No such file or directory")
+    if unsafe:
+        raise Denied(f"run {decision.argv[0]}: unsafe in this jail: {unsafe[0]}",
+                     hint="pam-jail check JAIL; pam-jail update")
     log.decision(LOG_INFO, "command allowed" if command is not None else "shell allowed",
                  user=session.user, jail=session.jail, command=command, rule=decision.rule,
                  rhost=session.rhost)
@@ -161,6 +192,9 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     if jail is None:
         raise Denied(f"user {ident.name} is in no jail")
     session.jail = jail.name
+    if jail.mode == "sftp":
+        raise Denied(f"{ident.name} is an sftp-only account (jail {jail.name}): no "
+                     "commands, no shell")
     if jail.mode != "shell":
         raise Denied(f"jail {jail.name} has mode {jail.mode}, not shell")
     missing = userns_unavailable()
@@ -176,7 +210,8 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
                          proc=jail.flag("proc"), hostname=jail.options.get("hostname", ""),
                          on_parent=relay_child)
     # --- from here on: inside the jail, as the user, without privileges ---
-    return limited_shell(ident, jail.home, command, log, session)   # 6, 7
+    return limited_shell(ident, jail.home, command, log, session,   # 6, 7
+                         in_userns=True)
 
 
 def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
@@ -185,9 +220,15 @@ def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
     command = _parse_args(args)
     if os.getuid() == 0 or os.geteuid() == 0:
         raise Denied("the limited shell never runs as root")
+    outside = confinement_missing()                                 # not confined: refuse
+    if outside:
+        raise Denied(f"not inside a jail ({outside}): pam-jail-lsh runs only in a session "
+                     "the pam_jail PAM module confined",
+                     hint="the PAM session line is missing, optional or skipped for this "
+                          "service (etc/pam.d/pam_jail)")
     ident = identity_from_passwd(os.getuid())
     session.user = ident.name
-    return limited_shell(ident, ident.home, command, log, session)
+    return limited_shell(ident, ident.home, command, log, session, in_userns=False)
 
 
 def run(args: list[str], log: SysLog,

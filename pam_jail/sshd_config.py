@@ -42,29 +42,18 @@ from dataclasses import dataclass
 
 from pam_jail.config import DEFAULT_PATH, Config, JailDef
 from pam_jail.errors import ConfigError, PamJailError, UnsafeJail
+from pam_jail.sshd_rules import (  # noqa: F401 - RESTRICTIONS... are this module's API too
+    RESTRICTIONS,
+    SFTP_SETTINGS,
+    SSHD,
+    SYSTEM_SSHD_CONFIG,
+    parse_sshd_T,
+    shell_entry_path,
+)
+from pam_jail.sshd_rules import compare_effective as _compare_effective
+from pam_jail.sshd_rules import expected_settings as _expected_settings
 
-SSHD = "/usr/sbin/sshd"
-SYSTEM_SSHD_CONFIG = "/etc/ssh/sshd_config"
 SUGGESTED_OUTPUT = "/etc/ssh/sshd_config.d/pam_jail.conf"
-
-# Set for every jailed user, whatever the jail's mode. DisableForwarding covers X11,
-# agent, TCP and stream-local forwarding; the others are spelled out so `sshd -T` shows
-# each one and a reader need not know what DisableForwarding includes.
-RESTRICTIONS: tuple[tuple[str, str], ...] = (
-    ("DisableForwarding", "yes"),
-    ("AllowTcpForwarding", "no"),
-    ("AllowAgentForwarding", "no"),
-    ("AllowStreamLocalForwarding", "no"),
-    ("PermitTunnel", "no"),
-    ("X11Forwarding", "no"),
-    ("PermitUserRC", "no"),
-    ("PermitListen", "none"),
-    ("PermitOpen", "none"),
-)
-SFTP_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("ForceCommand", "internal-sftp"),
-    ("PermitTTY", "no"),
-)
 
 # A name sshd's Match reads as exactly itself (no pattern characters, no quoting).
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
@@ -168,9 +157,9 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
     lines = [f"# {block.comment} (mode {jail.mode})"]
     if jail.mode == "shell":
         lines += [
-            "# mode shell: these users' login shell must be pam-jail-shell, which confines",
-            "# them. The global `Subsystem sftp` must NOT be internal-sftp: sshd runs",
-            "# internal-sftp in its own process without the login shell, i.e. unjailed.",
+            "# mode shell: pam-jail-shell confines these users. ForceCommand sends every",
+            "# request through it, subsystems too (sshd would run a global internal-sftp",
+            "# in its own process, unjailed); the original is in SSH_ORIGINAL_COMMAND.",
         ]
     elif jail.mode == "pam":
         lines += ["# mode pam: the pam_jail PAM module (session stack) confines these users."]
@@ -181,6 +170,8 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
     settings = list(RESTRICTIONS)
     if jail.mode == "sftp":
         settings = [("ChrootDirectory", _chroot_arg(jail.root)), *SFTP_SETTINGS, *settings]
+    elif jail.mode == "shell":
+        settings = [("ForceCommand", shell_entry_path()), *settings]
     width = max(len(k) for k, _ in settings)
     lines += [f"    {key:<{width}} {value}" for key, value in settings]
     return lines
@@ -233,37 +224,13 @@ def generate(cfg: Config, *, force: bool = False,
 
 def expected_settings(jail: JailDef) -> dict[str, str]:
     """What `sshd -T` must show (lowercase keywords) for a user of this jail."""
-    want = {k.lower(): v for k, v in RESTRICTIONS}
-    if jail.mode == "sftp":
-        want.update({k.lower(): v for k, v in SFTP_SETTINGS})
-        want["chrootdirectory"] = jail.root
-    return want
-
-
-def parse_sshd_T(text: str) -> dict[str, list[str]]:
-    """`sshd -T` output -> keyword -> values."""
-    out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key:
-            out.setdefault(key.lower(), []).append(value)
-    return out
+    return _expected_settings(jail.mode, jail.root)
 
 
 def compare_effective(jail: JailDef, effective: dict[str, list[str]]) -> list[str]:
-    """Differences between what a user of `jail` must get and what sshd -T reports."""
-    problems = []
-    for key, value in expected_settings(jail).items():
-        got = effective.get(key, ["(unset)"])
-        if got != [value]:
-            problems.append(f"{key} is {' '.join(got)}, must be {value}")
-    if jail.mode == "shell":
-        for sub in effective.get("subsystem", []):
-            name, _, command = sub.partition(" ")
-            if command.split()[:1] == ["internal-sftp"]:
-                problems.append(f"subsystem {name} is internal-sftp: it bypasses the login "
-                                "shell (an unjailed sftp); use /usr/lib/openssh/sftp-server")
-    return problems
+    """Differences between what a user of `jail` must get and what sshd -T reports (the
+    same rule the PAM module applies at every jailed sshd login: pam_jail.sshd_rules)."""
+    return _compare_effective(jail.mode, jail.root, effective)
 
 
 def _passwd_users() -> list[tuple[str, int, int, str, str, str, tuple[str, ...]]]:

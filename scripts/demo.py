@@ -28,6 +28,7 @@ from testbed import (  # noqa: E402
     DEVLOG,
     PAM_MODULE,
     PAM_STACK,
+    PERMIT_PAM,
     SHELL_ENTRY,
     Sshd,
     SyslogCapture,
@@ -104,11 +105,11 @@ def main(argv: list[str]) -> int:
             capture = SyslogCapture().start()
             undo.append(capture.stop)
             print(f"== syslog: this demo receives {DEVLOG} (a daemon's socket is put back after)")
-        print("== users (useradd), jails (the builder: basicshell ptys sftp scp rsync), "
+        print("== users (useradd), jails (the builder: lsh basicshell ptys sftp scp rsync), "
               "/etc/pam_jail/jails.ini")
         pair = make_jailed_pair(LSH, undo)
         pam_user, shell_user = pair.pam_user, pair.shell_user
-        print(f"   PAM path: {pam_user.name} in {pair.pam_jail}")
+        print(f"   PAM path: {pam_user.name} in {pair.pam_jail} (login shell pam-jail-lsh)")
         print(f"   login-shell path: {shell_user.name} in {pair.shell_jail}")
         sshd = Sshd(PAM_STACK, generate(load_config())).start()
         undo.append(sshd.stop)
@@ -138,6 +139,14 @@ def main(argv: list[str]) -> int:
                    "id; /bin/sh"]
         for cmd in refused:
             show("shell", cmd, sshd.ssh(shell_user, cmd), False)
+        print("\n== the same users on a second sshd whose PAM stack lacks pam_jail's lines "
+              "(an admin's mistake):\n   every jailed user's login shell refuses to run "
+              "outside its jail", flush=True)
+        bare = Sshd(PERMIT_PAM, generate(load_config())).start()
+        undo.append(bare.stop)
+        show("pam", "ssh id, no pam_jail lines", bare.ssh(pam_user, "/usr/bin/id"), False)
+        show("shell", "ssh ls /, no pam_jail lines: still jailed",
+             bare.ssh(shell_user, "/bin/ls /"), True)
         if capture is not None:
             print("\n== syslog lines (one per decision; refused commands by their command)")
             capture.wait_for(f"command={refused[-1]}")

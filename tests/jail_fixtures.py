@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from testbed import (  # noqa: F401 - re-exported for the tests
     LIBDIR,
+    LSH_SHELL,
     PAM_MODULE,
     PAM_STACK,
     REPO,
@@ -16,11 +17,17 @@ from testbed import (  # noqa: F401 - re-exported for the tests
     SHELL_ENTRY,
     SYSTEM_CONFIG,
     JailedPair,
+    Sshd,
     SyslogCapture,
+    User,
     build_jail,
     make_jailed_pair,
+    make_user,
+    pam_lines,
     remove_jail,
+    remove_user,
     restore_config,
+    save_config,
     unique,
     write_config,
 )
@@ -36,10 +43,7 @@ def syslog() -> Iterator[SyslogCapture]:
 @pytest.fixture
 def system_config() -> Iterator[Callable[[str], str]]:
     """Write /etc/pam_jail/jails.ini (the shell entry reads only that file)."""
-    saved = None
-    if os.path.exists(SYSTEM_CONFIG):
-        with open(SYSTEM_CONFIG) as fh:
-            saved = fh.read()
+    saved = save_config()
 
     def write(text: str) -> str:
         write_config(text)

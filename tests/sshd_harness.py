@@ -256,7 +256,8 @@ class Sshd:
     """One sshd on 127.0.0.1:port with its own config, host key, PAM service and log."""
 
     def __init__(self, pam_text: str = PERMIT_PAM, extra_config: str = "",
-                 *, log_level: str = "VERBOSE") -> None:
+                 *, log_level: str = "VERBOSE", sftp_subsystem: str = SFTP_SERVER) -> None:
+        self.sftp_subsystem = sftp_subsystem
         self.pam_text = pam_text
         self.extra_config = extra_config
         self.log_level = log_level
@@ -291,7 +292,7 @@ class Sshd:
             "PrintMotd no\n"
             "PrintLastLog no\n"
             "MaxStartups 50:30:100\n"
-            f"Subsystem sftp {SFTP_SERVER}\n"
+            f"Subsystem sftp {self.sftp_subsystem}\n"
             "# ---- extra_config (verbatim; Match blocks last)\n"
             f"{self.extra_config}\n"
         )

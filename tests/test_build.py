@@ -45,11 +45,20 @@ def init(root: str, *profiles: str, **kwargs: object) -> build.BuildReport:
     return build.init_jail(root, profiles, profiles_file=PROFILES, **kwargs)  # type: ignore[arg-type]
 
 
-def in_jail(root: str, *argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+def in_jail(root: str, *argv: str, user: str | None = None,
+            confined: bool = False) -> subprocess.CompletedProcess[str]:
+    """chroot ROOT ARGV as USER; confined=True first does what a pam_jail confinement
+    always does and a bare chroot does not (a private mount namespace with the jail
+    bound nosuid,nodev, no_new_privs): pam-jail-lsh refuses to run without it."""
     cmd = [shutil.which("chroot") or "/usr/sbin/chroot"]
     if user:
         cmd.append(f"--userspec={user}")
-    return subprocess.run([*cmd, root, *argv], capture_output=True, text=True, check=False,
+    cmd = [*cmd, root, *argv]
+    if confined:
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+               'mount --bind "$0" "$0"; mount -o remount,bind,nosuid,nodev "$0"; '
+               'exec setpriv --no-new-privs "$@"', root, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False,
                           env={"PATH": "/usr/bin:/bin", "LANG": "C"}, timeout=60)
 
 
@@ -165,11 +174,17 @@ def test_lsh_runtime_for_the_pam_path(base: str) -> None:
     Path(f"{root}/etc/pam_jail/lsh.ini").write_text(LSH_INI)
     os.chmod(f"{root}/etc/pam_jail/lsh.ini", 0o644)
     user = f"{NOBODY.pw_uid}:{NOBODY.pw_gid}"
-    ok = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user)
+    # a bare chroot is not a pam_jail confinement: the limited shell refuses to run there
+    bare = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user)
+    assert bare.returncode == 1 and "uid=" not in bare.stdout
+    assert bare.stderr.startswith("pam_jail: login refused: not inside a jail"), bare.stderr
+    ok = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user,
+                 confined=True)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith(f"uid={NOBODY.pw_uid}(nobody) ")
     assert ok.stderr == ""  # no warning from the interpreter (prefix found, no traceback)
-    bad = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/bin/sh -c id", user=user)
+    bad = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/bin/sh -c id", user=user,
+                  confined=True)
     assert bad.returncode == 126, (bad.stdout, bad.stderr)
     assert bad.stderr.startswith("pam_jail: refused: ") and "uid=" not in bad.stdout
     with open(f"{root}/usr/local/sbin/pam-jail-lsh") as fh:
@@ -179,7 +194,8 @@ def test_lsh_runtime_for_the_pam_path(base: str) -> None:
     assert Path(f"{root}/etc/pam_jail/lsh.ini").read_text() == LSH_INI  # not the host's
     # the runtime is exactly what it needs: without the C extension the shell cannot start
     os.unlink(f"{root}/usr/local/lib/pam_jail/pam_jail/_sys.cpython-311-x86_64-linux-gnu.so")
-    broken = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user)
+    broken = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user,
+                     confined=True)
     assert broken.returncode == 1 and "installation broken" in broken.stderr
 
 

@@ -305,3 +305,15 @@ def test_key_table_matches_validate(jail: dict[str, object],
         assert typed == {k: raw["jails"]["web"][k] for k in JAIL_KEYS}
         typed = _typed(dict(options), OPTION_KEYS, "o", [])
         assert typed == {k: raw["options"][k] for k in OPTION_KEYS}
+
+
+def test_pid_no_is_refused_for_mode_pam() -> None:
+    """Without its own PID namespace a mode-pam session reaches the user's host processes
+    (kill, ptrace: a way out), so `pid = no` makes the file invalid; mode shell always has
+    one and ignores the key."""
+    text = "[jails]\n  [[web]]\n  root = /srv/jails/web\n  pid = {}\n  mode = {}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.format("no", "pam"))
+    assert any(p.startswith("jails/web/pid: 'no' is not allowed") for p in info.value.problems)
+    assert parse_config(text.format("yes", "pam")).jails["web"].flag("pid")
+    assert parse_config(text.format("no", "shell")).jails["web"].mode == "shell"

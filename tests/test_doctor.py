@@ -91,7 +91,7 @@ def wiring() -> Iterator[Wiring]:
         w.write("pam.d/pj-jail", JAIL_LINES)
         w.pam_file = w.write("pam.d/sshd-test",
                              "@include common-auth\n@include common-account\n"
-                             "@include pj-jail\n@include common-session-noninteractive\n")
+                             "@include common-session-noninteractive\n@include pj-jail\n")
         sshd = Sshd(extra_config=generate(load_config(w.config)))
         undo.append(sshd.stop)
         sshd.prepare()
@@ -381,3 +381,34 @@ def test_pam_parser_include_loop_is_reported(tmp_path: os.PathLike[str]) -> None
         fh.write("@include loop\n")
     _entries, problems = doctor.parse_pam_stack(path)
     assert any("nested deeper" in p for p in problems)
+
+
+def test_pam_stack_order_and_guard(tmp_path: os.PathLike[str]) -> None:
+    """etc/pam.d/pam_jail's guard is not a jump over pam_jail; every session module after
+    pam_jail's line runs inside the jail, and those known to fail there are a FAIL."""
+    from jail_fixtures import pam_lines
+
+    base = str(tmp_path)
+
+    def judge(text: str) -> dict[str, tuple[str, str]]:
+        with open(f"{base}/sshd", "w") as fh:
+            fh.write(text)
+        entries, problems = doctor.parse_pam_stack(f"{base}/sshd")
+        assert problems == []
+        return {c.name: (c.status, c.message)
+                for c in doctor.judge_pam_stack(entries, f"{base}/sshd", True, "/x")}
+
+    good = judge("account required pam_unix.so\n" + pam_lines("account")
+                 + "session required pam_limits.so\n" + pam_lines("session"))
+    assert good["pam.account"][0] == good["pam.session"][0] == "ok", good
+    assert good["pam.order"][0] == "ok", good
+    late = judge(pam_lines("account") + pam_lines("session")
+                 + "session required pam_limits.so\nsession optional pam_motd.so\n")
+    assert late["pam.order"][0] == "fail" and "pam_limits.so" in late["pam.order"][1], late
+    harmless = judge(pam_lines("account") + pam_lines("session")
+                     + "session optional pam_motd.so\n")
+    assert harmless["pam.order"][0] == "warn", harmless
+    # a guard that lets other shells skip pam_jail is a jump like any other
+    loose = judge(pam_lines("account") + pam_lines("session").replace(
+        "/pam-jail-lsh", "/pam-jail-lsh:/bin/bash"))
+    assert loose["pam.session"][0] == "fail" and "can end the stack" in loose["pam.session"][1]

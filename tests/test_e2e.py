@@ -36,6 +36,10 @@ pass_env = LANG
   {ESCAPE} = any
 """
 
+# The PAM-path user may also log in interactively (the limited shell then runs bash).
+PAM_LSH = LSH.replace("pass_env = LANG\n", "pass_env = LANG\nallow_shell = yes\n"
+                                           "shell = /bin/bash\n")
+
 
 @dataclass
 class World:
@@ -70,14 +74,13 @@ def world() -> Iterator[World]:
     syslog = SyslogCapture().start()
     undo.append(syslog.stop)
     try:
-        pair = make_jailed_pair(LSH, undo)
+        pair = make_jailed_pair(LSH, undo, pam_lsh=PAM_LSH)
         for root in (pair.pam_jail, pair.shell_jail):
             _install_escape_tool(root)
         with open(MARKER, "w") as fh:
             fh.write("host\n")
         undo.append(lambda: os.unlink(MARKER))
-        extra = ("AcceptEnv LANG LD_PRELOAD BASH_ENV PATH ENV\n"   # deliberately permissive
-                 + generate(load_config()))
+        extra = "AcceptEnv LANG\n" + generate(load_config())
         sshd = Sshd(PAM_STACK, extra).start()
         undo.append(sshd.stop)
         # targets on the host: a process of the jailed user, a SysV shared memory segment
@@ -178,8 +181,8 @@ def test_rsync_upload_download(world: World, path: str, tmp_path: str) -> None:
 
 
 def test_interactive_shell_gets_a_pty_in_the_pam_jail(world: World) -> None:
-    result = world.sshd.ssh(world.pam_user, "test -t 0 && echo is-a-tty; ls /dev/pts; id -un",
-                            tty=True)
+    result = world.sshd.ssh(world.pam_user, tty=True,
+                            input="test -t 0 && echo is-a-tty; ls /dev/pts; id -un; exit\n")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.split()
     assert "is-a-tty" in lines and "ptmx" in lines and "0" in lines   # private devpts
@@ -264,7 +267,10 @@ def test_setuid_file_planted_in_jail_is_powerless(world: World, path: str) -> No
     os.chown(f"{jail}{planted}", 0, 0)
     os.chmod(f"{jail}{planted}", 0o4755)
     try:
-        result = run(world, path, planted, "ids")
+        if path == "pam":   # not an allowed program: run it from the interactive shell
+            result = world.sshd.ssh(user, tty=True, input=f"{planted} ids; exit\n")
+        else:
+            result = run(world, path, planted, "ids")
         assert f"euid={user.uid} " in result.stdout, result.stdout + result.stderr
     finally:
         if path == "pam":

@@ -108,8 +108,16 @@ def test_user_writable_lsh_is_refused(pair: object) -> None:
 
 
 def test_pam_path_user(pair: object) -> None:
-    status, info = explain(pair.pam_user.name)  # type: ignore[attr-defined]
-    assert status == 0 and info["jail"]["mode"] == "pam"  # type: ignore[index]
+    """The PAM-path user's login shell is pam-jail-lsh: its commands go through the same
+    allow-list (read inside the jail) as the login-shell user's."""
+    user = pair.pam_user.name  # type: ignore[attr-defined]
+    status, info = explain(user, "--", "scp -t up.txt")
+    assert status == 0 and info["jail"]["mode"] == "pam", info  # type: ignore[index]
+    assert info["execve"]["path"] == "/usr/bin/scp"  # type: ignore[index]
+    status, info = explain(user, "--", "/bin/sh -c id")
+    assert status == 5 and "no rule for /bin/sh" in str(info["rule"])
+    status, info = explain(user)          # no interactive shell in this allow-list
+    assert status == 5 and info["jail"]["mode"] == "pam"  # type: ignore[index]
 
 
 def test_text_output_and_help(pair: object, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 
 import pytest
 from jail_fixtures import (
+    LSH_SHELL,
     PAM_STACK,
     SHELL_ENTRY,
-    SYSTEM_CONFIG,
     build_jail,
     remove_jail,
     restore_config,
+    save_config,
     unique,
     write_config,
 )
@@ -183,21 +184,19 @@ def load() -> Iterator[Load]:
     from pam_jail.sshd_config import generate
 
     undo: list[Callable[[], object]] = []
-    saved = None
-    if os.path.exists(SYSTEM_CONFIG):
-        with open(SYSTEM_CONFIG) as fh:
-            saved = fh.read()
+    saved = save_config()
     undo.append(lambda: restore_config(saved))
     try:
         pam_names = [unique("pjlp") for _ in range(USERS_PER_PATH)]
         shell_names = [unique("pjls") for _ in range(USERS_PER_PATH)]
         made: list[tuple[User, str]] = []
-        for names, shell, path in ((pam_names, "/bin/bash", "pam"),
+        for names, shell, path in ((pam_names, LSH_SHELL, "pam"),
                                    (shell_names, SHELL_ENTRY, "shell")):
             for name in names:
                 undo.append(lambda n=name: remove_user(n, remove_home=False))  # type: ignore[misc]
                 made.append((make_user(name, shell, f"/home/{name}", create_home=False), path))
-        pam_jail = build_jail(["basicshell", "ptys", "sftp", "scp", "rsync"], pam_names)
+        pam_jail = build_jail(["lsh", "basicshell", "ptys", "sftp", "scp", "rsync"], pam_names,
+                              lsh=LSH, shell=LSH_SHELL)
         undo.append(lambda: remove_jail(pam_jail))
         shell_jail = build_jail(["basicshell", "sftp", "scp", "rsync"], shell_names, lsh=LSH)
         undo.append(lambda: remove_jail(shell_jail))

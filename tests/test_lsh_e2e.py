@@ -4,7 +4,7 @@ that reaches execve (tests/lsh_argv.c, a static printer inside the jail).
 
 One module-scoped world: make_jailed_pair (the login-shell user is the one the limited
 shell applies to), git and cvs added to its jail, a bare git repository and a cvs
-repository in the user's home, and an sshd with a deliberately permissive AcceptEnv.
+repository in the user's home, and an sshd.
 """
 
 from __future__ import annotations
@@ -142,7 +142,9 @@ def world() -> Iterator[World]:
         shared_git_repo(jail, "/srv/git/r.git", user)
         shared_cvs_root(jail, "/srv/cvs", user, work)
         os.makedirs(f"{jail}/srv/svn", mode=0o755)
-        extra = "AcceptEnv *\n" + generate(load_config())   # deliberately permissive
+        # sshd passes the client's environment only for LANG (the PAM module refuses a
+        # jailed login where AcceptEnv admits loader variables: tests/test_wiring.py)
+        extra = "AcceptEnv LANG LC_* TERM\n" + generate(load_config())
         sshd = Sshd(PAM_STACK, extra).start()
         undo.append(sshd.stop)
         yield World(sshd, user, jail, home, work, syslog)

@@ -72,8 +72,9 @@ def test_layout(deb: str) -> None:
         pam_py = _read(f"{lib}/pam_jail_pam.py")
         assert '"/usr/lib/pam_jail"' in pam_py and "@LIBDIR@" not in pam_py
         pam_lines = _read(f"{root}/usr/share/pam_jail/pam.d/pam_jail")
-        assert "session  required  pam_python.so /usr/lib/pam_jail/pam_jail_pam.py" \
-            in pam_lines
+        assert "session required pam_python.so /usr/lib/pam_jail/pam_jail_pam.py" in pam_lines
+        assert "pam_succeed_if.so quiet shell notin /usr/sbin/pam-jail-shell:" \
+            "/usr/sbin/pam-jail-lsh" in pam_lines
         assert "/usr/local" not in pam_lines
         assert os.path.isfile(f"{root}/usr/share/pam_jail/sshd/pam_jail.conf")
         # nothing enabled: no file in /etc/pam.d, /etc/ssh, no enabled unit

@@ -74,11 +74,16 @@ def test_sftp_block_chroots_and_forces_internal_sftp() -> None:
     assert settings[3:] == RESTRICTION_LINES
 
 
-def test_shell_block_warns_about_internal_sftp() -> None:
+def test_shell_block_forces_the_login_shell() -> None:
+    """Mode shell: ForceCommand pam-jail-shell sends every request, a global
+    internal-sftp subsystem included, through the login shell."""
+    from pam_jail.sshd_rules import shell_entry_path
+
     text = gen(cfg_of([SHELLJ], users={"dave": "sh"}))
-    assert "login shell must be pam-jail-shell" in text
-    assert "must NOT be internal-sftp" in text
-    assert block_of(text, "User dave") == RESTRICTION_LINES
+    assert "ForceCommand sends every" in text and "internal-sftp" in text
+    settings = block_of(text, "User dave")
+    assert settings[0] == f"ForceCommand {shell_entry_path()}"
+    assert settings[1:] == RESTRICTION_LINES
 
 
 def test_groups_and_default_exclude_earlier_claims() -> None:
@@ -162,7 +167,17 @@ def test_unsafe_sftp_root_refused_unless_forced() -> None:
 
 def test_compare_effective() -> None:
     good = {k.lower(): [v] for k, v in sshd_config.RESTRICTIONS}
+    good["permituserenvironment"] = ["no"]
+    good["acceptenv"] = ["LANG", "LC_*"]
     assert sshd_config.compare_effective(WEB, good) == []
+    # settings that are global-only in sshd, checked as effective values too
+    user_env = dict(good, permituserenvironment=["yes"])
+    assert sshd_config.compare_effective(WEB, user_env) == [
+        "permituserenvironment is yes, must be no"]
+    for accept in (["LD_*"], ["*"], ["LANG LD_PRELOAD"], ["L?_PRELOAD"], ["BASH_ENV"]):
+        problems = sshd_config.compare_effective(WEB, dict(good, acceptenv=accept))
+        assert len(problems) == 1 and problems[0].startswith("acceptenv lets the client set")
+    assert sshd_config.compare_effective(WEB, dict(good, acceptenv=["LC_*", "XMODIFIERS"])) == []
     bad = dict(good, disableforwarding=["no"])
     assert sshd_config.compare_effective(WEB, bad) == ["disableforwarding is no, must be yes"]
     sftp_missing = sshd_config.compare_effective(SFTP, good)

@@ -8,6 +8,7 @@ fixtures in jail_fixtures.py wrap it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -15,30 +16,44 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sshd_harness import Sshd, User, make_user, remove_user
+from sshd_harness import PERMIT_PAM, Sshd, User, make_user, remove_user
 from syslog_capture import DEVLOG, SyslogCapture
 from util import safe_tmpdir
 
 SYSTEM_CONFIG = "/etc/pam_jail/jails.ini"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where the installed pam_jail is: scripts/install's /usr/local layout unless the caller
 # names another one (tests/test_package.py runs the demo against the .deb's /usr/lib/pam_jail
 # and /usr/sbin). Test and demo code only: the product never takes paths from the environment.
 LIBDIR = os.environ.get("PAM_JAIL_LIBDIR", "/usr/local/lib/pam_jail")
 SBINDIR = os.environ.get("PAM_JAIL_SBINDIR", "/usr/local/sbin")
 SHELL_ENTRY = f"{SBINDIR}/pam-jail-shell"
+# The profiles name the installed files (the lsh profile copies the installed runtime):
+# the source tree's for scripts/install's layout, the installed package's otherwise.
+PROFILES = ("/etc/pam_jail/profiles.ini" if "PAM_JAIL_LIBDIR" in os.environ
+            else f"{REPO}/etc/pam_jail/profiles.ini")
 PAM_MODULE = f"{LIBDIR}/pam_jail_pam.py"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(3)}"
 
 
-# The PAM stack of the e2e sshd and the demo: Debian's common files plus our module.
-PAM_STACK = (f"@include common-auth\n@include common-account\n"
-             f"account required pam_python.so {PAM_MODULE}\n"
-             f"session required pam_python.so {PAM_MODULE}\n"
-             "@include common-session-noninteractive\n")
+LSH_SHELL = f"{SBINDIR}/pam-jail-lsh"
+
+
+def pam_lines(kind: str, module: str = PAM_MODULE, extra: str = "") -> str:
+    """etc/pam.d/pam_jail's two lines for `kind` (account/session), for this install: the
+    pam_succeed_if guard (only pam_jail's login shells reach pam_python), then pam_python."""
+    args = f"{module} {extra}".strip()
+    return (f"{kind} [success=1 default=ignore] pam_succeed_if.so quiet shell notin "
+            f"{SHELL_ENTRY}:{LSH_SHELL}\n{kind} required pam_python.so {args}\n")
+
+
+# The PAM stack of the e2e sshd and the demo: Debian's common files plus our lines where
+# etc/pam.d/pam_jail says (account after common-account; session last).
+PAM_STACK = ("@include common-auth\n@include common-account\n" + pam_lines("account")
+             + "@include common-session-noninteractive\n" + pam_lines("session"))
 
 
 @dataclass
@@ -51,47 +66,71 @@ class JailedPair:
     shell_jail: str
 
 
-def make_jailed_pair(lsh: str, undo: list[Callable[[], object]]) -> JailedPair:
+def make_jailed_pair(lsh: str, undo: list[Callable[[], object]],
+                     pam_lsh: str | None = None) -> JailedPair:
     """Real users, real jails, /etc/pam_jail/jails.ini mapping them; every step pushes
-    its undo on `undo` (the caller runs them in reverse, also after a failure)."""
-    saved = None
-    if os.path.exists(SYSTEM_CONFIG):
-        with open(SYSTEM_CONFIG) as fh:
-            saved = fh.read()
+    its undo on `undo` (the caller runs them in reverse, also after a failure).
+
+    The PAM-path user's login shell is pam-jail-lsh (its jail carries the limited shell's
+    runtime, the `lsh` profile) with the allow-list `pam_lsh` (default: `lsh`); the
+    login-shell user's is pam-jail-shell. Both homes carry jailkit's `/./` marker."""
+    saved = save_config()
     undo.append(lambda: restore_config(saved))
     pam_name, shell_name = unique("pjp"), unique("pjs")
-    pam_user = make_user(pam_name, "/bin/bash", f"/home/{pam_name}", create_home=False)
+    pam_user = make_user(pam_name, LSH_SHELL, f"/home/{pam_name}", create_home=False)
     undo.append(lambda: remove_user(pam_name, remove_home=False))
     shell_user = make_user(shell_name, SHELL_ENTRY, f"/home/{shell_name}", create_home=False)
     undo.append(lambda: remove_user(shell_name, remove_home=False))
-    pam_jail = build_jail(["basicshell", "ptys", "sftp", "scp", "rsync"], [pam_name])
+    pam_jail = build_jail(["lsh", "basicshell", "ptys", "sftp", "scp", "rsync"], [pam_name],
+                          lsh=lsh if pam_lsh is None else pam_lsh, shell=LSH_SHELL)
     undo.append(lambda: remove_jail(pam_jail))
     shell_jail = build_jail(["basicshell", "sftp", "scp", "rsync"], [shell_name], lsh=lsh)
     undo.append(lambda: remove_jail(shell_jail))
     os.makedirs(f"{shell_jail}/proc", mode=0o755, exist_ok=True)
-    # jailkit's convention: the real home names the jail (sshd can chdir there)
-    subprocess.run(["usermod", "-d", f"{shell_jail}/./home/{shell_name}", shell_name],
-                   check=True)
-    write_config(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n  pid = yes\n"
-                  f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n"
-                  f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n")
+    # jailkit's convention: the real home names the jail (`/./` marks where it ends)
+    for name, jail in ((pam_name, pam_jail), (shell_name, shell_jail)):
+        subprocess.run(["usermod", "-d", f"{jail}/./home/{name}", name], check=True)
+    from pam_jail.build import add_users
+
+    add_users(pam_jail, [pam_name], shell=LSH_SHELL)   # the home link for the marker
+    pam_user = dataclasses.replace(pam_user, home=f"{pam_jail}/./home/{pam_name}")
+    shell_user = dataclasses.replace(shell_user, home=f"{shell_jail}/./home/{shell_name}")
+    write_config(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n"
+                 f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n"
+                 f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n")
     return JailedPair(pam_user, shell_user, pam_jail, shell_jail)
 
 
-def write_config(text: str) -> None:
-    os.makedirs("/etc/pam_jail", mode=0o755, exist_ok=True)
-    tmp = SYSTEM_CONFIG + ".tmp"
+def save_config() -> tuple[str | None, str | None]:
+    """The text of jails.ini and of its last-known-good copy (None: absent)."""
+    out: list[str | None] = []
+    for path in (SYSTEM_CONFIG, SYSTEM_CONFIG + ".good"):
+        try:
+            with open(path) as fh:
+                out.append(fh.read())
+        except FileNotFoundError:
+            out.append(None)
+    return out[0], out[1]
+
+
+def write_config(text: str, path: str = SYSTEM_CONFIG) -> None:
+    """Write jails.ini (or `path`) by rename, root:root 0644, as an admin would."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         fh.write(text)
     os.chmod(tmp, 0o644)
-    os.rename(tmp, SYSTEM_CONFIG)
+    os.rename(tmp, path)
 
 
-def restore_config(saved: str | None) -> None:
-    if saved is not None:
-        write_config(saved)
-    elif os.path.exists(SYSTEM_CONFIG):
-        os.unlink(SYSTEM_CONFIG)
+def restore_config(saved: tuple[str | None, str | None] | str | None) -> None:
+    """Put back what save_config() returned (a bare text: jails.ini only)."""
+    texts = saved if isinstance(saved, tuple) else (saved, None)
+    for path, text in zip((SYSTEM_CONFIG, SYSTEM_CONFIG + ".good"), texts, strict=True):
+        if text is not None:
+            write_config(text, path)
+        elif os.path.exists(path):
+            os.unlink(path)
 
 
 def build_jail(profiles: list[str], users: list[str], lsh: str | None = None,
@@ -100,8 +139,7 @@ def build_jail(profiles: list[str], users: list[str], lsh: str | None = None,
 
     base = safe_tmpdir("jail")
     root = f"{base}/jail"
-    init_jail(root, profiles, users=users, profiles_file=f"{REPO}/etc/pam_jail/profiles.ini",
-              shell=shell)
+    init_jail(root, profiles, users=users, profiles_file=PROFILES, shell=shell)
     if lsh is not None:
         os.makedirs(f"{root}/etc/pam_jail", mode=0o755, exist_ok=True)
         with open(f"{root}/etc/pam_jail/lsh.ini", "w") as fh:
@@ -117,7 +155,7 @@ def remove_jail(root: str) -> None:
 
 
 
-__all__ = ["DEVLOG", "LIBDIR", "PAM_MODULE", "PAM_STACK", "REPO", "SBINDIR", "SHELL_ENTRY",
-           "SYSTEM_CONFIG", "JailedPair", "Sshd", "SyslogCapture", "User", "build_jail",
-           "make_jailed_pair", "make_user", "remove_jail", "remove_user", "restore_config",
-           "unique", "write_config"]
+__all__ = ["DEVLOG", "LIBDIR", "LSH_SHELL", "PAM_MODULE", "PAM_STACK", "PERMIT_PAM", "REPO",
+           "SBINDIR", "SHELL_ENTRY", "SYSTEM_CONFIG", "JailedPair", "Sshd", "SyslogCapture",
+           "User", "build_jail", "make_jailed_pair", "make_user", "pam_lines", "remove_jail",
+           "remove_user", "restore_config", "save_config", "unique", "write_config"]

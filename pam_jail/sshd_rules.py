@@ -1,0 +1,190 @@
+"""What sshd must do for a jailed user, and how the PAM module reads what it will do.
+
+Whatever confines a user (the PAM module, pam-jail-shell, sshd's own ChrootDirectory),
+sshd itself must not hand a jailed user a way around it: forwarding, tunnels, ~/.ssh/rc,
+user environment files and loader variables act before or beside the jail, and
+internal-sftp serves files without the login shell. `pam-jail sshd-config` writes Match
+blocks that set all of this; the PAM module does not trust that they are there: at every
+jailed sshd login it asks sshd for the effective settings of exactly this connection
+(`sshd -T -C user=..,addr=..,laddr=..,lport=..`) and refuses the login on any
+difference. A missing, reordered or overridden Match block therefore gives "refused".
+
+Pure part: RESTRICTIONS, expected_settings, parse_sshd_T, compare_effective.
+Reading part (no privilege, no change): listener_config, effective_settings.
+Lean on purpose: the PAM module imports this on every jailed login.
+"""
+
+from __future__ import annotations
+
+import os
+
+SSHD = "/usr/sbin/sshd"
+SYSTEM_SSHD_CONFIG = "/etc/ssh/sshd_config"
+
+# Set for every jailed user, whatever the jail's mode. DisableForwarding covers X11,
+# agent, TCP and stream-local forwarding; the others are spelled out so `sshd -T` shows
+# each one and a reader need not know what DisableForwarding includes.
+RESTRICTIONS: tuple[tuple[str, str], ...] = (
+    ("DisableForwarding", "yes"),
+    ("AllowTcpForwarding", "no"),
+    ("AllowAgentForwarding", "no"),
+    ("AllowStreamLocalForwarding", "no"),
+    ("PermitTunnel", "no"),
+    ("X11Forwarding", "no"),
+    ("PermitUserRC", "no"),
+    ("PermitListen", "none"),
+    ("PermitOpen", "none"),
+)
+SFTP_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("ForceCommand", "internal-sftp"),
+    ("PermitTTY", "no"),
+)
+# Global settings sshd does not accept inside a Match block, checked as effective values.
+GLOBAL_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("PermitUserEnvironment", "no"),
+)
+# Environment names a client must never set for a jailed user (AcceptEnv): they steer the
+# dynamic loader, libc or an interpreter before any pam_jail code runs.
+LOADER_NAMES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_DEBUG_OUTPUT",
+                "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
+                "MALLOC_TRACE", "GLIBC_TUNABLES", "TMPDIR", "TZDIR", "BASH_ENV", "ENV",
+                "SHELLOPTS", "PS4", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME",
+                "PERL5LIB", "PERL5OPT", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "IFS", "PATH",
+                "GIT_CONFIG_PARAMETERS", "GIT_EXEC_PATH")
+
+
+def shell_entry_path() -> str:
+    """pam-jail-shell beside this installed package: LIBDIR is PREFIX/lib/pam_jail and the
+    commands are in PREFIX/sbin (scripts/install: /usr/local, the .deb: /usr)."""
+    lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.basename(lib) == "pam_jail" and os.path.basename(os.path.dirname(lib)) == "lib":
+        return os.path.join(os.path.dirname(os.path.dirname(lib)), "sbin", "pam-jail-shell")
+    return "/usr/local/sbin/pam-jail-shell"
+
+
+def routes_through_shell_entry(forcecommand: list[str]) -> bool:
+    """Is sshd's ForceCommand pam-jail-shell itself? Then every request of the session,
+    subsystems included, goes through it (sshd hands the original in
+    SSH_ORIGINAL_COMMAND)."""
+    words = " ".join(forcecommand).split()
+    return len(words) == 1 and os.path.basename(words[0]) == "pam-jail-shell"
+
+
+def expected_settings(mode: str, root: str) -> dict[str, str]:
+    """What `sshd -T` must show (lowercase keywords) for a user of a jail."""
+    want = {k.lower(): v for k, v in RESTRICTIONS + GLOBAL_SETTINGS}
+    if mode == "sftp":
+        want.update({k.lower(): v for k, v in SFTP_SETTINGS})
+        want["chrootdirectory"] = root
+    return want
+
+
+def parse_sshd_T(text: str) -> dict[str, list[str]]:
+    """`sshd -T` output -> keyword -> values."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key:
+            out.setdefault(key.lower(), []).append(value)
+    return out
+
+
+def _match(pattern: str, name: str) -> bool:
+    """sshd's match_pattern: `*` any run, `?` one character, nothing else special."""
+    if not pattern:
+        return not name
+    if pattern[0] == "*":
+        return any(_match(pattern[1:], name[i:]) for i in range(len(name) + 1))
+    if not name:
+        return False
+    if pattern[0] in ("?", name[0]):
+        return _match(pattern[1:], name[1:])
+    return False
+
+
+def dangerous_acceptenv(patterns: list[str]) -> list[str]:
+    """The LOADER_NAMES that these AcceptEnv patterns let a client set (a pattern list
+    is comma- or blank-separated; `!` negation is not supported by AcceptEnv)."""
+    words = [w for p in patterns for w in p.replace(",", " ").split()]
+    return [name for name in LOADER_NAMES if any(_match(w, name) for w in words)]
+
+
+def compare_effective(mode: str, root: str, effective: dict[str, list[str]]) -> list[str]:
+    """Differences between what a user of a jail must get and what sshd -T reports."""
+    problems = []
+    for key, value in expected_settings(mode, root).items():
+        got = effective.get(key, ["(unset)"])
+        if got != [value]:
+            problems.append(f"{key} is {' '.join(got)}, must be {value}")
+    risky = dangerous_acceptenv(effective.get("acceptenv", []))
+    if risky:
+        problems.append(f"acceptenv lets the client set {', '.join(risky[:4])}: they steer "
+                        "the loader or a shell before the jail's rules apply")
+    if mode == "shell":
+        forced = effective.get("forcecommand", ["none"])
+        routed = routes_through_shell_entry(forced)
+        if forced != ["none"] and not routed:
+            problems.append(f"forcecommand is {' '.join(forced)}: for mode shell only "
+                            "pam-jail-shell (what pam-jail sshd-config writes) may be forced")
+        for sub in effective.get("subsystem", []):
+            name, _, command = sub.partition(" ")
+            if command.split()[:1] == ["internal-sftp"] and not routed:
+                problems.append(f"subsystem {name} is internal-sftp: it bypasses the login "
+                                "shell (an unjailed sftp); regenerate the Match blocks "
+                                "(ForceCommand pam-jail-shell routes it through the login "
+                                "shell) or use /usr/lib/openssh/sftp-server")
+    return problems
+
+
+# ------------------------------------------------------------------ reading sshd
+
+def listener_config(ppid: int) -> str | None:
+    """The -f argument of the sshd listener `ppid`, read from its process title
+    ("sshd: /usr/sbin/sshd -D -f /etc/x [listener] 0 of 10-100 startups"), or None
+    when the title is not a listener's or names no -f (sshd then read its default)."""
+    try:
+        with open(f"/proc/{ppid}/cmdline", "rb") as fh:
+            title = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return None
+    head, found, _tail = title.partition(" [listener]")
+    if not found:
+        return None
+    words = head.split()
+    for i, word in enumerate(words):
+        if word == "-f" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("-f") and len(word) > 2:
+            return word[2:]
+    return SYSTEM_SSHD_CONFIG
+
+
+def effective_settings(sshd: str, config: str, spec: str) -> dict[str, list[str]]:
+    """Run `sshd -T -f CONFIG -C SPEC` (no shell, clean environment) and parse it.
+    Raises OSError naming what failed (the caller refuses the login)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+        try:
+            pid = os.posix_spawn(sshd, [sshd, "-T", "-f", config, "-C", spec],
+                                 {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
+                                               (os.POSIX_SPAWN_DUP2, write_fd, 1),
+                                               (os.POSIX_SPAWN_DUP2, null, 2)])
+        finally:
+            os.close(null)
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    os.close(write_fd)
+    chunks = []
+    try:
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        _, status = os.waitpid(pid, 0)
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        raise OSError(f"{sshd} -T -f {config} failed (status {status})")
+    return parse_sshd_T(b"".join(chunks).decode("utf-8", "replace"))
