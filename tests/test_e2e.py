@@ -87,7 +87,7 @@ def world() -> Iterator[World]:
         sleeper = subprocess.Popen(["setpriv", f"--reuid={pair.shell_user.uid}",
                                     f"--regid={pair.shell_user.gid}", "--clear-groups",
                                     "sleep", "600"])
-        undo.append(sleeper.kill)
+        undo.append(lambda: (sleeper.kill(), sleeper.wait()))   # no zombie of a reused uid
         subprocess.run(["ipcmk", "-M", "4096", "-p", "0666"], check=True, capture_output=True)
         undo.append(lambda: subprocess.run(["ipcrm", "--all=shm"], check=False))
         yield World(sshd, pair.pam_user, pair.shell_user, pair.pam_jail, pair.shell_jail,
