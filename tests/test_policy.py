@@ -168,7 +168,8 @@ class AnyRepo(FileFacts):
                      "modules", "verifymsg", "taginfo", "rcsinfo", "notify", "editinfo",
                      "checkoutlist", "cvswrappers", "postadmin", "postproxy", "posttag",
                      "postwatch", "preproxy"}
-            return MISSING if posixpath.basename(path) in files else ROOT_DIR
+            inside = posixpath.dirname(path) != "/home/alice"   # a repository named "db"...
+            return MISSING if inside and posixpath.basename(path) in files else ROOT_DIR
         if path == repo or repo.startswith(path.rstrip("/") + "/"):
             return ROOT_DIR
         if path in (repo + "/objects", repo + "/refs"):
