@@ -253,33 +253,7 @@ def judge_id_entry(kind: str, name: str, jail_id: int, host_id: int | None,
 def resolve_in_jail(root: str, rel: str) -> str | None:
     """Host path of `rel` as a process chrooted to `root` sees it (absolute link
     targets start at the root, '..' stops there), or None when it does not exist."""
-    resolved = ""
-    parts = [p for p in rel.split("/") if p]
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            resolved = os.path.dirname(resolved) if resolved else ""
-            resolved = "" if resolved == "/" else resolved
-            continue
-        candidate = f"{resolved}/{part}"
-        try:
-            st = os.lstat(root + candidate)
-        except OSError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 40:                     # the kernel's own limit (ELOOP)
-                return None
-            target = os.readlink(root + candidate)
-            if target.startswith("/"):
-                resolved = ""
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved = candidate
-    return root + (resolved or "/")
+    return _walk_in_jail(root, rel)[0]
 
 
 # ------------------------------------------------------------------------------------

@@ -200,18 +200,23 @@ print(json.dumps({
 """
 
 
+def probe(user: str, service: str) -> dict[str, object]:
+    """PROBE in a child (pamela in-process, so open_session acts on that process)."""
+    venv_python = os.path.join(os.path.dirname(sys.executable), "python")
+    result = subprocess.run([venv_python, "-c", PROBE, user, service], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "error" not in seen, seen
+    return seen
+
+
 def test_open_session_confines_the_process(jail: str, config: Callable[..., str],
                                            pam_service: Callable[..., str],
                                            user_factory: Callable[..., User],
                                            syslog: SyslogCapture) -> None:
     user = jailed_user(user_factory, jail)
-    svc = pam_service(config(f"{user.name} = web"))
-    venv_python = os.path.join(os.path.dirname(sys.executable), "python")
-    result = subprocess.run([venv_python, "-c", PROBE, user.name, svc], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "error" not in seen, seen
+    seen = probe(user.name, pam_service(config(f"{user.name} = web")))
     assert seen["root"] == sorted(os.listdir(jail))            # the jail is /
     assert seen["cwd"] == f"/home/{user.name}"                  # home inside the jail
     assert seen["nosuid"] and seen["nodev"]                     # setuid/devices powerless
@@ -232,13 +237,7 @@ def test_open_session_isolates_a_shell_mode_session(jail: str, config: Callable[
     """mode shell: pam-jail-shell confines; the PAM module gives everything sshd does
     beside it an empty network namespace and no_new_privs (the file system stays)."""
     user = user_factory(shell=SHELL_ENTRY, create_home=False)
-    svc = pam_service(config(f"{user.name} = sh"))
-    venv_python = os.path.join(os.path.dirname(sys.executable), "python")
-    result = subprocess.run([venv_python, "-c", PROBE, user.name, svc], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "error" not in seen, seen
+    seen = probe(user.name, pam_service(config(f"{user.name} = sh")))
     assert seen["root"] == sorted(os.listdir("/"))            # not chrooted here
     assert seen["ifaces"] == ["lo"]                           # own, empty network namespace
     assert seen["nnp"] == ["NoNewPrivs:\t1"]
