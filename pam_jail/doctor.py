@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
-from pam_jail.config import DEFAULT_PATH, Config, JailDef, check_config_file, load_config
+from pam_jail.config import DEFAULT_PATH, Config, check_config_file, load_config
 from pam_jail.errors import ConfigError, Denied, PamJailError
 from pam_jail.resolve import Identity, Jail, identity_from_passwd, is_shell_entry, resolve
 from pam_jail.safety import check_jail, check_path_chain
@@ -405,7 +405,6 @@ def sshd_effective(user: str, sshd: str, sshd_config: str | None) -> dict[str, l
 def judge_sshd(user: str, jail: Jail, effective: dict[str, list[str]],
                sshd_config: str) -> list[Check]:
     """The effective settings for one jailed user against what its jail needs. Pure."""
-    from pam_jail.sshd_config import expected_settings
 
     checks: list[Check] = []
     regen = (f"run `pam-jail sshd-config -o {SNIPPET} --check` and `systemctl reload ssh`; "
@@ -418,12 +417,12 @@ def judge_sshd(user: str, jail: Jail, effective: dict[str, list[str]],
                                 f"set `UsePAM yes` in {sshd_config}", user=user))
         else:
             checks.append(Check("sshd.usepam", OK, "UsePAM yes", user=user))
-    definition = JailDef(jail.name, jail.root, jail.mode)
-    wrong = []
-    for key, value in expected_settings(definition).items():
-        got = effective.get(key, ["(unset)"])
-        if got != [value]:
-            wrong.append(f"{key} is {' '.join(got)}, must be {value}")
+    from pam_jail.sshd_rules import compare_effective
+
+    problems = compare_effective(jail.mode, jail.root, effective)   # the PAM module's rule
+    subsystem = [p for p in problems if p.startswith("subsystem ")]
+    environment = [p for p in problems if p.startswith(("acceptenv ", "permituserenvironment"))]
+    wrong = [p for p in problems if p not in subsystem and p not in environment]
     if wrong:
         checks.append(Check("sshd.match", FAIL,
                             f"sshd -T for {user}: {wrong[0]}"
@@ -433,20 +432,26 @@ def judge_sshd(user: str, jail: Jail, effective: dict[str, list[str]],
         what = "chroot + internal-sftp + " if jail.mode == "sftp" else ""
         checks.append(Check("sshd.match", OK, f"sshd -T for {user}: {what}forwarding, "
                             "tunnels and ~/.ssh/rc off", user=user))
+    if environment:
+        checks.append(Check(
+            "sshd.environment", FAIL, f"sshd -T for {user}: {environment[0]}",
+            f"set `PermitUserEnvironment no` and keep LD_*, GCONV_PATH and the like out of "
+            f"AcceptEnv in {sshd_config} (the PAM module refuses such logins)",
+            environment, user=user))
+    else:
+        checks.append(Check("sshd.environment", OK, "no user environment file, no loader "
+                            "variables accepted", user=user))
     if jail.mode == "shell":
-        internal = [s for s in effective.get("subsystem", [])
-                    if s.partition(" ")[2].split()[:1] == ["internal-sftp"]]
-        if internal:
+        if subsystem:
             checks.append(Check(
                 "sshd.subsystem", FAIL,
-                f"sshd -T for {user}: subsystem {internal[0]}: sshd serves it in its own "
-                "process without the login shell, so sftp is not jailed",
-                f"set `Subsystem sftp /usr/lib/openssh/sftp-server` in {sshd_config} "
-                "(sftp-only jails get internal-sftp from their own Match block)",
+                f"sshd -T for {user}: {subsystem[0]}",
+                f"{regen} (its ForceCommand pam-jail-shell routes subsystems through the "
+                "login shell), or set `Subsystem sftp /usr/lib/openssh/sftp-server`",
                 user=user))
         else:
-            checks.append(Check("sshd.subsystem", OK, "no Subsystem is internal-sftp",
-                                user=user))
+            checks.append(Check("sshd.subsystem", OK, "no internal-sftp outside the login "
+                                "shell", user=user))
     return checks
 
 

@@ -172,7 +172,9 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
     if jail.mode != "pam":
         isolate_session(network=jail.flag("network"))                           # 5
         return
-    unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + _lsh_runtime())   # 5a
+    runtime = _lsh_runtime()
+    unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + runtime)           # 5a
+    unsafe += check_exec(jail.root, f"{runtime[0]}/pam-jail-lsh.py")   # what the stub runs
     if unsafe:
         raise Denied(f"run the login shell {ident.shell} in jail {jail.name}: {unsafe[0]}",
                      hint=f"pam-jail check {jail.name}; pam-jail update")

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pam_jail.config import DEFAULT_PATH, Config, JailDef
 from pam_jail.errors import ConfigError, PamJailError, UnsafeJail
 from pam_jail.sshd_rules import (  # noqa: F401 - RESTRICTIONS... are this module's API too
+    MATCH_ACCEPTENV,
     RESTRICTIONS,
     SFTP_SETTINGS,
     SSHD,
@@ -172,6 +173,7 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
         settings = [("ChrootDirectory", _chroot_arg(jail.root)), *SFTP_SETTINGS, *settings]
     elif jail.mode == "shell":
         settings = [("ForceCommand", shell_entry_path()), *settings]
+    settings.append(("AcceptEnv", MATCH_ACCEPTENV))
     width = max(len(k) for k, _ in settings)
     lines += [f"    {key:<{width}} {value}" for key, value in settings]
     return lines
@@ -209,6 +211,8 @@ def generate(cfg: Config, *, force: bool = False,
         "# sshd_config includes /etc/ssh/sshd_config.d/*.conf at its top). Its Match",
         "# blocks end with this file.",
         "# Check the result: sshd -T -C user=NAME,host=localhost,addr=127.0.0.1",
+        "# Not settable inside Match (sshd 9.2): PermitUserEnvironment must stay `no` (the",
+        "# default) in the global part; the PAM module refuses jailed logins otherwise.",
     ]
     if not all_blocks:
         head.append("# (no user, group or default is mapped to a jail: nothing to restrict)")

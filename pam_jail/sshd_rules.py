@@ -39,6 +39,10 @@ SFTP_SETTINGS: tuple[tuple[str, str], ...] = (
     ("ForceCommand", "internal-sftp"),
     ("PermitTTY", "no"),
 )
+# The client environment a jailed user's sshd session accepts (AcceptEnv is valid in a
+# Match block and replaces the global list there): locale names, and git's protocol
+# version. The limited shell then passes only what the jail's lsh.ini names.
+MATCH_ACCEPTENV = "LANG LC_* GIT_PROTOCOL"
 # Global settings sshd does not accept inside a Match block, checked as effective values.
 GLOBAL_SETTINGS: tuple[tuple[str, str], ...] = (
     ("PermitUserEnvironment", "no"),

@@ -187,8 +187,10 @@ def test_lsh_runtime_for_the_pam_path(base: str) -> None:
                   confined=True)
     assert bad.returncode == 126, (bad.stdout, bad.stderr)
     assert bad.stderr.startswith("pam_jail: refused: ") and "uid=" not in bad.stdout
-    with open(f"{root}/usr/local/sbin/pam-jail-lsh") as fh:
+    with open(f"{root}/usr/local/lib/pam_jail/pam-jail-lsh.py") as fh:
         assert fh.readline().startswith("#!/usr/bin/python3 -IS")
+    with open(f"{root}/usr/local/sbin/pam-jail-lsh", "rb") as fh:   # the static exec stub
+        assert fh.read(4) == b"\x7fELF"
     again = build.update_jail(root, prune=True)
     assert (again.files, again.removed) == (0, 0) and not again.warnings
     assert Path(f"{root}/etc/pam_jail/lsh.ini").read_text() == LSH_INI  # not the host's
@@ -233,7 +235,9 @@ def test_lsh_profile_is_exactly_what_the_login_path_imports() -> None:
     needed = _login_path_files()
     assert any(p.endswith("/shell_entry.py") for p in needed)
     assert needed - planned == set()
-    extra = {p for p in planned - needed if not p.startswith("/usr/lib/python3.11/encodings/")}
+    extra = {p for p in planned - needed if not p.startswith("/usr/lib/python3.11/encodings/")
+             and p not in ("/usr/local/lib/pam_jail/pam-jail-shell.py",    # the entry
+                           "/usr/local/lib/pam_jail/pam-jail-lsh.py")}     # scripts
     assert extra == {"/usr/lib/python3.11/os.py"}
     assert "/usr/lib/python3.11/encodings/utf_8.py" in planned
 

@@ -244,12 +244,23 @@ def test_internal_sftp_for_a_shell_user(wiring: Wiring,
                                     "Subsystem sftp internal-sftp")
     assert text != wiring.sshd_text
     conf = wiring.write("sshd_internal.conf", text)
+    # the generated block forces pam-jail-shell: internal-sftp goes through the login shell
     status, report = doctor_json(capsys, wiring, wiring.shell_user, sshd_config=conf)
+    assert status == 0, failures(report)
+    unrouted = wiring.write("sshd_internal2.conf", text.replace(
+        "    ForceCommand", "    #ForceCommand"))
+    status, report = doctor_json(capsys, wiring, wiring.shell_user, sshd_config=unrouted)
     assert status == 1
     fail = failures(report)
     assert set(fail) == {"sshd.subsystem"}, fail
     assert "internal-sftp" in fail["sshd.subsystem"]["message"]
     assert "Subsystem sftp /usr/lib/openssh/sftp-server" in fail["sshd.subsystem"]["fix"]
+    environment = wiring.write("sshd_env.conf", text.replace(
+        "UsePAM yes\n", "UsePAM yes\nPermitUserEnvironment yes\nAcceptEnv LANG LD_*\n"))
+    status, report = doctor_json(capsys, wiring, wiring.shell_user, sshd_config=environment)
+    fail = failures(report)
+    assert status == 1 and set(fail) == {"sshd.environment"}, fail
+    assert fail["sshd.environment"]["details"][0].startswith("permituserenvironment is yes")
     # the same sshd config is fine for the PAM-path user (subsystem not checked there)
     status, report = doctor_json(capsys, wiring, wiring.pam_user, sshd_config=conf)
     assert status == 0, failures(report)

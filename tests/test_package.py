@@ -66,9 +66,16 @@ def test_layout(deb: str) -> None:
         for name in ("pam-jail", "pam-jail-shell", "pam-jail-lsh"):
             path = f"{root}/usr/sbin/{name}"
             assert os.stat(path).st_mode & 0o777 == 0o755
-            text = _read(path)
+        for name in ("pam-jail", "pam-jail-shell.py", "pam-jail-lsh.py"):
+            text = _read(f"{root}/usr/sbin/{name}" if name == "pam-jail" else f"{lib}/{name}")
             assert text.startswith("#!/usr/bin/python3 -IS\n")
             assert '"/usr/lib/pam_jail"' in text and "@LIBDIR@" not in text
+        for name in ("pam-jail-shell", "pam-jail-lsh"):   # static exec stubs: no loader
+            with open(f"{root}/usr/sbin/{name}", "rb") as fh:
+                binary = fh.read()
+            from pam_jail.safety import elf_interpreter
+            assert binary.startswith(b"\x7fELF") and elf_interpreter(binary) is None
+            assert f"/usr/lib/pam_jail/{name}.py".encode() in binary
         pam_py = _read(f"{lib}/pam_jail_pam.py")
         assert '"/usr/lib/pam_jail"' in pam_py and "@LIBDIR@" not in pam_py
         pam_lines = _read(f"{root}/usr/share/pam_jail/pam.d/pam_jail")

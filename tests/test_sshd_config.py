@@ -15,7 +15,8 @@ from pam_jail import sshd_config
 from pam_jail.config import Config, JailDef
 from pam_jail.errors import ConfigError, UnsafeJail
 
-RESTRICTION_LINES = [f"{k} {v}" for k, v in sshd_config.RESTRICTIONS]
+RESTRICTION_LINES = [f"{k} {v}" for k, v in sshd_config.RESTRICTIONS] + [
+    "AcceptEnv LANG LC_* GIT_PROTOCOL"]
 
 
 def cfg_of(jails: list[JailDef], users: dict[str, str] | None = None,

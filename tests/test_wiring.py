@@ -334,7 +334,8 @@ SETTINGS = {
                                          "    PermitTunnel no\n    X11Forwarding no\n"
                                          "    PermitUserRC no\n    PermitListen none\n"
                                          "    PermitOpen none\n"},
-    "AcceptEnv LD_*": {"extra": "AcceptEnv LANG LD_*\n"},
+    # an earlier Match block: among matching blocks the first AcceptEnv wins
+    "AcceptEnv LD_*": {"extra": "Match User *\n    AcceptEnv LANG LD_*\n"},
     "PermitUserEnvironment": {"extra": "PermitUserEnvironment yes\n"},
 }
 
