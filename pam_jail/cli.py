@@ -28,7 +28,7 @@ COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pam_jail.logrelay", ("logrelay",)),
     ("pam_jail.sshd_config", ("sshd-config",)),
     ("pam_jail.doctor", ("doctor",)),
-    ("pam_jail.edit", ("validate", "edit")),
+    ("pam_jail.edit", ("validate", "edit", "limits-conf")),
 )
 
 EPILOG = """\

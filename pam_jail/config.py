@@ -44,6 +44,7 @@ import posixpath
 import stat
 
 from pam_jail.errors import ConfigError
+from pam_jail.limits import parse_size
 
 DEFAULT_PATH = "/etc/pam_jail/jails.ini"
 MODES = ("pam", "shell", "sftp")
@@ -60,6 +61,10 @@ JAIL_KEYS: dict[str, tuple[str, object]] = {
     "network": ("boolean", False),
     "hostname": ("string:0", ""),
     "pid": ("boolean", True),         # own PID namespace: always (`no` refused for mode pam)
+    "max_procs": ("integer:1:1000000", 512),   # tasks of one user in the jail (pam_jail.limits)
+    "memory": ("string:0", ""),       # e.g. 1G; empty: no limit
+    "cpu": ("integer:0:100000", 0),   # percent of one CPU; 0: no limit
+    "max_file_size": ("string:0", ""),  # RLIMIT_FSIZE, e.g. 10G; empty: no limit
 }
 OPTION_KEYS: dict[str, tuple[str, object]] = {
     "default": ("string:0", ""),
@@ -298,6 +303,14 @@ def _check_type(kind: str, value: object) -> tuple[object, str | None]:
         if value not in choices:
             return value, f"{value!r} is not one of {', '.join(choices)}"
         return value, None
+    if name == "integer":
+        low, _, high = arg.partition(":")
+        if not value.strip().lstrip("-").isdigit():
+            return value, f"{value!r} is not a whole number"
+        number = int(value)
+        if not int(low) <= number <= int(high):
+            return value, f"{number} is not between {low} and {high}"
+        return number, None
     if name == "boolean":
         if value.lower() not in BOOLEANS:
             return value, f"{value!r} is not a boolean (yes/no, true/false, on/off, 1/0)"
@@ -370,6 +383,15 @@ def validate(tree: dict[str, object], problems: list[str], source: str) -> Confi
             continue
         if len(values) != len(JAIL_KEYS):
             continue
+        bad_size = False
+        for key in ("memory", "max_file_size"):
+            try:
+                parse_size(str(values[key]))
+            except ValueError as err:
+                problems.append(f"jails/{name}/{key}: {err}")
+                bad_size = True
+        if bad_size:
+            continue
         if values["pid"] is False and values["mode"] == "pam":
             problems.append(f"jails/{name}/pid: 'no' is not allowed: without its own PID "
                             "namespace a jailed session can signal and trace the user's host "
@@ -420,7 +442,9 @@ def configspec_lines() -> list[str]:
     every generated file with configobj + validate too and compare)."""
     def spec(kind: str, default: object) -> str:
         name, _, arg = kind.partition(":")
+        low, _, high = arg.partition(":")
         text = {"string": f"string(min={arg}", "boolean": "boolean(",
+                "integer": f"integer(min={low}, max={high}",
                 "option": "option(" + ", ".join(repr(c) for c in arg.split("|"))}[name]
         if default is not None:
             shown = repr(default) if isinstance(default, str) else str(default)
@@ -525,11 +549,11 @@ def install_config(path: str, text: str) -> Config:
     and changes nothing when `text` is invalid."""
     cfg = parse_config(text, path)
     for target in (path, good_path(path)):
-        _write_atomically(target, text.encode("utf-8"))
+        write_atomically(target, text.encode("utf-8"))
     return cfg
 
 
-def _write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes) -> None:
     directory = posixpath.dirname(path) or "."
     tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{os.getpid()}.tmp")
     try:

@@ -1,26 +1,27 @@
 """Every privileged step of pam_jail, in one module. Nothing else calls unshare, mount,
 chroot, pivot_root, setuid or capset.
 
-The two sequences read top to bottom:
+The sequences read top to bottom:
 
   confine_pam_session()   -- root, inside the PAM service (sshd, login, su ...):
-      new mount/IPC/UTS/net/PID namespaces -> mounts private -> bind jail on itself
-      nosuid,nodev -> devpts inside the jail -> chroot through the checked fd ->
-      chdir home -> no_new_privs -> fork the PID namespace's own PID 1 (it mounts the
-      jail's /proc if asked, drops to the user, reaps orphans, dies with the service's
-      process).  The service itself then drops to the user's ids.
+      the user's cgroup of the jail joined, rlimits -> new mount/IPC/UTS/net/PID
+      namespaces -> mounts private -> bind jail on itself nosuid,nodev -> devpts inside
+      the jail -> chroot through the checked fd -> chdir home -> no_new_privs -> fork
+      the PID namespace's own PID 1 (it mounts the jail's /proc if asked, drops to the
+      user, reaps orphans, dies with the service's process).  The service itself then
+      drops to the user's ids.
 
-  isolate_session()       -- root, inside sshd, for users whom the login shell
-      (mode shell) or sshd's ChrootDirectory (mode sftp) confines: an empty network
-      namespace for the whole sshd session (forwarding reaches nothing) ->
-      no_new_privs.
+  isolate_session()       -- root, inside sshd, for users whom the login shell (mode
+      shell) or sshd's ChrootDirectory (mode sftp) confines: the user's cgroup of the
+      jail joined, rlimits -> an empty network namespace for the whole sshd session
+      (forwarding reaches nothing) -> no_new_privs.
 
   confine_unprivileged()  -- as the user, from the login shell (pam-jail-shell):
-      new user namespace (uid/gid mapped to themselves) + mount/PID/IPC/UTS/net ->
-      fork (the child is PID 1 of the new PID namespace) -> mounts private -> bind jail
-      nosuid,nodev -> /proc of the new PID namespace -> pivot_root, old root detached ->
-      no nested user namespaces -> chdir home -> drop bounding set and capabilities ->
-      no_new_privs -> prove the drop.
+      rlimits (NPROC, FSIZE) -> new user namespace (uid/gid mapped to themselves) +
+      mount/PID/IPC/UTS/net -> fork (the child is PID 1 of the new PID namespace) ->
+      mounts private -> bind jail nosuid,nodev -> /proc of the new PID namespace ->
+      pivot_root, old root detached -> no nested user namespaces -> chdir home -> drop
+      bounding set and capabilities -> no_new_privs -> prove the drop.
 
 Each step is a small function that raises ConfineError naming the action, the object
 and errno's text ("mount devpts on /srv/j/dev/pts: Operation not permitted").
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     import signal
     from collections.abc import Callable
     from types import FrameType
+
+    from pam_jail.limits import Limits
 else:  # the C module: `signal` imports enum, which the login path cannot afford
     import _signal as signal
 
@@ -387,6 +390,73 @@ def set_hostname(name: str) -> None:
         raise _fail(f"sethostname {name[:64]}", err.errno) from None
 
 
+# --- resource limits (pam_jail.limits decides, these write) --------------------------
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def join_limits_cgroup(limits: Limits, jail: str, user: str) -> list[str]:
+    """Root: make pam_jail/JAIL/USER in every hierarchy that carries pids, memory or cpu,
+    write the limits there and move this process in (its children follow). Returns the
+    jails.ini keys no controller carries; memory or cpu among them is a refusal (they
+    are set only on purpose), max_procs is left to RLIMIT_NPROC by the caller."""
+    from pam_jail.limits import cgroup_writes, controllers, v2_mount
+
+    mountinfo = _read("/proc/self/mountinfo")
+    v2 = v2_mount(mountinfo)
+    where = controllers(mountinfo, _read(f"{v2}/cgroup.controllers") if v2 else "")
+    writes, missing = cgroup_writes(limits, where, jail, user)
+    hard = [key for key in missing if key in ("memory", "cpu")]
+    if hard:
+        raise ConfineError(f"limit {', '.join(hard)} of jail {jail}: no cgroup controller for "
+                           "it on this host", hint="remove the key from jails.ini, or mount "
+                           "the controller (cgroup v1 or v2)")
+    directories = list(dict.fromkeys(d for d, _f, _v in writes))
+    for directory in directories:
+        mount = next(m for _version, m in where.values() if directory.startswith(m + "/"))
+        parts = directory[len(mount) + 1:].split("/")
+        for depth in range(1, len(parts) + 1):
+            path = "/".join([mount, *parts[:depth]])
+            if mount == v2:   # v2: a controller must be enabled in every parent
+                enable = " ".join(f"+{name}" for name, (version, _m) in where.items()
+                                  if version == "v2")
+                write_file("/".join([mount, *parts[:depth - 1]]) + "/cgroup.subtree_control",
+                           enable)
+            try:
+                os.mkdir(path, 0o755)
+            except FileExistsError:
+                pass
+            except OSError as err:
+                raise _fail(f"mkdir cgroup {path}", err.errno) from None
+    for directory, name, value in writes:
+        write_file(f"{directory}/{name}", value)
+    for directory in directories:
+        write_file(f"{directory}/cgroup.procs", str(os.getpid()))
+    return missing
+
+
+def set_rlimits(limits: Limits, *, file_size: bool = True) -> None:
+    """RLIMIT_NPROC (per uid, host-wide: a floor under the cgroup) and RLIMIT_FSIZE. Root
+    itself is exempt from NPROC; it binds the user's processes after the switch."""
+    import resource
+
+    pairs = [(resource.RLIMIT_NPROC, limits.procs)]
+    if file_size and limits.fsize is not None:
+        pairs.append((resource.RLIMIT_FSIZE, limits.fsize))
+    for which, value in pairs:
+        soft, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        try:
+            resource.setrlimit(which, (value, value))
+        except (OSError, ValueError) as err:
+            raise ConfineError(f"setrlimit {which} {value}: {err}") from None
+
+
 # --- the two sequences -------------------------------------------------------------
 
 def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, tty_gid: int,
@@ -408,29 +478,45 @@ def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, t
 
 def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: int,
                         network: bool, devpts: bool, tty_gid: int, hostname: str,
-                        pid: bool = True, proc: bool = False) -> None:
+                        pid: bool = True, proc: bool = False,
+                        limits: Limits | None = None, jail: str = "", user: str = ""
+                        ) -> list[str]:
     """Root, in the PAM service's process, before the service drops to the user.
     pid=True (the default) also unshares the PID namespace, so jailed processes can
     neither see, signal nor trace host processes of the same uid; the namespace's PID 1
     is our own small process (spawn_namespace_init), so a later session module that
-    forks a short-lived helper, or a second session channel, does not end it."""
+    forks a short-lived helper, or a second session channel, does not end it.
+    Returns the limits no cgroup controller carries (for the log)."""
     flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
              | (CLONE_NEWPID if pid else 0))
+    uncarried: list[str] = []
+    if limits is not None:
+        uncarried = join_limits_cgroup(limits, jail, user)  # 0. the user's cgroup,
+        set_rlimits(limits)                                 #    rlimits
     chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
                          hostname=hostname)                 # 1-7. namespaces..chroot
     chdir_home(home)                                        # 8. home inside the jail
     set_no_new_privs()                                      # 9. no setuid gains later
     if pid:
         spawn_namespace_init(uid, gid, proc=proc)           # 10. our PID 1, as the user
+    return uncarried
 
 
-def isolate_session(*, network: bool) -> None:
+def isolate_session(*, network: bool, limits: Limits | None = None, jail: str = "",
+                    user: str = "", file_size: bool = False) -> list[str]:
     """Root, in sshd's per-connection process, for a user whom the login shell or sshd's
     ChrootDirectory confines: whatever sshd itself does for the session afterwards
-    (forwarding, internal-sftp) has no network but a down loopback."""
+    (forwarding, internal-sftp) has no network but a down loopback, and runs in the
+    user's cgroup of the jail. RLIMIT_FSIZE only with file_size (mode sftp: this process
+    writes no host file later; mode shell: pam-jail-shell sets it)."""
+    uncarried: list[str] = []
+    if limits is not None:
+        uncarried = join_limits_cgroup(limits, jail, user)  # 1. the user's cgroup,
+        set_rlimits(limits, file_size=file_size)            #    rlimits
     if not network:
-        unshare(CLONE_NEWNET, "net namespace")              # 1. empty network
-    set_no_new_privs()                                      # 2. no setuid gains later
+        unshare(CLONE_NEWNET, "net namespace")              # 2. empty network
+    set_no_new_privs()                                      # 3. no setuid gains later
+    return uncarried
 
 
 # The write end of the pipe whose EOF tells the namespace's PID 1 that the service's
@@ -510,11 +596,14 @@ def _reap_forever() -> None:
 
 def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: int,
                          network: bool, proc: bool, hostname: str,
-                         on_parent: Callable[[int], int]) -> None:
+                         on_parent: Callable[[int], int],
+                         limits: Limits | None = None) -> None:
     """As the user (no privileges on the host). Returns in the child only, confined;
     the parent runs `on_parent(child_pid)` and exits with its result."""
     if uid == 0 or os.geteuid() == 0:
         raise ConfineError("confine as root: refused (the login shell runs as the user)")
+    if limits is not None:
+        set_rlimits(limits)                                  # 0. NPROC, FSIZE
     flags = (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
              | (0 if network else CLONE_NEWNET))
     unshare(flags, "user/mount/PID/IPC/UTS/net namespaces")  # 1. own namespaces

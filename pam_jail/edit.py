@@ -164,6 +164,23 @@ def cmd_edit(args: argparse.Namespace) -> int:
             os.unlink(tmp)
 
 
+def cmd_limits_conf(args: argparse.Namespace) -> int:
+    from pam_jail.config import load_config
+    from pam_jail.limits import limits_of, pam_limits_conf
+
+    cfg = load_config(args.config)
+    text = pam_limits_conf(cfg.users, cfg.groups,
+                           {name: limits_of(j.options).procs for name, j in cfg.jails.items()})
+    if args.output is None or args.dry_run:
+        sys.stdout.write(text)
+        return 0
+    from pam_jail.config import write_atomically
+
+    write_atomically(args.output, text.encode())
+    print(f"pam-jail limits-conf: wrote {args.output}")
+    return 0
+
+
 EPILOG = """\
 exit status:
   0 valid (validate) / installed or unchanged (edit); 1 error; 2 usage; 3 invalid
@@ -196,3 +213,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--config", default=DEFAULT_PATH, help=f"the live file (default {DEFAULT_PATH})")
     e.set_defaults(func=cmd_edit)
+    lc = sub.add_parser(
+        "limits-conf", help="pam_limits nproc lines for the jailed users and groups",
+        description="Write /etc/security/limits.d/pam_jail.conf (or print it): `hard nproc` "
+        "for every user and group jails.ini maps, from each jail's max_procs. For hosts "
+        "where pam_jail's PAM module does not run (it sets the cgroup and RLIMIT_NPROC "
+        "itself); pam_limits applies the file at login. Regenerate after changing jails.ini.",
+        epilog="exit status:\n  0 written or printed; 3 bad config",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    lc.add_argument("--config", default=DEFAULT_PATH, help=f"jails.ini (default {DEFAULT_PATH})")
+    lc.add_argument("-o", "--output", help="the file to write, e.g. "
+                    "/etc/security/limits.d/pam_jail.conf (default: print)")
+    lc.add_argument("-n", "--dry-run", action="store_true", help="print, write nothing")
+    lc.set_defaults(func=cmd_limits_conf)

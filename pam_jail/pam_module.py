@@ -16,7 +16,8 @@ A login, in order (session; acct_mgmt stops after step 3):
   3. no jail: PAM_IGNORE (or refused with `unmapped = deny`)
   4. sshd: the effective sshd settings of this very connection (sshd -T -C) must be the
      ones `pam-jail sshd-config` writes for the jail's mode, else refused
-  5. mode pam: the login shell, its interpreter, the limited shell's runtime and the
+  5. the user's cgroup of the jail (max_procs, memory, cpu) and rlimits; mode pam: the
+     login shell, its interpreter, the limited shell's runtime and the
      library directories in the jail must be root's and not writable (5a); then
      confine_pam_session (namespaces incl. PID, nosuid/nodev, chroot);
      mode shell/sftp: isolate_session (empty network namespace, no_new_privs): the login
@@ -85,7 +86,11 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
             return int(pamh.PAM_IGNORE)
         jail_name = jail.name
         if phase == "session":
-            _open_session(pamh, jail, ident, opts)                              # 4, 5
+            uncarried = _open_session(pamh, jail, ident, opts)                  # 4, 5
+            if uncarried:
+                _log.decision(LOG_WARNING, "limits left to rlimits", user=user,
+                              jail=jail_name, reason=f"no cgroup controller for "
+                              f"{', '.join(uncarried)} on this host", **ctx)
         _log.decision(LOG_INFO, f"{phase} allowed", user=user, jail=jail_name, **ctx)
         return int(pamh.PAM_SUCCESS)
     except PamJailError as err:
@@ -158,9 +163,13 @@ def _lsh_runtime() -> tuple[str, ...]:
             f"{stdlib}/__pycache__", f"{stdlib}/encodings", f"{stdlib}/lib-dynload")
 
 
-def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> None:
+def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> list[str]:
+    """Steps 4-5; returns the limits no cgroup controller carried (for the log)."""
     from pam_jail.confine import confine_pam_session, isolate_session
+    from pam_jail.limits import limits_of
     from pam_jail.safety import LIB_DIRS, check_exec, open_checked
+
+    limits = limits_of(jail.options)
 
     service = str(getattr(pamh, "service", ""))
     is_sshd = service.startswith("sshd")
@@ -170,8 +179,9 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
     if is_sshd:
         _check_sshd(pamh, jail, ident, opts)                                    # 4
     if jail.mode != "pam":
-        isolate_session(network=jail.flag("network"))                           # 5
-        return
+        return isolate_session(network=jail.flag("network"), limits=limits,     # 5
+                               jail=jail.name, user=ident.name,
+                               file_size=jail.mode == "sftp")
     runtime = _lsh_runtime()
     unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + runtime)           # 5a
     unsafe += check_exec(jail.root, f"{runtime[0]}/pam-jail-lsh.py")   # what the stub runs
@@ -186,10 +196,12 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
         jail_fd = open_checked(jail.root)
     except OSError as err:
         raise Denied(f"open jail {jail.root}: {err}") from None
-    confine_pam_session(jail_fd, jail.root, jail.home, uid=ident.uid, gid=ident.gid,  # 5
-                        network=jail.flag("network"), devpts=jail.flag("devpts", True),
-                        tty_gid=tty_gid, hostname=jail.options.get("hostname", ""),
-                        pid=jail.flag("pid", True), proc=jail.flag("proc"))
+    return confine_pam_session(jail_fd, jail.root, jail.home, uid=ident.uid,      # 5
+                               gid=ident.gid, network=jail.flag("network"),
+                               devpts=jail.flag("devpts", True), tty_gid=tty_gid,
+                               hostname=jail.options.get("hostname", ""),
+                               pid=jail.flag("pid", True), proc=jail.flag("proc"),
+                               limits=limits, jail=jail.name, user=ident.name)
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:

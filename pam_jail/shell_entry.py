@@ -38,6 +38,7 @@ from pam_jail.confine import (
     userns_unavailable,
 )
 from pam_jail.errors import Denied, PamJailError
+from pam_jail.limits import in_cgroup, limits_of
 from pam_jail.log import LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
 from pam_jail.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
@@ -111,6 +112,14 @@ class JailFacts(FileFacts):
         except OSError:
             return ()
         return tuple(sorted(names))  # all of them: an entry left out would go unchecked
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def _parse_args(args: list[str]) -> str | None:
@@ -195,6 +204,14 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
                      "commands, no shell")
     if jail.mode != "shell":
         raise Denied(f"jail {jail.name} has mode {jail.mode}, not shell")
+    limits = limits_of(jail.options)
+    if limits.memory is not None or limits.cpu:                     # made by root, or none
+        joined = in_cgroup(_read_text("/proc/self/cgroup"), jail.name, ident.name)
+        if not ({"memory", "v2"} & joined if limits.memory is not None else True) or \
+                not ({"cpu", "v2"} & joined if limits.cpu else True):
+            raise Denied(f"jail {jail.name} sets memory/cpu limits: this session is not in "
+                         "its cgroup", hint="add pam_jail's PAM lines to the service "
+                         "(etc/pam.d/pam_jail): root makes the cgroup at login")
     missing = userns_unavailable()
     if missing:
         raise Denied(f"cannot confine: {missing}",
@@ -206,7 +223,7 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     confine_unprivileged(jail_fd, jail.root, jail.home, uid=ident.uid,       # 5
                          gid=ident.gid, network=jail.flag("network"),
                          proc=jail.flag("proc"), hostname=jail.options.get("hostname", ""),
-                         on_parent=relay_child)
+                         on_parent=relay_child, limits=limits)
     # --- from here on: inside the jail, as the user, without privileges ---
     return limited_shell(ident, jail.home, command, log, session,   # 6, 7
                          in_userns=True)
