@@ -110,7 +110,8 @@ def _ns_id(path: str) -> int | None:
 def _is_shell_entry(raw: _Raw) -> bool:
     if raw.comm == SHELL_ENTRY[:15]:
         return True
-    return any(os.path.basename(a) == SHELL_ENTRY for a in raw.argv[:2])
+    # the installed entry is a static stub that execs python3 -IS LIBDIR/pam-jail-shell.py
+    return any(os.path.basename(a) in (SHELL_ENTRY, f"{SHELL_ENTRY}.py") for a in raw.argv[:3])
 
 
 def _user(uid: int) -> str:

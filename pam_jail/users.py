@@ -32,23 +32,44 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pam_jail import build, config, safety
 from pam_jail.errors import BuildError, ConfigError, PamJailError, UnsafeJail, UsageError
+from pam_jail.safety import resolve_in_jail
 
 STATE_DIR = "/var/lib/pam_jail/jailuser"
-def _installed_shell() -> str:
-    """pam-jail-shell beside this installed package: LIBDIR is PREFIX/lib/pam_jail and
+def _installed_shell(name: str = "pam-jail-shell") -> str:
+    """A login shell beside this installed package: LIBDIR is PREFIX/lib/pam_jail and
     the commands are in PREFIX/sbin (scripts/install: /usr/local, the .deb: /usr)."""
     lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if os.path.basename(lib) == "pam_jail" and os.path.basename(os.path.dirname(lib)) == "lib":
-        return os.path.join(os.path.dirname(os.path.dirname(lib)), "sbin", "pam-jail-shell")
-    return "/usr/local/sbin/pam-jail-shell"
+        return os.path.join(os.path.dirname(os.path.dirname(lib)), "sbin", name)
+    return f"/usr/local/sbin/{name}"
 
 
 DEFAULT_SHELL = _installed_shell()
+# The login shell jailuser sets for each mode: one that refuses to run outside the jail
+# (pam_jail.resolve.JAILING_SHELLS), so a missing PAM line can never give a host shell.
+SHELL_OF_MODE = {"pam": _installed_shell("pam-jail-lsh"), "shell": DEFAULT_SHELL,
+                 "sftp": DEFAULT_SHELL}
+LOCK_FILE = "/run/pam_jail.lock"
+
+
+@contextlib.contextmanager
+def admin_lock(path: str = LOCK_FILE) -> Iterator[None]:
+    """One pam-jail command that changes users, jails.ini or jails at a time (jailuser,
+    update): flock on LOCK_FILE, waited for."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 USERMOD = "/usr/sbin/usermod"
 CP = "/usr/bin/cp"
 
@@ -216,7 +237,7 @@ def _edit_config(path: str, user: str, jail: str | None, root: str | None,
     if checked.users.get(user) != jail:
         raise ConfigError(f"edit {path}: the edited file does not map {user} to {jail}")
     if not dry_run and new_text != text:
-        _atomic_write(path, new_text, 0o644)
+        config.install_config(path, new_text)   # rename, and the last-known-good copy
     return previous
 
 
@@ -273,12 +294,47 @@ def _drop_jail_entry(root: str, user: str) -> bool:
 
 # --------------------------------------------------------------------------- jailuser
 
-def jail_user(root: str, user: str, *, shell: str = DEFAULT_SHELL,
+def mode_of(jail_config: str | None, config_file: str, mode: str | None) -> str:
+    """The jail's mode: from jails.ini when the user is mapped there (--jail-config),
+    else --mode, else `shell` (pam-jail-shell, which confines by itself)."""
+    if jail_config:
+        with open(config_file, "rb") as fh:
+            cfg = config.parse_config(fh.read().decode("utf-8"), config_file)
+        definition = cfg.jails.get(jail_config)
+        if definition is not None:
+            if mode and mode != definition.mode:
+                raise UsageError(f"jailuser: --mode {mode}, but jail {jail_config} has mode "
+                                 f"{definition.mode} in {config_file}")
+            return definition.mode
+    return mode or "shell"
+
+
+def jail_user(root: str, user: str, *, shell: str | None = None,
               jail_shell: str | None = None, move: bool = False,
               jail_config: str | None = None, config_file: str = config.DEFAULT_PATH,
-              dry_run: bool = False, state_dir: str = STATE_DIR) -> JailUserReport:
+              dry_run: bool = False, state_dir: str = STATE_DIR,
+              mode: str | None = None) -> JailUserReport:
     """Put the host user `user` into the jail `root` (see the module docstring)."""
+    with admin_lock():
+        return _jail_user(root, user, shell=shell, jail_shell=jail_shell, move=move,
+                          jail_config=jail_config, config_file=config_file,
+                          dry_run=dry_run, state_dir=state_dir, mode=mode)
+
+
+def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | None,
+               move: bool, jail_config: str | None, config_file: str, dry_run: bool,
+               state_dir: str, mode: str | None) -> JailUserReport:
+    from pam_jail.resolve import JAILING_SHELLS, is_jailing_shell
+
     root = build._normalize_root(root)
+    mode = mode_of(jail_config, config_file, mode)
+    if shell is None:
+        shell = SHELL_OF_MODE[mode]
+    elif not is_jailing_shell(mode, shell):
+        raise UsageError(f"jailuser {user}: shell {shell} would run outside the jail "
+                         f"whenever a PAM line is missing (mode {mode} needs "
+                         f"{' or '.join(JAILING_SHELLS[mode])})",
+                         hint="leave --shell out: jailuser picks the mode's own shell")
     report = JailUserReport(user=user, jail=root, dry_run=dry_run)
     try:
         pw = pwd.getpwnam(user)
@@ -296,6 +352,9 @@ def jail_user(root: str, user: str, *, shell: str = DEFAULT_SHELL,
     if not shell.startswith("/") or not os.path.isfile(shell) or not os.access(shell, os.X_OK):
         raise UsageError(f"jailuser {user}: shell {shell}: not an executable file",
                          hint="run scripts/install for pam-jail-shell, or name another shell")
+    if mode == "pam" and resolve_in_jail(root, shell) is None:
+        raise BuildError(f"jailuser {user}: {shell} is not in the jail (mode pam runs the "
+                         "login shell inside it)", hint=f"pam-jail init -j {root} lsh")
     jail_shell = jail_shell or shell
     state = read_state(user, state_dir)
     if state is not None and state.jail != root:
@@ -368,7 +427,7 @@ def jail_user(root: str, user: str, *, shell: str = DEFAULT_SHELL,
             _write_state(state, state_dir)
     except BaseException as err:
         with contextlib.suppress(PamJailError, OSError):
-            undo_user(user, state_dir=state_dir)
+            _undo_user(user, dry_run=False, state_dir=state_dir)
         if isinstance(err, PamJailError):
             err.hint = (err.hint + "; " if err.hint else "") + "the steps done were undone"
         raise
@@ -385,7 +444,17 @@ def _split_marker(home: str) -> tuple[str, str] | None:
 def undo_user(user: str, *, dry_run: bool = False,
               state_dir: str = STATE_DIR) -> JailUserReport:
     """Undo `jail_user`: the old shell and home (moved back if it was moved), the jail
-    passwd entry removed, an empty jail home removed, the jails.ini mapping restored."""
+    passwd entry removed, an empty jail home removed, the jails.ini mapping restored.
+
+    All or nothing: usermod, the step that fails in practice (a running process of the
+    user), goes first; if moving the home back fails next, usermod is turned back; the
+    remaining steps (jails.ini by install_config, the jail's passwd, the state file)
+    only remove what this command added."""
+    with admin_lock():
+        return _undo_user(user, dry_run=dry_run, state_dir=state_dir)
+
+
+def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
     state = read_state(user, state_dir)
     if state is None:
         raise UsageError(f"jailuser --undo {user}: no record in {state_dir}",
@@ -420,17 +489,25 @@ def undo_user(user: str, *, dry_run: bool = False,
     report.steps.append(f"remove {_state_path(user, state_dir)}")
     if dry_run:
         return report
+    current: str | None = None
     if state.config and os.path.lexists(state.config):
-        with open(state.config, encoding="utf-8") as fh:
+        with open(state.config, encoding="utf-8") as fh:    # a bad file: stop here
             current = config.parse_config(fh.read(), state.config).users.get(user)
-        if current == state.config_jail:
-            _edit_config(state.config, user, state.config_previous, None, dry_run=False)
+    changed_passwd = (pw.pw_shell, pw.pw_dir) != (state.old_shell, state.old_home)
+    if changed_passwd:
+        _usermod(user, state.old_shell, state.old_home)     # 1. may fail: nothing done yet
     if move_back:
-        _move_tree(host_home, state.old_home)
+        try:
+            _move_tree(host_home, state.old_home)           # 2. on failure: usermod back
+        except BaseException:
+            if changed_passwd:
+                with contextlib.suppress(PamJailError):
+                    _usermod(user, pw.pw_shell, pw.pw_dir)
+            raise
         state.moved = False
         _write_state(state, state_dir)
-    if (pw.pw_shell, pw.pw_dir) != (state.old_shell, state.old_home):
-        _usermod(user, state.old_shell, state.old_home)
+    if state.config and current == state.config_jail:
+        _edit_config(state.config, user, state.config_previous, None, dry_run=False)
     if os.path.isdir(state.jail) and os.path.isfile(f"{state.jail}/etc/passwd"):
         _drop_jail_entry(state.jail, user)
     if not move_back and _is_empty_dir(host_home):
@@ -444,7 +521,8 @@ def undo_user(user: str, *, dry_run: bool = False,
 
 DESCRIPTION = """\
 Put the existing host user USER into the jail JAIL (like jailkit's jk_jailuser):
-  - the real login shell becomes SHELL (default: pam-jail-shell) and the real home
+  - the real login shell becomes the mode's own (pam-jail-lsh for mode pam,
+    pam-jail-shell for shell and sftp: each refuses to run outside the jail) and the home
     JAIL/./home/USER (the /./ marker tells the login paths where the jail ends);
   - JAIL/etc/passwd and etc/group get the user's entries, the jail home is created
     (owner the user, 0750);
@@ -459,7 +537,7 @@ jails that fail the safety check. The passwd changes are made with usermod."""
 EPILOG = """\
 examples:
   pam-jail jailuser -j /srv/jails/web --move --jail-config web alice
-  pam-jail jailuser -j /srv/jails/web --shell /bin/bash --dry-run bob
+  pam-jail jailuser -j /srv/jails/web --mode pam --dry-run bob
   pam-jail jailuser --undo alice
 
 exit status:
@@ -474,9 +552,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-j", "--jail", metavar="JAIL",
                         help="absolute path of a built jail (required unless --undo)")
-    parser.add_argument("--shell", default=DEFAULT_SHELL, metavar="PATH",
-                        help=f"the user's new login shell in the real passwd (default: "
-                             f"{DEFAULT_SHELL})")
+    parser.add_argument("--mode", choices=("pam", "shell", "sftp"),
+                        help="the jail's mode when --jail-config does not say it (default: "
+                             "shell); it picks the login shell")
+    parser.add_argument("--shell", metavar="PATH",
+                        help="the user's new login shell in the real passwd (default: the "
+                             f"mode's own: {SHELL_OF_MODE['pam']} for pam, {DEFAULT_SHELL} "
+                             "for shell and sftp; another one is refused, since it would run "
+                             "outside the jail whenever a PAM line is missing)")
     parser.add_argument("--jail-shell", metavar="PATH",
                         help="the shell written in JAIL/etc/passwd (default: --shell; on the "
                              "PAM path sshd runs the real passwd's shell inside the jail)")
@@ -506,7 +589,7 @@ def _cmd_jailuser(args: argparse.Namespace) -> int:
         report = jail_user(args.jail, args.user, shell=args.shell,
                            jail_shell=args.jail_shell, move=args.move,
                            jail_config=args.jail_config, config_file=args.config,
-                           dry_run=args.dry_run)
+                           dry_run=args.dry_run, mode=args.mode)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0

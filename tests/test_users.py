@@ -69,13 +69,13 @@ def in_jail(root: str, *argv: str) -> subprocess.CompletedProcess[str]:
 def test_jailuser_then_undo(jail: str, state_dir: str, user_factory: UserFactory) -> None:
     user = user_factory(shell="/bin/sh")
     before = pwd.getpwnam(user.name)
-    report = users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    report = users.jail_user(jail, user.name, state_dir=state_dir)
     assert report.changed and not report.dry_run
     pw = pwd.getpwnam(user.name)
-    assert (pw.pw_shell, pw.pw_dir) == ("/bin/bash", f"{jail}/./home/{user.name}")
+    assert (pw.pw_shell, pw.pw_dir) == (users.DEFAULT_SHELL, f"{jail}/./home/{user.name}")
     entry = passwd_of(jail)[user.name]
     assert entry[2:4] == [str(pw.pw_uid), str(pw.pw_gid)]
-    assert entry[5:] == [f"/home/{user.name}", "/bin/bash"]
+    assert entry[5:] == [f"/home/{user.name}", users.DEFAULT_SHELL]
     home = os.lstat(f"{jail}/home/{user.name}")
     assert stat.S_ISDIR(home.st_mode) and home.st_uid == pw.pw_uid
     assert stat.S_IMODE(home.st_mode) == 0o750
@@ -94,7 +94,7 @@ def test_jailuser_then_undo(jail: str, state_dir: str, user_factory: UserFactory
     assert os.path.isdir(before.pw_dir)
 
     # idempotent: a second run changes nothing in passwd and keeps the recorded old values
-    again = users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    again = users.jail_user(jail, user.name, state_dir=state_dir)
     assert not any(step.startswith("usermod") for step in again.steps)
     state = users.read_state(user.name, state_dir)
     assert state is not None
@@ -122,7 +122,7 @@ def test_move_home_into_jail_and_back(jail: str, state_dir: str,
         fh.write("mine\n")
     os.chown(f"{old}/notes.txt", uid, uid)
     os.symlink("/etc/shadow", f"{old}/link")  # moved as a link, never followed
-    users.jail_user(jail, user.name, shell="/bin/bash", move=True, state_dir=state_dir)
+    users.jail_user(jail, user.name, move=True, state_dir=state_dir)
     moved = f"{jail}/home/{user.name}"
     assert not os.path.lexists(old)
     with open(f"{moved}/notes.txt") as fh:
@@ -137,7 +137,7 @@ def test_move_home_into_jail_and_back(jail: str, state_dir: str,
     assert done.stdout == "mine\n", done.stderr
 
     # re-run with --move: already moved, nothing to do but refresh the entries
-    again = users.jail_user(jail, user.name, shell="/bin/bash", move=True,
+    again = users.jail_user(jail, user.name, move=True,
                             state_dir=state_dir)
     assert not any(step.startswith("move") for step in again.steps)
 
@@ -163,7 +163,7 @@ def test_move_refuses_a_non_empty_jail_home(jail: str, state_dir: str,
         fh.write("x")
     before = pwd.getpwnam(user.name)
     with pytest.raises(BuildError, match="not empty"):
-        users.jail_user(jail, user.name, move=True, shell="/bin/bash", state_dir=state_dir)
+        users.jail_user(jail, user.name, move=True, state_dir=state_dir)
     assert pwd.getpwnam(user.name) == before
     assert users.read_state(user.name, state_dir) is None
 
@@ -173,10 +173,10 @@ def test_jail_config_mapping_and_restore(jail: str, state_dir: str, user_factory
     user = user_factory(shell="/bin/sh")
     other = safe_tmpdir("other")
     try:
-        path = jails_ini(f"# site jails\n[jails]\n  [[web]]\n  root = {jail}\n"
+        path = jails_ini(f"# site jails\n[jails]\n  [[web]]\n  root = {jail}\n  mode = shell\n"
                          f"  [[old]]\n  root = {other}\n[users]\n{user.name} = old\n"
                          "[options]\nunmapped = allow\n")
-        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web",
+        users.jail_user(jail, user.name, jail_config="web",
                         config_file=path, state_dir=state_dir)
         cfg = config.load_config(path)
         assert cfg.users[user.name] == "web"
@@ -185,13 +185,13 @@ def test_jail_config_mapping_and_restore(jail: str, state_dir: str, user_factory
         with open(path) as fh:
             text = fh.read()
         assert text.startswith("# site jails\n") and text.count(user.name) == 1
-        assert not [n for n in os.listdir(os.path.dirname(path)) if n != "jails.ini"]
+        assert sorted(os.listdir(os.path.dirname(path))) == ["jails.ini", "jails.ini.good"]
         # the login path resolves the user to this jail, by mapping and marker alike
         jail_of = resolve.resolve(resolve.identity_from_passwd(user.name), cfg)
         assert jail_of is not None
         assert (jail_of.name, jail_of.root, jail_of.home) == ("web", jail,
                                                               f"/home/{user.name}")
-        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web",
+        users.jail_user(jail, user.name, jail_config="web",
                         config_file=path, state_dir=state_dir)  # idempotent
         assert config.load_config(path).users[user.name] == "web"
         users.undo_user(user.name, state_dir=state_dir)
@@ -203,8 +203,8 @@ def test_jail_config_mapping_and_restore(jail: str, state_dir: str, user_factory
 def test_jail_config_added_then_removed(jail: str, state_dir: str, user_factory: UserFactory,
                                         jails_ini: Callable[[str], str]) -> None:
     user = user_factory(shell="/bin/sh")
-    path = jails_ini(f"[jails]\n  [[web]]\n  root = {jail}\n")  # no [users] yet
-    users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web", config_file=path,
+    path = jails_ini(f"[jails]\n  [[web]]\n  root = {jail}\n  mode = shell\n")  # no [users]
+    users.jail_user(jail, user.name, jail_config="web", config_file=path,
                     state_dir=state_dir)
     assert config.load_config(path).users == {user.name: "web"}
     users.undo_user(user.name, state_dir=state_dir)
@@ -215,12 +215,12 @@ def test_jail_config_must_name_this_jail(jail: str, state_dir: str, user_factory
                                          jails_ini: Callable[[str], str]) -> None:
     user = user_factory(shell="/bin/sh")
     before = pwd.getpwnam(user.name)
-    path = jails_ini("[jails]\n  [[web]]\n  root = /srv/elsewhere\n")
+    path = jails_ini("[jails]\n  [[web]]\n  root = /srv/elsewhere\n  mode = shell\n")
     with pytest.raises(ConfigError, match="not " + jail):
-        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="web",
+        users.jail_user(jail, user.name, jail_config="web",
                         config_file=path, state_dir=state_dir)
     with pytest.raises(ConfigError, match="no jail"):
-        users.jail_user(jail, user.name, shell="/bin/bash", jail_config="nope",
+        users.jail_user(jail, user.name, jail_config="nope",
                         config_file=path, state_dir=state_dir)
     assert pwd.getpwnam(user.name) == before
     assert users.read_state(user.name, state_dir) is None
@@ -239,33 +239,43 @@ def test_set_user_mapping_text() -> None:
 
 def test_refusals(jail: str, state_dir: str, user_factory: UserFactory) -> None:
     with pytest.raises(UsageError, match="uid 0"):
-        users.jail_user(jail, "root", shell="/bin/bash", state_dir=state_dir)
+        users.jail_user(jail, "root", state_dir=state_dir)
     with pytest.raises(UsageError, match="no such user"):
-        users.jail_user(jail, "pjnosuchuser", shell="/bin/bash", state_dir=state_dir)
+        users.jail_user(jail, "pjnosuchuser", state_dir=state_dir)
     user = user_factory(shell="/bin/sh")
     with pytest.raises(UsageError, match="not an executable"):
-        users.jail_user(jail, user.name, shell="/nonexistent/shell", state_dir=state_dir)
+        users.jail_user(jail, user.name, shell="/nonexistent/pam-jail-shell",
+                        state_dir=state_dir)
+    # a shell that would run on the host whenever the PAM line is missing: refused
+    with pytest.raises(UsageError, match="would run outside the jail"):
+        users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    with pytest.raises(UsageError, match="would run outside the jail"):
+        users.jail_user(jail, user.name, shell=users.DEFAULT_SHELL, mode="pam",
+                        state_dir=state_dir)
+    # mode pam: the limited shell's runtime must be in the jail
+    with pytest.raises(BuildError, match="not in the jail"):
+        users.jail_user(jail, user.name, mode="pam", state_dir=state_dir)
     os.chmod(f"{jail}/etc", 0o777)
     try:
         with pytest.raises(UnsafeJail) as err:
-            users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+            users.jail_user(jail, user.name, state_dir=state_dir)
         assert any("etc" in p for p in err.value.problems)
     finally:
         os.chmod(f"{jail}/etc", 0o755)
     os.chmod(os.path.dirname(jail), 0o775)
     try:
         with pytest.raises(UnsafeJail):
-            users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+            users.jail_user(jail, user.name, state_dir=state_dir)
     finally:
         os.chmod(os.path.dirname(jail), 0o755)
     assert users.read_state(user.name, state_dir) is None
     assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
     # already jailed elsewhere by jailuser
-    users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    users.jail_user(jail, user.name, state_dir=state_dir)
     second = build_jail(["uidbasics"], [])
     try:
         with pytest.raises(UsageError, match="already jailed"):
-            users.jail_user(second, user.name, shell="/bin/bash", state_dir=state_dir)
+            users.jail_user(second, user.name, state_dir=state_dir)
     finally:
         remove_jail(second)
     users.undo_user(user.name, state_dir=state_dir)
@@ -274,7 +284,7 @@ def test_refusals(jail: str, state_dir: str, user_factory: UserFactory) -> None:
 def test_untrusted_state_file_refused(jail: str, state_dir: str,
                                       user_factory: UserFactory) -> None:
     user = user_factory(shell="/bin/sh")
-    users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    users.jail_user(jail, user.name, state_dir=state_dir)
     path = f"{state_dir}/{user.name}.json"
     os.chown(path, pwd.getpwnam(user.name).pw_uid, 0)
     with pytest.raises(UnsafeJail, match="root-owned"):
@@ -287,7 +297,7 @@ def test_dry_run_changes_nothing(jail: str, state_dir: str, user_factory: UserFa
     user = user_factory(shell="/bin/sh")
     before = pwd.getpwnam(user.name)
     passwd_before = passwd_of(jail)
-    report = users.jail_user(jail, user.name, shell="/bin/bash", move=True, dry_run=True,
+    report = users.jail_user(jail, user.name, move=True, dry_run=True,
                              state_dir=state_dir)
     assert report.dry_run and not report.changed
     assert any(step.startswith("move ") for step in report.steps)
@@ -296,9 +306,9 @@ def test_dry_run_changes_nothing(jail: str, state_dir: str, user_factory: UserFa
     assert passwd_of(jail) == passwd_before
     assert not os.path.lexists(state_dir)
     assert not os.path.lexists(f"{jail}/home/{user.name}")
-    users.jail_user(jail, user.name, shell="/bin/bash", state_dir=state_dir)
+    users.jail_user(jail, user.name, state_dir=state_dir)
     plan = users.undo_user(user.name, dry_run=True, state_dir=state_dir)
-    assert plan.steps and pwd.getpwnam(user.name).pw_shell == "/bin/bash"
+    assert plan.steps and pwd.getpwnam(user.name).pw_shell == users.DEFAULT_SHELL
     users.undo_user(user.name, state_dir=state_dir)
 
 
@@ -312,7 +322,7 @@ def test_failure_part_way_is_undone(jail: str, state_dir: str, user_factory: Use
 
     monkeypatch.setattr(users.build, "add_users", disk_full)
     with pytest.raises(OSError, match="No space"):
-        users.jail_user(jail, user.name, shell="/bin/bash", move=True, state_dir=state_dir)
+        users.jail_user(jail, user.name, move=True, state_dir=state_dir)
     assert pwd.getpwnam(user.name) == before
     assert os.path.isfile(f"{before.pw_dir}/.bashrc")  # moved in and back out
     assert not os.path.lexists(f"{jail}/home/{user.name}")
@@ -321,8 +331,7 @@ def test_failure_part_way_is_undone(jail: str, state_dir: str, user_factory: Use
 
 def test_cli(jail: str, user_factory: UserFactory, capsys: pytest.CaptureFixture[str]) -> None:
     user = user_factory(shell="/bin/sh")
-    assert cli.main(["jailuser", "-j", jail, "--shell", "/bin/bash", "--dry-run", "--json",
-                     user.name]) == 0
+    assert cli.main(["jailuser", "-j", jail, "--dry-run", "--json", user.name]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["dry_run"] and plan["user"] == user.name and plan["steps"]
     assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
@@ -364,7 +373,7 @@ def test_move_across_file_systems(state_dir: str, user_factory: UserFactory) -> 
         uid = pwd.getpwnam(user.name).pw_uid
         assert os.stat(old).st_dev != os.stat(root).st_dev
         os.symlink("/etc/shadow", f"{old}/link")
-        users.jail_user(root, user.name, shell="/bin/bash", move=True, state_dir=state_dir)
+        users.jail_user(root, user.name, move=True, state_dir=state_dir)
         assert not os.path.lexists(old)
         assert os.readlink(f"{root}/home/{user.name}/link") == "/etc/shadow"
         assert os.lstat(f"{root}/home/{user.name}/.bashrc").st_uid == uid
@@ -375,3 +384,55 @@ def test_move_across_file_systems(state_dir: str, user_factory: UserFactory) -> 
     finally:
         subprocess.run(["umount", "-l", mnt], check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_shell_follows_the_mode(state_dir: str, user_factory: UserFactory,
+                                jails_ini: Callable[[str], str]) -> None:
+    """jailuser sets the login shell that refuses to run outside a jail of that mode."""
+    root = build_jail(["lsh", "uidbasics"], [], shell=users.SHELL_OF_MODE["pam"])
+    try:
+        for mode, shell in (("pam", users.SHELL_OF_MODE["pam"]), ("sftp", users.DEFAULT_SHELL),
+                            ("shell", users.DEFAULT_SHELL)):
+            user = user_factory(shell="/bin/sh")
+            path = jails_ini(f"[jails]\n  [[j]]\n  root = {root}\n  mode = {mode}\n")
+            users.jail_user(root, user.name, jail_config="j", config_file=path,
+                            state_dir=state_dir)
+            assert pwd.getpwnam(user.name).pw_shell == shell
+            assert resolve.is_jailing_shell(mode, shell)
+            # jails.ini was written by install_config: its last-known-good is current too
+            with open(path) as fh, open(config.good_path(path)) as good:
+                assert fh.read() == good.read()
+            users.undo_user(user.name, state_dir=state_dir)
+            assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
+    finally:
+        remove_jail(root)
+
+
+def test_undo_is_all_or_nothing_when_usermod_fails(jail: str, state_dir: str,
+                                                   user_factory: UserFactory,
+                                                   jails_ini: Callable[[str], str]) -> None:
+    """usermod refuses to change a user who has a running process: --undo then changes
+    nothing at all (home not moved back, mapping kept, state kept), and works later."""
+    user = user_factory(shell="/bin/sh")
+    path = jails_ini(f"[jails]\n  [[web]]\n  root = {jail}\n  mode = shell\n")
+    users.jail_user(jail, user.name, move=True, jail_config="web", config_file=path,
+                    state_dir=state_dir)
+    jailed = pwd.getpwnam(user.name)
+    sleeper = subprocess.Popen(["setpriv", f"--reuid={jailed.pw_uid}",
+                                f"--regid={jailed.pw_gid}", "--clear-groups", "sleep", "60"])
+    try:
+        import time
+
+        time.sleep(0.2)
+        with pytest.raises(BuildError, match="usermod"):
+            users.undo_user(user.name, state_dir=state_dir)
+        assert pwd.getpwnam(user.name) == jailed
+        assert os.path.isdir(f"{jail}/home/{user.name}")              # not moved back
+        assert config.load_config(path).users == {user.name: "web"}   # mapping kept
+        assert users.read_state(user.name, state_dir) is not None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    users.undo_user(user.name, state_dir=state_dir)
+    assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
+    assert config.load_config(path).users == {}
