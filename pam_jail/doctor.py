@@ -3,20 +3,28 @@
 Every check prints one line `ok`, `warn` or `FAIL` with what was seen and, when it is not
 ok, the fix. The checks, in order:
 
+  doctor     run as root (else the rest is incomplete, and says so)
   config     /etc/pam_jail/jails.ini root-owned (file and every directory above it) and
              valid (config.check_config_file, config.load_config)
   pam        the PAM stack of --service (/etc/pam.d/SERVICE, or --pam-file), @include and
              include/substack followed: `account` and `session` lines for pam_python.so
              with pam_jail_pam.py, control `required`; nothing `sufficient` or jumping
-             over them; the module file and the code it imports root-owned
+             over them (the pam_succeed_if guard of etc/pam.d/pam_jail aside); the
+             session modules after pam_jail's line (pam.order); typos: unknown control
+             words, misspelt module names, missing required modules (pam.syntax);
+             pam_python.so found and loadable; the module and its code root-owned
   sshd       `sshd -T -C user=USER,host=localhost,addr=127.0.0.1` (-f --sshd-config):
              UsePAM yes for PAM-path users; the Match settings of `pam-jail sshd-config`
              (DisableForwarding yes, PermitUserRC no, ...; for mode sftp ChrootDirectory
-             and ForceCommand internal-sftp); for mode shell, no Subsystem internal-sftp
+             and ForceCommand internal-sftp; for mode shell ForceCommand pam-jail-shell or
+             no internal-sftp); PermitUserEnvironment no, no loader variables in
+             AcceptEnv (sshd.environment): the PAM module's own rule, pam_jail.sshd_rules
   userns     for mode shell: user.max_user_namespaces > 0 and a real unshare of user,
              mount, PID, IPC, UTS and net namespaces by a child running as the user
-  user       the user's jail as pam_jail resolves it; the login shell fits the mode
-  jail       safety.check_jail on the jail root (the login path's own check)
+  user       the user's jail as pam_jail resolves it; the login shell is the mode's
+             jailing shell (a FAIL otherwise; the fix is jailuser, never another shell)
+  jail       safety.check_jail on the jail root (the login path's own check); mode pam:
+             JAIL/dev/pts for the private devpts
   lsh        for mode shell: JAIL/etc/pam_jail/lsh.ini readable under pam-jail-shell's
              rule and valid (policy.parse_lsh); the user's section allows something
 
@@ -41,7 +49,7 @@ from typing import TextIO
 
 from pam_jail.config import DEFAULT_PATH, Config, check_config_file, load_config
 from pam_jail.errors import ConfigError, Denied, PamJailError
-from pam_jail.resolve import Identity, Jail, identity_from_passwd, is_shell_entry, resolve
+from pam_jail.resolve import Identity, Jail, identity_from_passwd, resolve
 from pam_jail.safety import check_jail, check_path_chain
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -352,9 +360,72 @@ def judge_root_tree(top: str) -> list[str]:
     return problems
 
 
+CONTROLS = ("required", "requisite", "sufficient", "optional", "include", "substack")
+
+
+def _module_found(module: str) -> bool:
+    if module.startswith("/"):
+        return os.path.exists(module)
+    return any(os.path.exists(f"{d}/{module}") for d in PAM_PYTHON_DIRS)
+
+
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance (for misspelt module names)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def judge_pam_syntax(entries: Sequence[PamEntry]) -> list[Check]:
+    """Typos that turn a pam.d line into something else: an unknown control word, a
+    misspelt pam_python.so or pam_jail_pam.py, a required module that does not exist."""
+    problems: list[str] = []
+    for e in entries:
+        where = f"{e.file}:{e.line}"
+        base = posixpath.basename(e.module)
+        if not e.control.startswith("[") and e.control not in CONTROLS:
+            problems.append(f"{where}: `{e.control}` is not a PAM control ({', '.join(CONTROLS)}"
+                            " or [value=action ...])")
+        if base != PAM_PYTHON and ("pyth" in base or _distance(base, PAM_PYTHON) <= 2):
+            problems.append(f"{where}: module {e.module}: a misspelt {PAM_PYTHON}?")
+        names_ours = [a for a in e.args if "pam_jail" in a and a.endswith(".py")]
+        if names_ours and base != PAM_PYTHON:
+            problems.append(f"{where}: names {names_ours[0]} but loads {e.module}, not "
+                            f"{PAM_PYTHON}")
+        if base == PAM_PYTHON and e.args and posixpath.basename(e.args[0]) != \
+                PAM_MODULE_FILE and ("jail" in e.args[0] or
+                                     _distance(posixpath.basename(e.args[0]),
+                                               PAM_MODULE_FILE) <= 2):
+            problems.append(f"{where}: {e.args[0]}: a misspelt {PAM_MODULE_FILE}?")
+        if e.control in ("required", "requisite") and not _module_found(e.module):
+            problems.append(f"{where}: {e.control} module {e.module} not found: libpam "
+                            "fails this stack for every user")
+    if problems:
+        return [Check("pam.syntax", FAIL, problems[0] + (f" (+{len(problems) - 1} more)"
+                                                         if len(problems) > 1 else ""),
+                      "correct the line (etc/pam.d/pam_jail has pam_jail's)", problems)]
+    return [Check("pam.syntax", OK, "controls and module names look right")]
+
+
+def pam_python_loads(path: str) -> str | None:
+    """Why libpam could not load pam_python.so (None: it can): dlopen it in a child."""
+    import subprocess
+
+    proc = subprocess.run(["/usr/bin/python3", "-I", "-c", "import ctypes, sys; "
+                           "ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)", path],
+                          capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit {proc.returncode}"
+
+
 def check_pam(pam_file: str, needed: bool, config_path: str) -> list[Check]:
     entries, problems = parse_pam_stack(pam_file)
-    checks: list[Check] = []
+    checks: list[Check] = judge_pam_syntax(entries) if entries else []
     if problems:
         checks.append(Check("pam.file", FAIL if needed else WARN, "; ".join(problems[:3]),
                             f"create {pam_file} or name the right one with --pam-file "
@@ -362,9 +433,17 @@ def check_pam(pam_file: str, needed: bool, config_path: str) -> list[Check]:
     checks += judge_pam_stack(entries, pam_file, needed, config_path)
     if not any(is_jail_entry(e) for e in entries):
         return checks
-    if find_pam_python(entries) is None:
+    found = find_pam_python(entries)
+    if found is None:
         checks.append(Check("pam.module", FAIL, f"{PAM_PYTHON} not found",
                             "apt-get install libpam-python"))
+    else:
+        why = pam_python_loads(found)
+        if why:
+            checks.append(Check("pam.module", FAIL, f"{found} cannot be loaded: {why}",
+                                "apt-get install --reinstall libpam-python python3.11"))
+        else:
+            checks.append(Check("pam.module", OK, f"{found} loads"))
     code = [judge_root_tree(e.args[0]) for e in entries
             if is_jail_entry(e) and os.path.isfile(e.args[0])][:1]
     module_dir = [posixpath.dirname(e.args[0]) for e in entries
@@ -493,36 +572,43 @@ def check_userns(uid: int = 65534, gid: int = 65534) -> Check:
 
 
 def check_shell(ident: Identity, jail: Jail) -> Check:
+    """The login shell must be the mode's jailing shell (it refuses to run outside the
+    jail: a missing PAM line then refuses instead of giving a host shell); never is
+    another shell advised."""
+    from pam_jail.resolve import JAILING_SHELLS, is_jailing_shell
+
     shell = ident.shell
-    if jail.mode == "shell":
-        if not is_shell_entry(shell):
-            return Check("user.shell", FAIL, f"jail {jail.name} has mode shell, but the login "
-                         f"shell of {ident.name} is {shell}: every login is refused",
-                         f"usermod -s {shell_entry_path()} {ident.name}", user=ident.name)
-        if not os.access(shell, os.X_OK):
-            return Check("user.shell", FAIL, f"login shell {shell} is not an executable "
-                         "file", "apt-get install --reinstall pam-jail (or scripts/install), "
-                         f"or usermod -s {shell_entry_path()} {ident.name}", user=ident.name)
-        return Check("user.shell", OK, f"login shell {shell} (mode shell)", user=ident.name)
-    if is_shell_entry(shell):
-        return Check("user.shell", FAIL, f"login shell {shell}, but jail {jail.name} has "
-                     f"mode {jail.mode}", f"set mode = shell for jail {jail.name}, or "
-                     f"usermod -s /bin/bash {ident.name}", user=ident.name)
+    fix = (f"pam-jail jailuser {ident.name} -j {jail.root} (it sets the mode's shell; "
+           f"usermod -s is not the way)")
+    if not is_jailing_shell(jail.mode, shell):
+        wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
+        return Check("user.shell", FAIL, f"login shell {shell} of {ident.name} would run "
+                     f"outside jail {jail.name} (mode {jail.mode} needs {wanted}): the PAM "
+                     "module refuses the login", fix, user=ident.name)
+    if not os.access(shell, os.X_OK):
+        return Check("user.shell", FAIL, f"login shell {shell} is not an executable file",
+                     "apt-get install --reinstall pam-jail (or scripts/install)",
+                     user=ident.name)
     if jail.mode == "pam":
         inside = jail.root.rstrip("/") + shell
         if not os.path.lexists(inside):
             return Check("user.shell", FAIL, f"login shell {shell} is not in jail "
                          f"{jail.name}: the service execs it inside the jail",
-                         f"pam-jail init -j {jail.root} basicshell, or pam-jail cp -j "
-                         f"{jail.root} {shell}", user=ident.name)
-        return Check("user.shell", OK, f"login shell {shell} exists in the jail (mode pam)",
-                     user=ident.name)
-    if not os.access(shell, os.X_OK):
-        return Check("user.shell", FAIL, f"login shell {shell} does not exist on the host: "
-                     "sshd refuses the login", f"usermod -s /bin/sh {ident.name}",
-                     user=ident.name)
-    return Check("user.shell", OK, f"login shell {shell} (mode sftp: not run)",
-                 user=ident.name)
+                         f"pam-jail init -j {jail.root} lsh", user=ident.name)
+    return Check("user.shell", OK, f"login shell {shell} (mode {jail.mode}: it refuses to "
+                 "run outside the jail)", user=ident.name)
+
+
+def check_devpts(jail: Jail) -> Check | None:
+    """Mode pam with devpts = yes: the PAM module mounts a devpts on JAIL/dev/pts; without
+    the directory every login of the jail fails."""
+    if jail.mode != "pam" or not jail.flag("devpts", True):
+        return None
+    if os.path.isdir(f"{jail.root}/dev/pts"):
+        return Check("jail.devpts", OK, f"jail {jail.name}: dev/pts for the private devpts")
+    return Check("jail.devpts", FAIL, f"jail {jail.name}: no {jail.root}/dev/pts: every "
+                 "mode-pam login fails (the PAM module mounts a devpts there)",
+                 f"pam-jail init -j {jail.root} ptys, or devpts = no for the jail")
 
 
 def check_lsh(ident: Identity, jail: Jail) -> list[Check]:
@@ -583,6 +669,9 @@ def check_user(ident: Identity, cfg: Config, args: argparse.Namespace,
             checks.append(Check("jail", OK, f"jail {jail.name} ({jail.root}): path and "
                                 "system entries root-owned, not writable by others",
                                 user=ident.name))
+        devpts = check_devpts(jail)
+        if devpts is not None:
+            checks.append(devpts)
     if jail.mode == "shell":
         checks += check_lsh(ident, jail)
         if not seen_userns:
@@ -618,6 +707,10 @@ def _passwd_idents() -> list[Identity]:
 def diagnose(args: argparse.Namespace) -> list[Check]:
     """Every check, in the order of the module docstring."""
     checks: list[Check] = []
+    if os.geteuid() != 0:
+        checks.append(Check("doctor.root", FAIL, "not run as root: sshd -T, the PAM files and "
+                            "the jails cannot all be read; what follows is incomplete",
+                            "run it as root: sudo pam-jail doctor"))
     problems = check_config_file(args.config)
     if problems:
         checks.append(Check("config", FAIL, f"{args.config} is not root-only: {problems[0]}",
@@ -687,7 +780,7 @@ def print_text(checks: Sequence[Check], stream: TextIO) -> None:
         who = f"[{check.user}] " if check.user else ""
         print(f"{STATUS_WORD[check.status]:<5} {check.name:<15} {who}{check.message}",
               file=stream)
-        for detail in check.details[1:] if check.status != OK else []:
+        for detail in check.details if check.status != OK else []:
             print(f"{'':<22}- {detail}", file=stream)
         if check.fix and check.status != OK:
             print(f"{'':<22}fix: {check.fix}", file=stream)

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import PAM_MODULE, REPO, SHELL_ENTRY, build_jail, remove_jail, unique
+from jail_fixtures import (
+    LSH_SHELL,
+    PAM_MODULE,
+    REPO,
+    SHELL_ENTRY,
+    build_jail,
+    remove_jail,
+    unique,
+)
 from sshd_harness import Sshd, make_user, remove_user
 from util import safe_tmpdir
 
@@ -69,13 +77,13 @@ def wiring() -> Iterator[Wiring]:
         base = safe_tmpdir("doctor")
         undo.append(lambda: shutil.rmtree(base, ignore_errors=True))
         pam_name, shell_name, sftp_name = unique("pjdp"), unique("pjds"), unique("pjdf")
-        make_user(pam_name, "/bin/bash", f"/home/{pam_name}", create_home=False)
+        make_user(pam_name, LSH_SHELL, f"/home/{pam_name}", create_home=False)
         undo.append(lambda: remove_user(pam_name, remove_home=False))
         make_user(shell_name, SHELL_ENTRY, f"/home/{shell_name}", create_home=False)
         undo.append(lambda: remove_user(shell_name, remove_home=False))
-        make_user(sftp_name, "/bin/sh", "/upload", create_home=False)
+        make_user(sftp_name, SHELL_ENTRY, "/upload", create_home=False)
         undo.append(lambda: remove_user(sftp_name, remove_home=False))
-        pam_jail = build_jail(["basicshell"], [pam_name])
+        pam_jail = build_jail(["lsh", "basicshell", "ptys"], [pam_name], shell=LSH_SHELL)
         undo.append(lambda: remove_jail(pam_jail))
         shell_jail = build_jail(["sftp"], [shell_name], lsh=LSH)
         undo.append(lambda: remove_jail(shell_jail))
@@ -186,6 +194,7 @@ def test_missing_pam_line(wiring: Wiring, capsys: pytest.CaptureFixture[str]) ->
     assert set(fail) == {"pam.session"}, fail
     assert "no `session" in fail["pam.session"]["message"]
     assert f"session  required  pam_python.so {PAM_MODULE}" in fail["pam.session"]["fix"]
+    assert "session last" in fail["pam.session"]["fix"]
 
 
 @pytest.mark.root
@@ -323,8 +332,8 @@ def test_wrong_login_shell_for_the_mode(wiring: Wiring,
     assert status == 1
     fail = failures(report)
     assert set(fail) == {"user.shell"}, fail
-    assert f"usermod -s {doctor.shell_entry_path()} {wiring.shell_user}" == \
-        fail["user.shell"]["fix"]
+    assert fail["user.shell"]["fix"].startswith(f"pam-jail jailuser {wiring.shell_user} -j ")
+    assert "would run outside jail" in fail["user.shell"]["message"]
 
 
 @pytest.mark.root
@@ -423,3 +432,62 @@ def test_pam_stack_order_and_guard(tmp_path: os.PathLike[str]) -> None:
     loose = judge(pam_lines("account") + pam_lines("session").replace(
         "/pam-jail-lsh", "/pam-jail-lsh:/bin/bash"))
     assert loose["pam.session"][0] == "fail" and "can end the stack" in loose["pam.session"][1]
+
+
+@pytest.mark.root
+def test_pam_typos_and_an_unloadable_module(wiring: Wiring,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    broken = wiring.write("lib/pam_python.so", "not an ELF file\n")
+    cases = {
+        f"session requird pam_python.so {PAM_MODULE}\n": "is not a PAM control",
+        f"session required pam_pyhton.so {PAM_MODULE}\n": "misspelt pam_python.so",
+        "session required pam_python.so /usr/local/lib/pam_jail/pam_jail_pm.py\n":
+            "misspelt pam_jail_pam.py",
+        f"session required pam_permit.so {PAM_MODULE}\n": "but loads pam_permit.so",
+    }
+    for line, needle in cases.items():
+        pam = wiring.write("pam.d/typo", "@include common-account\n"
+                           f"account required pam_python.so {PAM_MODULE}\n" + line)
+        status, report = doctor_json(capsys, wiring, wiring.pam_user, pam_file=pam)
+        fail = failures(report)
+        assert status == 1 and "pam.syntax" in fail, (line, fail)
+        assert any(needle in d for d in fail["pam.syntax"]["details"]), (needle, fail)
+    pam = wiring.write("pam.d/unloadable", "@include common-account\n"
+                       f"account required {broken} {PAM_MODULE}\n"
+                       f"session required {broken} {PAM_MODULE}\n")
+    status, report = doctor_json(capsys, wiring, wiring.pam_user, pam_file=pam)
+    fail = failures(report)
+    assert status == 1 and "cannot be loaded" in fail["pam.module"]["message"], fail
+
+
+@pytest.mark.root
+def test_jail_without_dev_pts(wiring: Wiring, capsys: pytest.CaptureFixture[str]) -> None:
+    os.rmdir(f"{wiring.pam_jail}/dev/pts")
+    try:
+        status, report = doctor_json(capsys, wiring, wiring.pam_user)
+    finally:
+        os.mkdir(f"{wiring.pam_jail}/dev/pts", 0o755)
+    assert status == 1 and set(failures(report)) == {"jail.devpts"}, failures(report)
+
+
+@pytest.mark.root
+def test_text_output_keeps_every_detail_and_says_run_as_root(wiring: Wiring) -> None:
+    os.chmod(f"{wiring.pam_jail}/etc", 0o777)
+    os.chmod(f"{wiring.pam_jail}/bin", 0o777) if not os.path.islink(
+        f"{wiring.pam_jail}/bin") else None
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pam_jail.cli", "doctor", "--pam-file", wiring.pam_file,
+             "--sshd-config", wiring.sshd_config, "--config", wiring.config, wiring.pam_user],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        os.chmod(f"{wiring.pam_jail}/etc", 0o755)
+        if not os.path.islink(f"{wiring.pam_jail}/bin"):
+            os.chmod(f"{wiring.pam_jail}/bin", 0o755)
+    details = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("- ")]
+    assert any("/etc: writable by group or other" in d for d in details), proc.stdout
+    nobody = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+         "-m", "pam_jail.cli", "doctor", "--config", wiring.config],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert "doctor.root" in nobody.stdout and "run it as root" in nobody.stdout, nobody
