@@ -59,6 +59,19 @@ PROFILE_KEYS = frozenset({
 })
 COPY_CHUNK = 1 << 20
 TMP_PREFIX = ".pam_jail-tmp-"
+# The jail's record of the paths pam_jail placed (one per line): `update` touches nothing
+# else (a jailkit jail's jk_lsh.ini, an admin's own file at a host path stay as they are).
+MANIFEST = "/.pam_jail-placed"
+
+
+def read_manifest(root: str) -> set[str] | None:
+    """The paths pam_jail placed in the jail at `root`; None when it keeps no record."""
+    try:
+        with open(root + MANIFEST, "rb", opener=_nofollow_opener) as fh:
+            return {line for line in fh.read().decode("utf-8", "replace").splitlines()
+                    if line.startswith("/")}
+    except FileNotFoundError:
+        return None
 
 
 # --------------------------------------------------------------------------- results
@@ -82,6 +95,8 @@ class BuildReport:
     seconds: float = 0.0
     root: str = ""
     dry_run: bool = False
+    changed_paths: list[str] = field(default_factory=list)  # written (or would be)
+    removed_paths: list[str] = field(default_factory=list)  # removed (update --prune)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -562,6 +577,7 @@ class _Writer:
             if self.fresh and self._create_file(target, mode, fill):
                 self.report.files += 1
                 self.report.bytes += st.st_size
+                self.report.changed_paths.append(path)
                 return
             old = self._existing(target)
             if old is not None and stat.S_ISREG(old.st_mode) and old.st_nlink > 1 \
@@ -579,6 +595,7 @@ class _Writer:
                 return
             self.report.files += 1
             self.report.bytes += st.st_size
+            self.report.changed_paths.append(path)
             if self.dry_run:
                 return
             source.seek(0)
@@ -602,6 +619,7 @@ class _Writer:
             self.report.unchanged += 1
             return
         self.report.linked += 1
+        self.report.changed_paths.append(path)
         if self.dry_run:
             return
         tmp = self._tmpname(target)
@@ -631,6 +649,7 @@ class _Writer:
             self.report.unchanged += 1
             return
         self.report.symlinks += 1
+        self.report.changed_paths.append(path)
         if self.dry_run:
             return
         tmp = self._tmpname(target)
@@ -652,6 +671,7 @@ class _Writer:
             self.report.unchanged += 1
             return
         self.report.devices += 1
+        self.report.changed_paths.append(path)
         if self.dry_run:
             return
         tmp = self._tmpname(target)
@@ -739,6 +759,20 @@ class _Writer:
         for path, numbers in sorted(plan.devices.items()):
             self.device(path, numbers)
         self.finish()
+        placed = {p for p, kind in plan.entries.items() if kind != "dir"}
+        placed |= {os.path.normpath(p) for p in plan.symlinks} | set(plan.devices)
+        self.record_placed(placed)
+
+    def record_placed(self, paths: set[str]) -> None:
+        """Add `paths` to the jail's record of what pam_jail placed (MANIFEST): update
+        refreshes and prunes only those, never a file someone else put in the jail."""
+        if self.dry_run or not paths:
+            return
+        known = read_manifest(self.root) or set()
+        if paths <= known:
+            return
+        data = ("\n".join(sorted(known | paths)) + "\n").encode()
+        self._replace_file(self.jail(MANIFEST), 0o644, lambda fd: _write_all(fd, data))
 
     def finish(self) -> None:
         """Fold the shared base's counts into the report; warn about lost sharing."""
@@ -1077,7 +1111,13 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
     start = time.perf_counter()
     root = _normalize_root(root)
     _check_root(root, must_exist=True)
-    keep = {"/etc/passwd", "/etc/group"}
+    placed = read_manifest(root)
+    if placed is None:
+        raise BuildError(f"update {root}: no record of what pam_jail placed in it ({MANIFEST};"
+                         " a jail built by jailkit or an older pam_jail)",
+                         hint=f"run `pam-jail init -j {root} PROFILE...` with its profiles "
+                              "once: it records them; update then refreshes only those")
+    keep = {"/etc/passwd", "/etc/group", MANIFEST}
     # the jail's own pam_jail config (its lsh.ini allow-list) is never the host's
     skip_dirs = {"/tmp", "/home", "/dev", "/proc", "/etc/pam_jail"}
     for line in _read_entries(root + "/etc/passwd"):
@@ -1094,8 +1134,8 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
         for name in sorted([*filenames, *(d for d in dirnames
                                           if os.path.islink(os.path.join(dirpath, d)))]):
             rel = os.path.join(rel_dir, name)
-            if rel in keep or name.startswith(TMP_PREFIX):
-                continue
+            if rel in keep or name.startswith(TMP_PREFIX) or rel not in placed:
+                continue                            # not pam_jail's: never touched
             st = os.lstat(root + rel)
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 continue
@@ -1122,11 +1162,17 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
     for rel in stale:
         if prune:
             report.removed += 1
+            report.removed_paths.append(rel)
             if not dry_run:
                 os.unlink(root + rel)
         else:
             report.warnings.append(f"update {root}{rel}: not on the host any more "
                                    "(--prune removes it)")
+    if prune and not dry_run and report.removed_paths:
+        known = read_manifest(root) or set()
+        data = ("\n".join(sorted(known - set(report.removed_paths))) + "\n").encode()
+        _Writer(root, BuildReport(root=root), False)._replace_file(
+            root + MANIFEST, 0o644, lambda fd: _write_all(fd, data))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -1165,8 +1211,11 @@ UPDATE_DESCRIPTION = """\
 Refresh the jail JAIL from the host: every jail file whose host copy differs in content
 is copied again, with the ELF dependencies of the current host files (a new library
 version comes along). Homes, tmp, dev, etc/passwd, etc/group and etc/pam_jail (the
-jail's own lsh.ini) are not touched. With --prune, jail files whose host path no longer
-exists are removed."""
+jail's own lsh.ini) are not touched, and neither is any file pam_jail did not place
+itself: init and cp record what they place in JAIL/.pam_jail-placed, and update refreshes
+and prunes only those (a jailkit jail's jk_lsh.ini, an admin's own file stay). A jail with
+no record is refused until `pam-jail init` has been run on it with its profiles. With
+--prune, recorded files whose host path no longer exists are removed."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -1185,7 +1234,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     init.add_argument("-c", "--profiles-file", default=DEFAULT_PROFILES_FILE, metavar="FILE",
                       help=f"profile definitions (default: {DEFAULT_PROFILES_FILE})")
     init.add_argument("-n", "--dry-run", action="store_true",
-                      help="check and count what would be done; write nothing")
+                      help="list the paths that would be written or removed; write nothing")
     init.add_argument("--json", action="store_true",
                       help="print the report as JSON instead of the summary line")
     init.add_argument("--shared", metavar="BASE",
@@ -1208,7 +1257,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cp.add_argument("-j", "--jail", required=True, metavar="JAIL",
                     help="absolute path of an existing jail")
     cp.add_argument("-n", "--dry-run", action="store_true",
-                    help="check and count what would be done; write nothing")
+                    help="list the paths that would be written or removed; write nothing")
     cp.add_argument("--json", action="store_true",
                     help="print the report as JSON instead of the summary line")
     cp.add_argument("--shared", metavar="BASE",
@@ -1229,7 +1278,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     update.add_argument("--unshare", action="store_true",
                         help="replace the jail's hard links by copies of its own")
     update.add_argument("-n", "--dry-run", action="store_true",
-                        help="check and count what would be done; write nothing")
+                        help="list the paths that would be written or removed; write nothing")
     update.add_argument("--json", action="store_true",
                         help="print the report as JSON instead of the summary line")
     update.set_defaults(func=_cmd_update)
@@ -1241,6 +1290,11 @@ def _print_report(report: BuildReport, action: str, as_json: bool) -> int:
         return 0
     for warning in report.warnings:
         print(f"pam_jail: warning: {warning}", file=sys.stderr)
+    if report.dry_run:       # what would change, path by path
+        for path in report.changed_paths:
+            print(f"would write {report.root}{path}")
+        for path in report.removed_paths:
+            print(f"would remove {report.root}{path}")
     print(report.summary(action))
     return 0
 

@@ -297,7 +297,8 @@ def jail_tree(root: str) -> dict[str, tuple[object, ...]]:
             what = os.readlink(root + rel)
         elif stat.S_ISREG(st.st_mode):  # the host's mtime, except for files made here
             what = (Path(root + rel).read_bytes(),
-                    None if rel in ("/etc/passwd", "/etc/group") else st.st_mtime_ns)
+                    None if rel in ("/etc/passwd", "/etc/group", build.MANIFEST)
+                    else st.st_mtime_ns)
         elif stat.S_ISCHR(st.st_mode):
             what = st.st_rdev
         tree[rel] = (st.st_mode, st.st_uid, st.st_gid, what)
@@ -579,9 +580,15 @@ def test_update_refreshes_and_prunes(base: str) -> None:
     target.write_bytes(bytes(data))
     stale = Path(f"{root}/usr/bin/pj-removed-from-host")
     stale.write_text("old")
+    with open(root + build.MANIFEST, "a") as fh:      # as if pam_jail had placed it
+        fh.write("/usr/bin/pj-removed-from-host\n")
     Path(f"{root}/home/nobody/keep").write_text("user data")
+    # a file pam_jail did not place, at a host path (jailkit's jk_lsh.ini): never touched
+    theirs = Path(f"{root}/etc/hostname")
+    theirs.write_text("the admin's own\n")
     dry = build.update_jail(root, dry_run=True)
     assert dry.files == 1 and target.read_bytes() == bytes(data)
+    assert dry.changed_paths == ["/usr/bin/scp"]       # --dry-run lists the paths
     report = build.update_jail(root)
     assert report.files == 1
     assert target.read_bytes() == Path("/usr/bin/scp").read_bytes()
@@ -593,6 +600,12 @@ def test_update_refreshes_and_prunes(base: str) -> None:
     assert Path(f"{root}/etc/passwd").exists()
     again = build.update_jail(root, prune=True)
     assert (again.files, again.removed, again.symlinks) == (0, 0, 0)
+    assert theirs.read_text() == "the admin's own\n"          # not pam_jail's: left alone
+    assert "/usr/bin/pj-removed-from-host" not in (build.read_manifest(root) or set())
+    # a jail with no record (jailkit's, an older pam_jail's) is refused, not guessed at
+    os.unlink(root + build.MANIFEST)
+    with pytest.raises(BuildError, match="no record of what pam_jail placed"):
+        build.update_jail(root)
 
 
 # --------------------------------------------------------------------------- shared base
@@ -610,7 +623,7 @@ def test_shared_base_hard_links_across_jails(base: str) -> None:
     # the second jail copies nothing: its files are links to the base's copies
     assert second.linked == first.linked
     assert second.files == 2 and second.bytes < 10_000  # only etc/passwd, etc/group
-    own = {"/etc/passwd", "/etc/group"}
+    own = {"/etc/passwd", "/etc/group", build.MANIFEST}
     base_files = jail_files(shared)
     assert "/.pam_jail-shared-base" in base_files
     for rel, st in jail_files(one).items():
