@@ -34,7 +34,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,6 +62,23 @@ TMP_PREFIX = ".pam_jail-tmp-"
 # The jail's record of the paths pam_jail placed (one per line): `update` touches nothing
 # else (a jailkit jail's jk_lsh.ini, an admin's own file at a host path stay as they are).
 MANIFEST = "/.pam_jail-placed"
+
+
+LOCK_FILE = "/run/pam_jail.lock"
+
+
+@contextlib.contextmanager
+def admin_lock(path: str = LOCK_FILE) -> Iterator[None]:
+    """One pam-jail command that changes jails, users or jails.ini at a time (init, cp,
+    update, jailuser): an exclusive flock on LOCK_FILE, waited for."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_manifest(root: str) -> set[str] | None:
@@ -1309,18 +1326,21 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if not args.profiles:
         raise UsageError("init: name at least one profile",
                          hint="`pam-jail init --list` shows them")
-    report = init_jail(args.jail, args.profiles, users=args.users,
-                       profiles_file=args.profiles_file, dry_run=args.dry_run,
-                       shell=args.shell, shared=args.shared, unshare=args.unshare)
+    with admin_lock():
+        report = init_jail(args.jail, args.profiles, users=args.users,
+                           profiles_file=args.profiles_file, dry_run=args.dry_run,
+                           shell=args.shell, shared=args.shared, unshare=args.unshare)
     return _print_report(report, "init", args.json)
 
 
 def _cmd_cp(args: argparse.Namespace) -> int:
-    report = copy_into(args.jail, args.files, dry_run=args.dry_run, shared=args.shared)
+    with admin_lock():
+        report = copy_into(args.jail, args.files, dry_run=args.dry_run, shared=args.shared)
     return _print_report(report, "cp", args.json)
 
 
 def _cmd_update(args: argparse.Namespace) -> int:
-    report = update_jail(args.jail, prune=args.prune, dry_run=args.dry_run,
-                         shared=args.shared, unshare=args.unshare)
+    with admin_lock():
+        report = update_jail(args.jail, prune=args.prune, dry_run=args.dry_run,
+                             shared=args.shared, unshare=args.unshare)
     return _print_report(report, "update", args.json)

@@ -32,7 +32,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -55,21 +54,7 @@ DEFAULT_SHELL = _installed_shell()
 # (pam_jail.resolve.JAILING_SHELLS), so a missing PAM line can never give a host shell.
 SHELL_OF_MODE = {"pam": _installed_shell("pam-jail-lsh"), "shell": DEFAULT_SHELL,
                  "sftp": DEFAULT_SHELL}
-LOCK_FILE = "/run/pam_jail.lock"
-
-
-@contextlib.contextmanager
-def admin_lock(path: str = LOCK_FILE) -> Iterator[None]:
-    """One pam-jail command that changes users, jails.ini or jails at a time (jailuser,
-    update): flock on LOCK_FILE, waited for."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+admin_lock = build.admin_lock
 USERMOD = "/usr/sbin/usermod"
 CP = "/usr/bin/cp"
 
