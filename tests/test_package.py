@@ -170,6 +170,22 @@ print("module-file=" + pam_jail.cli.__file__)'
 chroot "$R" /usr/bin/python3 -IS -c 'exec(open("/usr/lib/pam_jail/pam_jail_pam.py").read())
 print("pam-entry=" + pam_sm_open_session.__module__)'
 ls "$R/usr/lib/pam_jail/pam_jail/__pycache__" | grep -c '\.pyc$' | sed 's/^/pyc=/'
+echo "== pam lines, then removal"
+chroot "$R" useradd -M -s /bin/sh pjpkgplain
+{ echo "auth required pam_permit.so"; echo "account required pam_permit.so";
+  grep -v '^#' "$R/usr/share/pam_jail/pam.d/pam_jail"; } > "$R/etc/pam.d/pjpkg"
+chroot "$R" dpkg -r pam-jail
+echo "commented=$(grep -c '^#pam-jail-removed# ' "$R/etc/pam.d/pjpkg")"
+set +e
+chroot "$R" pamtester pjpkg root acct_mgmt open_session close_session >/dev/null 2>&1
+echo "root-after-remove=$?"
+chroot "$R" pamtester pjpkg pjpkgplain acct_mgmt open_session close_session >/dev/null 2>&1
+echo "plain-after-remove=$?"
+set -e
+chroot "$R" dpkg -i /tmp/pam-jail.deb >/dev/null
+echo "restored=$(grep -c 'pam_jail_pam.py' "$R/etc/pam.d/pjpkg") \
+commented-after-reinstall=$(grep -c '^#pam-jail-removed# ' "$R/etc/pam.d/pjpkg" || true)"
+rm "$R/etc/pam.d/pjpkg"
 echo "== purge"
 chroot "$R" dpkg --purge pam-jail
 for f in /usr/sbin/pam-jail /usr/sbin/pam-jail-shell /usr/lib/pam_jail /usr/share/pam_jail \
@@ -213,6 +229,10 @@ def test_install_run_purge_in_an_overlay(deb: str) -> None:
         pyc = re.search(r"^pyc=(\d+)$", out, re.M)
         assert pyc is not None and int(pyc.group(1)) > 10  # py3compile ran in postinst
         assert "left=" not in out, out
+        # removal comments pam_jail's pam.d lines out: root and unjailed users log in
+        assert "commented=4" in out and "root-after-remove=0" in out, out
+        assert "plain-after-remove=0" in out, out
+        assert "restored=2 commented-after-reinstall=0" in out, out
         assert "== done" in out
     finally:
         shutil.rmtree(base, ignore_errors=True)
