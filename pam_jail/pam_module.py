@@ -183,6 +183,11 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
                                jail=jail.name, user=ident.name,
                                file_size=jail.mode == "sftp")
     runtime = _lsh_runtime()
+    if not jail.allow_shell:       # pam-jail-lsh refuses interactive logins seeing it
+        try:
+            pamh.env["PAM_JAIL_NO_SHELL"] = "1"
+        except Exception as err:
+            raise Denied(f"set PAM_JAIL_NO_SHELL: {err}") from None
     unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + runtime)           # 5a
     unsafe += check_exec(jail.root, f"{runtime[0]}/pam-jail-lsh.py")   # what the stub runs
     if unsafe:

@@ -154,9 +154,20 @@ class _Session:
         self.rhost = os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None
 
 
+NO_SHELL_ENV = "PAM_JAIL_NO_SHELL"   # set by the PAM module when jails.ini says allow_shell = no
+
+
 def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
-                  session: _Session, *, in_userns: bool) -> int:
-    """Steps 6-7, inside the jail: allow-list, decision, exec (or one refusal line)."""
+                  session: _Session, *, in_userns: bool, shell_ok: bool = True) -> int:
+    """Steps 6-7, inside the jail: allow-list, decision, exec (or one refusal line).
+    An interactive login needs both jails.ini's allow_shell (`shell_ok`) and the jail's
+    lsh.ini allow_shell."""
+    if command is None and not shell_ok:
+        log.decision(LOG_NOTICE, "command refused", user=session.user, jail=session.jail,
+                     reason="interactive: jails.ini allow_shell = no", rhost=session.rhost)
+        print("pam_jail: refused: interactive login is not allowed for this jail "
+              "(jails.ini: allow_shell = no)", file=sys.stderr)
+        return EXIT_COMMAND_REFUSED
     policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),
                            ident.name, [g for g in (ident.group, *ident.groups) if g])
     decision = decide(policy, command, user=ident.name, home=home, client_env=dict(os.environ),
@@ -226,7 +237,7 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
                          on_parent=relay_child, limits=limits)
     # --- from here on: inside the jail, as the user, without privileges ---
     return limited_shell(ident, jail.home, command, log, session,   # 6, 7
-                         in_userns=True)
+                         in_userns=True, shell_ok=jail.allow_shell)
 
 
 def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
@@ -243,7 +254,8 @@ def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
                           "service (etc/pam.d/pam_jail)")
     ident = identity_from_passwd(os.getuid())
     session.user = ident.name
-    return limited_shell(ident, ident.home, command, log, session, in_userns=False)
+    return limited_shell(ident, ident.home, command, log, session, in_userns=False,
+                         shell_ok=NO_SHELL_ENV not in os.environ)
 
 
 def run(args: list[str], log: SysLog,

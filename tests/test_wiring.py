@@ -431,3 +431,22 @@ def test_internal_sftp_goes_through_the_login_shell(world: World, sshds: list[Ss
     assert sshd.ssh(world.shell, "/usr/bin/id").returncode == 0
     refused = sshd.ssh(world.shell, "/bin/sh -c id")
     assert refused.returncode == 126 and "uid=" not in refused.stdout
+
+
+def test_jails_ini_allow_shell_no_refuses_interactive_logins(world: World,
+                                                             sshds: list[Sshd]) -> None:
+    """An interactive login needs both files to allow it: jails.ini's allow_shell (read
+    by pam-jail-shell; for mode pam passed by the PAM module) and the jail's lsh.ini."""
+    sshd = world.sshd()
+    sshds.append(sshd)
+    ok = sshd.ssh(world.pam, tty=True, input="echo shell-$((6*7)); exit\n")
+    assert "shell-42" in ok.stdout, ok                    # both allow: it runs
+    write_config(world.config.replace("allow_shell = yes", "allow_shell = no"))
+    try:
+        for user in (world.pam, world.shell):
+            result = sshd.ssh(user, tty=True, input="echo shell-$((6*7)); exit\n")
+            assert "shell-42" not in result.stdout, (user.name, result)
+            assert "allow_shell = no" in result.stdout + result.stderr, result
+            assert sshd.ssh(user, "/usr/bin/id").returncode == 0     # commands still run
+    finally:
+        write_config(world.config)

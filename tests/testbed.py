@@ -95,8 +95,10 @@ def make_jailed_pair(lsh: str, undo: list[Callable[[], object]],
     add_users(pam_jail, [pam_name], shell=LSH_SHELL)   # the home link for the marker
     pam_user = dataclasses.replace(pam_user, home=f"{pam_jail}/./home/{pam_name}")
     shell_user = dataclasses.replace(shell_user, home=f"{shell_jail}/./home/{shell_name}")
-    write_config(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n"
+    # allow_shell = yes: whether an interactive login runs is then the jail's lsh.ini's call
+    write_config(f"[jails]\n  [[pamj]]\n  root = {pam_jail}\n  mode = pam\n  allow_shell = yes\n"
                  f"  [[shellj]]\n  root = {shell_jail}\n  mode = shell\n  proc = yes\n"
+                 "  allow_shell = yes\n"
                  f"[users]\n{pam_name} = pamj\n{shell_name} = shellj\n")
     return JailedPair(pam_user, shell_user, pam_jail, shell_jail)
 
