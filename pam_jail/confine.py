@@ -19,7 +19,7 @@ The sequences read top to bottom:
   confine_unprivileged()  -- as the user, from the login shell (pam-jail-shell):
       rlimits (NPROC, FSIZE) -> new user namespace (uid/gid mapped to themselves) +
       mount/PID/IPC/UTS/net -> fork (the child is PID 1 of the new PID namespace) ->
-      mounts private -> bind jail nosuid,nodev -> /proc of the new PID namespace ->
+      mounts private -> bind jail nosuid,nodev -> devpts -> /proc of the PID namespace ->
       pivot_root, old root detached -> no nested user namespaces -> chdir home -> drop
       bounding set and capabilities -> no_new_privs -> prove the drop.
 
@@ -205,6 +205,17 @@ def mount_devpts(root: str, tty_gid: int) -> None:
                            hint="build the jail with the 'ptys' profile")
     mount("devpts", target, "devpts", MS_NOSUID | MS_NOEXEC,
           f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}")
+
+
+def mount_devpts_userns(root: str) -> None:
+    """Mode shell: a devpts instance of the user namespace on JAIL/dev/pts (when the jail
+    has the directory, the `ptys` profile), so programs in the jail can open /dev/ptmx
+    and new ptys; /dev/tty comes from bind_safe_devices. No gid= option: the tty group is
+    not mapped in the user's namespace (the ptys belong to the user's own gid)."""
+    target = f"{root}/dev/pts"
+    if os.path.isdir(target) and not os.path.islink(target):
+        mount("devpts", target, "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620")
 
 
 def mount_proc(root: str) -> None:
@@ -624,6 +635,7 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     bind_jail_nosuid(jail_fd, root)                          # 6. jail nosuid,nodev
     jail_fd = reopen_bound(jail_fd, root)                    #    the new mount
     bind_safe_devices(root)                                  #    null, zero, urandom...
+    mount_devpts_userns(root)                                #    ptys of its own
     if proc:
         mount_proc(root)                                     # 7. /proc of this PID ns
     if hostname:

@@ -450,3 +450,24 @@ def test_jails_ini_allow_shell_no_refuses_interactive_logins(world: World,
             assert sshd.ssh(user, "/usr/bin/id").returncode == 0     # commands still run
     finally:
         write_config(world.config)
+
+
+def test_interactive_shell_mode_has_ptys_and_dev_tty(world: World, sshds: list[Sshd]) -> None:
+    """Mode shell, `ssh -t`: /dev/tty works and a devpts instance of the user namespace
+    hands out new ptys (/dev/ptmx)."""
+    lsh = f"{world.shell_jail}/etc/pam_jail/lsh.ini"
+    with open(lsh) as fh:
+        original = fh.read()
+    with open(lsh, "w") as fh:
+        fh.write(original.replace("pass_env = LANG\n", "pass_env = LANG\nallow_shell = yes\n"
+                                  "shell = /bin/bash\n"))
+    sshd = world.sshd()
+    sshds.append(sshd)
+    try:
+        result = sshd.ssh(world.shell, tty=True, input=(
+            "echo x >/dev/tty && echo tty-$((1+1)); exec 3<>/dev/ptmx && echo ptmx-$((2+2)); "
+            "ls /dev/pts; exit\n"))
+    finally:
+        with open(lsh, "w") as fh:
+            fh.write(original)
+    assert "tty-2" in result.stdout and "ptmx-4" in result.stdout, result

@@ -84,7 +84,8 @@ def make_jailed_pair(lsh: str, undo: list[Callable[[], object]],
     pam_jail = build_jail(["lsh", "basicshell", "ptys", "sftp", "scp", "rsync"], [pam_name],
                           lsh=lsh if pam_lsh is None else pam_lsh, shell=LSH_SHELL)
     undo.append(lambda: remove_jail(pam_jail))
-    shell_jail = build_jail(["basicshell", "sftp", "scp", "rsync"], [shell_name], lsh=lsh)
+    shell_jail = build_jail(["basicshell", "ptys", "sftp", "scp", "rsync"], [shell_name],
+                            lsh=lsh)
     undo.append(lambda: remove_jail(shell_jail))
     os.makedirs(f"{shell_jail}/proc", mode=0o755, exist_ok=True)
     # jailkit's convention: the real home names the jail (`/./` marks where it ends)
