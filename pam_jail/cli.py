@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pam_jail import __version__
-from pam_jail.errors import ConfigError, PamJailError, UnsafeJail
+from pam_jail.errors import ConfigError, PamJailError, UnsafeJail, UsageError
 
 # Modules that contribute subcommands, in the order they appear in --help, with the
 # commands each registers: `pam-jail check` imports only pam_jail.check (every command
@@ -54,6 +54,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pam-jail {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser._pam_jail_sub = sub  # type: ignore[attr-defined]
     wanted = [name for name, commands in COMMAND_MODULES if command in commands]
     for name in wanted or [name for name, _commands in COMMAND_MODULES]:
         importlib.import_module(name).register(sub)
@@ -70,19 +71,57 @@ def report(err: PamJailError) -> None:
         print(f"hint: {err.hint}", file=sys.stderr)
 
 
+# Commands that change the system: run as root (their --dry-run/--help excepted).
+NEEDS_ROOT = ("init", "cp", "update", "jailuser", "edit", "chrootlaunch", "logrelay")
+
+
+def _json_error(err: PamJailError) -> None:
+    """One error shape for every command's --json: {"error": {...}} on stdout."""
+    import json
+
+    print(json.dumps({"error": {"message": str(err), "exit_code": err.exit_code,
+                                "kind": type(err).__name__,
+                                "problems": list(getattr(err, "problems", []) or []),
+                                "hint": err.hint or ""}}, indent=2))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(words[0] if words else None)
-    args = parser.parse_args(words)
+    args, extra = parser.parse_known_args(words)
+    sub = getattr(parser, "_pam_jail_sub", None)
+    command = getattr(args, "command", None)
+    if extra:    # the subcommand's own usage, not the top-level one
+        chosen = sub.choices.get(command) if sub is not None and command else None
+        (chosen or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    as_json = bool(getattr(args, "json", False))
     try:
+        if command in NEEDS_ROOT and os.geteuid() != 0 and not getattr(args, "dry_run", False):
+            raise UsageError(f"{command}: needs root", hint=f"sudo pam-jail {command} ...")
         status: int = func(args)
     except PamJailError as err:
-        report(err)
+        if as_json:
+            _json_error(err)
+        else:
+            report(err)
+            if isinstance(err, UsageError) and sub is not None and command in sub.choices:
+                print(sub.choices[command].format_usage().rstrip(), file=sys.stderr)
         return err.exit_code
+    except OSError as err:       # never a traceback: the action, the object, the reason
+        wrapped = PamJailError(f"{command}: {err.strerror or err}"
+                               + (f": {err.filename}" if err.filename else ""),
+                               hint="run as root" if err.errno in (1, 13) else None)
+        if as_json:
+            _json_error(wrapped)
+        else:
+            report(wrapped)
+        return 1
     except KeyboardInterrupt:
         return 130
     return status

@@ -19,10 +19,12 @@ from pam_jail.errors import ConfigError, Denied
 from pam_jail.policy import Decision, decide, parse_lsh, select_policy
 from pam_jail.resolve import (
     JAILING_SHELLS,
+    JAILKIT_SHELL_NAMES,
     Identity,
     identity_from_passwd,
     is_jailing_shell,
     resolve,
+    split_marker,
 )
 from pam_jail.safety import check_jail
 from pam_jail.shell_entry import JailFacts
@@ -77,6 +79,18 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
     out["groups"] = [g for g in (ident.group, *ident.groups) if g]
     cfg = load_config(config_path)
     jail = resolve(ident, cfg)
+    if jail is None and split_marker(ident.home) is not None \
+            and ident.shell.rsplit("/", 1)[-1] in JAILKIT_SHELL_NAMES:
+        marker = split_marker(ident.home)
+        assert marker is not None
+        root, home = marker
+        out["jail"] = {"name": f"jailkit:{root}", "root": root, "home": home,
+                       "mode": "jailkit", "source": "marker"}
+        out["reason"] = (f"jailed by jailkit: login shell {ident.shell} chroots into {root} "
+                         "(home marker /./); pam_jail leaves this user to jailkit unless "
+                         "jails.ini maps them")
+        out["allowed"] = True
+        return out
     if jail is None:
         out["jail"] = None
         out["reason"] = (f"user {ident.name} is in no jail (unmapped = {cfg.unmapped}: "

@@ -31,6 +31,9 @@ class SysLog:
     def __init__(self, ident: str = "pam_jail") -> None:
         self.ident = ident
         self.sock: _socket.socket | None = None
+        # the pid the host sees: taken before confinement, since inside a PID namespace
+        # the jailed side is pid 1 (lines name the login's pam-jail-shell or sshd process)
+        self.pid = os.getpid()
 
     def connect(self) -> None:
         if self.sock is not None:
@@ -51,7 +54,7 @@ class SysLog:
         if self.sock is None:
             return
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
-        line = f"<{LOG_AUTH | priority}>{stamp} {self.ident}[{os.getpid()}]: {message}"
+        line = f"<{LOG_AUTH | priority}>{stamp} {self.ident}[{self.pid}]: {message}"
         try:
             self.sock.send(line.encode("utf-8", "replace")[:2048])
         except OSError:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 from pam_jail import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def subcommands(parser: object) -> set[str]:
@@ -41,3 +44,31 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["no-such-command"])
     assert info.value.code == 2
+
+
+def test_bash_completion() -> None:
+    """The completion script completes subcommands and a subcommand's options."""
+    import subprocess
+
+    script = os.path.join(REPO, "etc", "bash_completion", "pam-jail")
+    probe = ('source "$1"; COMP_WORDS=(pam-jail jail); COMP_CWORD=1; _pam_jail; '
+             'echo "${COMPREPLY[@]}"; COMP_WORDS=(pam-jail jailuser --und); COMP_CWORD=2; '
+             '_pam_jail; echo "${COMPREPLY[@]}"')
+    env = {"PATH": f"/usr/local/sbin:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", probe, "bash", script], capture_output=True,
+                         text=True, check=True, env=env).stdout.splitlines()
+    assert out[0] == "jailuser" and out[1] == "--undo", out
+
+
+def test_errors_are_one_line_and_json_has_one_shape(capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from pam_jail.cli import main
+
+    assert main(["init"]) == 2                       # usage: the subcommand's usage shown
+    err = capsys.readouterr().err
+    assert err.startswith("pam_jail: init: -j JAIL is required") and \
+        "usage: pam-jail init" in err
+    assert main(["validate", "--json", "/nonexistent/jails.ini"]) == 3
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["error"]) == {"message", "exit_code", "kind", "problems", "hint"}

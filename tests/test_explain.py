@@ -134,3 +134,14 @@ def test_text_output_and_help(pair: object, capsys: pytest.CaptureFixture[str]) 
 def test_unknown_user_refused() -> None:
     status, info = explain("no-such-user-pjx")
     assert status == 5 and "unknown user" in str(info["reason"])
+
+
+def test_jailkit_jailed_user_is_named_as_such(pair: object, user_factory: Callable[..., object]
+                                             ) -> None:
+    """A jailkit user (jk_chrootsh, home /JAIL/./home/u, not in jails.ini) is jailed by
+    jailkit, not "not jailed"."""
+    user = user_factory(shell="/usr/sbin/jk_chrootsh", home="/srv/jk/./home/jkuser",
+                        create_home=False)
+    status, info = explain(user.name)  # type: ignore[attr-defined]
+    assert status == 0 and info["jail"]["mode"] == "jailkit", info  # type: ignore[index]
+    assert "jailed by jailkit" in str(info["reason"])
