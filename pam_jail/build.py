@@ -91,6 +91,30 @@ def read_manifest(root: str) -> set[str] | None:
         return None
 
 
+class _Progress:
+    """`JAIL: 1200/53000 entries` on stderr, redrawn at most 4 times a second, when stderr
+    is a terminal and the work is long; nothing when piped or logged."""
+
+    def __init__(self, root: str, total: int) -> None:
+        self.root, self.total, self.count = root, total, 0
+        self.shown = False
+        self.next = time.monotonic() + 0.5
+        self.on = total >= 200 and sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.count += 1
+        if self.on and time.monotonic() >= self.next:
+            self.next = time.monotonic() + 0.25
+            sys.stderr.write(f"\r{self.root}: {self.count}/{self.total} entries")
+            sys.stderr.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write(f"\r{self.root}: {self.total}/{self.total} entries\n")
+            sys.stderr.flush()
+
+
 # --------------------------------------------------------------------------- results
 
 @dataclass
@@ -761,7 +785,9 @@ class _Writer:
         self._replace_file(target, mode, lambda fd: _write_all(fd, data))
 
     def apply(self, plan: Plan) -> None:
+        progress = _Progress(self.root, len(plan.entries))
         for path in sorted(plan.entries):
+            progress.step()
             kind = plan.entries[path]
             if kind == "dir":
                 self.ensure_dir(path)
@@ -775,6 +801,7 @@ class _Writer:
             self.symlink(os.path.normpath(path), target)
         for path, numbers in sorted(plan.devices.items()):
             self.device(path, numbers)
+        progress.done()
         self.finish()
         placed = {p for p, kind in plan.entries.items() if kind != "dir"}
         placed |= {os.path.normpath(p) for p in plan.symlinks} | set(plan.devices)

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -714,3 +715,24 @@ def test_cli_shared(base: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["update", "-j", root, "--shared", shared, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["files"], data["linked"], data["shared"]) == (0, 0, shared)
+
+
+def test_progress_on_a_terminal_only(base: str) -> None:
+    """A long cp shows progress when stderr is a terminal (script(1) gives it one), and
+    nothing when piped."""
+    tree = f"{base}/many"
+    os.makedirs(tree)
+    for i in range(4000):
+        Path(f"{tree}/f{i}").write_text(str(i))
+    root = f"{base}/jail"
+    init(root, "uidbasics")
+    cmd = f"{sys.executable} -m pam_jail.cli cp -j {root} {tree}"
+    on_tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
+                            text=True, cwd=REPO, check=False, timeout=300)
+    assert on_tty.returncode == 0, on_tty.stdout
+    assert f"{root}: " in on_tty.stdout and " entries" in on_tty.stdout, on_tty.stdout[-500:]
+    shutil.rmtree(root)
+    init(root, "uidbasics")
+    piped = subprocess.run(cmd.split(), capture_output=True, text=True, cwd=REPO, check=False,
+                           timeout=300)
+    assert piped.returncode == 0 and "entries" not in piped.stderr, piped.stderr
