@@ -32,6 +32,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -196,10 +197,32 @@ def set_user_mapping(text: str, user: str, jail: str | None) -> str:
     return "\n".join(out) + "\n"
 
 
+def add_jail_section(text: str, name: str, root: str, mode: str, allow_shell: bool) -> str:
+    """jails.ini text with a new `[[name]]` in [jails] (at the end of that section, which
+    is made when absent). Pure."""
+    block = [f"  [[{name}]]", f"  root = {root}", f"  mode = {mode}"]
+    if allow_shell:
+        block.append("  allow_shell = yes")
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.split("#", 1)[0].strip() == "[jails]"),
+                 None)
+    if start is None:
+        return "\n".join(["[jails]", *block, *lines]) + "\n"
+    end = len(lines)
+    for i in range(start + 1, len(lines)):
+        stripped = lines[i].strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            end = i
+            break
+    return "\n".join(lines[:end] + block + lines[end:]) + "\n"
+
+
 def _edit_config(path: str, user: str, jail: str | None, root: str | None,
-                 dry_run: bool) -> str | None:
+                 dry_run: bool, create: tuple[str, bool] | None = None) -> str | None:
     """Map `user` to `jail` (None: unmap) in the jails.ini at `path`; check the result
-    with pam_jail.config. Returns the previous mapping of the user (None if none)."""
+    with pam_jail.config. Returns the previous mapping of the user (None if none).
+    `create` (mode, allow_shell): define the jail `[[jail]]` with root `root` when
+    jails.ini does not have it yet."""
     problems = config.check_config_file(path)
     if problems:
         raise ConfigError(f"edit {path}: unsafe config file", problems=problems,
@@ -207,6 +230,9 @@ def _edit_config(path: str, user: str, jail: str | None, root: str | None,
     with open(path, "rb") as fh:
         text = fh.read().decode("utf-8")
     current = config.parse_config(text, path)
+    if jail is not None and jail not in current.jails and create is not None and root:
+        text = add_jail_section(text, jail, root, *create)
+        current = config.parse_config(text, path)
     if jail is not None:
         definition = current.jails.get(jail)
         if definition is None:
@@ -218,10 +244,12 @@ def _edit_config(path: str, user: str, jail: str | None, root: str | None,
                               "marker and mapping name different roots")
     previous = current.users.get(user)
     new_text = set_user_mapping(text, user, jail)
+    with open(path, "rb") as fh:
+        original = fh.read().decode("utf-8")
     checked = config.parse_config(new_text, path)
     if checked.users.get(user) != jail:
         raise ConfigError(f"edit {path}: the edited file does not map {user} to {jail}")
-    if not dry_run and new_text != text:
+    if not dry_run and new_text != original:
         config.install_config(path, new_text)   # rename, and the last-known-good copy
     return previous
 
@@ -298,21 +326,33 @@ def jail_user(root: str, user: str, *, shell: str | None = None,
               jail_shell: str | None = None, move: bool = False,
               jail_config: str | None = None, config_file: str = config.DEFAULT_PATH,
               dry_run: bool = False, state_dir: str = STATE_DIR,
-              mode: str | None = None) -> JailUserReport:
+              mode: str | None = None, profiles: Sequence[str] = (),
+              allow_shell: bool = False) -> JailUserReport:
     """Put the host user `user` into the jail `root` (see the module docstring)."""
     with admin_lock():
         return _jail_user(root, user, shell=shell, jail_shell=jail_shell, move=move,
                           jail_config=jail_config, config_file=config_file,
-                          dry_run=dry_run, state_dir=state_dir, mode=mode)
+                          dry_run=dry_run, state_dir=state_dir, mode=mode,
+                          profiles=profiles, allow_shell=allow_shell)
 
 
 def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | None,
                move: bool, jail_config: str | None, config_file: str, dry_run: bool,
-               state_dir: str, mode: str | None) -> JailUserReport:
+               state_dir: str, mode: str | None, profiles: Sequence[str] = (),
+               allow_shell: bool = False) -> JailUserReport:
     from pam_jail.resolve import JAILING_SHELLS, is_jailing_shell
 
     root = build._normalize_root(root)
     mode = mode_of(jail_config, config_file, mode)
+    built: list[str] = []
+    if profiles:                 # build (or update) the jail first: one command per account
+        wanted = [*profiles, *(p for p in ("lsh", "ptys") if mode == "pam" and p not in profiles)]
+        build.init_jail(root, wanted, dry_run=dry_run)
+        built.append(f"build {root} with profiles {' '.join(wanted)}")
+        if dry_run and not os.path.isdir(root):
+            report = JailUserReport(user=user, jail=root, dry_run=True, steps=built)
+            report.steps.append(f"then jail {user} there (mode {mode})")
+            return report
     if shell is None:
         shell = SHELL_OF_MODE[mode]
     elif not is_jailing_shell(mode, shell):
@@ -320,7 +360,7 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
                          f"whenever a PAM line is missing (mode {mode} needs "
                          f"{' or '.join(JAILING_SHELLS[mode])})",
                          hint="leave --shell out: jailuser picks the mode's own shell")
-    report = JailUserReport(user=user, jail=root, dry_run=dry_run)
+    report = JailUserReport(user=user, jail=root, dry_run=dry_run, steps=built)
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
@@ -384,10 +424,15 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
     report.steps.append(f"jail entries: {root}/etc/passwd ({user}, home {inner}, shell "
                         f"{jail_shell}), etc/group; home {host_home}")
     if jail_config:
-        report.steps.append(f"map {user} = {jail_config} in {config_file} [users]")
+        report.steps.append(f"map {user} = {jail_config} in {config_file} [users] (the "
+                            f"jail defined there with mode {mode} if it is not yet)")
+    lsh_step = _allow_list_step(root, user, mode, allow_shell)
+    if lsh_step:
+        report.steps.append(lsh_step)
     if dry_run:
         if jail_config:
-            _edit_config(config_file, user, jail_config, root, dry_run=True)
+            _edit_config(config_file, user, jail_config, root, dry_run=True,
+                         create=(mode, allow_shell))
         return report
 
     _write_state(state, state_dir)
@@ -404,8 +449,11 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             _usermod(user, shell, new_home)
         users_report = build.add_users(root, [user], shell=jail_shell)
         report.warnings += users_report.warnings
+        if lsh_step:
+            _write_allow_list(root, user, mode, allow_shell)
         if jail_config:
-            previous = _edit_config(config_file, user, jail_config, root, dry_run=False)
+            previous = _edit_config(config_file, user, jail_config, root, dry_run=False,
+                                    create=(mode, allow_shell))
             if not state.config:
                 state.config, state.config_previous = config_file, previous
             state.config_jail = jail_config
@@ -418,6 +466,41 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
         raise
     report.changed = True
     return report
+
+
+LSH_TEMPLATE = "/etc/pam_jail/lsh.ini"     # the host's default allow-list (a template)
+
+
+def _allow_list_step(root: str, user: str, mode: str, allow_shell: bool) -> str:
+    """What _write_allow_list will do ("" = nothing): a jail of mode shell or pam without
+    an allow-list gets the host's template; --allow-shell adds the user's own section."""
+    if mode not in ("shell", "pam"):
+        return ""
+    path = f"{root}/etc/pam_jail/lsh.ini"
+    steps = []
+    if not os.path.exists(path):
+        steps.append(f"allow-list {path} from {LSH_TEMPLATE}")
+    if allow_shell:
+        steps.append(f"[user:{user}] with allow_shell = yes in {path}")
+    return "; ".join(steps)
+
+
+def _write_allow_list(root: str, user: str, mode: str, allow_shell: bool) -> None:
+    path = "/etc/pam_jail/lsh.ini"
+    writer = build._Writer(root, build.BuildReport(root=root), False)
+    try:
+        with open(root + path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        with open(LSH_TEMPLATE, encoding="utf-8") as fh:
+            text = fh.read()
+    if allow_shell and f"[user:{user}]" not in text:
+        text = text.rstrip("\n") + (
+            f"\n\n# added by pam-jail jailuser --allow-shell\n[user:{user}]\n"
+            "programs = /usr/lib/openssh/sftp-server, /usr/bin/scp, /usr/bin/rsync\n"
+            "allow_shell = yes\nshell = /bin/bash\numask = 0022\n"
+            "pass_env = LANG, LC_*, TERM\n")
+    writer.write_text(path, text)
 
 
 def _split_marker(home: str) -> tuple[str, str] | None:
@@ -540,6 +623,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--mode", choices=("pam", "shell", "sftp"),
                         help="the jail's mode when --jail-config does not say it (default: "
                              "shell); it picks the login shell")
+    parser.add_argument("-p", "--profile", action="append", default=[], metavar="PROFILE",
+                        help="build (or update) JAIL with this profile first (repeatable; "
+                             "mode pam adds lsh and ptys)")
+    parser.add_argument("--allow-shell", action="store_true",
+                        help="interactive logins for USER: allow_shell in jails.ini (new "
+                             "jail) and a [user:USER] section in the jail's lsh.ini")
     parser.add_argument("--shell", metavar="PATH",
                         help="the user's new login shell in the real passwd (default: the "
                              f"mode's own: {SHELL_OF_MODE['pam']} for pam, {DEFAULT_SHELL} "
@@ -574,7 +663,8 @@ def _cmd_jailuser(args: argparse.Namespace) -> int:
         report = jail_user(args.jail, args.user, shell=args.shell,
                            jail_shell=args.jail_shell, move=args.move,
                            jail_config=args.jail_config, config_file=args.config,
-                           dry_run=args.dry_run, mode=args.mode)
+                           dry_run=args.dry_run, mode=args.mode, profiles=args.profile,
+                           allow_shell=args.allow_shell)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
