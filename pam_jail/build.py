@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pam_jail import elf
-from pam_jail.errors import BuildError, UnsafeJail, UsageError
+from pam_jail.errors import BuildError, PamJailError, UnsafeJail, UsageError
 from pam_jail.safety import resolve_in_jail
 
 DEFAULT_PROFILES_FILE = "/etc/pam_jail/profiles.ini"
@@ -1311,8 +1311,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     update = sub.add_parser("update", help="refresh a jail's files from the host",
                             description=UPDATE_DESCRIPTION, formatter_class=fmt)
-    update.add_argument("-j", "--jail", required=True, metavar="JAIL",
-                        help="absolute path of an existing jail")
+    which = update.add_mutually_exclusive_group(required=True)
+    which.add_argument("-j", "--jail", metavar="JAIL",
+                       help="absolute path of an existing jail")
+    which.add_argument("--all", action="store_true",
+                       help="every jail of jails.ini (what the apt hook runs after upgrades); "
+                            "a jail that fails is reported, the others are still updated")
+    update.add_argument("--config", default="/etc/pam_jail/jails.ini", metavar="FILE",
+                        help="jails.ini for --all (default /etc/pam_jail/jails.ini)")
     update.add_argument("--prune", action="store_true",
                         help="remove jail files whose host path no longer exists")
     update.add_argument("--shared", metavar="BASE",
@@ -1367,7 +1373,35 @@ def _cmd_cp(args: argparse.Namespace) -> int:
 
 
 def _cmd_update(args: argparse.Namespace) -> int:
+    if args.all:
+        return _update_all(args)
     with admin_lock():
         report = update_jail(args.jail, prune=args.prune, dry_run=args.dry_run,
                              shared=args.shared, unshare=args.unshare)
     return _print_report(report, "update", args.json)
+
+
+def _update_all(args: argparse.Namespace) -> int:
+    """update every jail of jails.ini, one report line each; exit 1 if any failed."""
+    from pam_jail.config import load_config
+
+    roots = sorted({j.root for j in load_config(args.config).jails.values()})
+    failed = 0
+    results = []
+    with admin_lock():
+        for index, root in enumerate(roots, 1):
+            try:
+                report = update_jail(root, prune=args.prune, dry_run=args.dry_run)
+            except PamJailError as err:
+                failed += 1
+                results.append({"root": root, "error": str(err)})
+                if not args.json:
+                    print(f"[{index}/{len(roots)}] FAILED: {err}",
+                          file=sys.stderr)
+                continue
+            results.append(report.as_dict())
+            if not args.json:
+                print(f"[{index}/{len(roots)}] {report.summary('update')}")
+    if args.json:
+        print(json.dumps({"jails": results, "failed": failed}, indent=2))
+    return 1 if failed else 0

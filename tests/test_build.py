@@ -736,3 +736,25 @@ def test_progress_on_a_terminal_only(base: str) -> None:
     piped = subprocess.run(cmd.split(), capture_output=True, text=True, cwd=REPO, check=False,
                            timeout=300)
     assert piped.returncode == 0 and "entries" not in piped.stderr, piped.stderr
+
+
+def test_update_all_jails_of_the_config(base: str) -> None:
+    """`update --all` (the apt hook): every jail of jails.ini; one that fails (no record of
+    what pam_jail placed) is reported and the others are still updated."""
+    good, foreign = f"{base}/good", f"{base}/foreign"
+    init(good, "scp")
+    init(foreign, "scp")
+    os.unlink(foreign + build.MANIFEST)
+    target = Path(f"{good}/usr/bin/scp")
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    config = f"{base}/jails.ini"
+    Path(config).write_text(f"[jails]\n  [[a]]\n  root = {good}\n  [[b]]\n  root = {foreign}\n")
+    result = subprocess.run([sys.executable, "-m", "pam_jail.cli", "update", "--all",
+                             "--config", config], capture_output=True, text=True, cwd=REPO,
+                            check=False, timeout=120)
+    assert result.returncode == 1, result
+    assert f"FAILED: update {foreign}: no record" in result.stderr
+    assert f"[2/2] update {good}: 1 files" in result.stdout
+    assert target.read_bytes() == Path("/usr/bin/scp").read_bytes()
