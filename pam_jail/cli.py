@@ -72,7 +72,7 @@ def report(err: PamJailError) -> None:
 
 
 # Commands that change the system: run as root (their --dry-run/--help excepted).
-NEEDS_ROOT = ("init", "cp", "update", "jailuser", "edit", "chrootlaunch", "logrelay")
+NEEDS_ROOT = ("init", "cp", "update", "jailuser", "edit", "logrelay")   # chrootlaunch: its own
 
 
 def _json_error(err: PamJailError) -> None:

@@ -19,6 +19,7 @@ ok, the fix. The checks, in order:
              and ForceCommand internal-sftp; for mode shell ForceCommand pam-jail-shell or
              no internal-sftp); PermitUserEnvironment no, no loader variables in
              AcceptEnv (sshd.environment): the PAM module's own rule, pam_jail.sshd_rules
+  logrelay   mode pam: a `pam-jail logrelay` process (warn: jails' syslog lines lost)
   userns     for mode shell: user.max_user_namespaces > 0 and a real unshare of user,
              mount, PID, IPC, UTS and net namespaces by a child running as the user
   user       the user's jail as pam_jail resolves it; the login shell is the mode's
@@ -423,6 +424,26 @@ def pam_python_loads(path: str) -> str | None:
     return lines[-1] if lines else f"exit {proc.returncode}"
 
 
+def check_logrelay() -> Check:
+    """Mode pam: inside the jail /dev/log is the jail's; only the relay carries it to the
+    host's syslog (sshd's own session lines, pam-jail-lsh's refusals)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"logrelay" in argv and any(a.endswith(b"pam-jail") for a in argv):
+            return Check("logrelay", OK, f"the log relay runs (pid {name})")
+    return Check("logrelay", WARN, "no `pam-jail logrelay` runs: what PAM-path jails send to "
+                 "/dev/log (sshd's session lines, pam-jail-lsh's refusals) is lost",
+                 "systemctl enable --now pam-jail-logrelay; without systemd: update-rc.d "
+                 "pam-jail-logrelay defaults && service pam-jail-logrelay start (or run "
+                 "`pam-jail logrelay`, which detaches)")
+
+
 def check_pam(pam_file: str, needed: bool, config_path: str) -> list[Check]:
     entries, problems = parse_pam_stack(pam_file)
     checks: list[Check] = judge_pam_syntax(entries) if entries else []
@@ -753,6 +774,8 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
 
     pam_file = args.pam_file or f"{PAM_DIR}/{args.service}"
     checks += check_pam(pam_file, "pam" in modes, args.config)
+    if "pam" in modes:
+        checks.append(check_logrelay())
 
     args.sshd_available = os.access(args.sshd, os.X_OK)
     if not args.sshd_available:

@@ -491,3 +491,26 @@ def test_text_output_keeps_every_detail_and_says_run_as_root(wiring: Wiring) -> 
          "-m", "pam_jail.cli", "doctor", "--config", wiring.config],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert "doctor.root" in nobody.stdout and "run it as root" in nobody.stdout, nobody
+
+
+@pytest.mark.root
+def test_log_relay_for_pam_path_jails(wiring: Wiring,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Mode pam: without a running relay the jails' syslog lines are lost (a warning with
+    the way to start it on hosts with and without systemd); with one, ok."""
+    import time
+
+    _status, report = doctor_json(capsys, wiring, wiring.pam_user)
+    relay_check = by_name(report, "logrelay")[0]
+    if relay_check["status"] == "warn":
+        assert "update-rc.d pam-jail-logrelay" in relay_check["fix"]
+    relay = subprocess.Popen([f"{os.path.dirname(SHELL_ENTRY)}/pam-jail", "logrelay",
+                              "--foreground", "-c", wiring.config],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        _status, report = doctor_json(capsys, wiring, wiring.pam_user)
+        assert by_name(report, "logrelay")[0]["status"] == "ok", report
+    finally:
+        relay.terminate()
+        relay.wait(timeout=10)

@@ -84,8 +84,11 @@ def test_layout(deb: str) -> None:
             "/usr/sbin/pam-jail-lsh" in pam_lines
         assert "/usr/local" not in pam_lines
         assert os.path.isfile(f"{root}/usr/share/pam_jail/sshd/pam_jail.conf")
-        # nothing enabled: no file in /etc/pam.d, /etc/ssh, no enabled unit
-        assert sorted(os.listdir(f"{root}/etc")) == ["pam_jail"]
+        # nothing enabled: no file in /etc/pam.d, /etc/ssh, no enabled unit; the apt hook
+        # (update --all after dpkg runs) and the init script for hosts without systemd
+        assert sorted(os.listdir(f"{root}/etc")) == ["apt", "init.d", "pam_jail"]
+        assert os.listdir(f"{root}/etc/apt/apt.conf.d") == ["99pam-jail"]
+        assert os.listdir(f"{root}/etc/init.d") == ["pam-jail-logrelay"]
         assert sorted(os.listdir(f"{root}/etc/pam_jail")) == sorted(
             os.listdir(f"{REPO}/etc/pam_jail"))
         unit = f"{root}/lib/systemd/system/pam-jail-logrelay.service"
@@ -114,7 +117,9 @@ def test_control_and_conffiles(deb: str) -> None:
     conffiles = subprocess.run(["sh", "-c", f"dpkg-deb --ctrl-tarfile {deb} | "
                                 "tar -xOf - ./conffiles"], capture_output=True, text=True,
                                check=True).stdout.split()
-    assert conffiles == sorted(f"/etc/pam_jail/{f}" for f in os.listdir(f"{REPO}/etc/pam_jail"))
+    assert conffiles == sorted([f"/etc/pam_jail/{f}" for f in os.listdir(f"{REPO}/etc/pam_jail")]
+                               + ["/etc/apt/apt.conf.d/99pam-jail",
+                                  "/etc/init.d/pam-jail-logrelay"])
 
 
 def test_man_page_covers_every_subcommand(deb: str) -> None:

@@ -219,9 +219,6 @@ def test_jail_config_must_name_this_jail(jail: str, state_dir: str, user_factory
     with pytest.raises(ConfigError, match="not " + jail):
         users.jail_user(jail, user.name, jail_config="web",
                         config_file=path, state_dir=state_dir)
-    with pytest.raises(ConfigError, match="no jail"):
-        users.jail_user(jail, user.name, jail_config="nope",
-                        config_file=path, state_dir=state_dir)
     assert pwd.getpwnam(user.name) == before
     assert users.read_state(user.name, state_dir) is None
     assert user.name not in passwd_of(jail)
@@ -435,4 +432,18 @@ def test_undo_is_all_or_nothing_when_usermod_fails(jail: str, state_dir: str,
         sleeper.wait()
     users.undo_user(user.name, state_dir=state_dir)
     assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
+    assert config.load_config(path).users == {}
+
+
+def test_jail_config_defines_a_new_jail(jail: str, state_dir: str, user_factory: UserFactory,
+                                        jails_ini: Callable[[str], str]) -> None:
+    """--jail-config NAME with no [[NAME]] yet: jailuser defines it (root, mode)."""
+    user = user_factory(shell="/bin/sh")
+    path = jails_ini("[jails]\n[users]\n")
+    users.jail_user(jail, user.name, jail_config="fresh", mode="sftp", config_file=path,
+                    state_dir=state_dir)
+    cfg = config.load_config(path)
+    assert (cfg.jails["fresh"].root, cfg.jails["fresh"].mode) == (jail, "sftp")
+    assert cfg.users[user.name] == "fresh"
+    users.undo_user(user.name, state_dir=state_dir)
     assert config.load_config(path).users == {}
