@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -192,6 +194,36 @@ sys_close_range(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(seccomp_filter_doc,
+    "seccomp_filter(program, flags=0): seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) with "
+    "`program` the bytes of a struct sock_filter array (8 bytes an instruction); needs "
+    "no_new_privs or CAP_SYS_ADMIN. ValueError for an empty, ragged or oversized "
+    "program; OSError when the kernel refuses it.");
+static PyObject *
+sys_seccomp_filter(PyObject *self, PyObject *args)
+{
+    Py_buffer prog;
+    unsigned int flags = 0;
+    struct sock_fprog fprog;
+    int rc, err;
+
+    if (!PyArg_ParseTuple(args, "y*|I:seccomp_filter", &prog, &flags))
+        return NULL;
+    if (prog.len <= 0 || prog.len % sizeof(struct sock_filter) != 0
+        || prog.len / sizeof(struct sock_filter) > BPF_MAXINSNS) {
+        PyBuffer_Release(&prog);
+        PyErr_SetString(PyExc_ValueError,
+                        "seccomp_filter: program must be 1..4096 sock_filter instructions");
+        return NULL;
+    }
+    fprog.len = (unsigned short)(prog.len / sizeof(struct sock_filter));
+    fprog.filter = (struct sock_filter *)prog.buf;
+    rc = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
+    err = errno;
+    PyBuffer_Release(&prog);
+    return done(rc, err);
+}
+
 static PyMethodDef sys_methods[] = {
     {"unshare", sys_unshare, METH_VARARGS, unshare_doc},
     {"mount", sys_mount, METH_VARARGS, mount_doc},
@@ -201,6 +233,7 @@ static PyMethodDef sys_methods[] = {
     {"capget", sys_capget, METH_NOARGS, capget_doc},
     {"capset", sys_capset, METH_VARARGS, capset_doc},
     {"close_range", sys_close_range, METH_VARARGS, close_range_doc},
+    {"seccomp_filter", sys_seccomp_filter, METH_VARARGS, seccomp_filter_doc},
     {0}
 };
 

@@ -51,7 +51,9 @@ MODES = ("pam", "shell", "sftp")
 
 # ----------------------------------------------------------------- the format, once
 # key -> (type, default); type: "string:N" (a string of at least N characters),
-# "option:a|b|c", "boolean". A default of None means: required.
+# "option:a|b|c", "boolean", "integer:MIN:MAX", "names:seccomp" (a list of names
+# syscalls.ALLOWABLE knows; one name or an empty value is a list too). A default of None
+# means: required.
 JAIL_KEYS: dict[str, tuple[str, object]] = {
     "root": ("string:2", None),
     "mode": ("option:pam|shell|sftp", "pam"),
@@ -65,6 +67,8 @@ JAIL_KEYS: dict[str, tuple[str, object]] = {
     "memory": ("string:0", ""),       # e.g. 1G; empty: no limit
     "cpu": ("integer:0:100000", 0),   # percent of one CPU; 0: no limit
     "max_file_size": ("string:0", ""),  # RLIMIT_FSIZE, e.g. 10G; empty: no limit
+    "seccomp": ("boolean", True),     # the seccomp filter of pam_jail/syscalls.py
+    "seccomp_allow": ("names:seccomp", []),   # its groups/rules to leave out
 }
 OPTION_KEYS: dict[str, tuple[str, object]] = {
     "default": ("string:0", ""),
@@ -291,9 +295,11 @@ def read_ini(text: str, source: str) -> tuple[dict[str, object], list[str]]:
 
 def _check_type(kind: str, value: object) -> tuple[object, str | None]:
     """Apply one JAIL_KEYS/OPTION_KEYS type to a raw value: (value, problem)."""
+    name, _, arg = kind.partition(":")
+    if name == "names":
+        return _check_names(arg, value)
     if not isinstance(value, str):
         return value, "must be a single value, not a list"
-    name, _, arg = kind.partition(":")
     if name == "string":
         if len(value) < int(arg):
             return value, f"must be at least {arg} character(s)"
@@ -316,6 +322,22 @@ def _check_type(kind: str, value: object) -> tuple[object, str | None]:
             return value, f"{value!r} is not a boolean (yes/no, true/false, on/off, 1/0)"
         return BOOLEANS[value.lower()], None
     raise AssertionError(kind)
+
+
+def _check_names(table: str, value: object) -> tuple[object, str | None]:
+    """A "names:TABLE" value: one name, an empty value (none) or a list; every name
+    must be one the table knows (TABLE "seccomp": pam_jail/syscalls.py ALLOWABLE)."""
+    from pam_jail import syscalls
+
+    assert table == "seccomp", table
+    names = value if isinstance(value, list) else [value] if value else []
+    if not all(isinstance(n, str) for n in names):
+        return value, "must be a list of names"
+    unknown = syscalls.unknown_names([str(n) for n in names])
+    if unknown:
+        return value, (f"unknown name(s) {', '.join(repr(n) for n in unknown)} (known: the "
+                       f"groups {', '.join(syscalls.GROUPS)}, or a rule of one)")
+    return list(names), None
 
 
 def _typed(section: dict[str, object], keys: dict[str, tuple[str, object]], where: str,
@@ -397,7 +419,8 @@ def validate(tree: dict[str, object], problems: list[str], source: str) -> Confi
                             "namespace a jailed session can signal and trace the user's host "
                             "processes (a way out of the jail)")
             continue
-        options = {k: ("yes" if v is True else "no" if v is False else str(v))
+        options = {k: ("yes" if v is True else "no" if v is False
+                       else ", ".join(v) if isinstance(v, list) else str(v))
                    for k, v in values.items() if k not in ("root", "mode", "allow_shell")}
         jails[name] = JailDef(name=name, root=root.rstrip("/"), mode=str(values["mode"]),
                               allow_shell=bool(values["allow_shell"]), options=options)
@@ -445,9 +468,11 @@ def configspec_lines() -> list[str]:
         low, _, high = arg.partition(":")
         text = {"string": f"string(min={arg}", "boolean": "boolean(",
                 "integer": f"integer(min={low}, max={high}",
+                "names": f"pam_jail_names({arg!r}",
                 "option": "option(" + ", ".join(repr(c) for c in arg.split("|"))}[name]
         if default is not None:
-            shown = repr(default) if isinstance(default, str) else str(default)
+            shown = (repr(default) if isinstance(default, str) else "list()"
+                     if isinstance(default, list) else str(default))
             text += (", " if text[-1] != "(" else "") + f"default={shown}"
         return text + ")"
 

@@ -8,8 +8,8 @@ The sequences read top to bottom:
       namespaces -> mounts private -> bind jail on itself nosuid,nodev -> devpts inside
       the jail -> chroot through the checked fd -> chdir home -> no_new_privs -> fork
       the PID namespace's own PID 1 (it mounts the jail's /proc if asked, drops to the
-      user, reaps orphans, dies with the service's process).  The service itself then
-      drops to the user's ids.
+      user, reaps orphans, dies with the service's process) -> seccomp filter.  The
+      service itself then drops to the user's ids.
 
   isolate_session()       -- root, inside sshd, for users whom the login shell (mode
       shell) or sshd's ChrootDirectory (mode sftp) confines: the user's cgroup of the
@@ -21,7 +21,16 @@ The sequences read top to bottom:
       mount/PID/IPC/UTS/net -> fork (the child is PID 1 of the new PID namespace) ->
       mounts private -> bind jail nosuid,nodev -> devpts -> /proc of the PID namespace ->
       pivot_root, old root detached -> no nested user namespaces -> chdir home -> drop
-      bounding set and capabilities -> no_new_privs -> prove the drop.
+      bounding set and capabilities -> no_new_privs -> prove the drop -> seccomp filter.
+
+  confine_launch()        -- root (pam-jail chrootlaunch), in the process that execs the
+      program: the PAM path's namespaces, mounts and chroot -> bounding set -> groups,
+      gid, uid -> capabilities -> no_new_privs -> chdir -> prove the drop -> seccomp.
+
+The seccomp filter (load_syscall_filter, profile pam_jail/syscalls.py) denies kernel
+interfaces a jailed user does not need (keyrings, ptrace, bpf, namespaces, TIOCSTI ...),
+per jail `seccomp`/`seccomp_allow`. isolate_session loads none: pam-jail-shell, which
+runs next, must still build its namespaces, and loads the filter itself once it has.
 
 Each step is a small function that raises ConfineError naming the action, the object
 and errno's text ("mount devpts on /srv/j/dev/pts: Operation not permitted").
@@ -67,6 +76,8 @@ MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
 PR_CAPBSET_DROP = 24
+PR_GET_SECCOMP = 21
+SECCOMP_MODE_FILTER = 2
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
@@ -393,6 +404,21 @@ def prove_dropped(uid: int, gid: int) -> None:
         raise ConfineError("verify privilege drop: no_new_privs is not set")
 
 
+def load_syscall_filter(allow: tuple[str, ...]) -> None:
+    """Load the seccomp profile (pam_jail/syscalls.py) minus the groups and rules named
+    in `allow`; it holds for this process and everything it forks and executes. Needs
+    no_new_privs (set before) or root. Read back: the process must be in filter mode."""
+    from pam_jail import syscalls
+
+    try:
+        prog = syscalls.program(os.uname().machine, allow)
+    except ValueError as err:
+        raise ConfineError(f"build seccomp filter: {err}") from None
+    _call("load seccomp filter", _sys.seccomp_filter, prog)
+    if prctl(PR_GET_SECCOMP, what="prctl PR_GET_SECCOMP") != SECCOMP_MODE_FILTER:
+        raise ConfineError("load seccomp filter: the process is not in filter mode")
+
+
 def set_hostname(name: str) -> None:
     try:
         import _socket
@@ -490,13 +516,16 @@ def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, t
 def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: int,
                         network: bool, devpts: bool, tty_gid: int, hostname: str,
                         pid: bool = True, proc: bool = False,
-                        limits: Limits | None = None, jail: str = "", user: str = ""
-                        ) -> list[str]:
+                        limits: Limits | None = None, jail: str = "", user: str = "",
+                        seccomp: tuple[str, ...] | None = ()) -> list[str]:
     """Root, in the PAM service's process, before the service drops to the user.
     pid=True (the default) also unshares the PID namespace, so jailed processes can
     neither see, signal nor trace host processes of the same uid; the namespace's PID 1
     is our own small process (spawn_namespace_init), so a later session module that
     forks a short-lived helper, or a second session channel, does not end it.
+    seccomp: the names jails.ini's `seccomp_allow` re-allows, or None (`seccomp = no`).
+    The filter comes last: sshd's remaining work, the later session modules and every
+    process of the session run under it (PID 1, forked before, runs no user code).
     Returns the limits no cgroup controller carries (for the log)."""
     flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
              | (CLONE_NEWPID if pid else 0))
@@ -510,6 +539,8 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
     set_no_new_privs()                                      # 9. no setuid gains later
     if pid:
         spawn_namespace_init(uid, gid, proc=proc)           # 10. our PID 1, as the user
+    if seccomp is not None:
+        load_syscall_filter(seccomp)                        # 11. seccomp filter
     return uncarried
 
 
@@ -608,7 +639,8 @@ def _reap_forever() -> None:
 def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: int,
                          network: bool, proc: bool, hostname: str,
                          on_parent: Callable[[int], int],
-                         limits: Limits | None = None) -> None:
+                         limits: Limits | None = None,
+                         seccomp: tuple[str, ...] | None = ()) -> None:
     """As the user (no privileges on the host). Returns in the child only, confined;
     the parent runs `on_parent(child_pid)` and exits with its result."""
     if uid == 0 or os.geteuid() == 0:
@@ -646,6 +678,8 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     clear_capabilities()
     set_no_new_privs()                                       # 12. no setuid gains
     prove_dropped(uid, gid)                                  # 13. try to regain: fail
+    if seccomp is not None:
+        load_syscall_filter(seccomp)                         # 14. seccomp filter
 
 
 def relay_child(pid: int) -> int:
@@ -675,7 +709,7 @@ def relay_child(pid: int) -> int:
 
 def confine_launch(jail_fd: int, root: str, workdir: str, *, uid: int, gid: int,
                    groups: list[int], network: bool, devpts: bool, tty_gid: int,
-                   hostname: str) -> None:
+                   hostname: str, seccomp: tuple[str, ...] | None = ()) -> None:
     """Root (pam-jail chrootlaunch), in the process that then execs the daemon: the PAM
     path's namespaces and mounts, then the drop to the target user done here, in full.
     No PID namespace and no fork: a daemon that forks into the background would lose
@@ -695,3 +729,5 @@ def confine_launch(jail_fd: int, root: str, workdir: str, *, uid: int, gid: int,
     set_no_new_privs()                                      # 11. no setuid gains later
     chdir_home(workdir)                                     # 12. as the user
     prove_dropped(uid, gid)                                 # 13. try to regain: fail
+    if seccomp is not None:
+        load_syscall_filter(seccomp)                        # 14. seccomp filter

@@ -250,6 +250,7 @@ def run_uchroot(args: argparse.Namespace) -> int:
 def _uchroot(args: argparse.Namespace, ident: Identity, log: SysLog) -> int:
     from pam_jail.confine import confine_unprivileged, relay_child
     from pam_jail.safety import open_checked
+    from pam_jail.syscalls import from_options
 
     cfg = load_config(DEFAULT_PATH)
     rules = load_uchroot(cfg)
@@ -287,7 +288,7 @@ def _uchroot(args: argparse.Namespace, ident: Identity, log: SysLog) -> int:
         confine_unprivileged(jail_fd, jail.root, home, uid=ident.uid, gid=ident.gid,
                              network=jail.flag("network"), proc=jail.flag("proc"),
                              hostname=jail.options.get("hostname", ""),
-                             on_parent=relay_child)
+                             seccomp=from_options(jail.options), on_parent=relay_child)
     except PamJailError as cerr:
         cerr.jail = cerr.jail or jail.name
         raise
@@ -355,6 +356,7 @@ def plan_launch(cfg: Config, jail_name: str, user: str, group: str | None, workd
 def run_chrootlaunch(args: argparse.Namespace) -> int:
     from pam_jail.confine import close_fds, confine_launch
     from pam_jail.safety import open_checked
+    from pam_jail.syscalls import from_options
 
     close_fds()                                                   # no fd of root's
     if os.geteuid() != 0:
@@ -386,7 +388,8 @@ def run_chrootlaunch(args: argparse.Namespace) -> int:
     try:
         confine_launch(jail_fd, plan.root, plan.workdir, uid=plan.uid, gid=plan.gid,
                        groups=plan.groups, network=opts.get("network") == "yes",
-                       devpts=devpts, tty_gid=tty_gid, hostname=opts.get("hostname", ""))
+                       devpts=devpts, tty_gid=tty_gid, hostname=opts.get("hostname", ""),
+                       seccomp=from_options(opts))
     except PamJailError as err:
         log.decision(LOG_NOTICE, "chrootlaunch refused", user=plan.user, jail=plan.jail,
                      reason=str(err))

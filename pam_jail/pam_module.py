@@ -19,7 +19,7 @@ A login, in order (session; acct_mgmt stops after step 3):
   5. the user's cgroup of the jail (max_procs, memory, cpu) and rlimits; mode pam: the
      login shell, its interpreter, the limited shell's runtime and the
      library directories in the jail must be root's and not writable (5a); then
-     confine_pam_session (namespaces incl. PID, nosuid/nodev, chroot);
+     confine_pam_session (namespaces incl. PID, nosuid/nodev, chroot, seccomp);
      mode shell/sftp: isolate_session (empty network namespace, no_new_privs): the login
      shell or sshd's ChrootDirectory confines, nothing sshd does beside them has network
 Every exception becomes a refusal: one line to the user, one syslog line (auth facility).
@@ -168,6 +168,7 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
     from pam_jail.confine import confine_pam_session, isolate_session
     from pam_jail.limits import limits_of
     from pam_jail.safety import LIB_DIRS, check_exec, open_checked
+    from pam_jail.syscalls import from_options
 
     limits = limits_of(jail.options)
 
@@ -206,7 +207,8 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
                                devpts=jail.flag("devpts", True), tty_gid=tty_gid,
                                hostname=jail.options.get("hostname", ""),
                                pid=jail.flag("pid", True), proc=jail.flag("proc"),
-                               limits=limits, jail=jail.name, user=ident.name)
+                               limits=limits, jail=jail.name, user=ident.name,
+                               seccomp=from_options(jail.options))
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:

@@ -9,7 +9,7 @@ with no arguments for an interactive login. The sequence, top to bottom:
   3. every inherited fd above 2 closed; syslog connected (close-on-exec)
   4. the jail path opened component by component (O_PATH|O_NOFOLLOW), each checked
   5. confine_unprivileged(): user namespace + mount/PID/IPC/UTS/net, nosuid,nodev,
-     pivot_root, no capabilities, no_new_privs, drop proven
+     pivot_root, no capabilities, no_new_privs, drop proven, seccomp filter
   6. inside the jail: /etc/pam_jail/lsh.ini read, must not be the user's nor writable
   7. policy decision on the command (policy.decide; the repository rules ask JailFacts:
      lstat/access as the user); the program, its interpreter and the library
@@ -44,6 +44,7 @@ from pam_jail.login import admit
 from pam_jail.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
 from pam_jail.resolve import Identity, identity_from_passwd
 from pam_jail.safety import LIB_DIRS, MISSING, check_exec, open_checked
+from pam_jail.syscalls import from_options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -234,7 +235,8 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     confine_unprivileged(jail_fd, jail.root, jail.home, uid=ident.uid,       # 5
                          gid=ident.gid, network=jail.flag("network"),
                          proc=jail.flag("proc"), hostname=jail.options.get("hostname", ""),
-                         on_parent=relay_child, limits=limits)
+                         on_parent=relay_child, limits=limits,
+                         seccomp=from_options(jail.options))
     # --- from here on: inside the jail, as the user, without privileges ---
     return limited_shell(ident, jail.home, command, log, session,   # 6, 7
                          in_userns=True, shell_ok=jail.allow_shell)

@@ -275,8 +275,26 @@ def test_reader_refuses_outside_the_subset(line: str) -> None:
 
 _TYPED_VALUES = st.one_of(st.sampled_from(["pam", "shell", "sftp", "chroot", "allow", "deny",
                                            "yes", "No", "TRUE", "off", "1", "0", "maybe",
-                                           "", "/srv/j", "/", "web"]),
-                          st.lists(st.sampled_from(["a", "yes"]), max_size=2))
+                                           "", "/srv/j", "/", "web", "keyring",
+                                           "TIOCSTI", "newer"]),
+                          st.lists(st.sampled_from(["a", "yes", "ptrace", "clone"]),
+                                   max_size=2))
+
+
+def _pam_jail_names(value: object, table: str) -> list[str]:
+    """validate's custom check for configspec_lines' `pam_jail_names(TABLE)`: a name,
+    an empty value or a list, each name one syscalls.ALLOWABLE knows."""
+    from validate import VdtTypeError, VdtValueError
+
+    from pam_jail import syscalls
+
+    assert table == "seccomp"
+    names = value if isinstance(value, list) else [value] if value else []
+    if not all(isinstance(n, str) for n in names):
+        raise VdtTypeError(value)
+    if any(n not in syscalls.ALLOWABLE for n in names):
+        raise VdtValueError(value)
+    return list(names)
 
 
 @settings(max_examples=400, deadline=None)
@@ -291,7 +309,8 @@ def test_key_table_matches_validate(jail: dict[str, object],
 
     raw = ConfigObj({"jails": {"web": dict(jail)}, "options": dict(options)},
                     configspec=configspec_lines())
-    result = raw.validate(Validator(), preserve_errors=True)
+    result = raw.validate(Validator({"pam_jail_names": _pam_jail_names}),
+                          preserve_errors=True)
     bad_ref = set() if result is True else {
         "/".join([*s, k or ""]) for s, k, _e in flatten_errors(raw, result)}
     problems: list[str] = []

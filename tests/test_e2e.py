@@ -444,3 +444,43 @@ def test_multiplexed_channels_work_with_a_pam_pid_namespace(world: World) -> Non
         master.wait()
         if os.path.exists(ctl):
             os.unlink(ctl)
+
+
+# --- the seccomp filter (issue 11 item 2) ------------------------------------------
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("what", ["bpf", "perf", "userfaultfd", "iouring", "handle", "i386"])
+def test_kernel_interfaces_denied(world: World, path: str, what: str) -> None:
+    """Each of these reaches the kernel on the host (pjescape run there says so); from a
+    jailed session the filter answers EPERM (ENOSYS for the 32-bit entry)."""
+    attempt(world, path, what)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_tiocsti_denied(world: World, path: str) -> None:
+    result = world.sshd.ssh(world.user(path), f"{ESCAPE} tiocsti", tty=True)
+    assert "blocked: TIOCSTI" in result.stdout and "ESCAPED" not in result.stdout, result
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_host_keyring_unreachable(world: World, path: str) -> None:
+    """The escape of the adversarial run: a host process of the same uid keeps a secret in
+    the uid's user keyring; another host process of that uid reads it (the contrast), a
+    jailed session cannot."""
+    import time
+
+    user = world.user(path)
+    tool = f"{world.jail(path)}{ESCAPE}"
+    ids = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+    holder = subprocess.Popen([*ids, "sh", "-c", f"{tool} keyadd s3cr3t-{path}; sleep 60"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        host = subprocess.run([*ids, tool, "keyread"], capture_output=True, text=True,
+                              timeout=30)
+        assert f"read the host's keyring: s3cr3t-{path}" in host.stdout, host
+        out = attempt(world, path, "keyread")
+        assert "keyctl" in out
+    finally:
+        holder.kill()
+        holder.wait()

@@ -16,6 +16,10 @@
  *   pjescape setuid0             try setuid(0) / setresuid(0,0,0)
  *   pjescape userns              try unshare(CLONE_NEWUSER)
  *   pjescape env                 print the environment, one VAR=value a line
+ *   pjescape keyadd SECRET       (on the host) put SECRET in the uid's user keyring
+ *   pjescape keyread             read the uid's user keyring ("pjsecret" key)
+ *   pjescape bpf | perf | userfaultfd | iouring | handle | tiocsti | i386
+ *                                the kernel interfaces the seccomp filter denies
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -33,9 +37,15 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 extern char **environ;
+
+#define KEY_SPEC_USER_KEYRING -4
+#define KEYCTL_SEARCH 10
+#define KEYCTL_READ 11
 
 static int blocked(const char *what) {
     printf("blocked: %s: %s\n", what, strerror(errno));
@@ -145,6 +155,64 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "env")) {
         for (char **e = environ; *e; e++) puts(*e);
         return 0;
+    }
+    if (!strcmp(what, "keyadd")) {
+        long id = syscall(SYS_add_key, "user", "pjsecret", arg, strlen(arg),
+                          KEY_SPEC_USER_KEYRING);
+        if (id < 0) return blocked("add_key");
+        printf("added %ld\n", id);
+        return 0;
+    }
+    if (!strcmp(what, "keyread")) {
+        char buf[256];
+        long id = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "user",
+                          "pjsecret", 0);
+        if (id < 0) return blocked("keyctl search");
+        long n = syscall(SYS_keyctl, KEYCTL_READ, id, buf, sizeof buf - 1);
+        if (n < 0) return blocked("keyctl read");
+        buf[n < (long)sizeof buf ? n : (long)sizeof buf - 1] = 0;
+        printf("ESCAPED: read the host's keyring: %s\n", buf);
+        return 1;
+    }
+    if (!strcmp(what, "bpf")) {
+        char attr[128] = {0};
+        if (syscall(SYS_bpf, 0 /* BPF_MAP_CREATE */, attr, sizeof attr) >= 0 || errno != EPERM)
+            return escaped("bpf reached the kernel");
+        return blocked("bpf");
+    }
+    if (!strcmp(what, "perf")) {
+        char attr[128] = {0};
+        if (syscall(SYS_perf_event_open, attr, 0, -1, -1, 0) >= 0 || errno != EPERM)
+            return escaped("perf_event_open reached the kernel");
+        return blocked("perf_event_open");
+    }
+    if (!strcmp(what, "userfaultfd")) {
+        if (syscall(SYS_userfaultfd, 0) >= 0) return escaped("userfaultfd");
+        return errno == EPERM ? blocked("userfaultfd") : escaped("userfaultfd reached the kernel");
+    }
+    if (!strcmp(what, "iouring")) {
+        char params[120] = {0};
+        if (syscall(SYS_io_uring_setup, 1, params) >= 0 || errno != EPERM)
+            return escaped("io_uring_setup reached the kernel");
+        return blocked("io_uring_setup");
+    }
+    if (!strcmp(what, "handle")) {
+        char fh[136] = {0};
+        if (syscall(SYS_open_by_handle_at, AT_FDCWD, fh, O_RDONLY) >= 0 || errno != EPERM)
+            return escaped("open_by_handle_at reached the kernel");
+        return blocked("open_by_handle_at");
+    }
+    if (!strcmp(what, "tiocsti")) {
+        char c = '\n';
+        if (ioctl(0, TIOCSTI, &c) == 0) return escaped("pushed a key into the terminal");
+        return errno == EPERM ? blocked("TIOCSTI") : escaped("TIOCSTI reached the kernel");
+    }
+    if (!strcmp(what, "i386")) {        /* getuid through the 32-bit entry: int 0x80 */
+        long ret;
+        __asm__ volatile ("int $0x80" : "=a"(ret) : "a"(54L /* ioctl */), "b"(0L),
+                          "c"((long)TIOCSTI), "d"(0L) : "memory");
+        if (ret == -EPERM || ret == -ENOSYS) { errno = (int)-ret; return blocked("int 0x80 TIOCSTI"); }
+        return escaped("a 32-bit system call went past the filter");
     }
     fprintf(stderr, "pjescape: unknown attempt %s\n", what);
     return 2;
