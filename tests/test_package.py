@@ -23,7 +23,8 @@ pytestmark = pytest.mark.root
 DEB_TOOLS = ("dpkg-buildpackage", "dh", "dh_python3", "dpkg-deb", "lintian", "man")
 MAN_PAGES = ("usr/share/man/man8/pam-jail.8.gz", "usr/share/man/man8/pam-jail-shell.8.gz",
              "usr/share/man/man8/pam_jail.8.gz", "usr/share/man/man5/jails.ini.5.gz",
-             "usr/share/man/man5/lsh.ini.5.gz", "usr/share/man/man5/profiles.ini.5.gz")
+             "usr/share/man/man5/lsh.ini.5.gz", "usr/share/man/man5/profiles.ini.5.gz",
+             "usr/share/man/man5/uchroot.ini.5.gz", "usr/share/man/man5/logrelay.ini.5.gz")
 UNIT = "packaging/systemd/pam-jail-logrelay.service"
 
 
@@ -84,6 +85,16 @@ def test_layout(deb: str) -> None:
             "/usr/sbin/pam-jail-lsh" in pam_lines
         assert "/usr/local" not in pam_lines
         assert os.path.isfile(f"{root}/usr/share/pam_jail/sshd/pam_jail.conf")
+        # the documentation the help texts, conffile headers and doctor's fixes name
+        for doc in ("README.md.gz", "config.md.gz", "login-paths.md.gz", "tools.md.gz",
+                    "lsh.md.gz", "escapes.md.gz"):
+            found = os.path.exists(f"{root}/usr/share/doc/pam-jail/{doc}") or \
+                os.path.exists(f"{root}/usr/share/doc/pam-jail/{doc[:-3]}")
+            assert found, doc
+        import gzip
+        with gzip.open(f"{root}/usr/share/man/man8/pam-jail.8.gz", "rt") as fh:
+            page = fh.read()
+        assert "/usr/local" not in page and "/usr/sbin/pam\\-jail\\-lsh" in page
         # nothing enabled: no file in /etc/pam.d, /etc/ssh, no enabled unit; the apt hook
         # (update --all after dpkg runs) and the init script for hosts without systemd
         assert sorted(os.listdir(f"{root}/etc")) == ["apt", "init.d", "pam_jail"]

@@ -4,7 +4,9 @@
 Every subcommand that `pam-jail --help` lists gets a section with its synopsis, its
 description, its options and its epilog (examples, exit status), so the man page
 cannot miss a subcommand or an option. Run from the source tree:
-    python3 packaging/man/pam-jail-man.py > pam-jail.8
+    python3 packaging/man/pam-jail-man.py [--sbindir /usr/sbin --libdir /usr/lib/pam_jail] > pam-jail.8
+The paths an install puts in its help texts (the login shells in SBINDIR, the package in
+LIBDIR) are written for the install named, so the page and `pam-jail --help` agree.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def options(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def main() -> int:
+    args = sys.argv[1:]
+    sbindir = args[args.index("--sbindir") + 1] if "--sbindir" in args else "/usr/local/sbin"
+    libdir = (args[args.index("--libdir") + 1] if "--libdir" in args
+              else "/usr/local/lib/pam_jail")
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {c.dest: c.help or "" for c in sub._choices_actions}
@@ -116,8 +122,13 @@ def main() -> int:
             ".SH SEE ALSO",
             "\\fBpam_jail\\fR(8), \\fBpam\\-jail\\-shell\\fR(8), \\fBjails.ini\\fR(5), "
             "\\fBlsh.ini\\fR(5), \\fBprofiles.ini\\fR(5), \\fBsshd_config\\fR(5), "
-            "\\fBpam.d\\fR(5), \\fBunshare\\fR(1)"]
-    sys.stdout.write("\n".join(out) + "\n")
+            "\\fBpam.d\\fR(5), \\fBunshare\\fR(1), \\fBuchroot.ini\\fR(5), "
+            "\\fBlogrelay.ini\\fR(5)"]
+    text = "\n".join(out) + "\n"
+    text = text.replace("/usr/local/sbin", sbindir.replace("-", "\\-"))
+    text = text.replace("/usr/local/lib/pam_jail", libdir.replace("-", "\\-"))
+    text = text.replace("/usr/local/sbin".replace("-", "\\-"), sbindir.replace("-", "\\-"))
+    sys.stdout.write(text)
     return 0
 
 
