@@ -196,8 +196,13 @@ def load_profiles(path: str = DEFAULT_PROFILES_FILE) -> dict[str, Profile]:
     """Parse profiles.ini. Raises BuildError naming the file and the problem."""
     import configobj  # only the builder needs it; keep `import pam_jail.build` cheap
 
+    from pam_jail import install_dirs
+
+    libdir, sbindir = install_dirs()
     try:
-        conf = configobj.ConfigObj(path, file_error=True, list_values=True,
+        with open(path, encoding="utf-8") as fh:   # @LIBDIR@/@SBINDIR@: this install's
+            text = fh.read().replace("@LIBDIR@", libdir).replace("@SBINDIR@", sbindir)
+        conf = configobj.ConfigObj(text.splitlines(), list_values=True,
                                    interpolation=False, encoding="utf-8")
     except OSError as err:
         raise BuildError(f"read {path}: {err.strerror or err}") from err

@@ -58,12 +58,10 @@ LOADER_NAMES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_DEBUG_OUTPUT",
 
 
 def shell_entry_path() -> str:
-    """pam-jail-shell beside this installed package: LIBDIR is PREFIX/lib/pam_jail and the
-    commands are in PREFIX/sbin (scripts/install: /usr/local, the .deb: /usr)."""
-    lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.basename(lib) == "pam_jail" and os.path.basename(os.path.dirname(lib)) == "lib":
-        return os.path.join(os.path.dirname(os.path.dirname(lib)), "sbin", "pam-jail-shell")
-    return "/usr/local/sbin/pam-jail-shell"
+    """pam-jail-shell beside this installed package (pam_jail.install_dirs)."""
+    from pam_jail import install_dirs
+
+    return os.path.join(install_dirs()[1], "pam-jail-shell")
 
 
 def routes_through_shell_entry(forcecommand: list[str]) -> bool:

@@ -42,12 +42,10 @@ from pam_jail.safety import resolve_in_jail
 
 STATE_DIR = "/var/lib/pam_jail/jailuser"
 def _installed_shell(name: str = "pam-jail-shell") -> str:
-    """A login shell beside this installed package: LIBDIR is PREFIX/lib/pam_jail and
-    the commands are in PREFIX/sbin (scripts/install: /usr/local, the .deb: /usr)."""
-    lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.basename(lib) == "pam_jail" and os.path.basename(os.path.dirname(lib)) == "lib":
-        return os.path.join(os.path.dirname(os.path.dirname(lib)), "sbin", name)
-    return f"/usr/local/sbin/{name}"
+    """A login shell beside this installed package (pam_jail.install_dirs)."""
+    from pam_jail import install_dirs
+
+    return os.path.join(install_dirs()[1], name)
 
 
 DEFAULT_SHELL = _installed_shell()

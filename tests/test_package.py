@@ -96,12 +96,13 @@ def test_layout(deb: str) -> None:
             page = fh.read()
         assert "/usr/local" not in page and "/usr/sbin/pam\\-jail\\-lsh" in page
         # nothing enabled: no file in /etc/pam.d, /etc/ssh, no enabled unit; the apt hook
-        # (update --all after dpkg runs) and the init script for hosts without systemd
-        assert sorted(os.listdir(f"{root}/etc")) == ["apt", "init.d", "pam_jail"]
+        # (update --all after dpkg runs) and the init script for hosts without systemd.
+        # The config defaults are not conffiles: postinst copies them where absent
+        assert sorted(os.listdir(f"{root}/etc")) == ["apt", "init.d"]
+        assert sorted(os.listdir(f"{root}/usr/share/pam_jail/etc")) == sorted(
+            os.listdir(f"{REPO}/etc/pam_jail"))
         assert os.listdir(f"{root}/etc/apt/apt.conf.d") == ["99pam-jail"]
         assert os.listdir(f"{root}/etc/init.d") == ["pam-jail-logrelay"]
-        assert sorted(os.listdir(f"{root}/etc/pam_jail")) == sorted(
-            os.listdir(f"{REPO}/etc/pam_jail"))
         unit = f"{root}/lib/systemd/system/pam-jail-logrelay.service"
         assert os.path.exists(unit) == os.path.exists(f"{REPO}/{UNIT}")
         for page in MAN_PAGES:
@@ -128,9 +129,7 @@ def test_control_and_conffiles(deb: str) -> None:
     conffiles = subprocess.run(["sh", "-c", f"dpkg-deb --ctrl-tarfile {deb} | "
                                 "tar -xOf - ./conffiles"], capture_output=True, text=True,
                                check=True).stdout.split()
-    assert conffiles == sorted([f"/etc/pam_jail/{f}" for f in os.listdir(f"{REPO}/etc/pam_jail")]
-                               + ["/etc/apt/apt.conf.d/99pam-jail",
-                                  "/etc/init.d/pam-jail-logrelay"])
+    assert conffiles == ["/etc/apt/apt.conf.d/99pam-jail", "/etc/init.d/pam-jail-logrelay"]
 
 
 def test_man_page_covers_every_subcommand(deb: str) -> None:
@@ -202,8 +201,12 @@ chroot "$R" dpkg -i /tmp/pam-jail.deb >/dev/null
 echo "restored=$(grep -c 'pam_jail_pam.py' "$R/etc/pam.d/pjpkg") \
 commented-after-reinstall=$(grep -c '^#pam-jail-removed# ' "$R/etc/pam.d/pjpkg" || true)"
 rm "$R/etc/pam.d/pjpkg"
-echo "== purge"
+echo "== purge (an edited jails.ini stays, untouched defaults go)"
+echo "# the admin's" >> "$R/etc/pam_jail/jails.ini"
 chroot "$R" dpkg --purge pam-jail
+echo "kept-jails-ini=$(grep -c "the admin's" "$R/etc/pam_jail/jails.ini")"
+echo "kept-others=$(ls "$R/etc/pam_jail" | grep -v '^jails.ini$' | tr '\n' ' ')"
+rm -f "$R/etc/pam_jail/jails.ini" "$R/etc/pam_jail/jails.ini.good"; rmdir "$R/etc/pam_jail"
 for f in /usr/sbin/pam-jail /usr/sbin/pam-jail-shell /usr/lib/pam_jail /usr/share/pam_jail \
          /usr/share/man/man8/pam-jail.8.gz /etc/pam_jail; do
   if [ -e "$R$f" ]; then echo "left=$f"; fi
@@ -249,6 +252,8 @@ def test_install_run_purge_in_an_overlay(deb: str) -> None:
         assert "commented=4" in out and "root-after-remove=0" in out, out
         assert "plain-after-remove=0" in out, out
         assert "restored=2 commented-after-reinstall=0" in out, out
+        # the edited jails.ini stays with its last-known-good copy; nothing else
+        assert "kept-jails-ini=1" in out and "kept-others=jails.ini.good \n" in out, out
         assert "== done" in out
     finally:
         shutil.rmtree(base, ignore_errors=True)
