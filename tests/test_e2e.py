@@ -472,7 +472,7 @@ def test_host_keyring_unreachable(world: World, path: str) -> None:
     user = world.user(path)
     tool = f"{world.jail(path)}{ESCAPE}"
     ids = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
-    holder = subprocess.Popen([*ids, "sh", "-c", f"{tool} keyadd s3cr3t-{path}; sleep 60"],
+    holder = subprocess.Popen([*ids, "sh", "-c", f"{tool} keyadd s3cr3t-{path}; exec sleep 60"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
