@@ -429,7 +429,8 @@ def set_hostname(name: str) -> None:
 
 # --- resource limits (pam_jail.limits decides, these write) --------------------------
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A small kernel file's text ("" when unreadable): mountinfo, cgroup files."""
     try:
         with open(path) as fh:
             return fh.read()
@@ -444,9 +445,9 @@ def join_limits_cgroup(limits: Limits, jail: str, user: str) -> list[str]:
     are set only on purpose), max_procs is left to RLIMIT_NPROC by the caller."""
     from pam_jail.limits import cgroup_writes, controllers, v2_mount
 
-    mountinfo = _read("/proc/self/mountinfo")
+    mountinfo = read_text("/proc/self/mountinfo")
     v2 = v2_mount(mountinfo)
-    where = controllers(mountinfo, _read(f"{v2}/cgroup.controllers") if v2 else "")
+    where = controllers(mountinfo, read_text(f"{v2}/cgroup.controllers") if v2 else "")
     writes, missing = cgroup_writes(limits, where, jail, user)
     hard = [key for key in missing if key in ("memory", "cpu")]
     if hard:

@@ -34,6 +34,7 @@ import sys
 from pam_jail.confine import (
     confine_unprivileged,
     confinement_missing,
+    read_text,
     relay_child,
     userns_unavailable,
 )
@@ -113,14 +114,6 @@ class JailFacts(FileFacts):
         except OSError:
             return ()
         return tuple(sorted(names))  # all of them: an entry left out would go unchecked
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return ""
 
 
 def _parse_args(args: list[str]) -> str | None:
@@ -218,7 +211,7 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
         raise Denied(f"jail {jail.name} has mode {jail.mode}, not shell")
     limits = limits_of(jail.options)
     if limits.memory is not None or limits.cpu:                     # made by root, or none
-        joined = in_cgroup(_read_text("/proc/self/cgroup"), jail.name, ident.name)
+        joined = in_cgroup(read_text("/proc/self/cgroup"), jail.name, ident.name)
         if not ({"memory", "v2"} & joined if limits.memory is not None else True) or \
                 not ({"cpu", "v2"} & joined if limits.cpu else True):
             raise Denied(f"jail {jail.name} sets memory/cpu limits: this session is not in "
