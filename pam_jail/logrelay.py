@@ -597,7 +597,9 @@ def marker_jails(taken: set[str]) -> list[tuple[str, str]]:
     resolve.split_marker), named `marker:ROOT` like `check` and `list` name them. Roots
     in `taken` (configured jails) are skipped, and so are roots that are not absolute or
     are `/` (the host's own /dev/log), roots that are no directory (yet: a reload picks
-    them up), and users whose shell is jailkit's own: resolve() leaves those to jailkit,
+    them up), roots with no JAIL/dev at all (an sftp-only jail: nothing in it can reach a
+    /dev/log, and no admin asked for one; a configured jail without /dev is a problem),
+    and users whose shell is jailkit's own: resolve() leaves those to jailkit,
     whose jk_socketd serves them. The socket is bound with the
     same rule as for a configured jail (safety.open_checked on JAIL/dev)."""
     roots: dict[str, None] = {}
@@ -607,7 +609,7 @@ def marker_jails(taken: set[str]) -> list[tuple[str, str]]:
             continue
         root = marker[0]
         if root.startswith("/") and root != "/" and root not in taken \
-                and os.path.isdir(root):
+                and os.path.isdir(root) and os.path.lexists(os.path.join(root, "dev")):
             roots.setdefault(root)
     return [(f"marker:{root}", root) for root in sorted(roots)]
 

@@ -408,14 +408,19 @@ def test_marker_only_jails_are_served_and_picked_up_on_sighup(
         world: World, syslog: SyslogCapture, user_factory: Callable[..., User]) -> None:
     """Jails known only from a passwd home `ROOT/./home/USER`: served like configured
     ones (named marker:ROOT), a marker added later is served after SIGHUP; a jailkit
-    user's marker (shell jk_chrootsh) is left to jailkit; an unsafe JAIL/dev refused."""
-    marked, later, jailkit = (build_jail(["logbasics"], []) for _ in range(3))
+    user's marker (shell jk_chrootsh) is left to jailkit; a marker jail with no /dev at
+    all (sftp-only) is not served and is no problem; an unsafe JAIL/dev refused."""
+    marked, later, jailkit, devless = (build_jail(["logbasics"], []) for _ in range(4))
     try:
         user = user_factory("/bin/bash", f"{marked}/./home/pjm", create_home=False)
         user_factory("/usr/sbin/jk_chrootsh", f"{jailkit}/./home/pjk", create_home=False)
+        shutil.rmtree(f"{devless}/dev")
+        user_factory("/bin/bash", f"{devless}/./home/pjd", create_home=False)
         relay = world.start()
         ready = relay.events("ready")[0]["sockets"]
         assert f"{marked}/dev/log" in ready and f"{world.root}/dev/log" in ready  # type: ignore[operator]
+        assert not [s for s in ready if s.startswith(devless)], ready  # type: ignore[union-attr]
+        assert not os.path.lexists(f"{devless}/dev")
         assert _sock(f"{marked}/dev/log")
         assert not os.path.lexists(f"{jailkit}/dev/log")
         send_from_jail(marked, [b"app: from-marker"])
@@ -429,6 +434,7 @@ def test_marker_only_jails_are_served_and_picked_up_on_sighup(
         assert event["added"] == [] and event["removed"] == []
         assert any(f"{later}/dev: writable by group or other" in p
                    for p in event["problems"]), event  # type: ignore[union-attr]
+        assert not [p for p in event["problems"] if devless in p], event  # type: ignore[union-attr]
         assert not os.path.lexists(f"{later}/dev/log")
         os.chmod(f"{later}/dev", 0o755)
         event = _reload(relay)
@@ -448,7 +454,7 @@ def test_marker_only_jails_are_served_and_picked_up_on_sighup(
         assert not os.path.lexists(f"{marked}/dev/log")
         assert user.home == f"{marked}/./home/pjm"
     finally:
-        for root in (marked, later, jailkit):
+        for root in (marked, later, jailkit, devless):
             remove_jail(root)
 
 
