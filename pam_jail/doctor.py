@@ -604,8 +604,10 @@ def check_shell(ident: Identity, jail: Jail) -> Check:
     if not is_jailing_shell(jail.mode, shell):
         wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
         return Check("user.shell", FAIL, f"login shell {shell} of {ident.name} would run "
-                     f"outside jail {jail.name} (mode {jail.mode} needs {wanted}): the PAM "
-                     "module refuses the login", fix, user=ident.name)
+                     f"outside jail {jail.name} (mode {jail.mode} needs {wanted}): "
+                     f"{ident.name} is NOT jailed where the pam.d guard lets the login "
+                     "through to it; refused where the PAM module sees it", fix,
+                     user=ident.name)
     if not os.access(shell, os.X_OK):
         return Check("user.shell", FAIL, f"login shell {shell} is not an executable file",
                      "apt-get install --reinstall pam-jail (or scripts/install)",

@@ -31,7 +31,7 @@ from pam_jail.config import (
     install_config,
     parse_config,
 )
-from pam_jail.errors import ConfigError, UsageError
+from pam_jail.errors import ConfigError, PamJailError, UsageError
 from pam_jail.resolve import JAILING_SHELLS, is_jailing_shell
 
 TEMPLATE = """\
@@ -46,23 +46,39 @@ unmapped = allow
 
 
 def warnings_for(cfg: Config) -> list[str]:
-    """What is valid but will not work as meant: mapped users that do not exist, or whose
-    login shell would not refuse outside their jail (the PAM module refuses them)."""
+    """What is valid but will not work as meant: mapped users that do not exist, and
+    users mapped by [users] or [groups] whose login shell is not the jail's pam_jail
+    shell. Those are NOT jailed: the shipped pam.d guard lets their logins through to that
+    shell on the host (without the guard, the PAM module refuses them). The shell is what
+    binds a user to a jail (docs/config.md, [users])."""
     import pwd
 
+    from pam_jail.resolve import identity_from_passwd, resolve
+
     out = []
-    for user, jail_name in cfg.users.items():
-        jail = cfg.jails[jail_name]
+    for user in cfg.users:
         try:
-            shell = pwd.getpwnam(user).pw_shell
+            pwd.getpwnam(user)
         except KeyError:
             out.append(f"users/{user}: no such user on this host")
-            continue
-        if not is_jailing_shell(jail.mode, shell):
+    if not cfg.users and not cfg.groups:
+        return out
+    for pw in pwd.getpwall():        # members of mapped groups too (primary or not)
+        if pw.pw_uid == 0:
+            continue                 # never jailed (a [users] line for it is an error)
+        try:
+            jail = resolve(identity_from_passwd(pw.pw_name), cfg)
+        except PamJailError:
+            continue                 # refused at login anyway (resolve says why)
+        if jail is None or not (jail.source == "user" or jail.source.startswith("group:")):
+            continue                 # unmapped, the default, or a /./ marker alone
+        if not is_jailing_shell(jail.mode, pw.pw_shell):
             wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
-            out.append(f"users/{user}: login shell {shell} does not refuse outside jail "
-                       f"{jail_name} (mode {jail.mode} needs {wanted}); the login will be "
-                       f"refused: pam-jail jailuser {user} -j {jail.root}")
+            where = "users" if jail.source == "user" else f"groups/{jail.source[6:]}"
+            out.append(f"{where}: {pw.pw_name} is NOT jailed: login shell {pw.pw_shell} "
+                       f"does not refuse outside jail {jail.name} (mode {jail.mode} needs "
+                       f"{wanted}); the pam.d guard lets the login through to it on the "
+                       f"host: pam-jail jailuser {pw.pw_name} -j {jail.root}")
     return out
 
 

@@ -101,9 +101,12 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
                    "mode": jail.mode, "source": jail.source}
     if not is_jailing_shell(jail.mode, ident.shell):
         wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
-        out["reason"] = (f"refused: the login shell of {ident.name} is {ident.shell}; jail "
-                         f"{jail.name} (mode {jail.mode}) needs {wanted}, which refuses "
-                         "to run outside the jail")
+        out["reason"] = (f"NOT jailed: the login shell of {ident.name} is {ident.shell}; "
+                         f"jail {jail.name} (mode {jail.mode}) needs {wanted}, which "
+                         "refuses to run outside the jail. The shipped pam.d guard lets this "
+                         "user's logins through to that shell on the host (without the "
+                         "guard the PAM module refuses them): pam-jail jailuser "
+                         f"{ident.name} -j {jail.root}")
         return out
     problems = check_jail(jail.root)
     out["check"] = problems

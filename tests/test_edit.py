@@ -90,8 +90,21 @@ def test_validate_warns_about_shells_that_would_not_jail(live: str) -> None:
     result = pam_jail("validate", "--config", live, "--dry-run")
     assert result.returncode == 0
     assert "users/root2x: no such user on this host" in result.stderr
-    assert "users/nobody: login shell /usr/sbin/nologin does not refuse outside jail web" \
-        in result.stderr
+    assert "users: nobody is NOT jailed: login shell /usr/sbin/nologin does not refuse " \
+        "outside jail web" in result.stderr
+
+
+def test_validate_names_group_members_a_shell_leaves_unjailed(live: str) -> None:
+    """A member of a mapped group (nobody: primary group nogroup) whose shell is not
+    pam_jail's is not jailed by the guarded pam.d lines: validate says so, by name."""
+    with open(live, "w") as fh:
+        fh.write(GOOD.replace("alice = web\n", "[groups]\nnogroup = web\n"))
+    result = pam_jail("validate", "--config", live, "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    assert [w for w in warnings if w.startswith("groups/nogroup: nobody is NOT jailed: "
+                                                "login shell /usr/sbin/nologin")], warnings
+    assert not [w for w in warnings if "root" in w.split(":")[1]], warnings
 
 
 def _editor(tmp: str, text: str) -> str:
