@@ -17,7 +17,8 @@ ok, the fix. The checks, in order:
              UsePAM yes for PAM-path users; the Match settings of `pam-jail sshd-config`
              (DisableForwarding yes, PermitUserRC no, ...; for mode sftp ChrootDirectory
              and ForceCommand internal-sftp; for mode shell ForceCommand pam-jail-shell or
-             no internal-sftp); PermitUserEnvironment no, no loader variables in
+             no internal-sftp; mode pam's ForceCommand pam-jail-lsh is written, not
+             required); PermitUserEnvironment no, no loader variables in
              AcceptEnv (sshd.environment): the PAM module's own rule, pam_jail.sshd_rules
   logrelay   mode pam: a `pam-jail logrelay` process (warn: jails' syslog lines lost)
   userns     for mode shell: user.max_user_namespaces > 0 and a real unshare of user,

@@ -116,16 +116,17 @@ class JailFacts(FileFacts):
         return tuple(sorted(names))  # all of them: an entry left out would go unchecked
 
 
-def _parse_args(args: list[str]) -> str | None:
+def _parse_args(args: list[str], own: str = "pam-jail-shell") -> str | None:
     """The command to decide on: `-c COMMAND` as sshd passes it, None for an interactive
-    login. `-c PATH/pam-jail-shell` (or no argument at all) with SSH_ORIGINAL_COMMAND set
-    is sshd's `ForceCommand pam-jail-shell` (pam-jail sshd-config writes it for mode
-    shell): the request, subsystems included, is in SSH_ORIGINAL_COMMAND; sshd names the
-    sftp subsystem `internal-sftp` there, which is the jail's sftp-server. Either way the
-    text is the user's own request and goes through the allow-list like any other."""
+    login. `-c PATH/OWN` (OWN: this entry's name) or no argument at all, with
+    SSH_ORIGINAL_COMMAND set, is sshd's `ForceCommand PATH/OWN` (pam-jail sshd-config
+    writes pam-jail-shell for mode shell, pam-jail-lsh for mode pam): the request,
+    subsystems included, is in SSH_ORIGINAL_COMMAND; sshd names the sftp subsystem
+    `internal-sftp` there, which is the jail's sftp-server. Either way the text is the
+    user's own request and goes through the allow-list like any other."""
     forced = os.environ.get("SSH_ORIGINAL_COMMAND")
     if not args or (len(args) == 2 and args[0] == "-c" and " " not in args[1]
-                    and args[1].rsplit("/", 1)[-1] == "pam-jail-shell"):
+                    and args[1].rsplit("/", 1)[-1] == own):
         if forced is None:
             return None          # an interactive login (sshd sets no original command)
         words = forced.split(" ", 1)
@@ -238,7 +239,7 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
 def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
     """pam-jail-lsh: the limited shell alone, for a session the PAM module has already
     confined (it is the login shell INSIDE the jail; identity from the jail's passwd)."""
-    command = _parse_args(args)
+    command = _parse_args(args, "pam-jail-lsh")
     if os.getuid() == 0 or os.geteuid() == 0:
         raise Denied("the limited shell never runs as root")
     outside = confinement_missing()                                 # not confined: refuse

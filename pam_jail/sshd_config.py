@@ -4,7 +4,9 @@ Whatever confines a user (the PAM module, the pam-jail-shell login shell, or ssh
 ChrootDirectory for sftp-only jails), sshd itself must not hand a jailed user a way
 around it: TCP/agent/X11/stream-local forwarding, tunnels and ~/.ssh/rc all act on the
 host, outside any jail. The generated snippet turns them off for every jailed user and,
-for `mode = sftp` jails, adds ChrootDirectory + ForceCommand internal-sftp.
+for `mode = sftp` jails, adds ChrootDirectory + ForceCommand internal-sftp; for mode shell
+ForceCommand pam-jail-shell, for mode pam ForceCommand pam-jail-lsh (every request, and
+every subsystem, through the login shell that refuses outside a jail).
 
 How sshd reads it (OpenSSH 9.2, checked with `sshd -T`):
 - A value set in a matching Match block replaces the global value, wherever the global
@@ -48,6 +50,7 @@ from pam_jail.sshd_rules import (  # noqa: F401 - RESTRICTIONS... are this modul
     SFTP_SETTINGS,
     SSHD,
     SYSTEM_SSHD_CONFIG,
+    lsh_entry_path,
     parse_sshd_T,
     shell_entry_path,
 )
@@ -163,7 +166,14 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
             "# in its own process, unjailed); the original is in SSH_ORIGINAL_COMMAND.",
         ]
     elif jail.mode == "pam":
-        lines += ["# mode pam: the pam_jail PAM module (session stack) confines these users."]
+        lines += [
+            "# mode pam: the pam_jail PAM module (session stack) confines these users;",
+            "# their login shell pam-jail-lsh then runs inside the jail. ForceCommand sends",
+            "# every request through pam-jail-lsh, subsystems too: a user mapped here whose",
+            "# login shell is another (the guarded pam.d lines skip the PAM module for it)",
+            "# runs pam-jail-lsh on the host, where it refuses. SSH_ORIGINAL_COMMAND holds",
+            "# the request.",
+        ]
     elif jail.mode == "sftp":
         lines += ["# mode sftp: sshd chroots itself; sftp only, no shell, no binaries needed."]
         lines += [f"# WARNING (--force): {p}" for p in unsafe]
@@ -173,6 +183,8 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
         settings = [("ChrootDirectory", _chroot_arg(jail.root)), *SFTP_SETTINGS, *settings]
     elif jail.mode == "shell":
         settings = [("ForceCommand", shell_entry_path()), *settings]
+    elif jail.mode == "pam":
+        settings = [("ForceCommand", lsh_entry_path()), *settings]
     settings.append(("AcceptEnv", MATCH_ACCEPTENV))
     width = max(len(k) for k, _ in settings)
     lines += [f"    {key:<{width}} {value}" for key, value in settings]

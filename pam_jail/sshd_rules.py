@@ -64,6 +64,13 @@ def shell_entry_path() -> str:
     return os.path.join(install_dirs()[1], "pam-jail-shell")
 
 
+def lsh_entry_path() -> str:
+    """pam-jail-lsh beside this installed package (pam_jail.install_dirs)."""
+    from pam_jail import install_dirs
+
+    return os.path.join(install_dirs()[1], "pam-jail-lsh")
+
+
 def routes_through_shell_entry(forcecommand: list[str]) -> bool:
     """Is sshd's ForceCommand pam-jail-shell itself? Then every request of the session,
     subsystems included, goes through it (sshd hands the original in

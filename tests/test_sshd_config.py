@@ -60,10 +60,15 @@ SFTP = JailDef(name="drop", root="/srv/jails/drop", mode="sftp")
 
 
 def test_user_block_has_every_restriction() -> None:
+    """Mode pam: the restrictions, and ForceCommand pam-jail-lsh (a user mapped here whose
+    login shell is another runs pam-jail-lsh on the host, where it refuses)."""
+    from pam_jail.sshd_rules import lsh_entry_path
+
     text = gen(cfg_of([WEB], users={"bob": "web", "alice": "web"}))
     settings = block_of(text, "User alice,bob")
-    assert settings == RESTRICTION_LINES
-    assert not any(s.startswith(("ChrootDirectory", "ForceCommand")) for s in settings)
+    assert settings[0] == f"ForceCommand {lsh_entry_path()}"
+    assert settings[1:] == RESTRICTION_LINES
+    assert not any(s.startswith("ChrootDirectory") for s in settings)
     assert text.startswith("# pam_jail: sshd Match blocks")
 
 

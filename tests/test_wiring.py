@@ -65,11 +65,11 @@ class World:
         return sorted(e for e in os.listdir(jail) if not e.startswith("."))
 
     def sshd(self, pam_text: str = PAM_STACK, *, match: bool = True, extra: str = "",
-             sftp_subsystem: str | None = None) -> Sshd:
+             sftp_subsystem: str | None = None, jails_ini: str | None = None) -> Sshd:
         from pam_jail.config import parse_config
         from pam_jail.sshd_config import generate
 
-        config = extra + (generate(parse_config(self.config)) if match else "")
+        config = extra + (generate(parse_config(jails_ini or self.config)) if match else "")
         kw = {"sftp_subsystem": sftp_subsystem} if sftp_subsystem else {}
         return Sshd(pam_text, config, **kw).start()
 
@@ -416,6 +416,41 @@ def test_guard_keeps_unjailed_users_out_of_pam_python(world: World, sshds: list[
         result = sshd.ssh(user, "/usr/bin/id")
         assert result.returncode != 0 and "uid=" not in result.stdout, result
 
+
+
+def test_mapped_user_whose_shell_was_never_set_is_refused(world: World, sshds: list[Sshd],
+                                                          tmp_path: str) -> None:
+    """A user mapped to the mode-pam jail by hand whose login shell is still /bin/sh: the
+    guard skips pam_python for that shell, and the regenerated Match block's ForceCommand
+    runs pam-jail-lsh on the host, which refuses: commands, an interactive login and sftp.
+    The jail's own users are unchanged (their requests arrive in SSH_ORIGINAL_COMMAND)."""
+    mapped = world.config.replace("[users]\n", f"[users]\n{world.plain.name} = pamj\n")
+    write_config(mapped)
+    try:
+        sshd = world.sshd(jails_ini=mapped)
+        sshds.append(sshd)
+        for command in ("/usr/bin/id", f"/bin/cat {MARKER}", "/bin/ls /"):
+            result = sshd.ssh(world.plain, command)
+            assert result.returncode != 0 and "uid=" not in result.stdout, result
+            assert not _unjailed(result, world), result
+            assert "pam_jail: login refused: not inside a jail" in result.stderr, result
+        interactive = sshd.ssh(world.plain, tty=True, input=f"cat {MARKER}; ls /; exit\n")
+        assert not _unjailed(interactive, world), interactive
+        assert "not inside a jail" in interactive.stdout, interactive
+        listing = sshd.sftp_batch(world.plain, f"get {MARKER} {tmp_path}/m\n")
+        assert listing.returncode != 0 and not os.path.exists(f"{tmp_path}/m"), listing
+        # the jail's own user: commands, interactive and sftp through the forced lsh
+        assert f"({world.pam.name})" in sshd.ssh(world.pam, "/usr/bin/id").stdout
+        assert sorted(sshd.ssh(world.pam, "/bin/ls /").stdout.split()) == \
+            world.jail_listing(world.pam_jail)
+        shell = sshd.ssh(world.pam, tty=True, input="echo in-$((6*7)); exit\n")
+        assert "in-42" in shell.stdout, shell
+        got = sshd.sftp_batch(world.pam, "ls /\n")
+        assert got.returncode == 0 and "/sys" not in got.stdout, got
+        refused = sshd.ssh(world.pam, "/bin/sh -c id")
+        assert refused.returncode == 126 and "uid=" not in refused.stdout, refused
+    finally:
+        write_config(world.config)
 
 
 def test_internal_sftp_goes_through_the_login_shell(world: World, sshds: list[Sshd],
