@@ -75,6 +75,7 @@ class Block:
     criteria: str
     jail: JailDef
     comment: str
+    default: bool = False        # the [options] default block (no user named it)
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -123,7 +124,7 @@ def blocks(cfg: Config) -> list[Block]:
             criteria += f" Group {_patterns(['*'], groups)}"
         out.append(Block(criteria, cfg.jails[cfg.default],
                          f"[options] default: every other user except root -> jail "
-                         f"{cfg.default}"))
+                         f"{cfg.default}", default=True))
     return out
 
 
@@ -165,6 +166,12 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
             "# request through it, subsystems too (sshd would run a global internal-sftp",
             "# in its own process, unjailed); the original is in SSH_ORIGINAL_COMMAND.",
         ]
+    elif jail.mode == "pam" and block.default:
+        lines += [
+            "# mode pam: the pam_jail PAM module (session stack) confines the users whose",
+            "# login shell is pam-jail-lsh; the default names no one, so it forces nothing",
+            "# (an admin's own account with another shell keeps it).",
+        ]
     elif jail.mode == "pam":
         lines += [
             "# mode pam: the pam_jail PAM module (session stack) confines these users;",
@@ -183,7 +190,7 @@ def _render_block(block: Block, unsafe: Sequence[str]) -> list[str]:
         settings = [("ChrootDirectory", _chroot_arg(jail.root)), *SFTP_SETTINGS, *settings]
     elif jail.mode == "shell":
         settings = [("ForceCommand", shell_entry_path()), *settings]
-    elif jail.mode == "pam":
+    elif jail.mode == "pam" and not block.default:
         settings = [("ForceCommand", lsh_entry_path()), *settings]
     settings.append(("AcceptEnv", MATCH_ACCEPTENV))
     width = max(len(k) for k, _ in settings)

@@ -105,6 +105,11 @@ def test_groups_and_default_exclude_earlier_claims() -> None:
         "Match User *,!root,!alice,!bob Group *,!alpha,!zeta",
     ]
     assert "Match all" not in text
+    # mode pam forces pam-jail-lsh on the users and groups jails.ini names, not on the
+    # default (it names no one: an admin's own account keeps its shell)
+    assert block_of(text, "User alice")[0].startswith("ForceCommand ")
+    assert not block_of(text, "User *,!root,!alice,!bob Group *,!alpha,!zeta")[0].startswith(
+        "ForceCommand")
 
 
 @pytest.mark.parametrize("user,groups,jail", [
