@@ -495,6 +495,17 @@ def set_rlimits(limits: Limits, *, file_size: bool = True) -> None:
             raise ConfineError(f"setrlimit {which} {value}: {err}") from None
 
 
+def apply_limits(limits: Limits | None, jail: str, user: str, *,
+                 file_size: bool = True) -> list[str]:
+    """Root: the user's cgroup of the jail joined, then the rlimits (none when `limits`
+    is None). Returns the limits no cgroup controller carries (for the log)."""
+    if limits is None:
+        return []
+    uncarried = join_limits_cgroup(limits, jail, user)
+    set_rlimits(limits, file_size=file_size)
+    return uncarried
+
+
 # --- the two sequences -------------------------------------------------------------
 
 def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, tty_gid: int,
@@ -530,10 +541,7 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
     Returns the limits no cgroup controller carries (for the log)."""
     flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
              | (CLONE_NEWPID if pid else 0))
-    uncarried: list[str] = []
-    if limits is not None:
-        uncarried = join_limits_cgroup(limits, jail, user)  # 0. the user's cgroup,
-        set_rlimits(limits)                                 #    rlimits
+    uncarried = apply_limits(limits, jail, user)            # 0. cgroup, rlimits
     chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
                          hostname=hostname)                 # 1-7. namespaces..chroot
     chdir_home(home)                                        # 8. home inside the jail
@@ -552,10 +560,7 @@ def isolate_session(*, network: bool, limits: Limits | None = None, jail: str = 
     (forwarding, internal-sftp) has no network but a down loopback, and runs in the
     user's cgroup of the jail. RLIMIT_FSIZE only with file_size (mode sftp: this process
     writes no host file later; mode shell: pam-jail-shell sets it)."""
-    uncarried: list[str] = []
-    if limits is not None:
-        uncarried = join_limits_cgroup(limits, jail, user)  # 1. the user's cgroup,
-        set_rlimits(limits, file_size=file_size)            #    rlimits
+    uncarried = apply_limits(limits, jail, user, file_size=file_size)  # 1. cgroup, rlimits
     if not network:
         unshare(CLONE_NEWNET, "net namespace")              # 2. empty network
     set_no_new_privs()                                      # 3. no setuid gains later

@@ -151,6 +151,17 @@ def in_cgroup(proc_self_cgroup: str, jail: str, user: str) -> set[str]:
     return found
 
 
+def cgroups_missing(limits: Limits, joined: set[str]) -> list[str]:
+    """The limits among memory and cpu that are set but whose controller does not hold
+    this process (`joined`: what in_cgroup found). Pure."""
+    missing = []
+    if limits.memory is not None and not {"memory", "v2"} & joined:
+        missing.append("memory")
+    if limits.cpu and not {"cpu", "v2"} & joined:
+        missing.append("cpu")
+    return missing
+
+
 def pam_limits_conf(cfg_users: dict[str, str], cfg_groups: dict[str, str],
                     procs_of: dict[str, int]) -> str:
     """/etc/security/limits.d/pam_jail.conf: `nproc` for every mapped user and group (for

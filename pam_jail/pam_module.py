@@ -32,7 +32,7 @@ import grp
 from pam_jail.errors import ConfigError, Denied, PamJailError
 from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, SysLog
 from pam_jail.login import admit
-from pam_jail.resolve import Identity, Jail
+from pam_jail.resolve import NO_SHELL_ENV, Identity, Jail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~15 ms of import time on every login
@@ -186,9 +186,9 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
     runtime = _lsh_runtime()
     if not jail.allow_shell:       # pam-jail-lsh refuses interactive logins seeing it
         try:
-            pamh.env["PAM_JAIL_NO_SHELL"] = "1"
+            pamh.env[NO_SHELL_ENV] = "1"
         except Exception as err:
-            raise Denied(f"set PAM_JAIL_NO_SHELL: {err}") from None
+            raise Denied(f"set {NO_SHELL_ENV}: {err}") from None
     unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + runtime)           # 5a
     unsafe += check_exec(jail.root, f"{runtime[0]}/pam-jail-lsh.py")   # what the stub runs
     if unsafe:

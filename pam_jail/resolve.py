@@ -28,6 +28,9 @@ JAILING_SHELLS: dict[str, tuple[str, ...]] = {
     "shell": ("pam-jail-shell",),
     "sftp": ("pam-jail-shell",),
 }
+# Set in the PAM environment by the PAM module when jails.ini says `allow_shell = no` for
+# a mode-pam jail; pam-jail-lsh then refuses interactive logins.
+NO_SHELL_ENV = "PAM_JAIL_NO_SHELL"
 # A home marker with jailkit's own login shell belongs to jailkit: pam_jail leaves such
 # users alone unless jails.ini maps them (so both can share one sshd while migrating).
 JAILKIT_SHELL_NAMES = ("jk_chrootsh",)

@@ -39,11 +39,11 @@ from pam_jail.confine import (
     userns_unavailable,
 )
 from pam_jail.errors import Denied, PamJailError
-from pam_jail.limits import in_cgroup, limits_of
+from pam_jail.limits import cgroups_missing, in_cgroup, limits_of
 from pam_jail.log import LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
 from pam_jail.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
-from pam_jail.resolve import Identity, identity_from_passwd
+from pam_jail.resolve import NO_SHELL_ENV, Identity, identity_from_passwd
 from pam_jail.safety import LIB_DIRS, MISSING, check_exec, open_checked
 from pam_jail.syscalls import from_options
 
@@ -149,9 +149,6 @@ class _Session:
         self.rhost = os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None
 
 
-NO_SHELL_ENV = "PAM_JAIL_NO_SHELL"   # set by the PAM module when jails.ini says allow_shell = no
-
-
 def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
                   session: _Session, *, in_userns: bool, shell_ok: bool = True) -> int:
     """Steps 6-7, inside the jail: allow-list, decision, exec (or one refusal line).
@@ -213,8 +210,7 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     limits = limits_of(jail.options)
     if limits.memory is not None or limits.cpu:                     # made by root, or none
         joined = in_cgroup(read_text("/proc/self/cgroup"), jail.name, ident.name)
-        if not ({"memory", "v2"} & joined if limits.memory is not None else True) or \
-                not ({"cpu", "v2"} & joined if limits.cpu else True):
+        if cgroups_missing(limits, joined):
             raise Denied(f"jail {jail.name} sets memory/cpu limits: this session is not in "
                          "its cgroup", hint="add pam_jail's PAM lines to the service "
                          "(etc/pam.d/pam_jail): root makes the cgroup at login")
