@@ -884,10 +884,12 @@ def _passwd_line(entry: pwd.struct_passwd, home: str, shell: str) -> str:
 
 
 def jail_home(host_home: str, user: str) -> str:
-    """jailkit's convention: the part after the last `/./` in the host home, else /home/USER."""
-    if "/./" in host_home:
-        return "/" + host_home.rsplit("/./", 1)[1].strip("/")
-    return f"/home/{user}"
+    """jailkit's convention: the part after the last `/./` in the host home (a home stub
+    JAIL/./.home/USER means /home/USER: resolve.split_marker), else /home/USER."""
+    from pam_jail.resolve import split_marker
+
+    marker = split_marker(host_home)
+    return marker[1] if marker is not None else f"/home/{user}"
 
 
 def _read_entries(path: str) -> list[str]:

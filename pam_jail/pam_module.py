@@ -108,13 +108,6 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
         return fail
 
 
-def _pam_env(pamh: Any, name: str) -> str:
-    try:
-        return str(pamh.env[name])
-    except Exception:
-        return ""
-
-
 def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> None:
     """Step 4: what sshd will do for this connection, read from sshd itself."""
     import os
@@ -125,6 +118,7 @@ def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) ->
         compare_effective,
         effective_settings,
         listener_config,
+        own_connection,
     )
 
     try:
@@ -133,14 +127,16 @@ def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) ->
         exe = SSHD
     sshd = exe if os.path.basename(exe).startswith("sshd") else SSHD
     config = listener_config(os.getppid()) or opts.get("sshd_config") or SYSTEM_SSHD_CONFIG
-    conn = _pam_env(pamh, "SSH_CONNECTION").split()
-    rhost = str(getattr(pamh, "rhost", "") or "")
-    addr = conn[0] if len(conn) == 4 else rhost
-    spec = f"user={ident.name},host={rhost or addr},addr={addr}"
-    if len(conn) == 4:
-        spec += f",laddr={conn[2]},lport={conn[3]}"
-    if not addr or any(c in spec for c in " \t\n"):
-        raise Denied("read sshd's settings for this connection: no client address")
+    conn = own_connection()     # from the kernel, never from the PAM environment
+    if conn is None:
+        raise Denied("read sshd's settings for this connection: no single TCP "
+                     "connection in this sshd process")
+    rhost = str(getattr(pamh, "rhost", "") or "")   # PAM_RHOST: set by sshd itself
+    addr = conn[0]
+    spec = f"user={ident.name},host={rhost or addr},addr={addr},laddr={conn[2]}," \
+           f"lport={conn[3]}"
+    if any(c in spec for c in " \t\n"):
+        raise Denied("read sshd's settings for this connection: odd client address")
     try:
         effective = effective_settings(sshd, config, spec)
     except OSError as err:

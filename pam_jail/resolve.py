@@ -79,14 +79,36 @@ class Jail:
         return default if value is None else value == "yes"
 
 
+# The passwd home `pam-jail jailuser` gives a jailed user: JAIL/./.home/USER, a directory
+# root owns in the jail's root-owned STUB_HOMES, holding nothing but a relative `.ssh` link
+# to the jail home's .ssh (so sshd's default AuthorizedKeysFile keeps self-service keys).
+# Host services that read per-user files from the passwd home (an MTA's .forward and
+# .procmailrc, pam_env's ~/.pam_environment, .k5login, .rhosts) find nothing the user can
+# write there; the writable home JAIL/home/USER is named by no passwd entry.
+# docs/login-paths.md "Homes" says why; jailkit's JAIL/./home/USER still logs in.
+STUB_HOMES = "/.home"
+
+
 def split_marker(home: str) -> tuple[str, str] | None:
-    """'/jail/./home/u' -> ('/jail', '/home/u'); None without a marker."""
+    """'/jail/./home/u' -> ('/jail', '/home/u'); None without a marker. A home stub
+    '/jail/./.home/u' -> ('/jail', '/home/u'): the home inside the jail is /home/u."""
     idx = home.rfind("/./")
     if idx <= 0:
         return None
     root = posixpath.normpath(home[:idx])
     inner = posixpath.normpath("/" + home[idx + 3:])
+    if inner.startswith(STUB_HOMES + "/") and inner.count("/") == 2:
+        inner = "/home/" + inner[len(STUB_HOMES) + 1:]
     return root, inner
+
+
+def is_stub_home(home: str) -> bool:
+    """Is `home` (a passwd pw_dir) a root-owned home stub JAIL/./.home/USER?"""
+    idx = home.rfind("/./")
+    if idx <= 0:
+        return False
+    inner = posixpath.normpath("/" + home[idx + 3:])
+    return inner.startswith(STUB_HOMES + "/") and inner.count("/") == 2
 
 
 def is_shell_entry(shell: str) -> bool:

@@ -246,6 +246,10 @@ def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
                           "service (etc/pam.d/pam_jail)")
     ident = identity_from_passwd(os.getuid())
     session.user = ident.name
+    try:   # the rules read relative paths against the home: the program must start there
+        os.chdir(ident.home)   # (sshd chdirs to the passwd home, a root-owned stub)
+    except OSError as err:
+        raise Denied(f"chdir {ident.home[:128]}: {err.strerror}") from None
     return limited_shell(ident, ident.home, command, log, session, in_userns=False,
                          shell_ok=NO_SHELL_ENV not in os.environ)
 

@@ -420,6 +420,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=run)
 
 
+# Where `sshd-config -o` last wrote the Match blocks, and from which jails.ini: jailuser
+# regenerates that file when it changes the mapping.
+LAST_OUTPUT = "/var/lib/pam_jail/sshd-config.last"
+
+
+def remember_output(output: str, config_file: str, record: str = LAST_OUTPUT) -> None:
+    import json
+
+    os.makedirs(os.path.dirname(record), mode=0o755, exist_ok=True)
+    write_atomic(record, json.dumps({"output": os.path.abspath(output),
+                                     "config": os.path.abspath(config_file)}) + "\n")
+
+
+def regenerate_remembered(config_file: str, record: str = LAST_OUTPUT) -> str | None:
+    """Rewrite the Match blocks where `sshd-config -o` last wrote them from this
+    `config_file`; returns that path, or None when there is no such record."""
+    import json
+
+    from pam_jail.config import load_config
+
+    try:
+        with open(record, encoding="utf-8") as fh:
+            last = json.load(fh)
+        output, source = str(last["output"]), str(last["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if source != os.path.abspath(config_file) or not os.path.isfile(output):
+        return None
+    write_atomic(output, generate(load_config(config_file), source=config_file))
+    return output
+
+
 def run(args: argparse.Namespace) -> int:
     from pam_jail.config import load_config
 
@@ -435,6 +467,7 @@ def run(args: argparse.Namespace) -> int:
             write_atomic(args.output, text)
         except OSError as err:
             raise PamJailError(f"write {args.output}: {err.strerror}") from None
+        remember_output(args.output, args.config)
     else:
         sys.stdout.write(text)
     if not args.check:

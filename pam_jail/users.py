@@ -11,8 +11,13 @@ What `jailuser -j JAIL USER` does, in order (each step is undone by `--undo USER
      crash part-way can still be undone);
   3. with --move, moves the current home directory to JAIL/home/USER (a rename on the same
      file system, else `cp -a` then removal of the old tree);
-  4. `usermod -s SHELL -d JAIL/./home/USER USER` (never an edit of /etc/passwd by hand);
-     the `/./` marker tells both login paths (and jailkit) where the jail ends;
+  4. a home stub JAIL/.home/USER (root's, holding only the link .ssh ->
+     ../../home/USER/.ssh) and `usermod -s SHELL -d JAIL/./.home/USER USER` (never an
+     edit of /etc/passwd by hand): the `/./` marker tells both login paths where the jail
+     ends; the home inside the jail is /home/USER (JAIL/home/USER on the host), which no
+     passwd entry names, so no host service (an MTA's .forward, pam_env's
+     ~/.pam_environment) ever reads a file the user can write. A jailkit-style home
+     JAIL/./home/USER is converted;
   5. JAIL/etc/passwd and JAIL/etc/group entries and the jail home (pam_jail.build.add_users);
   6. with --jail-config NAME, maps USER to NAME in jails.ini [users] (atomic rewrite,
      root:root 0644, the result validated by pam_jail.config before it replaces the file).
@@ -36,8 +41,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pam_jail import build, config, safety
+from pam_jail import account, build, config, safety
 from pam_jail.errors import BuildError, ConfigError, PamJailError, UnsafeJail, UsageError
+from pam_jail.resolve import STUB_HOMES
 from pam_jail.safety import resolve_in_jail
 
 STATE_DIR = "/var/lib/pam_jail/jailuser"
@@ -68,12 +74,13 @@ class JailUserState:
     old_shell: str
     old_home: str
     new_shell: str
-    new_home: str  # the real passwd home: JAIL/./home/USER
+    new_home: str  # the real passwd home: JAIL/./.home/USER (a root-owned stub)
     jail_home: str  # the home as seen inside the jail
     moved: bool = False  # the old home directory was moved into the jail
     config: str = ""  # jails.ini edited ("" if not)
     config_jail: str = ""  # the jail name mapped there
     config_previous: str | None = None  # the mapping it replaced (None: there was none)
+    set_aside: list[list[str]] = field(default_factory=list)  # [kind, spool path, saved]
     created: float = field(default_factory=time.time)
 
     @classmethod
@@ -325,19 +332,19 @@ def jail_user(root: str, user: str, *, shell: str | None = None,
               jail_config: str | None = None, config_file: str = config.DEFAULT_PATH,
               dry_run: bool = False, state_dir: str = STATE_DIR,
               mode: str | None = None, profiles: Sequence[str] = (),
-              allow_shell: bool = False) -> JailUserReport:
+              allow_shell: bool = False, force: bool = False) -> JailUserReport:
     """Put the host user `user` into the jail `root` (see the module docstring)."""
     with admin_lock():
         return _jail_user(root, user, shell=shell, jail_shell=jail_shell, move=move,
                           jail_config=jail_config, config_file=config_file,
                           dry_run=dry_run, state_dir=state_dir, mode=mode,
-                          profiles=profiles, allow_shell=allow_shell)
+                          profiles=profiles, allow_shell=allow_shell, force=force)
 
 
 def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | None,
                move: bool, jail_config: str | None, config_file: str, dry_run: bool,
                state_dir: str, mode: str | None, profiles: Sequence[str] = (),
-               allow_shell: bool = False) -> JailUserReport:
+               allow_shell: bool = False, force: bool = False) -> JailUserReport:
     from pam_jail.resolve import JAILING_SHELLS, is_jailing_shell
 
     root = build._normalize_root(root)
@@ -392,8 +399,15 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
         raise UsageError(f"jailuser {user}: home {pw.pw_dir} already names the jail "
                          f"{marker[0]}", hint="change the home first (usermod -d)")
     inner = marker[1] if marker is not None and marker[0] == root else f"/home/{user}"
-    new_home = f"{root}/.{inner}"
+    new_home = f"{root}/.{STUB_HOMES}/{user}"        # a home stub: root's, never the user's
+    if inner != f"/home/{user}":
+        new_home = f"{root}/.{inner}"
+        report.warnings.append(
+            f"jailuser {user}: home {pw.pw_dir} names {inner} inside the jail: kept, but host "
+            "services (MTA .forward, pam_env) read that directory, which the user can write; "
+            f"move it to {root}/home/{user} and re-run jailuser to get a root-owned home stub")
     host_home = root + inner
+    stub = root + STUB_HOMES + "/" + user
     if state is None:
         state = JailUserState(user=user, uid=pw.pw_uid, jail=root, old_shell=pw.pw_shell,
                               old_home=pw.pw_dir, new_shell=shell, new_home=new_home,
@@ -417,6 +431,8 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             raise BuildError(f"jailuser {user}: --move: {old_home} is not a directory owned "
                              "by the user or root")
         report.steps.append(f"move {old_home} to {host_home}")
+    if new_home.endswith(STUB_HOMES + "/" + user) and not _stub_ready(stub, user):
+        report.steps.append(f"home stub {stub} (root's; .ssh -> ../../home/{user}/.ssh)")
     if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
         report.steps.append(f"usermod -s {shell} -d {new_home} {user}")
     report.steps.append(f"jail entries: {root}/etc/passwd ({user}, home {inner}, shell "
@@ -427,14 +443,44 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
     lsh_step = _allow_list_step(root, user, mode, allow_shell)
     if lsh_step:
         report.steps.append(lsh_step)
+    running = account.host_processes(pw.pw_uid) if (pw.pw_shell, pw.pw_dir) != \
+        (shell, new_home) else []
+    if running:
+        shown = ", ".join(f"{pid} {name}" for pid, name in running[:6])
+        more = f" and {len(running) - 6} more" if len(running) > 6 else ""
+        if not force:
+            raise BuildError(f"jailuser {user}: {len(running)} process(es) of {user} run on "
+                             f"the host, outside any jail: {shown}{more}",
+                             hint="end them, or pass --force to end them (SIGTERM, then "
+                                  "SIGKILL after 5 s)")
+        report.steps.append(f"end {len(running)} process(es) of {user} running on the "
+                            f"host: {shown}{more}")
+    aside = []
+    for kind, path in account.spooled_jobs(user, pw.pw_uid):
+        service = account.SPOOL_SERVICE[kind]
+        if account.stack_jails(service):
+            report.steps.append(f"keep {kind} {path}: /etc/pam.d/{service} has pam_jail's "
+                                "lines, the job runs inside the jail")
+        else:
+            aside.append((kind, path))
+            report.steps.append(f"set {kind} {path} aside (it would run on the host: "
+                                f"/etc/pam.d/{service} has no pam_jail lines); --undo "
+                                "restores it")
     if dry_run:
         if jail_config:
             _edit_config(config_file, user, jail_config, root, dry_run=True,
                          create=(mode, allow_shell))
         return report
 
+    if running:
+        left = account.end_processes([pid for pid, _name in running])
+        if left:
+            raise BuildError(f"jailuser {user}: processes {left[:6]} did not end")
     _write_state(state, state_dir)
     try:
+        if aside:
+            state.set_aside += account.set_aside(aside, f"{state_dir}/{user}.set-aside")
+            _write_state(state, state_dir)
         if do_move:
             build._Writer(root, build.BuildReport(root=root), False).ensure_dir(
                 os.path.dirname(inner))
@@ -443,6 +489,8 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             _move_tree(old_home, host_home)
             state.moved = True
             _write_state(state, state_dir)
+        if new_home.endswith(STUB_HOMES + "/" + user):
+            _make_stub(root, user)
         if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
             _usermod(user, shell, new_home)
         users_report = build.add_users(root, [user], shell=jail_shell)
@@ -456,6 +504,8 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
                 state.config, state.config_previous = config_file, previous
             state.config_jail = jail_config
             _write_state(state, state_dir)
+            if previous != jail_config:
+                _regenerate_match_blocks(config_file, report)
     except BaseException as err:
         with contextlib.suppress(PamJailError, OSError):
             _undo_user(user, dry_run=False, state_dir=state_dir)
@@ -499,6 +549,68 @@ def _write_allow_list(root: str, user: str, mode: str, allow_shell: bool) -> Non
             "allow_shell = yes\nshell = /bin/bash\numask = 0022\n"
             "pass_env = LANG, LC_*, TERM\n")
     writer.write_text(path, text)
+
+
+def _regenerate_match_blocks(config_file: str, report: JailUserReport) -> None:
+    """jails.ini changed: the sshd Match blocks must follow (sshd_config.LAST_OUTPUT)."""
+    from pam_jail.sshd_config import regenerate_remembered
+
+    try:
+        written = regenerate_remembered(config_file)
+    except PamJailError as err:
+        report.warnings.append(f"regenerate the sshd Match blocks: {err}")
+        return
+    if written:
+        report.steps.append(f"regenerate the sshd Match blocks in {written} (reload sshd: "
+                            "`kill -HUP $(cat /run/sshd.pid)` or `service ssh reload`)")
+    else:
+        report.warnings.append("jails.ini changed: regenerate the sshd Match blocks "
+                               "(`pam-jail sshd-config -o /etc/ssh/sshd_config.d/"
+                               "pam_jail.conf`) and reload sshd")
+
+
+def _stub_ready(stub: str, user: str) -> bool:
+    try:
+        st = os.lstat(stub)
+        return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and \
+            os.readlink(f"{stub}/.ssh") == f"../../home/{user}/.ssh"
+    except OSError:
+        return False
+
+
+def _make_stub(root: str, user: str) -> None:
+    """JAIL/.home (root's, 0711: names not listable) and JAIL/.home/USER (root's, 0755)
+    holding only `.ssh -> ../../home/USER/.ssh`, a relative link that names the jail
+    home's .ssh on the host (sshd's AuthorizedKeysFile) and inside the jail alike. The
+    jail root is root's and checked, so nobody else can race these steps; whatever is in
+    the way and is not this exact layout is refused."""
+    for path, mode in ((root + STUB_HOMES, 0o711), (f"{root}{STUB_HOMES}/{user}", 0o755)):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+            raise BuildError(f"make home stub {path}: exists and is not a directory of root's")
+        os.chown(path, 0, 0)
+        os.chmod(path, mode)
+    link = f"{root}{STUB_HOMES}/{user}/.ssh"
+    target = f"../../home/{user}/.ssh"
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    if os.path.lexists(link):
+        raise BuildError(f"make home stub {link}: something else is there",
+                         hint="remove it (the stub holds only the .ssh link)")
+    os.symlink(target, link)
+
+
+def _remove_stub(root: str, user: str) -> None:
+    """Remove JAIL/.home/USER if it is still exactly what _make_stub made."""
+    stub = f"{root}{STUB_HOMES}/{user}"
+    if not _stub_ready(stub, user) or set(os.listdir(stub)) != {".ssh"}:
+        return
+    os.unlink(f"{stub}/.ssh")
+    os.rmdir(stub)
 
 
 def _split_marker(home: str) -> tuple[str, str] | None:
@@ -552,6 +664,10 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
     elif not move_back and os.path.lexists(host_home):
         report.warnings.append(f"jailuser --undo {user}: jail home {host_home} is not empty, "
                                "left in place")
+    if state.new_home.endswith(STUB_HOMES + "/" + user):
+        report.steps.append(f"remove the home stub {state.jail}{STUB_HOMES}/{user}")
+    for kind, path, _saved in state.set_aside:
+        report.steps.append(f"restore {kind} {path}")
     report.steps.append(f"remove {_state_path(user, state_dir)}")
     if dry_run:
         return report
@@ -574,10 +690,17 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
         _write_state(state, state_dir)
     if state.config and current == state.config_jail:
         _edit_config(state.config, user, state.config_previous, None, dry_run=False)
+        if state.config_previous != state.config_jail:
+            _regenerate_match_blocks(state.config, report)
     if os.path.isdir(state.jail) and os.path.isfile(f"{state.jail}/etc/passwd"):
         _drop_jail_entry(state.jail, user)
     if not move_back and _is_empty_dir(host_home):
         os.rmdir(host_home)
+    if state.new_home.endswith(STUB_HOMES + "/" + user):
+        _remove_stub(state.jail, user)
+    report.warnings += account.restore(state.set_aside)
+    with contextlib.suppress(OSError):
+        os.rmdir(f"{state_dir}/{user}.set-aside")
     os.unlink(_state_path(user, state_dir))
     report.changed = True
     return report
@@ -589,7 +712,12 @@ DESCRIPTION = """\
 Put the existing host user USER into the jail JAIL (like jailkit's jk_jailuser):
   - the real login shell becomes the mode's own (pam-jail-lsh for mode pam,
     pam-jail-shell for shell and sftp: each refuses to run outside the jail) and the home
-    JAIL/./home/USER (the /./ marker tells the login paths where the jail ends);
+    the root-owned stub JAIL/./.home/USER (the /./ marker tells the login paths where the
+    jail ends; the home inside the jail is /home/USER, on the host JAIL/home/USER, and no
+    passwd entry names it: host services such as an MTA's .forward or pam_env never
+    read a file the user can write). The stub holds only .ssh -> ../../home/USER/.ssh,
+    so ~/.ssh/authorized_keys uploaded in the jail keeps working. A jailkit home
+    JAIL/./home/USER is converted;
   - JAIL/etc/passwd and etc/group get the user's entries, the jail home is created
     (owner the user, 0750);
   - with --move, the current home directory and its content move into the jail;
@@ -643,6 +771,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help=f"the jails config file (default: {config.DEFAULT_PATH})")
     parser.add_argument("--undo", action="store_true",
                         help="take USER out of the jail again (restores shell and home)")
+    parser.add_argument("--force", action="store_true",
+                        help="end USER's processes that run on the host, outside any "
+                             "jail (listed; SIGTERM, then SIGKILL after 5 s); without "
+                             "--force they refuse the command")
     parser.add_argument("-n", "--dry-run", action="store_true",
                         help="print the plan; change nothing")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -662,7 +794,7 @@ def _cmd_jailuser(args: argparse.Namespace) -> int:
                            jail_shell=args.jail_shell, move=args.move,
                            jail_config=args.jail_config, config_file=args.config,
                            dry_run=args.dry_run, mode=args.mode, profiles=args.profile,
-                           allow_shell=args.allow_shell)
+                           allow_shell=args.allow_shell, force=args.force)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0

@@ -75,8 +75,8 @@ def test_user_block_has_every_restriction() -> None:
 def test_sftp_block_chroots_and_forces_internal_sftp() -> None:
     text = gen(cfg_of([SFTP], users={"carol": "drop"}))
     settings = block_of(text, "User carol")
-    assert settings[:3] == ["ChrootDirectory /srv/jails/drop", "ForceCommand internal-sftp",
-                            "PermitTTY no"]
+    assert settings[:3] == ["ChrootDirectory /srv/jails/drop",
+                            "ForceCommand internal-sftp -d /home/%u", "PermitTTY no"]
     assert settings[3:] == RESTRICTION_LINES
 
 
@@ -260,7 +260,7 @@ def test_sshd_accepts_snippet_and_applies_it(sshd_factory, user_factory, group_f
     assert eff["disableforwarding"] == ["yes"]
     assert eff["permituserrc"] == ["no"]
     assert eff["chrootdirectory"] == [jail_root]
-    assert eff["forcecommand"] == ["internal-sftp"]
+    assert eff["forcecommand"] == ["internal-sftp -d /home/%u"]
     assert sshd_config.compare_effective(drop, eff) == []
 
     eff = sshd.effective(member.name)   # via Match Group: restricted, no chroot
@@ -388,8 +388,8 @@ def test_sftp_jail_end_to_end(sshd_factory, user_factory, jail_root, tmp_path) -
     assert proc.returncode == 1
     assert sshd.ssh(user, "id", tty=True).returncode == 255   # PermitTTY no
     assert not os.path.exists(marker)
-    assert sshd.wait_for_log(f"Starting session: forced-command (config) 'internal-sftp' for "
-                             f"{user.name}")
+    assert sshd.wait_for_log("Starting session: forced-command (config) 'internal-sftp -d "
+                             f"/home/%u' for {user.name}")
     # the jailed root is not writable by the user, upload is
     proc = sshd.sftp_batch(user, f"put {tmp_path}/in.txt /evil.txt\n")
     assert proc.returncode != 0

@@ -9,6 +9,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -16,7 +17,7 @@ from conftest import UserFactory
 from jail_fixtures import build_jail, remove_jail
 from util import safe_tmpdir
 
-from pam_jail import build, cli, config, resolve, users
+from pam_jail import account, build, cli, config, resolve, users
 from pam_jail.errors import BuildError, ConfigError, UnsafeJail, UsageError
 
 pytestmark = pytest.mark.root
@@ -72,7 +73,14 @@ def test_jailuser_then_undo(jail: str, state_dir: str, user_factory: UserFactory
     report = users.jail_user(jail, user.name, state_dir=state_dir)
     assert report.changed and not report.dry_run
     pw = pwd.getpwnam(user.name)
-    assert (pw.pw_shell, pw.pw_dir) == (users.DEFAULT_SHELL, f"{jail}/./home/{user.name}")
+    assert (pw.pw_shell, pw.pw_dir) == (users.DEFAULT_SHELL, f"{jail}/./.home/{user.name}")
+    # the passwd home is a stub of root's: nothing in it the user can write or replace
+    stub = f"{jail}/.home/{user.name}"
+    for path in (f"{jail}/.home", stub):
+        st = os.lstat(path)
+        assert stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
+    assert os.listdir(stub) == [".ssh"]
+    assert os.readlink(f"{stub}/.ssh") == f"../../home/{user.name}/.ssh"
     entry = passwd_of(jail)[user.name]
     assert entry[2:4] == [str(pw.pw_uid), str(pw.pw_gid)]
     assert entry[5:] == [f"/home/{user.name}", users.DEFAULT_SHELL]
@@ -428,6 +436,7 @@ def test_undo_is_all_or_nothing_when_usermod_fails(jail: str, state_dir: str,
         assert config.load_config(path).users == {user.name: "web"}   # mapping kept
         assert users.read_state(user.name, state_dir) is not None
     finally:
+        account.end_processes([pid for pid, _ in account.host_processes(user.uid)], 1.0)
         sleeper.kill()
         sleeper.wait()
     users.undo_user(user.name, state_dir=state_dir)
@@ -447,3 +456,85 @@ def test_jail_config_defines_a_new_jail(jail: str, state_dir: str, user_factory:
     assert cfg.users[user.name] == "fresh"
     users.undo_user(user.name, state_dir=state_dir)
     assert config.load_config(path).users == {}
+
+
+# --- issue 18: an active account (processes, crontab, at jobs) ---------------------------
+
+def test_running_processes_refuse_the_move_unless_forced(jail: str, state_dir: str,
+                                                         user_factory: UserFactory) -> None:
+    user = user_factory(shell="/bin/sh")
+    sleeper = subprocess.Popen(["/usr/sbin/runuser", "-u", user.name, "--", "/bin/sleep",
+                                "120"])
+    try:
+        deadline = time.monotonic() + 10
+        while not any(name == "sleep" for _pid, name in account.host_processes(user.uid)):
+            assert time.monotonic() < deadline, "the sleeper never showed up"
+            time.sleep(0.05)
+        with pytest.raises(BuildError) as err:
+            users.jail_user(jail, user.name, state_dir=state_dir, move=True)
+        assert "run on the host" in str(err.value) and "sleep" in str(err.value)
+        assert pwd.getpwnam(user.name).pw_dir == user.home         # nothing changed
+        report = users.jail_user(jail, user.name, state_dir=state_dir, move=True, force=True)
+        assert any(step.startswith("end 1 process") for step in report.steps), report.steps
+        assert sleeper.wait(timeout=10) != 0
+        assert account.host_processes(user.uid) == []
+    finally:
+        account.end_processes([pid for pid, _ in account.host_processes(user.uid)], 1.0)
+        sleeper.kill()
+        sleeper.wait()
+    users.undo_user(user.name, state_dir=state_dir)
+
+
+def test_crontab_and_at_jobs_are_set_aside_and_undo_restores_them(
+        jail: str, state_dir: str, user_factory: UserFactory, tmp_path: str) -> None:
+    """Without pam_jail's lines in /etc/pam.d/cron and atd, the jobs would run with /bin/sh
+    on the host: jailuser takes them out of the spools, --undo puts them back."""
+    assert not account.stack_jails("cron") and not account.stack_jails("atd")
+    user = user_factory(shell="/bin/sh")
+    tab = os.path.join(str(tmp_path), "tab")
+    with open(tab, "w") as fh:
+        fh.write("* * * * * touch /tmp/pjt-cron-ran\n")
+    subprocess.run(["crontab", "-u", user.name, tab], check=True)
+    queued = subprocess.run(["/usr/sbin/runuser", "-u", user.name, "--", "at", "now + 2 hours"],
+                            input="touch /tmp/pjt-at-ran\n", text=True, capture_output=True)
+    assert queued.returncode == 0, queued.stderr
+    jobs = account.spooled_jobs(user.name, user.uid)
+    assert sorted(kind for kind, _ in jobs) == ["at", "crontab"], jobs
+    plan = users.jail_user(jail, user.name, state_dir=state_dir, dry_run=True)
+    assert sum("aside" in step for step in plan.steps) == 2, plan.steps
+    assert account.spooled_jobs(user.name, user.uid) == jobs       # a dry run moves nothing
+    users.jail_user(jail, user.name, state_dir=state_dir)
+    assert account.spooled_jobs(user.name, user.uid) == []
+    listed = subprocess.run(["crontab", "-l", "-u", user.name], capture_output=True, text=True)
+    assert "pjt-cron-ran" not in listed.stdout
+    users.undo_user(user.name, state_dir=state_dir)
+    assert account.spooled_jobs(user.name, user.uid) == jobs
+    listed = subprocess.run(["crontab", "-l", "-u", user.name], capture_output=True, text=True)
+    assert "pjt-cron-ran" in listed.stdout
+    for _kind, path in jobs:
+        os.unlink(path)
+
+
+def test_home_stub_keeps_mail_and_pam_env_files_out_of_the_users_hands(
+        jail: str, state_dir: str, user_factory: UserFactory) -> None:
+    """The passwd home is root's: the user (as itself, as sftp would write) can create
+    neither .forward nor .pam_environment there, nor replace the .ssh link."""
+    user = user_factory(shell="/bin/sh")
+    users.jail_user(jail, user.name, state_dir=state_dir)
+    home = pwd.getpwnam(user.name).pw_dir
+    for name in (".forward", ".pam_environment", ".procmailrc", ".ssh/x"):
+        done = subprocess.run(["/usr/sbin/runuser", "-u", user.name, "--", "/bin/sh", "-c",
+                               f"echo x > '{home}/{name}'"], capture_output=True, text=True)
+        assert done.returncode != 0 and not os.path.lexists(f"{home}/{name}"), name
+    # writable where it belongs: the jail home (here /home/USER), and .ssh is reached there
+    done = subprocess.run(["/usr/sbin/runuser", "-u", user.name, "--", "/bin/sh", "-c",
+                           f"mkdir '{jail}/home/{user.name}/.ssh' && echo k > "
+                           f"'{home}/.ssh/authorized_keys'"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert os.path.isfile(f"{jail}/home/{user.name}/.ssh/authorized_keys")
+    # a jailkit-style home is converted by a re-run
+    subprocess.run(["usermod", "-d", f"{jail}/./home/{user.name}", user.name], check=True)
+    users.jail_user(jail, user.name, state_dir=state_dir)
+    assert pwd.getpwnam(user.name).pw_dir == f"{jail}/./.home/{user.name}"
+    users.undo_user(user.name, state_dir=state_dir)
+    assert not os.path.lexists(f"{jail}/.home/{user.name}")

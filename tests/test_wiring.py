@@ -506,3 +506,42 @@ def test_interactive_shell_mode_has_ptys_and_dev_tty(world: World, sshds: list[S
         with open(lsh, "w") as fh:
             fh.write(original)
     assert "tty-2" in result.stdout and "ptmx-4" in result.stdout, result
+
+
+# --- issue 18: connection facts come from sshd, never from the PAM environment ------------
+
+def test_pam_environment_cannot_pick_the_connection_sshd_is_asked_about(
+        world: World, sshds: list[Sshd]) -> None:
+    """Debian's stock stack runs `pam_env.so user_readenv=1` before pam_jail: a user who
+    can write ~/.pam_environment sets SSH_CONNECTION (and every SSH_* name) in the PAM
+    environment. An admin's Match block on this listener's LocalAddress opens
+    forwarding; the PAM module must ask sshd about this very connection (read from the
+    kernel) and refuse, whatever the environment names."""
+    home = f"{world.shell_jail}/home/{world.shell.name}"       # a jailkit-style home
+    assert os.path.realpath(f"{world.shell_jail}/./home/{world.shell.name}") == \
+        os.path.realpath(home)
+    env_file = f"{home}/.pam_environment"
+    fake = "127.0.0.9 4444 127.0.0.2 22"
+    with open(env_file, "w") as fh:
+        for name in ("SSH_CONNECTION", "SSH_CLIENT"):
+            fh.write(f'{name} DEFAULT="{fake}" OVERRIDE="{fake}"\n')
+    os.chown(env_file, world.shell.uid, -1)
+    opened = ("Match LocalAddress 127.0.0.1\n    DisableForwarding no\n"
+              "    AllowStreamLocalForwarding yes\n    AllowTcpForwarding yes\n")
+    try:
+        stock = world.sshd(_stock_sshd_stack())
+        sshds.append(stock)
+        assert "user_readenv=1" in stock.pam_text
+        # without the admin's block the user logs in: pam_env's file does not break it
+        assert stock.ssh(world.shell, "/usr/bin/id").returncode == 0
+        sshd = world.sshd(_stock_sshd_stack(), extra=opened)
+        sshds.append(sshd)
+        world.syslog.clear()
+        result = sshd.ssh(world.shell, "/usr/bin/id")
+        assert result.returncode != 0 and "uid=" not in result.stdout, result
+        assert world.syslog.wait_for("session refused", f"user={world.shell.name}",
+                                     "is not set up for jail")
+        forward = sshd.try_forward_l(world.shell)
+        assert not forward.data_through, forward
+    finally:
+        os.unlink(env_file)
