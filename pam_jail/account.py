@@ -132,3 +132,33 @@ def restore(records: list[list[str]]) -> list[str]:
         if os.path.lexists(saved):
             shutil.move(saved, path)
     return problems
+
+
+def outside_the_jail(user: str, uid: int, passwd_home: str) -> list[str]:
+    """What of a jailed account still acts on the host (for explain and doctor): jobs
+    cron/atd would run with /bin/sh on the host, processes running there, a passwd home
+    that is not root's stub (host services read it)."""
+    from pam_jail.resolve import is_stub_home
+
+    found = []
+    for kind, path in spooled_jobs(user, uid):
+        service = SPOOL_SERVICE[kind]
+        if not stack_jails(service):
+            found.append(f"{kind} {path} runs on the host (/etc/pam.d/{service} has no "
+                         "pam_jail lines): `pam-jail pam-setup`, or `pam-jail jailuser` "
+                         "sets it aside")
+    running = host_processes(uid)
+    if running:
+        shown = ", ".join(f"{pid} {name}" for pid, name in running[:6])
+        found.append(f"{len(running)} process(es) run on the host: {shown}")
+    if not is_stub_home(passwd_home):
+        try:
+            st = os.stat(passwd_home)
+            users_own = st.st_uid == uid or bool(st.st_mode & 0o002)
+        except OSError:
+            users_own = False
+        if users_own:
+            found.append(f"passwd home {passwd_home} is the user's: host services (MTA "
+                         ".forward, pam_env) read files the user writes; `pam-jail jailuser` "
+                         "makes it a root-owned stub")
+    return found

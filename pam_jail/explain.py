@@ -99,6 +99,9 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
         return out
     out["jail"] = {"name": jail.name, "root": jail.root, "home": jail.home,
                    "mode": jail.mode, "source": jail.source}
+    from pam_jail.account import outside_the_jail
+
+    out["outside"] = outside_the_jail(ident.name, ident.uid, ident.home)
     if not is_jailing_shell(jail.mode, ident.shell):
         wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
         out["reason"] = (f"NOT jailed: the login shell of {ident.name} is {ident.shell}; "
@@ -147,6 +150,8 @@ def _print_text(info: dict[str, object]) -> None:
               f"mode={jail['mode']} (from {jail['source']})")
     else:
         print("jail:     none")
+    for trace in info.get("outside", []):  # type: ignore[attr-defined]
+        print(f"OUTSIDE:  {trace}")
     if "check" in info:
         problems = info["check"]
         print("check:    " + ("ok" if not problems else "UNSAFE"))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import UserFactory
 from jail_fixtures import build_jail, remove_jail
+from sshd_harness import unique_name
 from util import safe_tmpdir
 
 from pam_jail import account, build, cli, config, resolve, users
@@ -538,3 +539,31 @@ def test_home_stub_keeps_mail_and_pam_env_files_out_of_the_users_hands(
     assert pwd.getpwnam(user.name).pw_dir == f"{jail}/./.home/{user.name}"
     users.undo_user(user.name, state_dir=state_dir)
     assert not os.path.lexists(f"{jail}/.home/{user.name}")
+
+
+def test_explain_names_what_still_acts_on_the_host(jail: str, user_factory: UserFactory,
+                                                   jails_ini: Callable[[str], str],
+                                                   tmp_path: str) -> None:
+    """A jailkit-style home with a crontab: explain says both run on the host."""
+    from pam_jail.explain import explain
+
+    name = unique_name()
+    user = user_factory(shell=users.DEFAULT_SHELL, home=f"{jail}/./home/{name}", name=name,
+                        create_home=False)
+    build.add_users(jail, [user.name])
+    os.makedirs(f"{jail}/etc/pam_jail", exist_ok=True)
+    with open(f"{jail}/etc/pam_jail/lsh.ini", "w") as fh:
+        fh.write("[default]\nprograms = /usr/bin/id\n")
+    tab = os.path.join(str(tmp_path), "tab")
+    with open(tab, "w") as fh:
+        fh.write("* * * * * true\n")
+    subprocess.run(["crontab", "-u", user.name, tab], check=True)
+    try:
+        info = explain(user.name, None, jails_ini("[jails]\n[users]\n[groups]\n[options]\n"))
+        outside = info["outside"]
+        assert isinstance(outside, list)
+        assert any(t.startswith(f"crontab /var/spool/cron/crontabs/{user.name} runs on the "
+                                "host") for t in outside), outside
+        assert any("passwd home" in t and "is the user's" in t for t in outside), outside
+    finally:
+        subprocess.run(["crontab", "-r", "-u", user.name], check=False)
