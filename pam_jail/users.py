@@ -430,7 +430,7 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
         if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, pw.pw_uid):
             raise BuildError(f"jailuser {user}: --move: {old_home} is not a directory owned "
                              "by the user or root")
-        report.steps.append(f"move {old_home} to {host_home}")
+        report.steps.append(f"move {old_home} to {host_home} (mode at most 0750)")
     if new_home.endswith(STUB_HOMES + "/" + user) and not _stub_ready(stub, user):
         report.steps.append(f"home stub {stub} (root's; .ssh -> ../../home/{user}/.ssh)")
     if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
@@ -487,6 +487,9 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             if _is_empty_dir(host_home):
                 os.rmdir(host_home)
             _move_tree(old_home, host_home)
+            # private by default: other customers of a shared jail cannot read it (0750 at
+            # most; share on purpose through a group)
+            os.chmod(host_home, stat.S_IMODE(os.lstat(host_home).st_mode) & 0o750)
             state.moved = True
             _write_state(state, state_dir)
         if new_home.endswith(STUB_HOMES + "/" + user):

@@ -131,8 +131,10 @@ def test_move_home_into_jail_and_back(jail: str, state_dir: str,
         fh.write("mine\n")
     os.chown(f"{old}/notes.txt", uid, uid)
     os.symlink("/etc/shadow", f"{old}/link")  # moved as a link, never followed
+    os.chmod(old, 0o755)                       # older useradd's mode: readable by all
     users.jail_user(jail, user.name, move=True, state_dir=state_dir)
     moved = f"{jail}/home/{user.name}"
+    assert stat.S_IMODE(os.lstat(moved).st_mode) == 0o750   # other customers: no access
     assert not os.path.lexists(old)
     with open(f"{moved}/notes.txt") as fh:
         assert fh.read() == "mine\n"
