@@ -29,6 +29,10 @@ ok, the fix. The checks, in order:
              JAIL/dev/pts for the private devpts
   lsh        for mode shell: JAIL/etc/pam_jail/lsh.ini readable under pam-jail-shell's
              rule and valid (policy.parse_lsh); the user's section allows something
+  host       the account beyond the login (pam_jail.doctor_host): /etc/shells, the
+             passwd home host services read (user.home), the local MTA (mail), cron and
+             at jobs (user.jobs), the stacks of cron, atd, su, su-l, runuser, runuser-l
+             and login (pam.SERVICE), pam_env user_readenv=1 (pam.env)
 
 Without USER every user of the passwd database that resolves to a jail is checked.
 Nothing is changed on the host. Pure parts (PAM file parsing, judging entries) take
@@ -775,7 +779,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     if not args.user:
         modes |= {j.mode for j in cfg.jails.values()}
 
-    pam_file = args.pam_file or f"{PAM_DIR}/{args.service}"
+    pam_file = args.pam_file or f"{args.pam_dir}/{args.service}"
     checks += check_pam(pam_file, "pam" in modes, args.config)
     if "pam" in modes:
         checks.append(check_logrelay())
@@ -795,7 +799,31 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     seen_userns: list[str] = []
     for ident in idents:
         checks += check_user(ident, cfg, args, seen, seen_userns)
+    checks += _host_checks(idents, cfg, args, pam_file)
     return checks
+
+
+def _host_checks(idents: Sequence[Identity], cfg: Config, args: argparse.Namespace,
+                 pam_file: str) -> list[Check]:
+    """pam_jail.doctor_host: /etc/shells, the passwd homes host services read, the MTA,
+    cron/at jobs, the other PAM services, pam_env user_readenv."""
+    from pam_jail.doctor_host import JailedAccount, host_checks
+
+    accounts = []
+    for ident in idents:
+        try:
+            jail = resolve(ident, cfg)
+        except Denied:
+            continue
+        if jail is None:
+            continue
+        try:
+            gids = frozenset(os.getgrouplist(ident.name, ident.gid))
+        except OSError:
+            gids = frozenset({ident.gid})
+        accounts.append(JailedAccount(ident.name, ident.uid, gids, ident.home, jail.root,
+                                      jail.root.rstrip("/") + jail.home))
+    return host_checks(accounts, args.pam_dir, pam_file, args.config, args.shells_file)
 
 
 STATUS_WORD = {OK: "ok", WARN: "warn", FAIL: "FAIL"}
@@ -845,6 +873,17 @@ checks (one line each: ok, warn or FAIL, then `fix:` for what is not ok):
                   no, ...; mode sftp: ChrootDirectory and ForceCommand internal-sftp)
   sshd.subsystem  mode shell: no `Subsystem ... internal-sftp` (it would bypass the
                   login shell)
+  shells          /etc/shells lists no pam_jail shell (else `su -s /bin/bash USER` and
+                  chsh work: remove-shell; vsftpd/proftpd need no entry there)
+  user.home       the passwd home is root's, not the user's, not inside the jail home,
+                  and holds no .forward .procmailrc .mailfilter .qmail* .pam_environment
+                  .k5login .rhosts .shosts but root's (host services read them)
+  mail            a local MTA running .forward pipes, procmail or maildrop while some
+                  user.home fails
+  pam.SERVICE     cron, atd, su, su-l, runuser, runuser-l, login (--pam-dir): an existing
+                  stack carries pam_jail's lines (`pam-jail pam-setup`)
+  user.jobs       no crontab or at job of the user while cron's/atd's stack lacks them
+  pam.env         pam_env.so user_readenv=1 in those stacks: FAIL while a user.home fails
 
 Without USER, every user of the passwd database that resolves to a jail is checked, and
 a missing PAM line fails if any jail has mode = pam. Warnings do not change the exit
@@ -865,7 +904,7 @@ def run(args: argparse.Namespace) -> int:
     failed = any(c.status == FAIL or (args.strict and c.status == WARN) for c in checks)
     if args.json:
         json.dump({"ok": not failed, "user": args.user,
-                   "pam_file": args.pam_file or f"{PAM_DIR}/{args.service}",
+                   "pam_file": args.pam_file or f"{args.pam_dir}/{args.service}",
                    "sshd_config": args.sshd_config, "config": args.config,
                    "checks": [asdict(c) for c in checks]}, sys.stdout, indent=2)
         print()
@@ -889,7 +928,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--sshd-config", metavar="FILE",
                         help="sshd config for `sshd -T` (passed as -f; default sshd's own, "
                              "/etc/ssh/sshd_config)")
+    parser.add_argument("--pam-dir", metavar="DIR", default=PAM_DIR,
+                        help=f"read the PAM stacks of --service and of cron, atd, su, su-l, "
+                             f"runuser, runuser-l, login from DIR (default {PAM_DIR})")
     parser.add_argument("--sshd", metavar="PATH", default=SSHD, help=argparse.SUPPRESS)
+    parser.add_argument("--shells-file", metavar="FILE", default="/etc/shells",
+                        help=argparse.SUPPRESS)
     parser.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_PATH,
                         help=f"jails file (default {DEFAULT_PATH})")
     parser.add_argument("--json", action="store_true",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -24,13 +25,14 @@ from jail_fixtures import (
     REPO,
     SHELL_ENTRY,
     build_jail,
+    pam_lines,
     remove_jail,
     unique,
 )
 from sshd_harness import Sshd, make_user, remove_user
 from util import safe_tmpdir
 
-from pam_jail import doctor
+from pam_jail import doctor, doctor_host
 from pam_jail.cli import main
 from pam_jail.config import load_config
 from pam_jail.sshd_config import generate
@@ -41,6 +43,9 @@ programs = /usr/lib/openssh/sftp-server, /usr/bin/rsync
 
 JAIL_LINES = (f"account required pam_python.so {PAM_MODULE}\n"
               f"session required pam_python.so {PAM_MODULE}\n")
+# cron, atd, su, ... as `pam-jail pam-setup` leaves them: Debian's includes, then the lines
+SERVICE_STACK = ("@include common-account\n" + pam_lines("account")
+                 + "@include common-session-noninteractive\n" + pam_lines("session"))
 
 
 @dataclass
@@ -100,6 +105,8 @@ def wiring() -> Iterator[Wiring]:
         w.pam_file = w.write("pam.d/sshd-test",
                              "@include common-auth\n@include common-account\n"
                              "@include common-session-noninteractive\n@include pj-jail\n")
+        for service in doctor_host.SERVICES:   # what `pam-jail pam-setup` would leave
+            w.write(f"pam.d/{service}", SERVICE_STACK)
         sshd = Sshd(extra_config=generate(load_config(w.config)))
         undo.append(sshd.stop)
         sshd.prepare()
@@ -113,10 +120,12 @@ def wiring() -> Iterator[Wiring]:
 
 def doctor_json(capsys: pytest.CaptureFixture[str], w: Wiring, user: str | None, *,
                 pam_file: str | None = None, sshd_config: str | None = None,
-                config: str | None = None) -> tuple[int, dict[str, object]]:
+                config: str | None = None, pam_dir: str | None = None,
+                extra: tuple[str, ...] = ()) -> tuple[int, dict[str, object]]:
     argv = ["doctor", "--json", "--pam-file", pam_file or w.pam_file,
-            "--sshd-config", sshd_config or w.sshd_config, "--config", config or w.config]
-    status = main(argv + ([user] if user else []))
+            "--sshd-config", sshd_config or w.sshd_config, "--config", config or w.config,
+            "--pam-dir", pam_dir or f"{w.base}/pam.d"]
+    status = main(argv + ([user] if user else []) + list(extra))
     out = capsys.readouterr().out
     return status, json.loads(out)
 
@@ -168,7 +177,8 @@ def test_text_output_and_exit_status_of_the_command(wiring: Wiring) -> None:
     """The real command line: one line per check, a summary, exit 0."""
     proc = subprocess.run(
         [sys.executable, "-m", "pam_jail.cli", "doctor", "--pam-file", wiring.pam_file,
-         "--sshd-config", wiring.sshd_config, "--config", wiring.config, wiring.shell_user],
+         "--sshd-config", wiring.sshd_config, "--config", wiring.config,
+         "--pam-dir", f"{wiring.base}/pam.d", wiring.shell_user],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
@@ -240,7 +250,7 @@ def test_missing_match_block(wiring: Wiring, capsys: pytest.CaptureFixture[str])
         assert "disableforwarding is no, must be yes" in details
         assert "permituserrc is yes, must be no" in details
         if user == wiring.sftp_user:
-            assert "forcecommand is none, must be internal-sftp" in details, details
+            assert "forcecommand is none, must be internal-sftp -d /home/%u" in details, details
             assert any(d.startswith("chrootdirectory is none") for d in details)
         assert "pam-jail sshd-config -o /etc/ssh/sshd_config.d/pam_jail.conf" in \
             fail["sshd.match"]["fix"]
@@ -478,7 +488,8 @@ def test_text_output_keeps_every_detail_and_says_run_as_root(wiring: Wiring) -> 
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "pam_jail.cli", "doctor", "--pam-file", wiring.pam_file,
-             "--sshd-config", wiring.sshd_config, "--config", wiring.config, wiring.pam_user],
+             "--sshd-config", wiring.sshd_config, "--config", wiring.config,
+             "--pam-dir", f"{wiring.base}/pam.d", wiring.pam_user],
             cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     finally:
         os.chmod(f"{wiring.pam_jail}/etc", 0o755)
@@ -514,3 +525,198 @@ def test_log_relay_for_pam_path_jails(wiring: Wiring,
     finally:
         relay.terminate()
         relay.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- host services
+# (pam_jail/doctor_host.py: the account beyond the login, issue 18)
+
+H = doctor_host
+DIR, FILE, LINK = 0o040000, 0o100000, 0o120000
+UID, GID = 2001, 2001
+
+
+def fact(path: str, uid: int = 0, mode: int = DIR | 0o755, gid: int = 0,
+         target: doctor_host.Fact | None = None) -> doctor_host.Fact:
+    return H.Fact(path, uid, gid, mode, target)
+
+
+def home_facts(home: str, real: doctor_host.Fact | None,
+               files: tuple[doctor_host.Fact, ...] = (),
+               chain: tuple[doctor_host.Fact, ...] | None = None,
+               jail_home: doctor_host.Fact | None = None) -> doctor_host.HomeFacts:
+    jail_home = jail_home or fact("/j/home/u", UID, DIR | 0o750, UID)
+    above = chain if chain is not None else (fact("/"), fact("/j"),
+                                             fact("/j/.home", mode=DIR | 0o711))
+    return H.HomeFacts("u", UID, frozenset({GID, 100}), home, "/j", "/j/home/u", list(above),
+                       real, jail_home, list(files))
+
+
+def test_home_judge() -> None:
+    """user.home: root's stub OK; the jail home, a user-owned or user-writable home or
+    directory above it, a missing home the user can create, and per-user files not root's
+    (or leading to what is not root's) FAIL with `pam-jail jailuser USER -j JAIL`."""
+    stub = fact("/j/.home/u")
+    ok = H.judge_home(home_facts("/j/./.home/u", stub,
+                                 (fact("/j/.home/u/.forward", mode=FILE | 0o644),)))
+    assert ok.status == "ok", ok
+    legacy = H.judge_home(home_facts("/j/./home/u", fact("/j/home/u", UID, DIR | 0o750, UID),
+                                     chain=(fact("/"), fact("/j"), fact("/j/home"))))
+    assert legacy.status == "fail" and legacy.message.startswith("host services read files u")
+    assert legacy.fix.startswith("pam-jail jailuser u -j /j ")
+    assert any("inside /j/home/u" in d for d in legacy.details)
+    assert any("owned by u" in d for d in legacy.details)
+    cases = {
+        "group-writable": home_facts("/h", fact("/h", mode=DIR | 0o775, gid=100)),
+        "parent": home_facts("/p/h", fact("/p/h"), chain=(fact("/"), fact("/p", mode=DIR | 0o777))),
+        "parent owned": home_facts("/p/h", fact("/p/h"), chain=(fact("/"), fact("/p", UID))),
+        "missing": home_facts("/p/h", None, chain=(fact("/"), fact("/p", UID, DIR | 0o755))),
+        "missing in /tmp": home_facts("/tmp/h", None,
+                                      chain=(fact("/"), fact("/tmp", mode=DIR | 0o1777))),
+        "file": home_facts("/h", fact("/h"), (fact("/h/.pam_environment", UID, FILE | 0o644),)),
+        "qmail": home_facts("/h", fact("/h"), (fact("/h/.qmail-x", mode=FILE | 0o666),)),
+        "link": home_facts("/h", fact("/h"), (fact("/h/.forward", mode=LINK | 0o777, target=fact(
+            "/j/home/u/.forward", UID, FILE | 0o644)),)),
+        "dangling": home_facts("/h", fact("/h"), (fact("/h/.procmailrc", mode=LINK | 0o777),)),
+    }
+    for what, facts in cases.items():
+        check = H.judge_home(facts)
+        assert check.status == "fail", (what, check)
+    # sticky /tmp above an existing root-owned home is no reason
+    tmp = H.judge_home(home_facts("/tmp/h", fact("/tmp/h"),
+                                  chain=(fact("/"), fact("/tmp", mode=DIR | 0o1777))))
+    assert tmp.status == "ok", tmp
+    # a root-owned stub jail home is no "user-writable area"
+    odd = H.judge_home(home_facts("/j/./.home/u", stub, jail_home=stub))
+    assert odd.status == "ok", odd
+    # every per-user file host services read is one constant
+    assert H.home_file_names([".forward", ".bashrc", ".qmail", ".qmail-list", ".k5login",
+                              ".ssh", ".mailfilter", ".rhosts", ".shosts", ".procmailrc",
+                              ".pam_environment"]) == sorted(
+        [".forward", ".qmail", ".qmail-list", ".k5login", ".mailfilter", ".rhosts",
+         ".shosts", ".procmailrc", ".pam_environment"])
+
+
+def test_shells_judge() -> None:
+    ok = H.judge_shells("# /etc/shells\n/bin/sh\n/bin/bash\n")
+    assert ok.status == "ok"
+    bad = H.judge_shells("/bin/sh\n/usr/local/sbin/pam-jail-shell  # added\n/opt/x/pam-jail-lsh\n")
+    assert bad.status == "fail" and "su -s /bin/bash USER" in bad.message and "chsh" in bad.message
+    assert bad.fix.startswith("remove-shell /usr/local/sbin/pam-jail-shell; "
+                              "remove-shell /opt/x/pam-jail-lsh")
+    assert "vsftpd" in bad.fix and "pam_succeed_if" in bad.fix
+    assert "RequireValidShell off" in bad.fix
+
+
+def test_mta_judges() -> None:
+    exim = H.mtas_from(["/usr/sbin/exim4"], None, "procmail:\n  driver = accept\n",
+                       ["procmail"])
+    assert len(exim) == 1 and exim[0].startswith("exim4 (") and "procmail router" in exim[0]
+    pf = H.mtas_from(["/usr/sbin/postfix"], 'mailbox_command = procmail -a "$EXTENSION"\n',
+                     None, ["procmail"])
+    assert "mailbox_command procmail" in pf[0] and ".forward" in pf[0]
+    # postfix told to run no commands from .forward, and no mailbox_command: harmless
+    assert H.mtas_from(["/usr/sbin/postfix"], "allow_mail_to_commands = alias\n", None,
+                       []) == []
+    assert H.mtas_from([], None, None, ["procmail"]) == []
+    assert H.judge_mta([], {"u": "/j"}).status == "ok"
+    assert H.judge_mta(exim, {}).status == "ok"
+    bad = H.judge_mta(exim, {"u": "/j"})
+    assert bad.status == "fail" and bad.message.startswith("exim4") and "u" in bad.message
+    assert bad.fix.startswith("pam-jail jailuser u -j /j")
+
+
+def test_jobs_judge() -> None:
+    missing = {"cron": False, "atd": False}
+    bad = H.judge_jobs("u", True, ["/var/spool/cron/atjobs/a0001"], missing)
+    assert bad.status == "fail" and "would run outside the jail" in bad.message
+    assert "`pam-jail pam-setup`" in bad.fix and "crontab -r -u u" in bad.fix
+    assert "atrm a0001" in bad.fix and len(bad.details) == 2
+    assert H.judge_jobs("u", True, [], {"cron": True, "atd": False}).status == "ok"
+    assert H.judge_jobs("u", True, [], {"cron": None}).status == "ok"    # no cron daemon
+    assert H.judge_jobs("u", False, [], missing).status == "ok"
+
+
+def test_service_stacks_and_pam_env(tmp_path: os.PathLike[str]) -> None:
+    """pam.SERVICE follows su-l's `include su`; runuser needs no account line (it has no
+    account rules); pam.env FAILs only while a passwd home is the user's."""
+    base = str(tmp_path)
+
+    def stack(name: str, text: str) -> str:
+        with open(f"{base}/{name}", "w") as fh:
+            fh.write(text)
+        return f"{base}/{name}"
+
+    su = stack("su", "auth sufficient pam_rootok.so\n" + SERVICE_STACK)
+    sul = stack("su-l", "auth include su\naccount include su\nsession include su\n")
+    runuser = stack("runuser", "auth sufficient pam_rootok.so\nsession required "
+                    "pam_unix.so\n" + pam_lines("session"))
+    cron = stack("cron", "session required pam_env.so user_readenv=1\n"
+                 "@include common-account\n@include common-session-noninteractive\n")
+    for path in (su, sul, runuser):
+        entries, _ = doctor.parse_pam_stack(path)
+        missing = H.stack_has_lines(entries, path, "/x")
+        assert missing == [], (path, missing)
+        assert H.judge_service(posixpath_base(path), path, missing).status == "ok"
+    entries, _ = doctor.parse_pam_stack(cron)
+    missing = H.stack_has_lines(entries, cron, "/x")
+    assert len(missing) == 2
+    bad = H.judge_service("cron", cron, missing)
+    assert bad.status == "fail" and bad.name == "pam.cron"
+    assert bad.fix.startswith("`pam-jail pam-setup`")
+    env = H.judge_pam_env(entries + entries, {"u": "/j"})
+    assert env[0].status == "fail" and env[0].details == [f"{cron}:1"]
+    assert "pam-jail jailuser u -j /j" in env[0].fix
+    harmless = H.judge_pam_env(entries, {})
+    assert harmless[0].status == "ok" and "harmless" in harmless[0].message
+    assert H.judge_pam_env([], {"u": "/j"})[0].status == "ok"
+
+
+def posixpath_base(path: str) -> str:
+    return os.path.basename(path)
+
+
+@pytest.mark.root
+def test_host_services_reach_a_jailed_account(wiring: Wiring,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The real command on real files: jailkit's home JAIL/./home/USER (the user's own),
+    a crontab (real `crontab -u`) while cron's stack lacks the lines, pam_env
+    user_readenv=1 in the stack, /etc/shells listing pam-jail-shell; then each put right."""
+    user, jail = wiring.shell_user, wiring.shell_jail
+    pw = pwd.getpwnam(user)
+    inner = f"{jail}/home/{user}"
+    os.makedirs(inner, exist_ok=True)
+    os.chown(inner, pw.pw_uid, pw.pw_gid)
+    shells = wiring.write("shells", f"/bin/sh\n{SHELL_ENTRY}\n")
+    bare = f"{wiring.base}/pam.d-bare"
+    os.makedirs(bare, exist_ok=True)
+    for service in doctor_host.SERVICES:
+        with open(f"{bare}/{service}", "w") as fh:
+            fh.write("@include common-account\n@include common-session-noninteractive\n")
+    with open(wiring.pam_file) as fh:
+        stack_text = fh.read()
+    env_stack = wiring.write("pam.d/sshd-env", "session required pam_env.so user_readenv=1\n"
+                             + stack_text)
+    crontab = wiring.write("crontab", "* * * * * /bin/true\n")
+    subprocess.run(["usermod", "-d", f"{jail}/./home/{user}", user], check=True)
+    subprocess.run(["crontab", "-u", user, crontab], check=True)
+    try:
+        status, report = doctor_json(capsys, wiring, user, pam_file=env_stack, pam_dir=bare,
+                                     extra=("--shells-file", shells))
+    finally:
+        subprocess.run(["crontab", "-r", "-u", user], check=False)
+        subprocess.run(["usermod", "-d", f"/home/{user}", user], check=True)
+    fail = failures(report)
+    assert status == 1
+    assert {"shells", "user.home", "user.jobs", "pam.env", "pam.cron", "pam.su"} <= set(fail)
+    assert fail["shells"]["fix"].startswith(f"remove-shell {SHELL_ENTRY}")
+    assert fail["user.home"]["fix"].startswith(f"pam-jail jailuser {user} -j {jail}")
+    assert "would run outside the jail" in fail["user.jobs"]["message"]
+    assert f"crontab -r -u {user}" in fail["user.jobs"]["fix"]
+    if doctor_host.gather_mtas():
+        assert "mail" in fail and user in fail["mail"]["message"]
+    # put right: root's home, the lines everywhere, /etc/shells without the shell
+    status, report = doctor_json(capsys, wiring, user, pam_file=env_stack)
+    fail = failures(report)
+    assert not {"shells", "user.home", "user.jobs", "pam.env", "mail"} & set(fail), fail
+    assert "harmless" in by_name(report, "pam.env")[0]["message"]
+    assert by_name(report, "pam.su-l")[0]["status"] == "ok"
