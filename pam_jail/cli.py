@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pam_jail.launch", ("uchroot", "chrootlaunch")),
     ("pam_jail.logrelay", ("logrelay",)),
     ("pam_jail.sshd_config", ("sshd-config",)),
+    ("pam_jail.pam_setup", ("pam-setup",)),
     ("pam_jail.doctor", ("doctor",)),
     ("pam_jail.edit", ("validate", "edit", "limits-conf")),
 )
@@ -72,7 +73,8 @@ def report(err: PamJailError) -> None:
 
 
 # Commands that change the system: run as root (their --dry-run/--help excepted).
-NEEDS_ROOT = ("init", "cp", "update", "jailuser", "edit", "logrelay")   # chrootlaunch: its own
+# (chrootlaunch: its own check)
+NEEDS_ROOT = ("init", "cp", "update", "jailuser", "edit", "logrelay", "pam-setup")
 
 
 def _json_error(err: PamJailError) -> None:

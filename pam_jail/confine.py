@@ -9,7 +9,11 @@ The sequences read top to bottom:
       the jail -> chroot through the checked fd -> chdir home -> no_new_privs -> fork
       the PID namespace's own PID 1 (it mounts the jail's /proc if asked, drops to the
       user, reaps orphans, dies with the service's process) -> seccomp filter.  The
-      service itself then drops to the user's ids.
+      service itself then drops to the user's ids.  For a service that runs a job
+      rather than the login shell (cron, atd, any service not known to exec it), every
+      mode, no PID 1 of ours: init=False, the job the service forks next is PID 1, and
+      when it ends the kernel ends whatever it left (cron waits for every child it has:
+      a PID 1 of ours would keep it, and itself, alive for ever).
 
   isolate_session()       -- root, inside sshd, for users whom the login shell (mode
       shell) or sshd's ChrootDirectory (mode sftp) confines: the user's cgroup of the
@@ -525,11 +529,22 @@ def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, t
     os.close(jail_fd)                                       # 7. no fd to the host left
 
 
+# The user whose session confine_pam_session() confined this process for (a stack that
+# reaches pam_jail's session line twice, su-l including su, confines once).
+_CONFINED_FOR: list[str] = []
+
+
+def confined_for() -> str | None:
+    """The user this process was confined for by confine_pam_session(), or None."""
+    return _CONFINED_FOR[0] if _CONFINED_FOR else None
+
+
 def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: int,
                         network: bool, devpts: bool, tty_gid: int, hostname: str,
                         pid: bool = True, proc: bool = False,
                         limits: Limits | None = None, jail: str = "", user: str = "",
-                        seccomp: tuple[str, ...] | None = ()) -> list[str]:
+                        seccomp: tuple[str, ...] | None = (),
+                        init: bool = True) -> list[str]:
     """Root, in the PAM service's process, before the service drops to the user.
     pid=True (the default) also unshares the PID namespace, so jailed processes can
     neither see, signal nor trace host processes of the same uid; the namespace's PID 1
@@ -538,6 +553,8 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
     seccomp: the names jails.ini's `seccomp_allow` re-allows, or None (`seccomp = no`).
     The filter comes last: sshd's remaining work, the later session modules and every
     process of the session run under it (PID 1, forked before, runs no user code).
+    init=False (a job service: cron, atd): no PID 1 of ours and no /proc; the service's
+    next child (the job) is the namespace's PID 1, its end ends the namespace.
     Returns the limits no cgroup controller carries (for the log)."""
     flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
              | (CLONE_NEWPID if pid else 0))
@@ -546,7 +563,8 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
                          hostname=hostname)                 # 1-7. namespaces..chroot
     chdir_home(home)                                        # 8. home inside the jail
     set_no_new_privs()                                      # 9. no setuid gains later
-    if pid:
+    _CONFINED_FOR.append(user or str(uid))                  #    (once per process)
+    if pid and init:
         spawn_namespace_init(uid, gid, proc=proc)           # 10. our PID 1, as the user
     if seccomp is not None:
         load_syscall_filter(seccomp)                        # 11. seccomp filter

@@ -16,12 +16,19 @@ A login, in order (session; acct_mgmt stops after step 3):
   3. no jail: PAM_IGNORE (or refused with `unmapped = deny`)
   4. sshd: the effective sshd settings of this very connection (sshd -T -C) must be the
      ones `pam-jail sshd-config` writes for the jail's mode, else refused
-  5. the user's cgroup of the jail (max_procs, memory, cpu) and rlimits; mode pam: the
-     login shell, its interpreter, the limited shell's runtime and the
-     library directories in the jail must be root's and not writable (5a); then
-     confine_pam_session (namespaces incl. PID, nosuid/nodev, chroot, seccomp);
-     mode shell/sftp: isolate_session (empty network namespace, no_new_privs): the login
-     shell or sshd's ChrootDirectory confines, nothing sshd does beside them has network
+  5. the user's cgroup of the jail (max_procs, memory, cpu) and rlimits; then by service:
+     - a service that execs the login shell (sshd, login, su, su-l, runuser, runuser-l):
+       mode pam: the login shell, its interpreter, the limited shell's runtime and the
+       library directories in the jail must be root's and not writable (5a); then
+       confine_pam_session (namespaces incl. PID, nosuid/nodev, chroot, seccomp);
+       mode shell/sftp: isolate_session (empty network namespace, no_new_privs): the
+       login shell or sshd's ChrootDirectory confines, nothing sshd does beside them
+       has network (mode sftp: sshd only, refused elsewhere);
+     - any other service (cron, atd, one never heard of: it runs a program of its own,
+       a job's /bin/sh, not the login shell), every mode: the jail checked, then
+       confine_pam_session without a PID 1 of ours (the job is PID 1: when it ends,
+       nothing of it is left, and cron's wait for its children returns)
+A stack that reaches the session line twice (su-l includes su) is confined once.
 Every exception becomes a refusal: one line to the user, one syslog line (auth facility).
 """
 
@@ -38,7 +45,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~15 ms of import time on every login
     from typing import Any
 
+    from pam_jail.limits import Limits
+
 _log = SysLog("pam_jail")
+
+# Services that exec the user's login shell (pam_jail's shells refuse outside their jail
+# or confine themselves), plus sshd under any name starting with "sshd". Every other
+# service gets the full confinement whatever the mode: an unknown name is never treated
+# more weakly than cron.
+LOGIN_SHELL_SERVICES = ("login", "su", "su-l", "runuser", "runuser-l")
+
+
+def runs_login_shell(service: str) -> bool:
+    return service in LOGIN_SHELL_SERVICES or service.startswith("sshd")
 
 
 def _options(argv: list[str]) -> dict[str, str]:
@@ -71,6 +90,15 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
         if not user:
             raise Denied("no user name")
         opts = _options(argv)
+        if phase == "session":
+            from pam_jail.confine import confined_for
+
+            done = confined_for()
+            if done is not None:      # an earlier pam_jail line of this stack confined it
+                if done != str(user):
+                    raise Denied(f"open a session for {user}: this process is already "
+                                 f"confined for {done}")
+                return int(pamh.PAM_SUCCESS)
         config = opts.get("config") or "/etc/pam_jail/jails.ini"
         ident, cfg, jail = admit(str(user), config, check_shell_jails=False,   # 1, 2
                                  on_fallback=fallback)
@@ -163,13 +191,15 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
     """Steps 4-5; returns the limits no cgroup controller carried (for the log)."""
     from pam_jail.confine import confine_pam_session, isolate_session
     from pam_jail.limits import limits_of
-    from pam_jail.safety import LIB_DIRS, check_exec, open_checked
+    from pam_jail.safety import LIB_DIRS, check_exec
     from pam_jail.syscalls import from_options
 
     limits = limits_of(jail.options)
 
     service = str(getattr(pamh, "service", ""))
     is_sshd = service.startswith("sshd")
+    if not runs_login_shell(service):
+        return _confine_job(jail, ident, limits)                                # 5
     if jail.mode == "sftp" and not is_sshd:
         raise Denied(f"jail {jail.name} is an sshd ChrootDirectory jail; service "
                      f"{service} cannot enter it")
@@ -190,21 +220,51 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
     if unsafe:
         raise Denied(f"run the login shell {ident.shell} in jail {jail.name}: {unsafe[0]}",
                      hint=f"pam-jail check {jail.name}; pam-jail update")
-    try:
-        tty_gid = grp.getgrnam("tty").gr_gid
-    except KeyError:
-        tty_gid = 5
-    try:
-        jail_fd = open_checked(jail.root)
-    except OSError as err:
-        raise Denied(f"open jail {jail.root}: {err}") from None
-    return confine_pam_session(jail_fd, jail.root, jail.home, uid=ident.uid,      # 5
+    return confine_pam_session(_open_jail(jail), jail.root, jail.home, uid=ident.uid,  # 5
                                gid=ident.gid, network=jail.flag("network"),
-                               devpts=jail.flag("devpts", True), tty_gid=tty_gid,
+                               devpts=jail.flag("devpts", True), tty_gid=_tty_gid(),
                                hostname=jail.options.get("hostname", ""),
                                pid=jail.flag("pid", True), proc=jail.flag("proc"),
                                limits=limits, jail=jail.name, user=ident.name,
                                seccomp=from_options(jail.options))
+
+
+def _open_jail(jail: Jail) -> int:
+    from pam_jail.safety import open_checked
+
+    try:
+        return open_checked(jail.root)
+    except OSError as err:
+        raise Denied(f"open jail {jail.root}: {err}") from None
+
+
+def _tty_gid() -> int:
+    try:
+        return grp.getgrnam("tty").gr_gid
+    except KeyError:
+        return 5
+
+
+def _confine_job(jail: Jail, ident: Identity, limits: Limits | None) -> list[str]:
+    """Step 5 for a service that runs its own program as the user (cron, atd, unknown):
+    the mode-pam confinement in every mode, so the job's /bin/sh is the jail's (or the
+    exec fails); PID namespace always, the job its PID 1."""
+    from pam_jail.confine import confine_pam_session
+    from pam_jail.errors import UnsafeJail
+    from pam_jail.safety import check_jail
+    from pam_jail.syscalls import from_options
+
+    if jail.mode == "shell":      # admit() leaves this to pam-jail-shell, which is not run
+        problems = check_jail(jail.root)
+        if problems:
+            raise UnsafeJail(f"check jail {jail.name}: unsafe", problems=problems,
+                             hint=f"run `pam-jail check {jail.name}`")
+    return confine_pam_session(_open_jail(jail), jail.root, jail.home, uid=ident.uid,
+                               gid=ident.gid, network=jail.flag("network"),
+                               devpts=False, tty_gid=_tty_gid(),      # a job has no tty
+                               hostname=jail.options.get("hostname", ""), pid=True,
+                               limits=limits, jail=jail.name, user=ident.name,
+                               seccomp=from_options(jail.options), init=False)
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:
