@@ -7,7 +7,8 @@
 login shell is not one of pam_jail's out of pam_python, and the place in the stack.)
 
 Module arguments: `config=PATH` (default /etc/pam_jail/jails.ini); `sshd_config=PATH`
-(the sshd config to read when the listener's own -f cannot be seen).
+(the sshd config to read when the listener's own -f cannot be seen); `service=NAME` (treat
+this stack as service NAME's, e.g. `login` for a renamed copy of login's stack).
 
 A login, in order (session; acct_mgmt stops after step 3):
   1. root (uid 0) is never jailed: PAM_IGNORE, no config read
@@ -196,8 +197,10 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) 
 
     limits = limits_of(jail.options)
 
-    service = str(getattr(pamh, "service", ""))
-    is_sshd = service.startswith("sshd")
+    # `service=NAME` (a module argument, root's): a stack under another name that does
+    # what NAME does, e.g. a copy of login's stack; it never reaches sshd's check
+    service = opts.get("service") or str(getattr(pamh, "service", ""))
+    is_sshd = service.startswith("sshd") and "service" not in opts
     if not runs_login_shell(service):
         return _confine_job(jail, ident, limits)                                # 5
     if jail.mode == "sftp" and not is_sshd:

@@ -216,7 +216,7 @@ def test_open_session_confines_the_process(jail: str, config: Callable[..., str]
                                            user_factory: Callable[..., User],
                                            syslog: SyslogCapture) -> None:
     user = jailed_user(user_factory, jail)
-    seen = probe(user.name, pam_service(config(f"{user.name} = web")))
+    seen = probe(user.name, pam_service(config(f"{user.name} = web"), "service=login"))
     assert seen["root"] == sorted(os.listdir(jail))            # the jail is /
     assert seen["cwd"] == f"/home/{user.name}"                  # home inside the jail
     assert seen["nosuid"] and seen["nodev"]                     # setuid/devices powerless
@@ -237,7 +237,7 @@ def test_open_session_isolates_a_shell_mode_session(jail: str, config: Callable[
     """mode shell: pam-jail-shell confines; the PAM module gives everything sshd does
     beside it an empty network namespace and no_new_privs (the file system stays)."""
     user = user_factory(shell=SHELL_ENTRY, create_home=False)
-    seen = probe(user.name, pam_service(config(f"{user.name} = sh")))
+    seen = probe(user.name, pam_service(config(f"{user.name} = sh"), "service=login"))
     assert seen["root"] == sorted(os.listdir("/"))            # not chrooted here
     assert seen["ifaces"] == ["lo"]                           # own, empty network namespace
     assert seen["nnp"] == ["NoNewPrivs:\t1"]
