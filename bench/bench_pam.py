@@ -20,9 +20,12 @@ process pays them). Variants:
 
     flock /run/pam_jail-tests.lock .venv/bin/python bench/bench_pam.py [--rounds 15]
 
-Root only. Users, jails, /etc/pam_jail/jails.ini and the /etc/pam.d services are made for
-the run and removed at the end, also on failure. Measures the installed copy
-(scripts/install): pam_python loads /usr/local/lib/pam_jail/pam_jail_pam.py.
+The stacks stand for login's (module argument service=login: a service that execs the
+login shell; a renamed stack would otherwise be confined like cron's jobs, and sshd's
+own check needs a real connection). Root only. Users, jails, /etc/pam_jail/jails.ini and
+the /etc/pam.d services are made for the run and removed at the end, also on failure.
+Measures the installed copy (scripts/install): pam_python loads
+/usr/local/lib/pam_jail/pam_jail_pam.py.
 """
 
 from __future__ import annotations
@@ -100,14 +103,16 @@ def main() -> int:
         undo.append(lambda: os.unlink(noop))
         services = {}
         for key, line in (("permit", "pam_permit.so"), ("noop", f"pam_python.so {noop}"),
-                          ("jail", f"pam_python.so {PAM_MODULE}")):
+                          ("jail", f"pam_python.so {PAM_MODULE} service=login")):
             name = write_service(unique("pjbench"), line)
             undo.append(lambda name=name: os.unlink(f"/etc/pam.d/{name}"))
             services[key] = name
         guarded = unique("pjbench")
         with open(f"/etc/pam.d/{guarded}", "w") as fh:
-            fh.write("auth required pam_permit.so\n" + pam_lines("account")
-                     + "account required pam_permit.so\n" + pam_lines("session")
+            fh.write("auth required pam_permit.so\n"
+                     + pam_lines("account", extra="service=login")
+                     + "account required pam_permit.so\n"
+                     + pam_lines("session", extra="service=login")
                      + "session required pam_permit.so\n")
         undo.append(lambda: os.unlink(f"/etc/pam.d/{guarded}"))
         variants = {

@@ -15,7 +15,14 @@ CRONTABS = "/var/spool/cron/crontabs"
 ATJOBS = "/var/spool/cron/atjobs"
 # The PAM service of each spool's daemon.
 SPOOL_SERVICE = {"crontab": "cron", "at": "atd"}
-PAM_MODULE_FILE = "pam_jail_pam.py"
+
+
+def user_gids(user: str, gid: int) -> frozenset[int]:
+    """The user's primary and supplementary group ids."""
+    try:
+        return frozenset(os.getgrouplist(user, gid))
+    except OSError:
+        return frozenset({gid})
 
 
 def printable(text: str, limit: int = 64) -> str:
@@ -94,18 +101,16 @@ def spooled_jobs(user: str, uid: int) -> list[tuple[str, str]]:
 
 
 def stack_jails(service: str, pam_dir: str = "/etc/pam.d") -> bool:
-    """Does /etc/pam.d/SERVICE have an active session line of pam_jail's module?"""
-    try:
-        with open(f"{pam_dir}/{service}", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
+    """Does /etc/pam.d/SERVICE carry pam_jail's lines? doctor's rule (pam.SERVICE:
+    includes followed, a required session line nothing jumps over)."""
+    from pam_jail.config import DEFAULT_PATH
+    from pam_jail.doctor import parse_pam_stack
+    from pam_jail.doctor_host import stack_has_lines
+
+    path = f"{pam_dir}/{service}"
+    if not os.path.exists(path):
         return False
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if len(words) >= 3 and words[0] == "session" and \
-                any(w.endswith(PAM_MODULE_FILE) for w in words[2:]):
-            return True
-    return False
+    return not stack_has_lines(parse_pam_stack(path)[0], path, DEFAULT_PATH)
 
 
 def set_aside(jobs: list[tuple[str, str]], dest: str) -> list[list[str]]:
@@ -134,11 +139,13 @@ def restore(records: list[list[str]]) -> list[str]:
     return problems
 
 
-def outside_the_jail(user: str, uid: int, passwd_home: str) -> list[str]:
-    """What of a jailed account still acts on the host (for explain and doctor): jobs
-    cron/atd would run with /bin/sh on the host, processes running there, a passwd home
-    that is not root's stub (host services read it)."""
-    from pam_jail.resolve import is_stub_home
+def outside_the_jail(user: str, uid: int, gids: frozenset[int], passwd_home: str,
+                     jail_root: str, jail_home: str) -> list[str]:
+    """What of a jailed account still acts on the host (for explain): jobs cron/atd
+    would run with /bin/sh on the host, processes running there, a passwd home host
+    services read files of the user's from (doctor's user.home judgement)."""
+    from pam_jail.doctor import FAIL
+    from pam_jail.doctor_host import gather_home, judge_home
 
     found = []
     for kind, path in spooled_jobs(user, uid):
@@ -151,14 +158,8 @@ def outside_the_jail(user: str, uid: int, passwd_home: str) -> list[str]:
     if running:
         shown = ", ".join(f"{pid} {name}" for pid, name in running[:6])
         found.append(f"{len(running)} process(es) run on the host: {shown}")
-    if not is_stub_home(passwd_home):
-        try:
-            st = os.stat(passwd_home)
-            users_own = st.st_uid == uid or bool(st.st_mode & 0o002)
-        except OSError:
-            users_own = False
-        if users_own:
-            found.append(f"passwd home {passwd_home} is the user's: host services (MTA "
-                         ".forward, pam_env) read files the user writes; `pam-jail jailuser` "
-                         "makes it a root-owned stub")
+    home = judge_home(gather_home(user, uid, gids, passwd_home, jail_root, jail_home))
+    if home.status == FAIL:
+        found.append(f"passwd home {passwd_home} is the user's: {home.message}; "
+                     f"fix: {home.fix}")
     return found

@@ -807,6 +807,7 @@ def _host_checks(idents: Sequence[Identity], cfg: Config, args: argparse.Namespa
                  pam_file: str) -> list[Check]:
     """pam_jail.doctor_host: /etc/shells, the passwd homes host services read, the MTA,
     cron/at jobs, the other PAM services, pam_env user_readenv."""
+    from pam_jail.account import user_gids
     from pam_jail.doctor_host import JailedAccount, host_checks
 
     accounts = []
@@ -817,12 +818,8 @@ def _host_checks(idents: Sequence[Identity], cfg: Config, args: argparse.Namespa
             continue
         if jail is None:
             continue
-        try:
-            gids = frozenset(os.getgrouplist(ident.name, ident.gid))
-        except OSError:
-            gids = frozenset({ident.gid})
-        accounts.append(JailedAccount(ident.name, ident.uid, gids, ident.home, jail.root,
-                                      jail.root.rstrip("/") + jail.home))
+        accounts.append(JailedAccount(ident.name, ident.uid, user_gids(ident.name, ident.gid),
+                                      ident.home, jail.root, jail.root.rstrip("/") + jail.home))
     return host_checks(accounts, args.pam_dir, pam_file, args.config, args.shells_file)
 
 

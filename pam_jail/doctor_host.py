@@ -29,6 +29,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pam_jail.account import ATJOBS, CRONTABS, spooled_jobs
 from pam_jail.doctor import FAIL, OK, WARN, Check, PamEntry, judge_pam_stack, parse_pam_stack
 from pam_jail.resolve import PAM_JAIL_SHELLS
 
@@ -50,8 +51,6 @@ HOME_FILES: dict[str, str] = {
 SERVICES = ("cron", "atd", "su", "su-l", "runuser", "runuser-l", "login")
 # The daemon that runs jobs per job-running service (no daemon: no jobs run).
 JOB_DAEMONS = {"cron": "/usr/sbin/cron", "atd": "/usr/sbin/atd"}
-CRONTABS = "/var/spool/cron/crontabs"
-ATJOBS = "/var/spool/cron/atjobs"
 ETC_SHELLS = "/etc/shells"
 PAM_SETUP = ("`pam-jail pam-setup` (pam_jail's guarded, marked lines in cron, atd, su, su-l, "
              "runuser, runuser-l and login)")
@@ -424,20 +423,9 @@ def gather_mtas() -> list[str]:
 
 
 def gather_jobs(user: str, uid: int) -> tuple[bool, list[str]]:
-    """(a crontab exists, the at job files owned by uid)."""
-    crontab = os.path.lexists(f"{CRONTABS}/{user}")
-    jobs = []
-    try:
-        names = os.listdir(ATJOBS)
-    except OSError:
-        names = []
-    for name in sorted(names):
-        if name.startswith("."):
-            continue
-        fact = _fact(f"{ATJOBS}/{name}", follow=False)
-        if fact is not None and fact.uid == uid and stat.S_ISREG(fact.mode):
-            jobs.append(fact.path)
-    return crontab, jobs
+    """(a crontab exists, the at job files owned by uid): account.spooled_jobs."""
+    jobs = spooled_jobs(user, uid)
+    return any(kind == "crontab" for kind, _ in jobs), [p for kind, p in jobs if kind == "at"]
 
 
 @dataclass

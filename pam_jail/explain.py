@@ -99,9 +99,10 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
         return out
     out["jail"] = {"name": jail.name, "root": jail.root, "home": jail.home,
                    "mode": jail.mode, "source": jail.source}
-    from pam_jail.account import outside_the_jail
+    from pam_jail.account import outside_the_jail, user_gids
 
-    out["outside"] = outside_the_jail(ident.name, ident.uid, ident.home)
+    out["outside"] = outside_the_jail(ident.name, ident.uid, user_gids(ident.name, ident.gid),
+                                      ident.home, jail.root, jail.root.rstrip("/") + jail.home)
     if not is_jailing_shell(jail.mode, ident.shell):
         wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
         out["reason"] = (f"NOT jailed: the login shell of {ident.name} is {ident.shell}; "

@@ -46,8 +46,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~15 ms of import time on every login
     from typing import Any
 
-    from pam_jail.limits import Limits
-
 _log = SysLog("pam_jail")
 
 # Services that exec the user's login shell (pam_jail's shells refuse outside their jail
@@ -101,7 +99,11 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
                                  f"confined for {done}")
                 return int(pamh.PAM_SUCCESS)
         config = opts.get("config") or "/etc/pam_jail/jails.ini"
-        ident, cfg, jail = admit(str(user), config, check_shell_jails=False,   # 1, 2
+        # `service=NAME` (a module argument, root's): a stack under another name that
+        # does what NAME does, e.g. a copy of login's stack; never sshd's check
+        service = opts.get("service") or str(ctx["service"] or "")
+        job = not runs_login_shell(service)   # cron, atd, unknown: no login shell runs
+        ident, cfg, jail = admit(str(user), config, check_shell_jails=job,     # 1, 2
                                  on_fallback=fallback)
         if jail is None:                                                        # 3
             if ident.uid == 0:
@@ -115,7 +117,7 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
             return int(pamh.PAM_IGNORE)
         jail_name = jail.name
         if phase == "session":
-            uncarried = _open_session(pamh, jail, ident, opts)                  # 4, 5
+            uncarried = _open_session(pamh, jail, ident, opts, service, job)    # 4, 5
             if uncarried:
                 _log.decision(LOG_WARNING, "limits left to rlimits", user=user,
                               jail=jail_name, reason=f"no cgroup controller for "
@@ -188,86 +190,64 @@ def _lsh_runtime() -> tuple[str, ...]:
             f"{stdlib}/__pycache__", f"{stdlib}/encodings", f"{stdlib}/lib-dynload")
 
 
-def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> list[str]:
-    """Steps 4-5; returns the limits no cgroup controller carried (for the log)."""
-    from pam_jail.confine import confine_pam_session, isolate_session
-    from pam_jail.limits import limits_of
+def _check_login_shell(pamh: Any, jail: Jail, ident: Identity) -> None:
+    """Step 5a, mode pam: the login shell, its interpreter, the limited shell's runtime
+    and the library directories in the jail must be root's and not writable."""
     from pam_jail.safety import LIB_DIRS, check_exec
-    from pam_jail.syscalls import from_options
 
-    limits = limits_of(jail.options)
-
-    # `service=NAME` (a module argument, root's): a stack under another name that does
-    # what NAME does, e.g. a copy of login's stack; it never reaches sshd's check
-    service = opts.get("service") or str(getattr(pamh, "service", ""))
-    is_sshd = service.startswith("sshd") and "service" not in opts
-    if not runs_login_shell(service):
-        return _confine_job(jail, ident, limits)                                # 5
-    if jail.mode == "sftp" and not is_sshd:
-        raise Denied(f"jail {jail.name} is an sshd ChrootDirectory jail; service "
-                     f"{service} cannot enter it")
-    if is_sshd:
-        _check_sshd(pamh, jail, ident, opts)                                    # 4
-    if jail.mode != "pam":
-        return isolate_session(network=jail.flag("network"), limits=limits,     # 5
-                               jail=jail.name, user=ident.name,
-                               file_size=jail.mode == "sftp")
     runtime = _lsh_runtime()
     if not jail.allow_shell:       # pam-jail-lsh refuses interactive logins seeing it
         try:
             pamh.env[NO_SHELL_ENV] = "1"
         except Exception as err:
             raise Denied(f"set {NO_SHELL_ENV}: {err}") from None
-    unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + runtime)           # 5a
+    unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + runtime)
     unsafe += check_exec(jail.root, f"{runtime[0]}/pam-jail-lsh.py")   # what the stub runs
     if unsafe:
         raise Denied(f"run the login shell {ident.shell} in jail {jail.name}: {unsafe[0]}",
                      hint=f"pam-jail check {jail.name}; pam-jail update")
-    return confine_pam_session(_open_jail(jail), jail.root, jail.home, uid=ident.uid,  # 5
-                               gid=ident.gid, network=jail.flag("network"),
-                               devpts=jail.flag("devpts", True), tty_gid=_tty_gid(),
-                               hostname=jail.options.get("hostname", ""),
-                               pid=jail.flag("pid", True), proc=jail.flag("proc"),
-                               limits=limits, jail=jail.name, user=ident.name,
-                               seccomp=from_options(jail.options))
 
 
-def _open_jail(jail: Jail) -> int:
+def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
+                  service: str, job: bool) -> list[str]:
+    """Steps 4-5; returns the limits no cgroup controller carried (for the log).
+    job: the service runs its own program (cron's /bin/sh), not the login shell: the
+    mode-pam confinement in every mode (admit() checked a mode-shell jail too), without
+    a PID 1 of ours, devpts or /proc: the job is PID 1, its end ends the namespace."""
+    from pam_jail.confine import confine_pam_session, isolate_session
+    from pam_jail.limits import limits_of
     from pam_jail.safety import open_checked
-
-    try:
-        return open_checked(jail.root)
-    except OSError as err:
-        raise Denied(f"open jail {jail.root}: {err}") from None
-
-
-def _tty_gid() -> int:
-    try:
-        return grp.getgrnam("tty").gr_gid
-    except KeyError:
-        return 5
-
-
-def _confine_job(jail: Jail, ident: Identity, limits: Limits | None) -> list[str]:
-    """Step 5 for a service that runs its own program as the user (cron, atd, unknown):
-    the mode-pam confinement in every mode, so the job's /bin/sh is the jail's (or the
-    exec fails); PID namespace always, the job its PID 1."""
-    from pam_jail.confine import confine_pam_session
-    from pam_jail.errors import UnsafeJail
-    from pam_jail.safety import check_jail
     from pam_jail.syscalls import from_options
 
-    if jail.mode == "shell":      # admit() leaves this to pam-jail-shell, which is not run
-        problems = check_jail(jail.root)
-        if problems:
-            raise UnsafeJail(f"check jail {jail.name}: unsafe", problems=problems,
-                             hint=f"run `pam-jail check {jail.name}`")
-    return confine_pam_session(_open_jail(jail), jail.root, jail.home, uid=ident.uid,
+    limits = limits_of(jail.options)
+    if not job:                    # the service execs the login shell next
+        is_sshd = service.startswith("sshd") and "service" not in opts
+        if jail.mode == "sftp" and not is_sshd:
+            raise Denied(f"jail {jail.name} is an sshd ChrootDirectory jail; service "
+                         f"{service} cannot enter it")
+        if is_sshd:
+            _check_sshd(pamh, jail, ident, opts)                                # 4
+        if jail.mode != "pam":
+            return isolate_session(network=jail.flag("network"), limits=limits, # 5
+                                   jail=jail.name, user=ident.name,
+                                   file_size=jail.mode == "sftp")
+        _check_login_shell(pamh, jail, ident)                                   # 5a
+    try:
+        tty_gid = grp.getgrnam("tty").gr_gid
+    except KeyError:
+        tty_gid = 5
+    try:
+        jail_fd = open_checked(jail.root)
+    except OSError as err:
+        raise Denied(f"open jail {jail.root}: {err}") from None
+    return confine_pam_session(jail_fd, jail.root, jail.home, uid=ident.uid,      # 5
                                gid=ident.gid, network=jail.flag("network"),
-                               devpts=False, tty_gid=_tty_gid(),      # a job has no tty
-                               hostname=jail.options.get("hostname", ""), pid=True,
-                               limits=limits, jail=jail.name, user=ident.name,
-                               seccomp=from_options(jail.options), init=False)
+                               devpts=jail.flag("devpts", True) and not job,
+                               tty_gid=tty_gid, hostname=jail.options.get("hostname", ""),
+                               pid=job or jail.flag("pid", True),
+                               proc=jail.flag("proc") and not job, limits=limits,
+                               jail=jail.name, user=ident.name,
+                               seccomp=from_options(jail.options), init=not job)
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:

@@ -148,57 +148,39 @@ def compare_effective(mode: str, root: str, effective: dict[str, list[str]]) -> 
 
 # ------------------------------------------------------------------ reading sshd
 
-def _hex_addr(text: str) -> str:
-    """/proc/net/tcp{,6} address (host-order 32-bit words in hex) -> numeric text; an
-    IPv4-mapped IPv6 address becomes the IPv4 one (as sshd reports it)."""
-    words = [bytes.fromhex(text[i:i + 8])[::-1] for i in range(0, len(text), 8)]
-    raw = b"".join(words)
-    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
-        raw = raw[12:]
-    if len(raw) == 4:
-        return ".".join(str(b) for b in raw)
-    return ":".join(f"{raw[i] << 8 | raw[i + 1]:x}" for i in range(0, 16, 2))
-
-
-def tcp_connections(tables: list[str], inodes: set[str]) -> list[tuple[str, str, str, str]]:
-    """The ESTABLISHED TCP connections among `inodes` (socket inode numbers), read from
-    the texts of /proc/net/tcp and /proc/net/tcp6: (remote addr, remote port, local
-    addr, local port), in SSH_CONNECTION's order. Pure."""
-    found: list[tuple[str, str, str, str]] = []
-    for table in tables:
-        for line in table.splitlines()[1:]:
-            f = line.split()
-            if len(f) < 10 or f[3] != "01" or f[9] not in inodes:
-                continue
-            (laddr, lport), (raddr, rport) = (a.split(":") for a in (f[1], f[2]))
-            conn = (_hex_addr(raddr), str(int(rport, 16)), _hex_addr(laddr),
-                    str(int(lport, 16)))
-            if conn not in found:
-                found.append(conn)
-    return found
+def _numeric(addr: str) -> str:
+    """An IPv4-mapped IPv6 address as sshd reports it (the IPv4 one)."""
+    return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
 
 
 def own_connection() -> tuple[str, str, str, str] | None:
-    """This process's one TCP connection (sshd's per-connection process holds the
-    client's socket), from the kernel: /proc/self/fd and /proc/net/tcp{,6}. None when
-    there is not exactly one. Never from the environment: SSH_CONNECTION in the PAM
-    environment can come from ~/.pam_environment (pam_env user_readenv=1)."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
+    """This process's one connected TCP socket (sshd's per-connection process holds the
+    client's): (remote addr, remote port, local addr, local port), SSH_CONNECTION's
+    order, from getpeername/getsockname on its own descriptors. None when there is not
+    exactly one. Never from the environment: SSH_CONNECTION in the PAM environment can
+    come from ~/.pam_environment (pam_env user_readenv=1). The cost is one readlink per
+    open descriptor, not a read of the host's connection tables."""
+    import _socket
+
+    found: list[tuple[str, str, str, str]] = []
+    for name in os.listdir("/proc/self/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:["):
+                continue
+            sock = _socket.socket(fileno=int(name))
+        except (OSError, ValueError):
             continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    tables = []
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(name, encoding="ascii") as fh:
-                tables.append(fh.read())
-        except OSError:
+            if sock.family in (_socket.AF_INET, _socket.AF_INET6) and \
+                    sock.type == _socket.SOCK_STREAM:
+                peer, local = sock.getpeername(), sock.getsockname()
+                conn = (_numeric(peer[0]), str(peer[1]), _numeric(local[0]), str(local[1]))
+                if conn not in found:
+                    found.append(conn)
+        except OSError:       # not connected (a listener): not the client's socket
             pass
-    found = tcp_connections(tables, inodes)
+        finally:
+            sock.detach()     # the descriptor stays sshd's
     return found[0] if len(found) == 1 else None
 
 

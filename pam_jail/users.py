@@ -43,7 +43,7 @@ from typing import Any
 
 from pam_jail import account, build, config, safety
 from pam_jail.errors import BuildError, ConfigError, PamJailError, UnsafeJail, UsageError
-from pam_jail.resolve import STUB_HOMES
+from pam_jail.resolve import STUB_HOMES, is_stub_home
 from pam_jail.safety import resolve_in_jail
 
 STATE_DIR = "/var/lib/pam_jail/jailuser"
@@ -431,7 +431,7 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             raise BuildError(f"jailuser {user}: --move: {old_home} is not a directory owned "
                              "by the user or root")
         report.steps.append(f"move {old_home} to {host_home} (mode at most 0750)")
-    if new_home.endswith(STUB_HOMES + "/" + user) and not _stub_ready(stub, user):
+    if is_stub_home(new_home) and not _stub_ready(stub, user):
         report.steps.append(f"home stub {stub} (root's; .ssh -> ../../home/{user}/.ssh)")
     if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
         report.steps.append(f"usermod -s {shell} -d {new_home} {user}")
@@ -492,7 +492,7 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             os.chmod(host_home, stat.S_IMODE(os.lstat(host_home).st_mode) & 0o750)
             state.moved = True
             _write_state(state, state_dir)
-        if new_home.endswith(STUB_HOMES + "/" + user):
+        if is_stub_home(new_home):
             _make_stub(root, user)
         if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
             _usermod(user, shell, new_home)
@@ -667,7 +667,7 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
     elif not move_back and os.path.lexists(host_home):
         report.warnings.append(f"jailuser --undo {user}: jail home {host_home} is not empty, "
                                "left in place")
-    if state.new_home.endswith(STUB_HOMES + "/" + user):
+    if is_stub_home(state.new_home):
         report.steps.append(f"remove the home stub {state.jail}{STUB_HOMES}/{user}")
     for kind, path, _saved in state.set_aside:
         report.steps.append(f"restore {kind} {path}")
@@ -699,7 +699,7 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
         _drop_jail_entry(state.jail, user)
     if not move_back and _is_empty_dir(host_home):
         os.rmdir(host_home)
-    if state.new_home.endswith(STUB_HOMES + "/" + user):
+    if is_stub_home(state.new_home):
         _remove_stub(state.jail, user)
     report.warnings += account.restore(state.set_aside)
     with contextlib.suppress(OSError):
