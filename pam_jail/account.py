@@ -11,6 +11,8 @@ import os
 import shutil
 import stat
 
+from pam_jail.log import escape
+
 CRONTABS = "/var/spool/cron/crontabs"
 ATJOBS = "/var/spool/cron/atjobs"
 # The PAM service of each spool's daemon.
@@ -25,10 +27,20 @@ def user_gids(user: str, gid: int) -> frozenset[int]:
         return frozenset({gid})
 
 
-def printable(text: str, limit: int = 64) -> str:
-    """A string a user controls (a process title), shown safely on one line."""
-    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
-    return out + ("..." if len(text) > limit else "")
+def own_private_group(user: str, gid: int) -> bool:
+    """Is `gid` the user's own private group: the user's primary group, with no other
+    member in the group database and no other account's primary group? (Then a home of
+    that group may keep its group bits: no one else reads it through the group.)"""
+    import grp
+    import pwd
+
+    try:
+        primary = pwd.getpwnam(user).pw_gid
+        members = grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
+    return primary == gid and all(m == user for m in members) and \
+        not any(pw.pw_gid == gid and pw.pw_name != user for pw in pwd.getpwall())
 
 
 def host_processes(uid: int, proc: str = "/proc") -> list[tuple[int, str]]:
@@ -50,7 +62,7 @@ def host_processes(uid: int, proc: str = "/proc") -> list[tuple[int, str]]:
                 continue
         except (OSError, ValueError):
             continue
-        found.append((int(entry), printable(status.get("Name", "?").strip())))
+        found.append((int(entry), escape(status.get("Name", "?").strip(), 64)))
     return sorted(found)
 
 

@@ -21,6 +21,10 @@ What is looked at, per jail (docs/check.md has the table):
                    dev, proc, etc/passwd, etc/group and etc/pam_jail are not compared
   passwd, group    jail entries whose name or id disagrees with the host's databases
   mount            (info) the jail's file system is mounted without nosuid or nodev
+  home-readable    the home of a customer of the jail (a user jails.ini maps to it, or
+                   whose passwd home names it) that another customer can read or enter:
+                   any bit for others, or a group bit with a group another customer of
+                   that jail has (safety.judge_home_privacy); the hint names the chmod
 
 Severity: "error" (the jail is unsafe), "warning" (stale or suspicious), "info" (does not
 change the exit status: the login path binds every jail nosuid,nodev itself).
@@ -47,6 +51,7 @@ import time
 from pam_jail import safety
 from pam_jail.config import DEFAULT_PATH, load_config
 from pam_jail.errors import PamJailError, UsageError
+from pam_jail.log import escape
 from pam_jail.resolve import split_marker
 
 TYPE_CHECKING = False
@@ -58,7 +63,7 @@ SEVERITY = {
     "jail-path": "error", "setuid": "error", "device": "error", "writable": "error",
     "system-owner": "error", "hardlink": "error", "passwd": "error", "group": "error",
     "symlink-outside": "warning", "symlink-dangling": "warning", "differs": "warning",
-    "unreadable": "warning", "mount": "info",
+    "unreadable": "warning", "mount": "info", "home-readable": "error",
 }
 FIXABLE = ("setuid", "writable")
 
@@ -117,16 +122,18 @@ class Finding:
     """One finding. `ident` (st_dev, st_ino) lets --fix make sure it changes the entry
     the walk saw; it does not take part in comparisons."""
 
-    __slots__ = ("kind", "path", "detail", "severity", "fixable", "ident")
+    __slots__ = ("kind", "path", "detail", "severity", "fixable", "ident", "hint")
 
     def __init__(self, kind: str, path: str, detail: str, severity: str = "error",
-                 fixable: bool = False, ident: tuple[int, int] | None = None) -> None:
+                 fixable: bool = False, ident: tuple[int, int] | None = None,
+                 hint: str = "") -> None:
         self.kind = kind
         self.path = path            # host path of the entry (jail root + path in the jail)
         self.detail = detail
         self.severity = severity
         self.fixable = fixable
         self.ident = ident
+        self.hint = hint            # what the admin can do ("" = see docs/check.md)
 
     def _key(self) -> tuple[str, str, str, str, bool]:
         return (self.kind, self.path, self.detail, self.severity, self.fixable)
@@ -143,7 +150,7 @@ class Finding:
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "path": self.path, "detail": self.detail,
-                "severity": self.severity, "fixable": self.fixable}
+                "severity": self.severity, "fixable": self.fixable, "hint": self.hint}
 
 
 def finding(kind: str, path: str, detail: str,
@@ -151,15 +158,27 @@ def finding(kind: str, path: str, detail: str,
     return Finding(kind, path, detail, SEVERITY[kind], kind in FIXABLE, ident)
 
 
-class Target:
-    """A jail to check: its name, root, and the homes inside it (paths in the jail)."""
+class Customer:
+    """A user of a jail: uid, every group id (primary and supplementary), and the home
+    inside the jail."""
 
-    __slots__ = ("name", "root", "homes")
+    __slots__ = ("uid", "gids", "home")
+
+    def __init__(self, uid: int, gids: frozenset[int], home: str) -> None:
+        self.uid, self.gids, self.home = uid, gids, home
+
+
+class Target:
+    """A jail to check: its name, root, the homes inside it (paths in the jail) and its
+    customers (user name -> Customer; filled by jail_customers for `check`)."""
+
+    __slots__ = ("name", "root", "homes", "customers")
 
     def __init__(self, name: str, root: str, homes: set[str] | None = None) -> None:
         self.name = name
         self.root = root
         self.homes: set[str] = set() if homes is None else homes
+        self.customers: dict[str, Customer] = {}
 
     def __repr__(self) -> str:
         return f"Target(name={self.name!r}, root={self.root!r}, homes={self.homes!r})"
@@ -720,6 +739,7 @@ class Checker:
         report.findings += self._hardlinks(root, walk.links)
         report.findings += check_ids(root)
         report.findings += check_mount(root)
+        report.findings += check_homes(root, target.customers)
         report.findings.sort(key=lambda f: (f.path, f.kind))
         report.seconds = time.perf_counter() - start
         return report
@@ -839,6 +859,66 @@ def check_ids(root: str) -> list[Finding]:
                     break
         if problem:
             out.append(finding("group", path, problem))
+    return out
+
+
+def check_homes(root: str, customers: dict[str, Customer]) -> list[Finding]:
+    """Every customer's home in the jail must be private from the other customers
+    (safety.judge_home_privacy). The hint is jailuser's rule: 0750 when the home's group
+    is the user's own private group, else 0700."""
+    from pam_jail.account import own_private_group
+
+    out = []
+    for name, me in sorted(customers.items()):
+        path = root + me.home
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue                          # no home yet: nothing to read
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        sharing = [other for other, them in customers.items()
+                   if them.uid != me.uid and st.st_gid in them.gids]
+        group = _getgrgid(st.st_gid)
+        problem = safety.judge_home_privacy(me.home, st.st_mode,
+                                            group.gr_name if group else str(st.st_gid),
+                                            sharing)
+        if problem:
+            want = safety.private_home_mode(st.st_mode, not sharing and
+                                            own_private_group(name, st.st_gid))
+            out.append(Finding("home-readable", path, problem, SEVERITY["home-readable"],
+                               hint=f"chmod {want:04o} {path}; to share files on purpose, a "
+                                    "group directory in the jail (chgrp GROUP, chmod 2770), "
+                                    "never a home (docs/check.md)"))
+    return out
+
+
+def jail_customers(config_path: str | None) -> dict[str, dict[str, Customer]]:
+    """Jail root -> its customers: the users jails.ini maps to it ([users], [groups])
+    and the users whose passwd home names it (the /./ marker), as resolve() decides at
+    login; a user in a jail only through [options] default is not counted (every host
+    user would be)."""
+    from pam_jail.account import user_gids
+    from pam_jail.config import Config
+    from pam_jail.errors import Denied
+    from pam_jail.resolve import identity_from_passwd, resolve
+
+    path = config_path or DEFAULT_PATH
+    cfg = load_config(path) if config_path is not None or os.path.exists(path) else \
+        Config(jails={}, users={}, groups={})
+    out: dict[str, dict[str, Customer]] = {}
+    for pw in pwd.getpwall():
+        if pw.pw_name not in cfg.users and not cfg.groups and "/./" not in pw.pw_dir:
+            continue                              # cannot be mapped: no NSS group lookup
+        try:
+            jail = resolve(identity_from_passwd(pw.pw_name), cfg)
+        except Denied:
+            continue
+        if jail is None or jail.source == "default":
+            continue
+        home = os.path.normpath("/" + jail.home.lstrip("/"))
+        out.setdefault(os.path.normpath(jail.root), {})[pw.pw_name] = Customer(
+            pw.pw_uid, user_gids(pw.pw_name, pw.pw_gid), home)
     return out
 
 
@@ -966,8 +1046,11 @@ jail, symlinks that climb above the jail root or point at nothing inside it, fil
 whose content differs from the host's file at the same path (the whole file, no
 hash and no sample: the same inode is the same content, another size is other
 content, otherwise every byte of both files is compared),
-jail etc/passwd and etc/group entries that disagree with the host, and a jail on a
-mount without nosuid/nodev (info only: the login path remounts it so itself).
+jail etc/passwd and etc/group entries that disagree with the host, the home of a
+customer of the jail (mapped in jails.ini or by a /./ home marker) that another
+customer can read (o+r/x, or a group another customer has: hint chmod 0750/0700),
+and a jail on a mount without nosuid/nodev (info only: the login path remounts it so
+itself).
 
 Without JAIL arguments: every jail in the config file plus every jail named by a
 user's home marker (/jail/./home/user). Home directories and tmp are scanned for
@@ -1025,6 +1108,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run and not args.fix:
         raise UsageError("check: --dry-run goes with --fix")
     jails = targets(args.jails, args.config)
+    customers = jail_customers(args.config)
+    for target in jails:
+        target.customers = customers.get(os.path.normpath(target.root), {})
     checker = Checker(jobs=args.jobs, compare=not args.no_compare, shared=args.shared)
     progress = _progress(len(jails), args.progress or sys.stderr.isatty())
     reports = []
@@ -1070,15 +1156,19 @@ def _progress(count: int, wanted: bool) -> Callable[[str], None]:
 
 
 def _print_text(reports: list[JailReport], *, verbose: bool, dry_run: bool) -> None:
+    """One line a jail and a finding, through log.escape: findings name the files that
+    jailed users made (a file name may hold a newline or an escape sequence)."""
     if not reports:
         print("no jails configured (and no /./ home markers)")
     for r in reports:
         shown = r.findings if verbose else r.problems
         state = "clean" if not r.problems else f"{len(r.problems)} finding(s)"
-        print(f"jail {r.name} ({r.root}): {state}; {r.entries} entries, {r.compared} "
-              f"compared with the host, {r.seconds:.2f} s")
+        print(f"jail {escape(r.name)} ({escape(r.root)}): {state}; {r.entries} entries, "
+              f"{r.compared} compared with the host, {r.seconds:.2f} s")
         for f in shown:
             mark = " [fixable]" if f.fixable and not r.fixed else ""
-            print(f"  {f.kind:16} {f.severity:7} {f.path}: {f.detail}{mark}")
+            print(f"  {f.kind:16} {f.severity:7} {escape(f.path)}: {escape(f.detail)}{mark}")
+            if f.hint:
+                print(f"  {'':16} hint: {escape(f.hint)}")
         for line in r.fixed:
-            print(f"  {'would ' if dry_run else ''}{line}")
+            print(f"  {'would ' if dry_run else ''}{escape(line)}")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from pam_jail import __version__
 from pam_jail.errors import ConfigError, PamJailError, UnsafeJail, UsageError
+from pam_jail.log import escape
 
 # Modules that contribute subcommands, in the order they appear in --help, with the
 # commands each registers: `pam-jail check` imports only pam_jail.check (every command
@@ -63,13 +64,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def report(err: PamJailError) -> None:
-    print(f"pam_jail: {err}", file=sys.stderr)
+    """The error as text on stderr, every line through log.escape (messages name paths
+    and values that jailed users made)."""
+    print(f"pam_jail: {escape(err)}", file=sys.stderr)
     problems = getattr(err, "problems", None)
     if isinstance(err, (ConfigError, UnsafeJail)) and problems:
         for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
+            print(f"  - {escape(problem)}", file=sys.stderr)
     if err.hint:
-        print(f"hint: {err.hint}", file=sys.stderr)
+        print(f"hint: {escape(err.hint)}", file=sys.stderr)
 
 
 # Commands that change the system: run as root (their --dry-run/--help excepted).

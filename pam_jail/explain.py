@@ -16,6 +16,7 @@ import sys
 
 from pam_jail.config import DEFAULT_PATH, load_config
 from pam_jail.errors import ConfigError, Denied
+from pam_jail.log import escape
 from pam_jail.policy import Decision, decide, parse_lsh, select_policy
 from pam_jail.resolve import (
     JAILING_SHELLS,
@@ -142,36 +143,42 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
     return out
 
 
+def _line(text: str) -> None:
+    """One line of the text report, through log.escape: it names what jailed users made
+    (file names in the jail, commands). The argv line is JSON, escaped already."""
+    print(escape(text))
+
+
 def _print_text(info: dict[str, object]) -> None:
     jail = info.get("jail")
-    print(f"user:     {info['user']} (uid {info.get('uid')}, groups "
+    _line(f"user:     {info['user']} (uid {info.get('uid')}, groups "
           f"{', '.join(info.get('groups', []))})")  # type: ignore[arg-type]
     if isinstance(jail, dict):
-        print(f"jail:     {jail['name']} root={jail['root']} home={jail['home']} "
+        _line(f"jail:     {jail['name']} root={jail['root']} home={jail['home']} "
               f"mode={jail['mode']} (from {jail['source']})")
     else:
-        print("jail:     none")
+        _line("jail:     none")
     for trace in info.get("outside", []):  # type: ignore[attr-defined]
-        print(f"OUTSIDE:  {trace}")
+        _line(f"OUTSIDE:  {trace}")
     if "check" in info:
         problems = info["check"]
-        print("check:    " + ("ok" if not problems else "UNSAFE"))
+        _line("check:    " + ("ok" if not problems else "UNSAFE"))
         for p in problems:  # type: ignore[attr-defined]
-            print(f"  - {p}")
+            _line(f"  - {p}")
     for p in info.get("lsh_problems", []):  # type: ignore[attr-defined]
-        print(f"  - {p}")
+        _line(f"  - {p}")
     if "section" in info:
-        print(f"section:  [{info['section']}]")
-        print(f"rule:     {info['rule']}")
+        _line(f"section:  [{info['section']}]")
+        _line(f"rule:     {info['rule']}")
     cmd = info["command"]
-    print(f"command:  {'(interactive login)' if cmd is None else cmd}")
-    print(f"verdict:  {'ALLOWED' if info['allowed'] else 'REFUSED'}: {info.get('reason', '')}")
+    _line(f"command:  {'(interactive login)' if cmd is None else cmd}")
+    _line(f"verdict:  {'ALLOWED' if info['allowed'] else 'REFUSED'}: {info.get('reason', '')}")
     execve = info.get("execve")
     if isinstance(execve, dict):
-        print(f"execve:   {execve['path']} {json.dumps(execve['argv'])}")
-        print(f"umask:    {execve['umask']}, cwd {execve['cwd']}")
+        print(f"execve:   {escape(execve['path'])} {json.dumps(execve['argv'])}")
+        _line(f"umask:    {execve['umask']}, cwd {execve['cwd']}")
         for k, v in execve["env"].items():
-            print(f"env:      {k}={v}")
+            _line(f"env:      {k}={v}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ import sys
 
 from pam_jail.config import DEFAULT_PATH, Config, load_config, read_ini, read_root_owned
 from pam_jail.errors import ConfigError, Denied, PamJailError, UnsafeJail, UsageError
-from pam_jail.log import LOG_INFO, LOG_NOTICE, SysLog
+from pam_jail.log import LOG_INFO, LOG_NOTICE, SysLog, escape
 from pam_jail.resolve import Identity, Jail, identity_from_passwd, resolve, split_marker
 from pam_jail.safety import check_jail
 
@@ -220,7 +220,7 @@ def _list_allowed(ident: Identity, jails: list[Jail], as_json: bool) -> int:
         print(f"uchroot: user {ident.name} may enter no jail")
     for row in rows:
         state = "ok" if row["safe"] else f"unsafe: {row['problem']}"
-        print(f"{row['jail']}\t{row['root']}\t{row['source']}\t{state}")
+        print("\t".join(escape(v) for v in (row["jail"], row["root"], row["source"], state)))
     return 0
 
 
@@ -264,8 +264,8 @@ def _uchroot(args: argparse.Namespace, ident: Identity, log: SysLog) -> int:
     if args.dry_run:
         print(json.dumps({"user": ident.name, "jail": jail.name, "root": jail.root,
                           "home": home, "argv": argv}) if args.json else
-              f"uchroot: would run {' '.join(argv)} as {ident.name} in jail {jail.name} "
-              f"({jail.root}), cwd {home}")
+              escape(f"uchroot: would run {' '.join(argv)} as {ident.name} in jail "
+                     f"{jail.name} ({jail.root}), cwd {home}"))
         return 0
     from pam_jail.confine import userns_unavailable
 
@@ -369,9 +369,9 @@ def run_chrootlaunch(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(plan.as_dict(), indent=2))
         else:
-            print(f"chrootlaunch: would run {' '.join(plan.argv)} in jail {plan.jail} "
-                  f"({plan.root}) as {plan.user} (uid {plan.uid}, gid {plan.gid}, groups "
-                  f"{','.join(map(str, plan.groups))}), cwd {plan.workdir}")
+            print(escape(f"chrootlaunch: would run {' '.join(plan.argv)} in jail {plan.jail} "
+                         f"({plan.root}) as {plan.user} (uid {plan.uid}, gid {plan.gid}, "
+                         f"groups {','.join(map(str, plan.groups))}), cwd {plan.workdir}"))
         return 0
     try:
         tty_gid = grp.getgrnam("tty").gr_gid

@@ -22,6 +22,10 @@ its mount namespace differs from init's, command line. --json also gives the nam
 ids (`ns`: the inode numbers of /proc/PID/ns/mnt, pid and net, as `lsns` shows them;
 null when unreadable): processes of one session share them, and a process whose ids
 equal init's shares that namespace with the host.
+The text table escapes what a jailed process controls (its command line, and the user
+and jail names) with log.escape: a newline or an escape sequence in an argv shows as
+`\\x0a`, `\\x1b`, never as a second row or a terminal command. --json keeps the raw
+strings (JSON escapes control characters itself).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import asdict, dataclass
 
 from pam_jail.check import targets
 from pam_jail.config import DEFAULT_PATH
+from pam_jail.log import escape
 
 SHELL_ENTRY = "pam-jail-shell"
 NS_KINDS = ("mnt", "pid", "net")
@@ -179,8 +184,10 @@ EPILOG = """\
 columns: PID, PPID, USER (real uid), JAIL (marker:ROOT for a jail known only from a
 /./ home marker), STATE (jailed; unknown: a pam-jail-shell session whose root matches
 no known jail), NSPID (pid inside the process's PID namespace), MNTNS (own: another
-mount namespace than init's), COMMAND. --json adds "ns": {"mnt", "pid", "net"}, the
-namespace ids (inode numbers, as lsns prints them).
+mount namespace than init's), COMMAND. USER, JAIL and COMMAND show control,
+invisible and bidi characters as \\xNN or \\uNNNN and a backslash as \\\\ (a jailed
+process chooses its command line). --json adds "ns": {"mnt", "pid", "net"}, the
+namespace ids (inode numbers, as lsns prints them); its strings are raw (JSON-escaped).
 
 exit status:
   0 success (also when nothing is jailed); 2 usage; 3 bad config file
@@ -209,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{'PID':>7} {'PPID':>7} {'USER':12} {'JAIL':16} {'STATE':7} {'NSPID':>5} "
           f"{'MNTNS':5} COMMAND")
-    for p in procs:
-        print(f"{p.pid:>7} {p.ppid:>7} {p.user[:12]:12} {p.jail[:16]:16} {p.state:7} "
-              f"{p.nspid:>5} {'own' if p.own_mntns else 'host':5} {p.command}")
+    for p in procs:      # a jailed process chose its argv: one row each, never a raw byte
+        print(f"{p.pid:>7} {p.ppid:>7} {escape(p.user)[:12]:12} {escape(p.jail)[:16]:16} "
+              f"{p.state:7} {p.nspid:>5} {'own' if p.own_mntns else 'host':5} "
+              f"{escape(p.command)}")
     return 0

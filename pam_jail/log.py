@@ -5,6 +5,11 @@ PAM service (sshd, su) openlog would change the host program's own ident. The so
 connected early (before confinement) and is close-on-exec, so lines written after
 chroot/pivot_root still reach the host's syslog, and no jailed program inherits it.
 Strings a client controls are clipped and made printable.
+
+`escape` is the project's one rule for showing a string that a jailed user or process
+can influence (argv, file names, log text, user names) in a line meant for a human:
+every tool's text output and every syslog line goes through it. It lives here because
+the login path needs it and must stay lean (no `re`, nothing imported for it).
 """
 
 from __future__ import annotations
@@ -21,10 +26,39 @@ LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG = 3, 4, 5, 6, 7
 DEVLOG = "/dev/log"
 
 
-def clip(value: object, limit: int = 80) -> str:
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    if c == "\\":
+        return "\\\\"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape(value: object, limit: int | None = None, also: str = "") -> str:
+    """`value` as one visible line: a character that str.isprintable() refuses (C0 and
+    C1 controls, DEL, line and paragraph separators, the zero-width and bidi format
+    characters, unassigned and private ones) becomes `\\xNN`, `\\uNNNN` or
+    `\\UNNNNNNNN` (its code point, as Python writes it), and so does every character
+    of `also` (a quote that delimits the value); a backslash becomes `\\\\`. So a
+    newline cannot start a forged line, an ESC cannot drive the terminal, U+202E cannot
+    reverse what follows, and no escape can be mistaken for the same text typed
+    literally. `limit`: at most that many characters of the value are kept, `...`
+    marks a cut (counted before escaping)."""
     text = str(value)
-    text = "".join(c if c.isprintable() and c != '"' else "?" for c in text[:limit])
-    return text + ("..." if len(str(value)) > limit else "")
+    cut = limit is not None and len(text) > limit
+    if cut:
+        text = text[:limit]
+    if not (text.isprintable() and "\\" not in text and not any(c in text for c in also)):
+        text = "".join(_escape_char(c) if c == "\\" or c in also or not c.isprintable()
+                       else c for c in text)
+    return text + "..." if cut else text
+
+
+def clip(value: object, limit: int = 80) -> str:
+    """A value for a syslog field: escaped, at most `limit` characters of it, and no
+    `"` (it would end a quoted field)."""
+    return escape(value, limit, also='"')
 
 
 class SysLog:

@@ -13,9 +13,7 @@ user's `/./` home marker (resolve.split_marker; named `marker:ROOT`, as in `chec
     (atomic: a sender never sees a missing socket while the relay restarts)
   loop (epoll): read every readable jail socket until it is empty (the jail side must
     never fill: a full queue would block the jailed sender) -> per jail, a two-bucket
-    rate limit -> clip and sanitise -> append ` [jail=NAME uid=UID pid=PID]` (uid and
-    pid from the kernel, SO_PASSCRED, never from the message) -> one non-blocking send
-    to the host's /dev/log
+    rate limit -> rewrite (below) -> one non-blocking send to the host's /dev/log
   host down (send refused, socket gone) -> reconnect at most every 0.2 s and drop+count
   meanwhile; host full (EAGAIN) -> drop+count; the host's /dev/log replaced (its inode
     changed: a syslog restart) -> reconnect
@@ -27,10 +25,23 @@ user's `/./` home marker (resolve.split_marker; named `marker:ROOT`, as in `chec
 
 Counters per jail: received == forwarded + dropped_rate + dropped_host, always.
 
+The line the host gets (rewrite(); no text of the sender comes before our tag, so no jail
+line can pass for sshd's, PAM's or pam_jail's):
+    <PRI>Mmm dd hh:mm:ss jail-NAME[PID]: TEXT [jail=NAME uid=UID pid=PID]
+  PRI: the jail's configured facility (`facility`, default user; kern, auth, authpriv
+    and syslog are refused at load) with the severity the sender asked for; the
+    sender's facility is discarded. The timestamp is the relay's.
+  jail-NAME: the tag is ours; NAME is the jail's name with every character other than
+    A-Z a-z 0-9 . _ - made `_` (`marker:/srv/j` -> `jail-marker__srv_j`).
+  PID, uid: the sender as the host sees it (SO_PASSCRED), never from the message.
+  TEXT: what the sender wrote after its <PRI> and its own timestamp (its claimed tag
+    and message), cut to max_length characters, then log.escape (a newline, an ESC or
+    a bidi override shows as \\x0a, \\x1b, \\u202e: one datagram, one line).
+
 Settings: /etc/pam_jail/logrelay.ini (see etc/pam_jail/logrelay.ini and docs/tools.md):
-    [relay]   host_socket, max_length
+    [relay]   host_socket, max_length, facility   (facility: the default of every jail)
     [limits]  base, peak, interval               (defaults for every jail)
-    [jails]   [[NAME]] base, peak, interval, relay = yes|no   (per jail)
+    [jails]   [[NAME]] base, peak, interval, facility, relay = yes|no   (per jail)
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ from dataclasses import dataclass, field
 
 from pam_jail.config import DEFAULT_PATH, load_config, read_ini, read_root_owned
 from pam_jail.errors import ConfigError, PamJailError
+from pam_jail.log import escape
 from pam_jail.resolve import JAILKIT_SHELL_NAMES, split_marker
 from pam_jail.safety import open_checked
 
@@ -61,7 +73,7 @@ RECV_SIZE = 16384                 # a longer datagram is cut (MSG_TRUNC) and the
 BATCH = 256                       # reads per socket per round (fairness between jails)
 RECONNECT_EVERY = 0.2             # seconds between attempts while the host is down
 HOST_CHECK_EVERY = 1.0            # seconds between checks that /dev/log is still ours
-DEFAULT_PRI = 8 | 5               # user.notice, for a message without a valid <PRI>
+DEFAULT_SEVERITY = 5              # notice, for a message without a valid <PRI>
 _UCRED = struct.Struct("3i")
 
 # [relay] and [limits] keys: name -> (type, default, minimum)
@@ -75,10 +87,17 @@ LIMIT_KEYS: dict[str, tuple[type, object, float]] = {
     "interval": (float, 10.0, 0.1),   # seconds over which base is averaged
 }
 
-# Control characters and the invisible/reordering ones a log reader would not see.
-_UNSAFE = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029,
-           *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
-_SANITISE = {c: "?" for c in _UNSAFE}
+# The facilities a jail's lines may be given (syslog(3)'s codes). Refused: kern (0: only
+# the kernel logs there, and readers trust it as such), auth (4) and authpriv (10): sshd's,
+# PAM's and pam_jail's own lines, what fail2ban and auditors read; syslog (5): the syslog
+# daemon's own messages.
+FACILITIES = {"user": 1, "mail": 2, "daemon": 3, "lpr": 6, "news": 7, "uucp": 8,
+              "cron": 9, "ftp": 11, **{f"local{n}": 16 + n for n in range(8)}}
+REFUSED_FACILITIES = ("kern", "auth", "authpriv", "security", "syslog")
+DEFAULT_FACILITY = "user"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+           "Dec")
+_TAG_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 # --------------------------------------------------------------------- settings
@@ -94,9 +113,34 @@ class Limits:
 class Settings:
     host_socket: str = HOST_SOCKET
     max_length: int = 1024
+    facility: str = DEFAULT_FACILITY
     limits: Limits = field(default_factory=Limits)
     per_jail: dict[str, Limits] = field(default_factory=dict)
+    facilities: dict[str, str] = field(default_factory=dict)     # per jail, when set
     disabled: set[str] = field(default_factory=set)
+
+    def facility_of(self, jail: str) -> int:
+        """The facility code every line of `jail` gets."""
+        return FACILITIES[self.facilities.get(jail, self.facility)]
+
+
+def _facility(section: object, where: str, problems: list[str]) -> str | None:
+    """The section's `facility`, checked; None when absent or refused (a problem)."""
+    value = section.get("facility") if isinstance(section, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"{where}: facility: expected one value")
+    elif value in REFUSED_FACILITIES:
+        problems.append(f"{where}: facility: {value} is refused: a jail's lines must "
+                        f"never pass for the kernel's, sshd's/PAM's (auth, authpriv) or "
+                        f"the syslog daemon's; use {DEFAULT_FACILITY}, daemon or local0-7")
+    elif value not in FACILITIES:
+        problems.append(f"{where}: facility: unknown {value[:32]!r} (one of "
+                        f"{', '.join(FACILITIES)})")
+    else:
+        return value
+    return None
 
 
 def _typed(section: object, keys: dict[str, tuple[type, object, float]], where: str,
@@ -148,11 +192,14 @@ def parse_settings(text: str, source: str = SETTINGS_PATH) -> Settings:
     for name in tree:
         if name not in ("relay", "limits", "jails"):
             problems.append(f"{source}: unknown section or key {name!r}")
-    relay = _typed(tree.get("relay", {}), RELAY_KEYS, f"{source}: [relay]", problems)
+    relay = _typed(tree.get("relay", {}), RELAY_KEYS, f"{source}: [relay]", problems,
+                   extra=("facility",))
     limits = _typed(tree.get("limits", {}), LIMIT_KEYS, f"{source}: [limits]", problems)
     settings = Settings()
     settings.host_socket = str(relay.get("host_socket", HOST_SOCKET))
     settings.max_length = int(relay.get("max_length", 1024))
+    settings.facility = _facility(tree.get("relay", {}), f"{source}: [relay]",
+                                  problems) or DEFAULT_FACILITY
     settings.limits = _limits(limits, Limits())
     jails = tree.get("jails", {})
     if not isinstance(jails, dict):
@@ -160,7 +207,10 @@ def parse_settings(text: str, source: str = SETTINGS_PATH) -> Settings:
         jails = {}
     for name, section in jails.items():
         where = f"{source}: [[{name}]]"
-        own = _typed(section, LIMIT_KEYS, where, problems, extra=("relay",))
+        own = _typed(section, LIMIT_KEYS, where, problems, extra=("relay", "facility"))
+        facility = _facility(section, where, problems)
+        if facility is not None:
+            settings.facilities[name] = facility
         relay_flag = section.get("relay", "yes") if isinstance(section, dict) else "yes"
         if relay_flag not in ("yes", "no"):
             problems.append(f"{where}: relay: expected yes or no")
@@ -214,28 +264,47 @@ class Bucket:
         return True
 
 
-def rewrite(data: bytes, jail: str, uid: int | None, pid: int | None,
-            max_length: int) -> bytes:
-    """One jailed datagram -> the line for the host. Pure. The priority is kept when it
-    is a valid <0..191>, else user.notice; the text is decoded (invalid UTF-8 replaced),
-    control and invisible characters become '?', it is cut to max_length characters
-    ('...' marks a cut), trailing newlines/NULs dropped; then the relay's own trailer
-    names the jail and the sender's kernel-reported uid and pid."""
-    pri = DEFAULT_PRI
+def _skip_timestamp(data: bytes) -> bytes:
+    """Drop a leading RFC 3164 timestamp (`Mmm dd hh:mm:ss `, what syslog(3) sends): the
+    relay puts its own in front of the tag. Anything else is left as the sender wrote it."""
+    if len(data) >= 16 and data[:3].decode("ascii", "replace") in _MONTHS and \
+            data[3:4] == b" " and data[6:7] == b" " and data[15:16] == b" " and \
+            data[4:6].strip().isdigit() and data[9:13:3] == b"::" and \
+            data[7:9].isdigit() and data[10:12].isdigit() and data[13:15].isdigit():
+        return data[16:]
+    return data
+
+
+def jail_tag(jail: str) -> str:
+    """Our syslog tag for a jail: `jail-` and its name in tag-safe characters."""
+    return "jail-" + "".join(c if c in _TAG_CHARS else "_" for c in jail)
+
+
+def rewrite(data: bytes, jail: str, uid: int | None, pid: int | None, max_length: int,
+            facility: int = FACILITIES[DEFAULT_FACILITY], stamp: str | None = None) -> bytes:
+    """One jailed datagram -> the line for the host (format: the module docstring). Pure,
+    but for the clock when `stamp` is None. The sender's severity is kept when its <PRI>
+    is a valid <0..191> (else notice), its facility never: `facility` (a code) is the
+    jail's. The rest, after the sender's own timestamp, is decoded (invalid UTF-8
+    replaced), trailing newlines/NULs dropped, cut to max_length characters ('...' marks
+    a cut) and escaped (log.escape); it follows our tag `jail-NAME[PID]: `, and the
+    trailer names the jail and the sender's kernel-reported uid and pid."""
+    severity = DEFAULT_SEVERITY
     if data[:1] == b"<":
         end = data.find(b">", 1, 5)
         digits = data[1:end] if end > 1 else b""
         if digits.isdigit() and int(digits) <= 191 and (digits == b"0" or digits[:1] != b"0"):
-            pri = int(digits)
+            severity = int(digits) & 7
             data = data[end + 1:]
+    data = _skip_timestamp(data)
     text = data[: max_length * 4].decode("utf-8", "replace").rstrip("\n\0")
-    clipped = len(text) > max_length
-    text = text[:max_length].translate(_SANITISE)
-    if not text.isprintable():  # rarer ones (private use, unassigned ...): slow path
-        text = "".join(c if c.isprintable() else "?" for c in text)
-    text += "..." if clipped else ""
+    text = escape(text, max_length)
+    if stamp is None:
+        stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
     who = f" uid={uid} pid={pid}" if uid is not None else ""
-    return f"<{pri}>{text} [jail={jail}{who}]".encode("utf-8", "replace")
+    return (f"<{facility << 3 | severity}>{stamp} {jail_tag(jail)}"
+            f"{'' if pid is None else f'[{pid}]'}: {text} [jail={escape(jail)}{who}]"
+            ).encode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------- the daemon
@@ -430,7 +499,7 @@ class Relay:
             self._emit({"event": "reload", "error": errors},
                        [f"logrelay: reload failed, nothing changed: {p}" for p in errors])
             for line in errors:
-                print(f"pam_jail: logrelay: reload: {line}", file=sys.stderr, flush=True)
+                print(f"pam_jail: logrelay: reload: {escape(line)}", file=sys.stderr, flush=True)
             return
         now = time.monotonic()
         self.settings = settings
@@ -455,7 +524,7 @@ class Relay:
         added = self.jails[before:]
         self.problems += problems
         for line in problems:
-            print(f"pam_jail: logrelay: reload: {line}", file=sys.stderr, flush=True)
+            print(f"pam_jail: logrelay: reload: {escape(line)}", file=sys.stderr, flush=True)
         event: dict[str, object] = {
             "event": "reload",
             "added": [{"jail": js.name, "socket": js.path} for js in added],
@@ -532,7 +601,8 @@ class Relay:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS \
                         and len(value) >= _UCRED.size:
                     pid, uid, _gid = _UCRED.unpack_from(value)
-            line = rewrite(data, js.name, uid, pid, self.settings.max_length)
+            line = rewrite(data, js.name, uid, pid, self.settings.max_length,
+                           self.settings.facility_of(js.name))
             if self.host.send(line, now):
                 js.forwarded += 1
             else:
@@ -548,7 +618,7 @@ class Relay:
                 js.notice_at = now + limits.interval
                 js.noticed_rate = js.dropped_rate
                 self.host.send(f"<{4 << 3 | 4}>pam_jail-logrelay[{os.getpid()}]: jail "
-                               f"{js.name}: {dropped} messages dropped (rate limit base="
+                               f"{escape(js.name)}: {dropped} messages dropped (rate limit base="
                                f"{limits.base:g}/s peak={limits.peak:g})".encode(), now)
 
     # ---- output
@@ -566,7 +636,7 @@ class Relay:
     def _emit(self, obj: dict[str, object], text: list[str]) -> None:
         """One JSON object (--json) or the text lines on stdout; detached, to the host's
         syslog too."""
-        lines = [json.dumps(obj)] if self.as_json else text
+        lines = [json.dumps(obj)] if self.as_json else [escape(line) for line in text]
         for line in lines:
             print(line, flush=True)
             if self.log_reports:
@@ -678,14 +748,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         plan = [{"jail": name, "socket": f"{root}/dev/log",
+                 "facility": settings.facilities.get(name, settings.facility),
                  **vars(settings.per_jail.get(name, settings.limits))} for name, root in jails]
         if args.json:
             print(json.dumps({"host_socket": settings.host_socket, "jails": plan}, indent=2))
         else:
             for item in plan:
-                print(f"logrelay: would bind {item['socket']} (jail {item['jail']}, base "
-                      f"{item['base']:g}/s, peak {item['peak']:g}, interval "
-                      f"{item['interval']:g}s) -> {settings.host_socket}")
+                print(escape(f"logrelay: would bind {item['socket']} (jail {item['jail']}, "
+                             f"facility {item['facility']}, base {item['base']:g}/s, peak "
+                             f"{item['peak']:g}, interval {item['interval']:g}s) -> "
+                             f"{settings.host_socket}"))
         return 0
     if not args.foreground and not args.once:
         _detach()
@@ -693,7 +765,7 @@ def run(args: argparse.Namespace) -> int:
     relay.log_reports = not args.foreground and not args.once
     try:
         for problem in relay.problems:
-            print(f"pam_jail: {problem}", file=sys.stderr, flush=True)
+            print(f"pam_jail: {escape(problem)}", file=sys.stderr, flush=True)
         if not relay.jails:
             print("pam_jail: logrelay: no jail socket could be bound" if jails else
                   "pam_jail: logrelay: no jails configured", file=sys.stderr)
@@ -715,9 +787,12 @@ Give every jail of jails.ini, and every jail known only from a user's /./ home m
 (named marker:ROOT), a syslog socket at JAIL/dev/log and relay what jailed programs
 log to the host's /dev/log (jailkit's jk_socketd). Each socket is bound under
 a temporary name in the checked JAIL/dev (root-owned path, no symlinks) and renamed
-over dev/log, mode 0666. Each message keeps its priority, is cut to max_length
-characters, has control and invisible characters replaced by '?', and ends with
-[jail=NAME uid=UID pid=PID] (uid/pid as the kernel reports the sender). Per jail, a
+over dev/log, mode 0666. Each message is sent as
+  <PRI>Mmm dd hh:mm:ss jail-NAME[PID]: TEXT [jail=NAME uid=UID pid=PID]
+with the jail's facility (default user; kern, auth, authpriv and syslog are refused)
+and the sender's severity, our tag first, the sender's text (its own tag and message)
+cut to max_length characters with control, invisible and bidi characters escaped
+(\\xNN, \\uNNNN), uid/pid as the kernel reports the sender. Per jail, a
 rate limit drops what exceeds `base` messages/s averaged over `interval` seconds or
 `peak` messages at once. The relay never blocks: it empties the jail sockets as fast
 as they fill, sends to the host without waiting, drops and counts when the host's
@@ -725,9 +800,10 @@ syslog is full or down, and reconnects when it comes back (or /dev/log is replac
 
 EPILOG = f"""\
 settings ({SETTINGS_PATH}, optional, root-owned):
-  [relay]   host_socket = /dev/log   max_length = 1024
+  [relay]   host_socket = /dev/log   max_length = 1024   facility = user
   [limits]  base = 50   peak = 200   interval = 10        (every jail)
-  [jails]   [[NAME]] base/peak/interval = ...  relay = no  (one jail)
+  [jails]   [[NAME]] base/peak/interval/facility = ...  relay = no  (one jail)
+  facility: user, mail, daemon, lpr, news, uucp, cron, ftp, local0-local7
   Flags given on the command line override the file for every jail.
 
 counters (per jail, printed on SIGUSR1 and at exit; --json: one JSON object a line):

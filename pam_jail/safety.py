@@ -211,6 +211,27 @@ def judge_writable(rel: str, mode: int) -> str | None:
     return f"{rel}: {what} writable by group or other (mode {stat.S_IMODE(mode):04o})"
 
 
+def private_home_mode(mode: int, group_private: bool) -> int:
+    """The mode a home in a jail gets (jailuser) or should have (check): nothing for
+    others, and the group's r/x bits only when the group is the user's own (0750 at
+    most), else none (0700 at most). Special bits are dropped."""
+    return stat.S_IMODE(mode) & (0o750 if group_private else 0o700)
+
+
+def judge_home_privacy(rel: str, mode: int, group: str, sharing: Iterable[str]) -> str | None:
+    """A home in a jail that its other customers could read or enter: any bit for others,
+    or a group bit when another customer of the jail (`sharing`: their names) has the
+    home's group. Sharing on purpose goes through a group directory, never a home."""
+    shown = sorted(sharing)
+    if mode & 0o007:
+        return f"{rel}: home readable by every user of the jail (mode {stat.S_IMODE(mode):04o})"
+    if mode & 0o070 and shown:
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+        return (f"{rel}: home open to group {group} (mode {stat.S_IMODE(mode):04o}), a group "
+                f"of {', '.join(shown[:5])}{more}, customers of the same jail")
+    return None
+
+
 def link_leaves_root(rel: str, target: str) -> bool:
     """Does the text of the symlink `rel` -> `target` climb above the jail root? An
     absolute target starts at the root, a relative one at the link's directory; each

@@ -18,7 +18,10 @@ What `jailuser -j JAIL USER` does, in order (each step is undone by `--undo USER
      passwd entry names, so no host service (an MTA's .forward, pam_env's
      ~/.pam_environment) ever reads a file the user can write. A jailkit-style home
      JAIL/./home/USER is converted;
-  5. JAIL/etc/passwd and JAIL/etc/group entries and the jail home (pam_jail.build.add_users);
+  5. JAIL/etc/passwd and JAIL/etc/group entries and the jail home (pam_jail.build.add_users),
+     then the home made private (moved, new, or already in the jail): 0750 when its group
+     is the user's own private group, else 0700 (safety.private_home_mode): customers of
+     a shared jail never read each other's homes;
   6. with --jail-config NAME, maps USER to NAME in jails.ini [users] (atomic rewrite,
      root:root 0644, the result validated by pam_jail.config before it replaces the file).
 Re-running with the same jail is idempotent; the recorded old shell and home are kept.
@@ -43,6 +46,7 @@ from typing import Any
 
 from pam_jail import account, build, config, safety
 from pam_jail.errors import BuildError, ConfigError, PamJailError, UnsafeJail, UsageError
+from pam_jail.log import escape
 from pam_jail.resolve import STUB_HOMES, is_stub_home
 from pam_jail.safety import resolve_in_jail
 
@@ -430,13 +434,17 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
         if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, pw.pw_uid):
             raise BuildError(f"jailuser {user}: --move: {old_home} is not a directory owned "
                              "by the user or root")
-        report.steps.append(f"move {old_home} to {host_home} (mode at most 0750)")
+        report.steps.append(f"move {old_home} to {host_home}")
     if is_stub_home(new_home) and not _stub_ready(stub, user):
         report.steps.append(f"home stub {stub} (root's; .ssh -> ../../home/{user}/.ssh)")
     if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
         report.steps.append(f"usermod -s {shell} -d {new_home} {user}")
     report.steps.append(f"jail entries: {root}/etc/passwd ({user}, home {inner}, shell "
                         f"{jail_shell}), etc/group; home {host_home}")
+    private_step = _private_home_step(old_home if do_move else host_home, host_home, user,
+                                      pw.pw_gid)
+    if private_step:
+        report.steps.append(private_step)
     if jail_config:
         report.steps.append(f"map {user} = {jail_config} in {config_file} [users] (the "
                             f"jail defined there with mode {mode} if it is not yet)")
@@ -487,9 +495,6 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             if _is_empty_dir(host_home):
                 os.rmdir(host_home)
             _move_tree(old_home, host_home)
-            # private by default: other customers of a shared jail cannot read it (0750 at
-            # most; share on purpose through a group)
-            os.chmod(host_home, stat.S_IMODE(os.lstat(host_home).st_mode) & 0o750)
             state.moved = True
             _write_state(state, state_dir)
         if is_stub_home(new_home):
@@ -498,6 +503,7 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
             _usermod(user, shell, new_home)
         users_report = build.add_users(root, [user], shell=jail_shell)
         report.warnings += users_report.warnings
+        _make_home_private(host_home, user)
         if lsh_step:
             _write_allow_list(root, user, mode, allow_shell)
         if jail_config:
@@ -517,6 +523,42 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
         raise
     report.changed = True
     return report
+
+
+def _private_home_step(path: str, host_home: str, user: str, gid: int) -> str:
+    """What _make_home_private will do to the home ("" = nothing): `path` is where the
+    home is now (the old home with --move), absent = the builder's new 0750 home of the
+    user's primary group."""
+    try:
+        st = os.lstat(path)
+        mode, gid = stat.S_IMODE(st.st_mode), st.st_gid
+    except FileNotFoundError:
+        mode = 0o750
+    private = account.own_private_group(user, gid)
+    want = safety.private_home_mode(mode, private)
+    if want == mode:
+        return ""
+    why = "its group is the user's own" if private else \
+        f"group {gid} is not {user}'s own private group"
+    return f"home {host_home}: mode {mode:04o} -> {want:04o} (private to {user}: {why})"
+
+
+def _make_home_private(host_home: str, user: str) -> None:
+    """Homes private by default (issue 19): customers of a shared jail never read each
+    other's home. 0750 when the home's group is the user's own private group, else 0700
+    (safety.private_home_mode); sharing on purpose goes through a group directory. The
+    home is opened without following links and changed through that fd."""
+    try:
+        fd = os.open(host_home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        raise BuildError(f"jailuser {user}: home {host_home}: {err.strerror}") from err
+    try:
+        st = os.fstat(fd)
+        want = safety.private_home_mode(st.st_mode, account.own_private_group(user, st.st_gid))
+        if want != stat.S_IMODE(st.st_mode):
+            os.fchmod(fd, want)
+    finally:
+        os.close(fd)
 
 
 LSH_TEMPLATE = "/etc/pam_jail/lsh.ini"     # the host's default allow-list (a template)
@@ -722,8 +764,12 @@ Put the existing host user USER into the jail JAIL (like jailkit's jk_jailuser):
     so ~/.ssh/authorized_keys uploaded in the jail keeps working. A jailkit home
     JAIL/./home/USER is converted;
   - JAIL/etc/passwd and etc/group get the user's entries, the jail home is created
-    (owner the user, 0750);
+    (owner the user);
   - with --move, the current home directory and its content move into the jail;
+  - the jail home is made private (new, moved or already there): 0750 when its group
+    is the user's own private group (no other member, no one else's primary group),
+    else 0700. Other customers of the jail never read it; share through a group
+    directory (docs/login-paths.md, "Sharing on purpose");
   - with --jail-config NAME, jails.ini maps USER to the jail NAME (whose root must be
     JAIL); without it, the line to add is printed.
 The old shell and home are recorded in /var/lib/pam_jail/jailuser/USER.json (root-only);
@@ -801,11 +847,11 @@ def _cmd_jailuser(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
-    for warning in report.warnings:
-        print(f"pam_jail: warning: {warning}", file=sys.stderr)
+    for warning in report.warnings:         # they name processes and files of the user
+        print(f"pam_jail: warning: {escape(warning)}", file=sys.stderr)
     prefix = "would: " if args.dry_run else ""
     for step in report.steps:
-        print(f"{prefix}{step}")
+        print(f"{prefix}{escape(step)}")
     if not args.undo and not args.jail_config and not args.dry_run:
         print(f"to map the user in {args.config}, add to [users]:  {args.user} = JAILNAME")
     return 0

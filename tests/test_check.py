@@ -572,3 +572,103 @@ def test_shared_base_links_are_expected_only_when_named() -> None:
             Checker(shared=[base])
     finally:
         shutil.rmtree(top)
+
+
+# ------------------------------------------------- homes private between customers
+
+def test_judge_home_privacy() -> None:
+    judge = safety.judge_home_privacy
+    assert judge("/home/a", 0o40750, "a", []) is None           # own group, no one shares
+    assert judge("/home/a", 0o40700, "g", ["b"]) is None        # no group bits
+    assert "every user of the jail" in (judge("/home/a", 0o40701, "a", []) or "")
+    assert "group g" in (judge("/home/a", 0o40710, "g", ["b"]) or "")
+    assert safety.private_home_mode(0o42755, True) == 0o750
+    assert safety.private_home_mode(0o40755, False) == 0o700
+
+
+def test_home_another_customer_can_read_fails(
+        jail: str, user_factory: Callable[..., User], group_factory: Callable[..., str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Three customers of one jail: a and b mapped in jails.ini, c by its /./ home
+    marker. a's home is group-open to a group b is a member of; b's is open to others;
+    c's home is group-open to b's own (primary) group; d's home is 0750 with its own
+    private group: only a, b and c FAIL, each with the chmod that fixes it, in the text
+    and in --json. After those chmods the jail is clean again."""
+    from testbed import unique
+
+    shared = group_factory(unique("pjlg"))
+    names = [unique("pjl") for _ in range(4)]
+    # the passwd homes of mapped users: /home/NAME, inside the jail JAIL/home/NAME
+    a, b, d = (user_factory(name=n, home=f"/home/{n}", create_home=False,
+                            groups=[shared] if n == names[1] else [])
+               for n in names[:3])
+    c = user_factory(name=names[3], home=f"{jail}/./home/{names[3]}", create_home=False)
+    import grp
+    import pwd
+
+    b_gid = pwd.getpwnam(b.name).pw_gid
+    homes = {}
+    for user, group, mode in ((a, grp.getgrnam(shared).gr_gid, 0o750), (b, b_gid, 0o755),
+                              (c, b_gid, 0o750), (d, pwd.getpwnam(d.name).pw_gid, 0o750)):
+        home = f"{jail}/home/{user.name}"
+        os.makedirs(home)
+        os.chown(home, pwd.getpwnam(user.name).pw_uid, group)
+        os.chmod(home, mode)
+        homes[user.name] = home
+    base = safe_tmpdir("cfg")
+    try:
+        cfg = f"{base}/jails.ini"
+        with open(cfg, "w") as fh:
+            fh.write(f"[jails]\n  [[web]]\n  root = {jail}\n  mode = shell\n[users]\n"
+                     f"{a.name} = web\n{d.name} = web\n[groups]\n{shared} = web\n")
+        os.chmod(cfg, 0o644)
+        # b is a customer through [groups]; a and d through [users]; c by its marker
+        assert cli.main(["check", "-c", cfg, "--json", "--no-compare", "web"]) == 1
+        report = json.loads(capsys.readouterr().out)["jails"][0]
+        found = {f["path"]: f for f in report["findings"] if f["kind"] == "home-readable"}
+        assert sorted(found) == sorted(homes[u.name] for u in (a, b, c)), report
+        assert all(f["severity"] == "error" for f in found.values())
+        assert f"group {shared}" in found[homes[a.name]]["detail"]
+        assert b.name in found[homes[a.name]]["detail"]
+        assert "every user of the jail" in found[homes[b.name]]["detail"]
+        assert b.name in found[homes[c.name]]["detail"]     # b's primary group
+        assert found[homes[a.name]]["hint"].startswith(f"chmod 0700 {homes[a.name]};")
+        assert found[homes[b.name]]["hint"].startswith(f"chmod 0750 {homes[b.name]};")
+        assert found[homes[c.name]]["hint"].startswith(f"chmod 0700 {homes[c.name]};")
+        assert "2770" in found[homes[a.name]]["hint"]
+        # the text output names the home and carries the hint
+        assert cli.main(["check", "-c", cfg, "--no-compare", "web"]) == 1
+        text = capsys.readouterr().out
+        assert f"home-readable    error   {homes[b.name]}: /home/{b.name}: home readable" \
+            in text and f"hint: chmod 0750 {homes[b.name]}" in text, text
+        # the hints applied: clean (d was never a finding)
+        os.chmod(homes[a.name], 0o700)
+        os.chmod(homes[b.name], 0o750)
+        os.chmod(homes[c.name], 0o700)
+        assert cli.main(["check", "-c", cfg, "--json", "--no-compare", "web"]) == 0, \
+            capsys.readouterr().out
+        capsys.readouterr()
+    finally:
+        shutil.rmtree(base)
+
+
+def test_text_output_escapes_file_names_a_user_made(jail: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A jailed user names a setgid file in its home with a newline, a forged finding
+    after it and escape sequences: the text report keeps it on one escaped line (and
+    --json carries the real name)."""
+    home = f"{jail}/home/pjlforger"
+    os.makedirs(home)
+    name = "prog\n  setuid  error passwd: FORGED\x1b[2K\x1b[32m\u202e"
+    with open(f"{home}/{name}", "w") as fh:
+        fh.write("x")
+    os.chmod(f"{home}/{name}", 0o2755)
+    assert cli.main(["check", "--no-compare", jail]) == 1
+    out = capsys.readouterr().out
+    assert all(c.isprintable() for line in out.splitlines() for c in line), repr(out)
+    assert "FORGED" in out and not [ln for ln in out.splitlines() if "FORGED" in ln
+                                    and "prog\\x0a" not in ln], out
+    assert "prog\\x0a  setuid  error passwd: FORGED\\x1b[2K\\x1b[32m\\u202e" in out
+    assert cli.main(["check", "--json", "--no-compare", jail]) == 1
+    found = json.loads(capsys.readouterr().out)["jails"][0]["findings"]
+    assert [f["path"] for f in found if f["kind"] == "setuid"] == [f"{home}/{name}"]

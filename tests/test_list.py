@@ -164,6 +164,50 @@ def test_pam_path_process_is_listed(pair: JailedPair, pam_service: Callable[...,
     assert proc.pid not in [p["pid"] for p in listed(capsys)]
 
 
+# A jailed process that chooses an argv to forge `pam-jail list` rows: a newline, a fake
+# row after it, ANSI escapes (erase the line, colour), a bidi override, a backslash.
+FORGED_ARGV0 = ("sleep\n      1       1 root         -                jailed      1 host  "
+                "/usr/sbin/sshd -D\x1b[2K\x1b[31m\u202eevil\\x0a")
+PAM_FORGER = PAM_CHILD.replace('time.sleep(300)',
+                               f'os.execv("/bin/sleep", [{FORGED_ARGV0!r}, "293"])')
+
+
+def test_forged_command_line_is_one_escaped_row(pair: JailedPair,
+                                                pam_service: Callable[..., str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A real process in a real jail (the PAM path) with a newline and escape sequences
+    in its argv: the text table has exactly one row for it, escaped, and no raw control
+    character anywhere; --json keeps the real argv."""
+    user = pair.pam_user
+    svc = pam_service(SYSTEM_CONFIG)
+    venv_python = os.path.join(os.path.dirname(sys.executable), "python")
+    proc = subprocess.Popen([venv_python, "-c", PAM_FORGER, user.name, svc],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == b"confined\n", proc.stderr.read() if proc.poll() is not None else line
+        procs = wait_for(capsys, lambda p: str(p["command"]).endswith(" 293"))
+        mine = [p for p in procs if p["pid"] == proc.pid]
+        assert len(mine) == 1 and mine[0]["command"] == f"{FORGED_ARGV0} 293", procs
+        out = subprocess.run([sys.executable, "-m", "pam_jail.cli", "list"],
+                             capture_output=True, text=True, check=True).stdout
+        rows = out.split("\n")
+        assert rows[-1] == ""                            # ends with a newline, nothing after
+        # nothing but the header and one row a process (the listing may grow meanwhile)
+        assert len(rows) - 2 >= len(procs) - 1 and len(rows) - 2 <= len(procs) + 4, out
+        assert all(c.isprintable() for row in rows for c in row), repr(out)
+        assert [r for r in rows if r.split()[:1] == ["1"]] == [], out   # no forged row
+        mine_rows = [r for r in rows if r.split()[:1] == [str(proc.pid)]]
+        assert len(mine_rows) == 1, out
+        assert mine_rows[0].endswith(
+            "sleep\\x0a      1       1 root         -                jailed      1 host  "
+            "/usr/sbin/sshd -D\\x1b[2K\\x1b[31m\\u202eevil\\\\x0a 293"), mine_rows
+        assert sum("/usr/sbin/sshd -D" in r for r in rows) == 1, out
+    finally:
+        stop(proc, pair.pam_jail)
+
+
 # uchroot as the user (the tree's pam-jail, system interpreter), to put a real process
 # into a jail that only the user's /./ home marker names
 BOOT = (f"import sys; sys.path[:0] = [{LIBDIR!r}]; "

@@ -45,7 +45,8 @@ s.connect("/dev/log")
 start = time.monotonic()
 for m in msgs:
     s.send(m)
-print(json.dumps({"sent": len(msgs), "seconds": time.monotonic() - start}))
+print(json.dumps({"sent": len(msgs), "seconds": time.monotonic() - start,
+                  "pid": os.getpid()}))
 """
 
 
@@ -152,6 +153,17 @@ def _ours(cap: SyslogCapture, tag: str) -> list[str]:
     return [line for line in cap.lines if tag in line and "[jail=rj" in line]
 
 
+def _parts(line: str) -> tuple[int, str, str, str]:
+    """A relayed line -> (PRI, our tag with its [PID], the sender's text, the trailer)."""
+    pri, rest = line[1:].split(">", 1)
+    stamp, rest = rest[:15], rest[15:]
+    assert stamp[:3] in ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
+                         "Oct", "Nov", "Dec") and stamp[9] == ":", line
+    tag, text = rest[1:].split(": ", 1)
+    text, _sep, trailer = text.rpartition(" [jail=")
+    return int(pri), tag, text, "[jail=" + trailer
+
+
 # ------------------------------------------------------------------- the relay
 
 def test_jailed_messages_reach_host_syslog(world: World, syslog: SyslogCapture) -> None:
@@ -169,19 +181,63 @@ def test_jailed_messages_reach_host_syslog(world: World, syslog: SyslogCapture) 
         b"\xff\xfe not utf-8 \xc3",
     ])
     got = syslog.wait_for("hello-one", "[jail=rj uid=65534 pid=")
-    assert got and got[0].startswith("<38>Nov 25 10:00:00 app[7]: hello-one [jail=rj uid=")
+    pri, tag, text, trailer = _parts(got[0])
+    assert (pri, text) == (8 | 6, "app[7]: hello-one") and tag.startswith("jail-rj[")
+    assert trailer == f"[jail=rj uid=65534 pid={tag[len('jail-rj['):-1]}]"
     bad = syslog.wait_for("bad-pri")
-    assert bad[0].startswith("<13><999>app: bad-pri ?[31mred?forged line [jail=rj")
+    assert _parts(bad[0])[::2] == (13, "<999>app: bad-pri \\x1b[31mred\\x0aforged line")
     long = syslog.wait_for("long-long")
-    body = long[0].split(" [jail=")[0]
-    assert body.startswith("<13>app: long-") and body.endswith("...")
-    assert len(body) == len("<13>") + 60 + 3
+    body = _parts(long[0])[2]
+    assert body.startswith("app: long-") and body.endswith("...")
+    assert len(body) == 60 + 3
     assert syslog.wait_for("not utf-8", "\ufffd")
     exit_event = relay.stop()
     counters = exit_event["jails"]["rj"]  # type: ignore[index]
     assert counters == {"received": 4, "forwarded": 4, "dropped_rate": 0, "dropped_host": 0}
     assert relay.proc.returncode == 0
     assert not os.path.lexists(f"{world.root}/dev/log")    # removed at exit
+
+
+def test_jail_cannot_pass_for_sshd_or_forge_lines(world: World,
+                                                  syslog: SyslogCapture) -> None:
+    """A jailed sender claims facility auth/authpriv and sshd's tag, and hides a second
+    line behind a newline: the host gets the jail's configured facility, our jail-
+    tag before any of its text, one line per datagram, no raw control character."""
+    settings_file = _write_root_file(
+        f"{world.base}/lr.ini", "[relay]\nfacility = daemon\n[jails]\n  [[rj]]\n"
+        "  facility = local5\n")
+    relay = world.start("-s", settings_file)
+    sent = send_from_jail(world.root, [
+        b"<38>Dec  7 10:00:00 sshd[1]: Accepted publickey for root from 10.0.0.1",
+        b"<86>Dec  7 10:00:01 sshd[1]: pam_unix(sshd:session): session opened for root",
+        b"<38>Dec  7 10:00:02 sshd[1]: Failed password for bob\n"
+        b"<38>Dec  7 10:00:03 sshd[1]: Accepted password for root from 10.0.0.9\r\x1b[2K",
+    ])
+    lines = syslog.wait_for("[jail=rj uid=65534")
+    deadline = time.monotonic() + 5
+    while len(lines) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        lines = syslog.wait_for("[jail=rj uid=65534")
+    assert len(lines) == 3, syslog.lines
+    for line, severity in zip(lines, (6, 6, 6), strict=True):
+        pri, tag, text, trailer = _parts(line)
+        assert pri == 21 << 3 | severity, line           # local5: never auth/authpriv
+        assert tag == f"jail-rj[{int(sent['pid'])}]", line   # ours, the host's pid
+        assert text.startswith("sshd[1]: ") and line.index("jail-rj[") < line.index("sshd")
+        assert trailer == f"[jail=rj uid=65534 pid={int(sent['pid'])}]"
+        assert all(c.isprintable() for c in line), repr(line)   # one line, no ESC
+    assert "Failed password for bob\\x0a<38>Dec  7 10:00:03 sshd[1]: Accepted password" \
+        " for root from 10.0.0.9\\x0d\\x1b[2K" in lines[2]
+    assert relay.stop()["jails"]["rj"]["forwarded"] == 3  # type: ignore[index]
+    # a jail may not be given a facility that passes for sshd's: refused at load
+    for facility in ("auth", "authpriv", "kern"):
+        bad = _write_root_file(f"{world.base}/bad.ini",
+                               f"[jails]\n  [[rj]]\n  facility = {facility}\n")
+        r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c",
+                            world.config, "-s", bad, "--dry-run"], cwd=REPO,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 3, r
+        assert f"[[rj]]: facility: {facility} is refused" in r.stderr, r.stderr
 
 
 def test_rate_limit_drops_and_counts(world: World, syslog: SyslogCapture) -> None:
@@ -307,8 +363,8 @@ def test_dry_run_binds_nothing(world: World) -> None:
     plan = json.loads(r.stdout)
     # other jails this host knows from /./ home markers may be listed too
     assert [j for j in plan["jails"] if not j["jail"].startswith("marker:")] == [
-        {"jail": "rj", "socket": f"{world.root}/dev/log", "base": 7.0, "peak": 200.0,
-         "interval": 10.0}]
+        {"jail": "rj", "socket": f"{world.root}/dev/log", "facility": "user", "base": 7.0,
+         "peak": 200.0, "interval": 10.0}]
     assert not os.path.lexists(f"{world.root}/dev/log")
 
 
@@ -357,7 +413,7 @@ def test_sighup_adds_and_removes_jails_keeps_counters(world: World,
         send_from_jail(second, [b"app: from-second-" + b"x" * 40])
         got = syslog.wait_for("from-second-", "[jail=rj2 uid=65534")
         body = ("app: from-second-" + "x" * 40)[:20] + "..."    # the new max_length
-        assert got and got[0].split(" [jail=")[0] == f"<13>{body}", got
+        assert got and _parts(got[0])[2] == body, got
         send_from_jail(world.root, [b"app: after-hup"])
         assert syslog.wait_for("after-hup", "[jail=rj ")
         assert relay.counters("rj") == {"received": 2, "forwarded": 2, "dropped_rate": 0,
@@ -461,15 +517,33 @@ def test_marker_only_jails_are_served_and_picked_up_on_sighup(
 # ------------------------------------------------------------- pure parts
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=4000), st.integers(16, 2000))
-def test_rewrite_is_total_and_clean(data: bytes, limit: int) -> None:
-    out = rewrite(data, "web", 1000, 42, limit).decode("utf-8")
+@given(st.binary(max_size=4000), st.integers(16, 2000), st.sampled_from([1, 3, 16, 23]))
+def test_rewrite_is_total_and_clean(data: bytes, limit: int, facility: int) -> None:
+    out = rewrite(data, "web", 1000, 42, limit, facility, "Dec  7 17:00:00").decode("utf-8")
+    prefix = "Dec  7 17:00:00 jail-web[42]: "
     assert out.startswith("<") and out.endswith(" [jail=web uid=1000 pid=42]")
-    pri = int(out[1:out.index(">")])
-    assert 0 <= pri <= 191
-    body = out[out.index(">") + 1:-len(" [jail=web uid=1000 pid=42]")]
-    assert len(body) <= limit + 3
-    assert all(c.isprintable() for c in body)
+    pri, rest = out[1:].split(">", 1)
+    assert int(pri) >> 3 == facility                   # never the sender's facility
+    assert rest.startswith(prefix)                     # no sender text before our tag
+    body = rest[len(prefix):-len(" [jail=web uid=1000 pid=42]")]
+    assert len(body) <= 10 * limit + 3                 # \\U0010ffff: ten for one at most
+    assert all(c.isprintable() for c in out)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200), st.sampled_from(["", '"']))
+def test_escape_is_one_printable_line_and_unambiguous(text: str, also: str) -> None:
+    """log.escape, the one rule: every character out is printable (no newline, ESC,
+    bidi or zero-width character survives), and the escapes can be read back to exactly
+    the input (a literal backslash is escaped too: no two inputs look the same)."""
+    from pam_jail.log import escape
+
+    out = escape(text, also=also)
+    assert all(c.isprintable() for c in out)
+    assert not also or also not in out
+    back = out.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    assert back == text
+    assert escape("a\nb\x1b[31m\u202e\u200b\\", 4) == "a\\x0ab\\x1b..."
 
 
 def test_bucket_base_peak_interval() -> None:
@@ -486,19 +560,26 @@ def test_bucket_base_peak_interval() -> None:
 
 def test_settings_parse_and_refuse() -> None:
     s = parse_settings("[relay]\nmax_length = 200\nhost_socket = /run/x.sock\n"
-                       "[limits]\nbase = 5\n[jails]\n  [[web]]\n  peak = 9\n"
-                       "  [[quiet]]\n  relay = no\n", "t.ini")
+                       "facility = daemon\n[limits]\nbase = 5\n[jails]\n  [[web]]\n"
+                       "  peak = 9\n  facility = local3\n  [[quiet]]\n  relay = no\n",
+                       "t.ini")
     assert s.max_length == 200 and s.host_socket == "/run/x.sock"
+    assert (s.facility_of("web"), s.facility_of("quiet"), s.facility_of("x")) == (19, 3, 3)
     assert s.limits == Limits(base=5, peak=200, interval=10)
     assert s.per_jail["web"] == Limits(base=5, peak=9, interval=10)
     assert s.disabled == {"quiet"}
     with pytest.raises(ConfigError) as err:
-        parse_settings("[relay]\nmax_length = 3\ncolour = red\n[limits]\nbase = nan\n"
-                       "peak = x\n[other]\n[jails]\n  [[w]]\n  relay = maybe\n", "t.ini")
+        parse_settings("[relay]\nmax_length = 3\ncolour = red\nfacility = authpriv\n"
+                       "[limits]\nbase = nan\npeak = x\n[other]\n[jails]\n  [[w]]\n"
+                       "  relay = maybe\n  facility = auth\n  [[k]]\n  facility = kern\n"
+                       "  [[s]]\n  facility = syslog\n  [[u]]\n  facility = nope\n",
+                       "t.ini")
     problems = "\n".join(err.value.problems)
     for needle in ("max_length: must be at least 16", "unknown key 'colour'",
                    "base: must be at least", "peak: expected a number", "'other'",
-                   "relay: expected yes or no"):
+                   "relay: expected yes or no", "[relay]: facility: authpriv is refused",
+                   "[[w]]: facility: auth is refused", "[[k]]: facility: kern is refused",
+                   "[[s]]: facility: syslog is refused", "[[u]]: facility: unknown 'nope'"):
         assert needle in problems, problems
 
 

@@ -569,3 +569,55 @@ def test_explain_names_what_still_acts_on_the_host(jail: str, user_factory: User
         assert any("passwd home" in t and "is the user's" in t for t in outside), outside
     finally:
         subprocess.run(["crontab", "-r", "-u", user.name], check=False)
+
+
+# ---------------------------------------------------- homes private by default
+
+def test_homes_private_by_default(jail: str, state_dir: str, user_factory: UserFactory,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """jailuser leaves every home it touches 0750 when the home's group is the user's own
+    private group, else 0700: a --move of useradd's 0755 home whose group has another
+    member, a new home of such a user, and a home already in the jail (no move) that is
+    0755: tightened, reported, and shown by --dry-run first."""
+    from testbed import unique
+
+    # 1. --move, the user's group has another member: 0700
+    names = [unique("pjl") for _ in range(4)]
+    mover, friend, fresh, inside = (user_factory(name=n) if n != names[3] else
+                                    user_factory(name=n, home=f"{jail}/./home/{n}",
+                                                 create_home=False) for n in names)
+    subprocess.run(["usermod", "-aG", mover.name, friend.name], check=True)
+    old = pwd.getpwnam(mover.name).pw_dir
+    os.chmod(old, 0o755)
+    plan = users.jail_user(jail, mover.name, move=True, dry_run=True, state_dir=state_dir)
+    step = f"home {jail}/home/{mover.name}: mode 0755 -> 0700"
+    assert any(s.startswith(step) for s in plan.steps), plan.steps
+    assert stat.S_IMODE(os.lstat(old).st_mode) == 0o755          # dry run: unchanged
+    report = users.jail_user(jail, mover.name, move=True, state_dir=state_dir)
+    assert any(s.startswith(step) for s in report.steps), report.steps
+    assert stat.S_IMODE(os.lstat(f"{jail}/home/{mover.name}").st_mode) == 0o700
+
+    # 2. a new home: the builder's 0750 stays only with a private group
+    subprocess.run(["usermod", "-aG", fresh.name, friend.name], check=True)
+    users.jail_user(jail, fresh.name, state_dir=state_dir)
+    assert stat.S_IMODE(os.lstat(f"{jail}/home/{fresh.name}").st_mode) == 0o700
+    users.jail_user(jail, friend.name, state_dir=state_dir)      # its own group: private
+    assert stat.S_IMODE(os.lstat(f"{jail}/home/{friend.name}").st_mode) == 0o750
+
+    # 3. a home already in the jail (jailkit's marker home, no move), 0755: tightened,
+    # through the command line too (--dry-run first)
+    home = f"{jail}/home/{inside.name}"
+    os.makedirs(home)
+    os.chown(home, inside.uid, inside.gid)
+    os.chmod(home, 0o2755)
+    assert cli.main(["jailuser", "-j", jail, "--dry-run", inside.name]) == 0
+    out = capsys.readouterr().out
+    assert f"would: home {home}: mode 2755 -> 0750 (private to {inside.name}: its group " \
+        "is the user's own)" in out, out
+    assert stat.S_IMODE(os.lstat(home).st_mode) == 0o2755
+    report = users.jail_user(jail, inside.name, state_dir=state_dir)
+    assert f"home {home}: mode 2755 -> 0750 (private to {inside.name}: its group is the " \
+        "user's own)" in report.steps
+    assert stat.S_IMODE(os.lstat(home).st_mode) == 0o750
+    for user in (mover, fresh, friend, inside):
+        users.undo_user(user.name, state_dir=state_dir)
