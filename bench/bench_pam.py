@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 from bench_jailkit import LSH, installed_note, rounds_of
 from sshd_harness import make_user, remove_user
-from testbed import PAM_MODULE, make_jailed_pair, pam_lines, unique
+from testbed import LSH_SHELL, PAM_MODULE, add_twin, make_jailed_pair, pam_lines, unique
 
 NOOP_MODULE = """\
 def pam_sm_acct_mgmt(pamh, flags, argv):
@@ -95,6 +95,7 @@ def main() -> int:
     undo: list[Callable[[], object]] = []
     try:
         pair = make_jailed_pair(LSH, undo)
+        shared = add_twin(pair.pam_jail, LSH_SHELL, "pamj_shared", "private = no", undo)
         plain = make_user(unique("pjn"), "/bin/bash")
         undo.append(lambda: remove_user(plain.name, remove_home=True))
         noop = f"/etc/pam_jail-bench-noop-{unique('')}.py"
@@ -122,6 +123,8 @@ def main() -> int:
             "pam_jail module, shell-path user": pamtester(services["jail"],
                                                           pair.shell_user.name),
             "pam_jail module, PAM-path user": pamtester(services["jail"], pair.pam_user.name),
+            "pam_jail module, PAM-path user, private=no": pamtester(services["jail"],
+                                                                    shared.name),
             "guarded lines, unmapped user": pamtester(guarded, plain.name),
             "guarded lines, root": pamtester(guarded, "root"),
             "guarded lines, PAM-path user": pamtester(guarded, pair.pam_user.name),
@@ -138,11 +141,15 @@ def main() -> int:
             print(f"{name:40s} {med * 1000:8.1f} {(med - base) * 1000:+17.1f}")
         floor = statistics.median(times["pam_python no-op module, plain user"])
         print("pam_jail's own share over pam_python's floor (ms): " + ", ".join(
-            f"{name.split(', ')[1]} {(statistics.median(times[name]) - floor) * 1000:+.1f}"
+            f"{name.split(', ', 1)[1]} {(statistics.median(times[name]) - floor) * 1000:+.1f}"
             for name in times if name.startswith("pam_jail")))
         print("the guard's cost for users it keeps out (ms over pam_permit): " + ", ".join(
-            f"{name.split(', ')[1]} {(statistics.median(times[name]) - base) * 1000:+.1f}"
+            f"{name.split(', ', 1)[1]} {(statistics.median(times[name]) - base) * 1000:+.1f}"
             for name in times if name.startswith("guarded") and "PAM-path" not in name))
+        view = (statistics.median(times["pam_jail module, PAM-path user"])
+                - statistics.median(times["pam_jail module, PAM-path user, private=no"]))
+        print(f"the per-customer view's mounts (private = yes, the default) add "
+              f"{view * 1000:+.1f} ms")
     finally:
         for step in reversed(undo):
             try:

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/landlock.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -224,6 +225,77 @@ sys_seccomp_filter(PyObject *self, PyObject *args)
     return done(rc, err);
 }
 
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#endif
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+#ifndef LANDLOCK_CREATE_RULESET_VERSION
+#define LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+#endif
+
+/* struct landlock_ruleset_attr as of Landlock ABI 6 (Linux 6.12): the build host's
+ * headers may predate the `scoped` member, so it is spelled out here. */
+struct pj_ruleset_attr {
+    __u64 handled_access_fs;
+    __u64 handled_access_net;
+    __u64 scoped;
+};
+
+PyDoc_STRVAR(landlock_abi_doc,
+    "landlock_abi(): the kernel's Landlock ABI version (landlock_create_ruleset(NULL, 0, "
+    "LANDLOCK_CREATE_RULESET_VERSION)); OSError ENOSYS (no Landlock in this kernel) or "
+    "EOPNOTSUPP (built in, not enabled at boot).");
+static PyObject *
+sys_landlock_abi(PyObject *self, PyObject *args)
+{
+    long rc = syscall(SYS_landlock_create_ruleset, NULL, 0,
+                      LANDLOCK_CREATE_RULESET_VERSION);
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(rc);
+}
+
+PyDoc_STRVAR(landlock_create_ruleset_doc,
+    "landlock_create_ruleset(handled_access_fs, handled_access_net, scoped): "
+    "landlock_create_ruleset(2) with a 24-byte struct landlock_ruleset_attr (ABI >= 6); "
+    "returns the ruleset fd (close-on-exec); OSError on failure.");
+static PyObject *
+sys_landlock_create_ruleset(PyObject *self, PyObject *args)
+{
+    struct pj_ruleset_attr attr = {0, 0, 0};
+    unsigned long long fs, net, scoped;
+    long rc;
+
+    if (!PyArg_ParseTuple(args, "KKK:landlock_create_ruleset", &fs, &net, &scoped))
+        return NULL;
+    attr.handled_access_fs = fs;
+    attr.handled_access_net = net;
+    attr.scoped = scoped;
+    rc = syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(rc);
+}
+
+PyDoc_STRVAR(landlock_restrict_self_doc,
+    "landlock_restrict_self(ruleset_fd, flags=0): landlock_restrict_self(2): this thread "
+    "and everything it forks and executes enter a new Landlock domain; needs no_new_privs "
+    "or CAP_SYS_ADMIN. OSError on failure.");
+static PyObject *
+sys_landlock_restrict_self(PyObject *self, PyObject *args)
+{
+    int fd;
+    unsigned int flags = 0;
+
+    if (!PyArg_ParseTuple(args, "i|I:landlock_restrict_self", &fd, &flags))
+        return NULL;
+    if (syscall(SYS_landlock_restrict_self, fd, flags) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef sys_methods[] = {
     {"unshare", sys_unshare, METH_VARARGS, unshare_doc},
     {"mount", sys_mount, METH_VARARGS, mount_doc},
@@ -234,6 +306,11 @@ static PyMethodDef sys_methods[] = {
     {"capset", sys_capset, METH_VARARGS, capset_doc},
     {"close_range", sys_close_range, METH_VARARGS, close_range_doc},
     {"seccomp_filter", sys_seccomp_filter, METH_VARARGS, seccomp_filter_doc},
+    {"landlock_abi", sys_landlock_abi, METH_NOARGS, landlock_abi_doc},
+    {"landlock_create_ruleset", sys_landlock_create_ruleset, METH_VARARGS,
+     landlock_create_ruleset_doc},
+    {"landlock_restrict_self", sys_landlock_restrict_self, METH_VARARGS,
+     landlock_restrict_self_doc},
     {0}
 };
 

@@ -139,10 +139,19 @@ class BuildReport:
     changed_paths: list[str] = field(default_factory=list)  # written (or would be)
     removed_paths: list[str] = field(default_factory=list)  # removed (update --prune)
 
+    @property
+    def changed(self) -> bool:
+        """Something was (with dry_run: would be) written, made or removed."""
+        return bool(self.files or self.dirs or self.symlinks or self.devices
+                    or self.removed or self.linked)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "changed": self.changed}
 
     def summary(self, action: str) -> str:
+        if not self.changed:
+            return (f"{action} {self.root}: no change ({self.unchanged} entries up to date)"
+                    f" in {self.seconds:.2f} s")
         text = (f"{action} {self.root}: {self.files} files ({_human(self.bytes)}), "
                 f"{self.symlinks} symlinks, {self.dirs} dirs, {self.unchanged} unchanged")
         if self.devices:
@@ -930,8 +939,10 @@ def home_link(marker_root: str) -> tuple[str, str]:
 
 def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str],
                     shell: str | None, homes: bool, jail_root: str = "") -> None:
-    """Write JAIL/etc/passwd and etc/group entries (root and tty always), create homes/tmp,
-    and the home_link of users whose host home carries the jail's `/./` marker."""
+    """Write JAIL/etc/passwd and etc/group entries (root and tty always; each user's
+    primary group, and its supplementary groups listing it as a member, as on the host),
+    create homes/tmp, and the home_link of users whose host home carries the jail's
+    `/./` marker."""
     passwd: dict[str, str] = {}
     group: dict[str, str] = {}
     home_dirs: list[tuple[str, int, int]] = []
@@ -939,6 +950,7 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
     root_pw = pwd.getpwuid(0)
     passwd[root_pw.pw_name] = _passwd_line(root_pw, root_pw.pw_dir, root_pw.pw_shell)
     wanted_groups = ["root", "tty", *groups]
+    supplementary: dict[str, set[str]] = {}
     for user in users:
         _check_name(user, "user")
         try:
@@ -956,21 +968,31 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
             raise BuildError(f"add user {user}: primary group {entry.pw_gid} not on this "
                              "host") from None
         home_dirs.append((home, entry.pw_uid, entry.pw_gid))
+        for gid in os.getgrouplist(user, entry.pw_gid):   # supplementary: sshd's
+            if gid != entry.pw_gid:                       # initgroups reads them in the
+                try:                                      # jail (mode pam): shared-GROUP
+                    supplementary.setdefault(grp.getgrgid(gid).gr_name, set()).add(user)
+                except KeyError:
+                    pass
         if jail_root and entry.pw_dir.startswith(jail_root + "/./"):
             links.add(home_link(jail_root))
         if resolve_in_jail(writer.root, user_shell) is None and not writer.dry_run:
             writer.report.warnings.append(
                 f"add user {user}: shell {user_shell} does not exist in the jail (sshd runs "
                 "the shell inside the jail)")
-    for name in wanted_groups:
+    old_groups = _read_entries(writer.jail("/etc/group"))
+    old_members = {f[0]: {m for m in f[3].split(",") if m} for f in
+                   (line.split(":") for line in old_groups) if len(f) == 4}
+    for name in [*wanted_groups, *sorted(supplementary)]:
         try:
             g = grp.getgrnam(name)
         except KeyError:
             raise BuildError(f"add group {name}: no such group on this host") from None
-        group[g.gr_name] = f"{g.gr_name}:x:{g.gr_gid}:"
+        members = old_members.get(g.gr_name, set()) | supplementary.get(g.gr_name, set())
+        group[g.gr_name] = f"{g.gr_name}:x:{g.gr_gid}:{','.join(sorted(members))}"
     writer.write_text("/etc/passwd",
                       _merge(_read_entries(writer.jail("/etc/passwd")), passwd))
-    writer.write_text("/etc/group", _merge(_read_entries(writer.jail("/etc/group")), group))
+    writer.write_text("/etc/group", _merge(old_groups, group))
     if not homes:
         return
     for home, uid, gid in home_dirs:
@@ -1151,6 +1173,15 @@ def add_users(root: str, users: Sequence[str], *, shell: str | None = None) -> B
                     jail_root=root)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def identity_changes(root: str, users: Sequence[str], *, shell: str | None = None) -> int:
+    """How many files, directories and links add_users would write or make (0: the jail's
+    entries and homes for `users` are current). Writes nothing."""
+    root = _normalize_root(root)
+    report = BuildReport(root=root)
+    _write_identity(_Writer(root, report, True), users, (), shell, homes=True, jail_root=root)
+    return report.files + report.dirs + report.symlinks
 
 
 def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,

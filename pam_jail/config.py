@@ -62,6 +62,8 @@ JAIL_KEYS: dict[str, tuple[str, object]] = {
     "proc": ("boolean", False),       # the jail's own /proc (of its PID namespace)
     "network": ("boolean", False),
     "hostname": ("string:0", ""),
+    "private": ("boolean", True),     # each customer's own view (pam_jail/view.py)
+    "tmp_size": ("string:0", "256M"),  # its /tmp, /var/tmp, /dev/shm; empty: half the RAM
     "pid": ("boolean", True),         # own PID namespace: always (`no` refused for mode pam)
     "max_procs": ("integer:1:1000000", 512),   # tasks of one user in the jail (pam_jail.limits)
     "memory": ("string:0", ""),       # e.g. 1G; empty: no limit
@@ -406,7 +408,7 @@ def validate(tree: dict[str, object], problems: list[str], source: str) -> Confi
         if len(values) != len(JAIL_KEYS):
             continue
         bad_size = False
-        for key in ("memory", "max_file_size"):
+        for key in ("memory", "max_file_size", "tmp_size"):
             try:
                 parse_size(str(values[key]))
             except ValueError as err:
@@ -570,11 +572,18 @@ def load_config_lkg(path: str = DEFAULT_PATH, *,
 def install_config(path: str, text: str) -> Config:
     """Validate `text`; if valid, install it as `path` and as its last-known-good copy,
     each by writing a temporary file in the same directory, fsync and rename (readers see
-    the old file or the new one, never a part). Root-owned, mode 0644. Raises ConfigError
-    and changes nothing when `text` is invalid."""
+    the old file or the new one, never a part), then its lookup index (config_index).
+    Root-owned, mode 0644. Raises ConfigError and changes nothing when `text` is
+    invalid."""
     cfg = parse_config(text, path)
     for target in (path, good_path(path)):
         write_atomically(target, text.encode("utf-8"))
+    from pam_jail.config_index import write_index
+
+    try:   # logins read it instead of parsing the whole file (pam_jail/config_index.py)
+        write_index(path, cfg)
+    except (ConfigError, OSError):
+        pass   # a missing or stale index only makes logins parse the file: never wrong
     return cfg
 
 

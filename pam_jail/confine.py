@@ -5,9 +5,12 @@ The sequences read top to bottom:
 
   confine_pam_session()   -- root, inside the PAM service (sshd, login, su ...):
       the user's cgroup of the jail joined, rlimits -> new mount/IPC/UTS/net/PID
-      namespaces -> mounts private -> bind jail on itself nosuid,nodev -> devpts inside
-      the jail -> chroot through the checked fd -> chdir home -> no_new_privs -> fork
-      the PID namespace's own PID 1 (it mounts the jail's /proc if asked, drops to the
+      namespaces -> mounts private -> bind jail on itself nosuid,nodev -> the customer's
+      private view (private_view: own /tmp, /var/tmp, /dev/shm; other homes covered;
+      etc/passwd, etc/group naming the user alone) -> devpts inside the jail -> chroot
+      through the checked fd -> chdir home -> no_new_privs -> Landlock scopes (abstract
+      unix sockets, signals; refused for network = yes below ABI 6) -> fork the PID
+      namespace's own PID 1 (it mounts the jail's /proc if asked, drops to the
       user, reaps orphans, dies with the service's process) -> seccomp filter.  The
       service itself then drops to the user's ids.  For a service that runs a job
       rather than the login shell (cron, atd, any service not known to exec it), every
@@ -18,18 +21,21 @@ The sequences read top to bottom:
   isolate_session()       -- root, inside sshd, for users whom the login shell (mode
       shell) or sshd's ChrootDirectory (mode sftp) confines: the user's cgroup of the
       jail joined, rlimits -> an empty network namespace for the whole sshd session
-      (forwarding reaches nothing) -> no_new_privs.
+      (forwarding reaches nothing) -> mode sftp: a mount namespace with the customer's
+      private view, which sshd's ChrootDirectory then enters -> no_new_privs.
 
   confine_unprivileged()  -- as the user, from the login shell (pam-jail-shell):
       rlimits (NPROC, FSIZE) -> new user namespace (uid/gid mapped to themselves) +
       mount/PID/IPC/UTS/net -> fork (the child is PID 1 of the new PID namespace) ->
-      mounts private -> bind jail nosuid,nodev -> devpts -> /proc of the PID namespace ->
-      pivot_root, old root detached -> no nested user namespaces -> chdir home -> drop
-      bounding set and capabilities -> no_new_privs -> prove the drop -> seccomp filter.
+      mounts private -> bind jail nosuid,nodev -> private view -> devpts -> /proc of the
+      PID namespace -> pivot_root, old root detached -> no nested user namespaces ->
+      chdir home -> drop bounding set and capabilities -> no_new_privs -> prove the drop
+      -> Landlock scopes -> seccomp filter.
 
   confine_launch()        -- root (pam-jail chrootlaunch), in the process that execs the
       program: the PAM path's namespaces, mounts and chroot -> bounding set -> groups,
-      gid, uid -> capabilities -> no_new_privs -> chdir -> prove the drop -> seccomp.
+      gid, uid -> capabilities -> no_new_privs -> chdir -> prove the drop -> Landlock
+      scopes -> seccomp.
 
 The seccomp filter (load_syscall_filter, profile pam_jail/syscalls.py) denies kernel
 interfaces a jailed user does not need (keyrings, ptrace, bpf, namespaces, TIOCSTI ...),
@@ -55,6 +61,10 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from pam_jail.limits import Limits
+
+    # the customer whose private view of a shared jail to mount: home, user, gid,
+    # tmp_size, the names of the user's groups (their shared-GROUP directories stay)
+    View = tuple[str, str, int, int | None, tuple[str, ...]]
 else:  # the C module: `signal` imports enum, which the login path cannot afford
     import _signal as signal
 
@@ -239,6 +249,145 @@ def mount_proc(root: str) -> None:
         mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
+# Directories a home's parent may be that the view never covers (a home there is an
+# admin's odd choice; covering it would hide the system).
+_NEVER_COVER = frozenset(("/bin", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt",
+                          "/proc", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var",
+                          "/var/tmp", "/dev/shm"))
+
+
+def _node_below(root: str, rel: str, kind: int) -> int | None:
+    """O_PATH fd of ROOT/REL opened one component at a time with O_NOFOLLOW (no link,
+    no '..' anywhere), when its last component is of file type `kind`; else None."""
+    import stat as st
+
+    parts = [p for p in rel.split("/") if p and p != "."]
+    if ".." in parts:
+        return None
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(root, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    for part in parts:
+        try:
+            nfd = os.open(part, flags, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nfd
+        mode = os.fstat(fd).st_mode
+        if st.S_ISLNK(mode) or (part is not parts[-1] and not st.S_ISDIR(mode)):
+            os.close(fd)
+            return None
+    if st.S_IFMT(os.fstat(fd).st_mode) != kind:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _bind_fd(fd: int, target: str, *, read_only: bool, what: str) -> None:
+    """Bind what `fd` names onto `target` (nosuid,nodev; read-only if asked)."""
+    mount(f"/proc/self/fd/{fd}", target, None, MS_BIND, what=f"bind {what}")
+    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
+    mount(None, target, None, flags | _kept_flags(target), what=f"remount {what}")
+
+
+def _cover(root: str, rel: str, keep: tuple[str, ...] = ()) -> None:
+    """An empty read-only tmpfs over ROOT/REL (a real directory, else nothing to do),
+    with each ROOT/REL/NAME of `keep` that is a real directory bound back in."""
+    import stat as st
+
+    dir_fd = _node_below(root, rel, st.S_IFDIR)
+    if dir_fd is None:
+        return
+    os.close(dir_fd)
+    kept: list[tuple[str, int]] = []
+    try:
+        for name in keep:
+            if name and "/" not in name and name not in (".", ".."):
+                fd = _node_below(root, f"{rel}/{name}", st.S_IFDIR)
+                if fd is not None:
+                    kept.append((name, fd))
+        target = f"{root}{rel}"
+        mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              f"mode=0755,size=16k,nr_inodes={8 + len(kept)}", what=f"tmpfs over {rel}")
+        for name, fd in kept:
+            _call(f"mkdir {rel}/{name}", os.mkdir, f"{target}/{name}", 0o755)
+            _bind_fd(fd, f"{target}/{name}", read_only=False, what=f"{rel}/{name}")
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+              | MS_NOEXEC, what=f"read-only remount of {rel}")
+    finally:
+        for _name, fd in kept:
+            os.close(fd)
+
+
+def _write_new(path: str, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            os.write(fd, text.encode())
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise _fail(f"write {path}", err.errno) from None
+
+
+def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None,
+                 groups: tuple[str, ...] = ()) -> None:
+    """After the jail's bind, before chroot/pivot_root: one customer's view of a shared
+    jail (pam_jail/view.py says what and why). The session's tmpfs is staged on
+    JAIL/tmp: its subdirectories become /tmp, /var/tmp and /dev/shm, its files etc/passwd
+    and etc/group; the bind of .tmp over JAIL/tmp itself then hides the stage."""
+    import stat as st
+
+    from pam_jail import view
+
+    stage = f"{root}/tmp"
+    fd = _node_below(root, "/tmp", st.S_IFDIR)
+    if fd is None:
+        raise ConfineError(f"private view: {stage} is not a directory",
+                           hint="pam-jail update (the builder makes /tmp), or private = no")
+    os.close(fd)
+    size = "" if tmp_size is None else f",size={tmp_size}"
+    mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755{size}",
+          what="the session's tmpfs")                       # a. the session's tmpfs
+    for name in (".tmp", ".var-tmp", ".shm"):
+        _call(f"mkdir {name}", os.mkdir, f"{stage}/{name}", 0o700)
+        _call(f"chmod {name}", os.chmod, f"{stage}/{name}", 0o1777)
+    for name in ("passwd", "group"):                        # b. etc/passwd, etc/group
+        fd = _node_below(root, f"/etc/{name}", st.S_IFREG)
+        if fd is None:
+            continue
+        try:
+            with open(f"/proc/self/fd/{fd}", encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError as err:
+            raise _fail(f"read {root}/etc/{name}", err.errno) from None
+        finally:
+            os.close(fd)
+        _write_new(f"{stage}/{name}", view.passwd_view(text, user) if name == "passwd"
+                   else view.group_view(text, user, gid))
+        target = f"{root}/etc/{name}"
+        mount(f"{stage}/{name}", target, None, MS_BIND, what=f"bind /etc/{name}")
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+              | MS_NOEXEC, what=f"read-only remount of /etc/{name}")
+    for name, rel in ((".var-tmp", "/var/tmp"), (".shm", "/dev/shm")):  # c. var/tmp, shm
+        fd = _node_below(root, rel, st.S_IFDIR)
+        if fd is not None:
+            os.close(fd)
+            mount(f"{stage}/{name}", f"{root}{rel}", None, MS_BIND, what=f"bind {rel}")
+    mount(f"{stage}/.tmp", stage, None, MS_BIND, what="bind /tmp")   # d. stage hidden
+    homes = view.homes_dir(home)                            # e. other customers' homes
+    if homes is not None and homes not in _NEVER_COVER:
+        _cover(root, homes, (home.rstrip("/").rsplit("/", 1)[1],
+                             *(f"shared-{group}" for group in groups)))
+    _cover(root, "/.home")                                  #    the stub homes
+
+
 def chroot_fd(jail_fd: int, root: str) -> None:
     """chroot into the directory we checked (by fd), then chdir("/") inside it."""
     try:
@@ -408,6 +557,63 @@ def prove_dropped(uid: int, gid: int) -> None:
         raise ConfineError("verify privilege drop: no_new_privs is not set")
 
 
+# --- IPC scoping (Landlock): abstract unix sockets and signals stay in the session ----
+
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1
+LANDLOCK_SCOPE_SIGNAL = 2
+LANDLOCK_SCOPES = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL
+LANDLOCK_SCOPE_ABI = 6      # the first Landlock ABI with scopes (Linux 6.12)
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; 0 when it has no Landlock or it is not enabled
+    at boot (a read, no step: doctor asks it too)."""
+    try:
+        return _sys.landlock_abi()
+    except OSError:
+        return 0
+
+
+def scope_decision(abi: int, network: bool) -> tuple[int, str | None]:
+    """Pure: the Landlock scopes a session gets on a kernel of Landlock ABI `abi`, and
+    the reason to refuse it (None: go on). A jail with `network = yes` shares the host's
+    network namespace, hence its abstract unix sockets (a host process handing out fds
+    there is a way out) and every other session's: without scoping it is refused. With
+    `network = no` the namespace is the session's own; the scopes are a second wall,
+    applied where the kernel has them and silently skipped where it has not."""
+    if abi >= LANDLOCK_SCOPE_ABI:
+        return LANDLOCK_SCOPES, None
+    if network:
+        have = f"Landlock ABI {abi}" if abi else "no Landlock"
+        return 0, (f"scope abstract unix sockets of a network = yes jail: this kernel has "
+                   f"{have}, scoping needs ABI {LANDLOCK_SCOPE_ABI} (Linux 6.12)")
+    return 0, None
+
+
+def scope_ipc(network: bool, jail: str = "") -> None:
+    """After no_new_privs, before seccomp: a new Landlock domain that only scopes (no
+    file or port rule), so this process and everything it starts can neither connect
+    nor send to an abstract unix socket made outside the domain (the host's, another
+    session's) nor signal a process outside it. Each session is its own domain, so
+    two customers of one jail are apart as well. Refused per scope_decision()."""
+    scoped, refusal = scope_decision(landlock_abi(), network)
+    if refusal:
+        where = f"jail {jail}" if jail else "the jail"
+        raise ConfineError(refusal, hint=f"set network = no for {where}, or boot a kernel "
+                           ">= 6.12 with landlock in its lsm= list")
+    if not scoped:
+        return
+    try:
+        fd = _sys.landlock_create_ruleset(0, 0, scoped)
+    except OSError as err:
+        raise _fail("landlock_create_ruleset (scoped abstract unix sockets, signals)",
+                    err.errno) from None
+    try:
+        _call("landlock_restrict_self", _sys.landlock_restrict_self, fd)
+    finally:
+        os.close(fd)
+
+
 def load_syscall_filter(allow: tuple[str, ...]) -> None:
     """Load the seccomp profile (pam_jail/syscalls.py) minus the groups and rules named
     in `allow`; it holds for this process and everything it forks and executes. Needs
@@ -513,14 +719,17 @@ def apply_limits(limits: Limits | None, jail: str, user: str, *,
 # --- the two sequences -------------------------------------------------------------
 
 def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, tty_gid: int,
-                         hostname: str) -> None:
+                         hostname: str, view: View | None = None) -> None:
     """Steps 1-7 of both root sequences (the PAM session, the launcher); `flags` are the
-    namespaces to unshare."""
+    namespaces to unshare; `view`: (home, user, gid, tmp_size) of the customer whose
+    private view of the jail to mount (jails.ini `private`), or None."""
     unshare(flags, "mount/IPC/UTS/net namespaces")          # 1. own namespaces
     make_mounts_private()                                   # 2. no propagation to host
     bind_jail_nosuid(jail_fd, root)                         # 3. jail nosuid,nodev
     jail_fd = reopen_bound(jail_fd, root)                   #    enter the new mount
     bind_safe_devices(root)                                 #    null, zero, urandom...
+    if view is not None:
+        private_view(root, *view)                           #    own /tmp, homes hidden
     if devpts:
         mount_devpts(root, tty_gid)                         # 4. ptys inside the jail
     if hostname:
@@ -544,7 +753,7 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
                         pid: bool = True, proc: bool = False,
                         limits: Limits | None = None, jail: str = "", user: str = "",
                         seccomp: tuple[str, ...] | None = (),
-                        init: bool = True) -> list[str]:
+                        init: bool = True, view: View | None = None) -> list[str]:
     """Root, in the PAM service's process, before the service drops to the user.
     pid=True (the default) also unshares the PID namespace, so jailed processes can
     neither see, signal nor trace host processes of the same uid; the namespace's PID 1
@@ -560,10 +769,13 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
              | (CLONE_NEWPID if pid else 0))
     uncarried = apply_limits(limits, jail, user)            # 0. cgroup, rlimits
     chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
-                         hostname=hostname)                 # 1-7. namespaces..chroot
+                         hostname=hostname, view=view)      # 1-7. namespaces..chroot
     chdir_home(home)                                        # 8. home inside the jail
     set_no_new_privs()                                      # 9. no setuid gains later
     _CONFINED_FOR.append(user or str(uid))                  #    (once per process)
+    scope_ipc(network, jail)                                # 9a. Landlock scopes (PID 1
+    #   inside the domain too: the kernel refuses a scoped parent's PDEATHSIG to a task
+    #   outside its domain, and PID 1 would outlive the service)
     if pid and init:
         spawn_namespace_init(uid, gid, proc=proc)           # 10. our PID 1, as the user
     if seccomp is not None:
@@ -572,16 +784,24 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
 
 
 def isolate_session(*, network: bool, limits: Limits | None = None, jail: str = "",
-                    user: str = "", file_size: bool = False) -> list[str]:
+                    user: str = "", file_size: bool = False, root: str = "",
+                    view: View | None = None) -> list[str]:
     """Root, in sshd's per-connection process, for a user whom the login shell or sshd's
     ChrootDirectory confines: whatever sshd itself does for the session afterwards
     (forwarding, internal-sftp) has no network but a down loopback, and runs in the
     user's cgroup of the jail. RLIMIT_FSIZE only with file_size (mode sftp: this process
-    writes no host file later; mode shell: pam-jail-shell sets it)."""
+    writes no host file later; mode shell: pam-jail-shell sets it). `view` (mode sftp):
+    the customer's private view of jail directory `root`, mounted in a mount namespace of
+    this process, which sshd's ChrootDirectory then enters (pam-jail-shell mounts its
+    own in mode shell)."""
     uncarried = apply_limits(limits, jail, user, file_size=file_size)  # 1. cgroup, rlimits
     if not network:
         unshare(CLONE_NEWNET, "net namespace")              # 2. empty network
-    set_no_new_privs()                                      # 3. no setuid gains later
+    if view is not None:
+        unshare(CLONE_NEWNS, "mount namespace")             # 3. own /tmp, homes hidden
+        make_mounts_private()
+        private_view(root, *view)
+    set_no_new_privs()                                      # 4. no setuid gains later
     return uncarried
 
 
@@ -664,7 +884,8 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
                          network: bool, proc: bool, hostname: str,
                          on_parent: Callable[[int], int],
                          limits: Limits | None = None,
-                         seccomp: tuple[str, ...] | None = ()) -> None:
+                         seccomp: tuple[str, ...] | None = (),
+                         view: View | None = None) -> None:
     """As the user (no privileges on the host). Returns in the child only, confined;
     the parent runs `on_parent(child_pid)` and exits with its result."""
     if uid == 0 or os.geteuid() == 0:
@@ -692,6 +913,8 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     jail_fd = reopen_bound(jail_fd, root)                    #    the new mount
     bind_safe_devices(root)                                  #    null, zero, urandom...
     mount_devpts_userns(root)                                #    ptys of its own
+    if view is not None:
+        private_view(root, *view)                            #    own /tmp, homes hidden
     if proc:
         mount_proc(root)                                     # 7. /proc of this PID ns
     if hostname:
@@ -702,6 +925,7 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     clear_capabilities()
     set_no_new_privs()                                       # 12. no setuid gains
     prove_dropped(uid, gid)                                  # 13. try to regain: fail
+    scope_ipc(network)                                       # 13a. Landlock scopes
     if seccomp is not None:
         load_syscall_filter(seccomp)                         # 14. seccomp filter
 
@@ -753,5 +977,6 @@ def confine_launch(jail_fd: int, root: str, workdir: str, *, uid: int, gid: int,
     set_no_new_privs()                                      # 11. no setuid gains later
     chdir_home(workdir)                                     # 12. as the user
     prove_dropped(uid, gid)                                 # 13. try to regain: fail
+    scope_ipc(network)                                      # 13a. Landlock scopes
     if seccomp is not None:
         load_syscall_filter(seccomp)                        # 14. seccomp filter

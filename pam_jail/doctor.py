@@ -26,7 +26,10 @@ ok, the fix. The checks, in order:
   user       the user's jail as pam_jail resolves it; the login shell is the mode's
              jailing shell (a FAIL otherwise; the fix is jailuser, never another shell)
   jail       safety.check_jail on the jail root (the login path's own check); mode pam:
-             JAIL/dev/pts for the private devpts
+             JAIL/dev/pts for the private devpts; `network = yes` (modes pam and shell):
+             the kernel's Landlock ABI scopes abstract unix sockets and signals (>= 6),
+             else every login of the jail is refused (jail.network FAIL); warn when
+             `seccomp = no` or seccomp_allow lets NETLINK_SOCK_DIAG through
   lsh        for mode shell: JAIL/etc/pam_jail/lsh.ini readable under pam-jail-shell's
              rule and valid (policy.parse_lsh); the user's section allows something
   host       the account beyond the login (pam_jail.doctor_host): /etc/shells, the
@@ -55,6 +58,7 @@ from typing import TextIO
 
 from pam_jail.config import DEFAULT_PATH, Config, check_config_file, load_config
 from pam_jail.errors import ConfigError, Denied, PamJailError
+from pam_jail.log import escape
 from pam_jail.resolve import Identity, Jail, identity_from_passwd, resolve
 from pam_jail.safety import check_jail, check_path_chain
 
@@ -429,6 +433,20 @@ def pam_python_loads(path: str) -> str | None:
     return lines[-1] if lines else f"exit {proc.returncode}"
 
 
+def check_index(path: str, cfg: Config) -> Check:
+    """jails.ini's lookup index (config_index): current, or logins parse the whole file."""
+    from pam_jail.config_index import config_for, index_path
+
+    size = len(cfg.users) + len(cfg.groups)
+    if config_for(path, "root", ()) is not None:
+        return Check("config.index", OK, f"{index_path(path)} is current: a login reads a "
+                     f"few lines of it, not {size} mapping(s)")
+    return Check("config.index", WARN if size > 100 else OK,
+                 f"{index_path(path)} is missing or older than {path} (edited without "
+                 f"`pam-jail validate`): every login parses all {size} mapping(s)",
+                 f"pam-jail validate --config {path}")
+
+
 def check_logrelay() -> Check:
     """Mode pam: inside the jail /dev/log is the jail's; only the relay carries it to the
     host's syslog (sshd's own session lines, pam-jail-lsh's refusals)."""
@@ -639,6 +657,31 @@ def check_devpts(jail: Jail) -> Check | None:
                  f"pam-jail init -j {jail.root} ptys, or devpts = no for the jail")
 
 
+def judge_network(jail: Jail, abi: int) -> Check | None:
+    """Pure: a jail with `network = yes` (modes pam and shell: mode sftp runs only
+    internal-sftp, which opens no socket, with forwarding off) on a kernel of Landlock
+    ABI `abi`: the login path's own rule (confine.scope_decision)."""
+    from pam_jail.confine import scope_decision
+    from pam_jail.syscalls import from_options
+
+    if not jail.flag("network") or jail.mode == "sftp":
+        return None
+    _scoped, refusal = scope_decision(abi, True)
+    if refusal:
+        return Check("jail.network", FAIL, f"jail {jail.name}: {refusal}: every login of the "
+                     "jail is refused", f"network = no for jail {jail.name}, or boot a kernel "
+                     ">= 6.12 with landlock in its lsm= list")
+    allowed = from_options(jail.options)
+    if allowed is None or {"sockets", "sock_diag"} & set(allowed):
+        return Check("jail.network", WARN, f"jail {jail.name}: network = yes with "
+                     f"{'seccomp = no' if allowed is None else 'seccomp_allow of sock_diag'}:"
+                     " NETLINK_SOCK_DIAG lists the host's sockets and every other session's",
+                     f"seccomp = yes and no sockets/sock_diag in seccomp_allow for jail "
+                     f"{jail.name}")
+    return Check("jail.network", OK, f"jail {jail.name}: network = yes, Landlock ABI {abi} "
+                 "scopes abstract unix sockets and signals to each session")
+
+
 def check_lsh(ident: Identity, jail: Jail) -> list[Check]:
     """The allow-list as pam-jail-shell will read it inside the jail."""
     from pam_jail.explain import read_lsh
@@ -700,6 +743,11 @@ def check_user(ident: Identity, cfg: Config, args: argparse.Namespace,
         devpts = check_devpts(jail)
         if devpts is not None:
             checks.append(devpts)
+        from pam_jail.confine import landlock_abi
+
+        network = judge_network(jail, landlock_abi())
+        if network is not None:
+            checks.append(network)
     if jail.mode == "shell":
         checks += check_lsh(ident, jail)
         if not seen_userns:
@@ -753,6 +801,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
                             "(docs/config.md)", err.problems))
         return checks
     checks.append(Check("config", OK, f"{args.config}: root-owned, {len(cfg.jails)} jail(s)"))
+    checks.append(check_index(args.config, cfg))
 
     if args.user:
         try:
@@ -827,14 +876,16 @@ STATUS_WORD = {OK: "ok", WARN: "warn", FAIL: "FAIL"}
 
 
 def print_text(checks: Sequence[Check], stream: TextIO) -> None:
+    """One line a check (details and fix indented below), each through log.escape:
+    messages name files and processes that jailed users made."""
     for check in checks:
-        who = f"[{check.user}] " if check.user else ""
-        print(f"{STATUS_WORD[check.status]:<5} {check.name:<15} {who}{check.message}",
+        who = f"[{escape(check.user)}] " if check.user else ""
+        print(f"{STATUS_WORD[check.status]:<5} {check.name:<15} {who}{escape(check.message)}",
               file=stream)
         for detail in check.details if check.status != OK else []:
-            print(f"{'':<22}- {detail}", file=stream)
+            print(f"{'':<22}- {escape(detail)}", file=stream)
         if check.fix and check.status != OK:
-            print(f"{'':<22}fix: {check.fix}", file=stream)
+            print(f"{'':<22}fix: {escape(check.fix)}", file=stream)
     fails = sum(c.status == FAIL for c in checks)
     warns = sum(c.status == WARN for c in checks)
     print(f"{len(checks)} checks: {fails} failed, {warns} warnings", file=stream)

@@ -218,6 +218,7 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
     from pam_jail.limits import limits_of
     from pam_jail.safety import open_checked
     from pam_jail.syscalls import from_options
+    from pam_jail.view import private_view_of
 
     limits = limits_of(jail.options)
     if not job:                    # the service execs the login shell next
@@ -228,9 +229,11 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
         if is_sshd:
             _check_sshd(pamh, jail, ident, opts)                                # 4
         if jail.mode != "pam":
+            sftp = jail.mode == "sftp"
             return isolate_session(network=jail.flag("network"), limits=limits, # 5
-                                   jail=jail.name, user=ident.name,
-                                   file_size=jail.mode == "sftp")
+                                   jail=jail.name, user=ident.name, file_size=sftp,
+                                   root=jail.root,
+                                   view=private_view_of(jail, ident) if sftp else None)
         _check_login_shell(pamh, jail, ident)                                   # 5a
     try:
         tty_gid = grp.getgrnam("tty").gr_gid
@@ -247,7 +250,8 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
                                pid=job or jail.flag("pid", True),
                                proc=jail.flag("proc") and not job, limits=limits,
                                jail=jail.name, user=ident.name,
-                               seccomp=from_options(jail.options), init=not job)
+                               seccomp=from_options(jail.options), init=not job,
+                               view=private_view_of(jail, ident))
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:

@@ -218,6 +218,8 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     if missing:
         raise Denied(f"cannot confine: {missing}",
                      hint="use the PAM path (mode = pam) on this host")
+    from pam_jail.view import private_view_of  # (not in the jail's runtime: outside only)
+
     try:
         jail_fd = open_checked(jail.root)                             # 4
     except OSError as err:
@@ -226,7 +228,8 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
                          gid=ident.gid, network=jail.flag("network"),
                          proc=jail.flag("proc"), hostname=jail.options.get("hostname", ""),
                          on_parent=relay_child, limits=limits,
-                         seccomp=from_options(jail.options))
+                         seccomp=from_options(jail.options),
+                         view=private_view_of(jail, ident))
     # --- from here on: inside the jail, as the user, without privileges ---
     return limited_shell(ident, jail.home, command, log, session,   # 6, 7
                          in_userns=True, shell_ok=jail.allow_shell)

@@ -20,8 +20,11 @@ single rule by name, `seccomp = no` turns the filter off for a jail):
   tty          ioctl TIOCSTI (type into the session's terminal) and TIOCLINUX
   mount        mount, umount, umount2, pivot_root, chroot and the new mount API
   handles      open_by_handle_at, name_to_handle_at
-  sockets      socket(AF_ALG), socket(AF_VSOCK); on i386 socketcall(SYS_SOCKET), whose
-               address family sits in memory a filter cannot read
+  sockets      socket(AF_ALG), socket(AF_VSOCK), socket(AF_NETLINK, *, NETLINK_SOCK_DIAG)
+               (with `network = yes` it lists the host's sockets, every other session's
+               too; NETLINK_ROUTE stays: getaddrinfo and getifaddrs need it); on i386
+               socketcall(SYS_SOCKET), whose address family sits in memory a filter
+               cannot read
   personality  personality() other than PER_LINUX, PER_LINUX32, UNAME26 and the query
   numa         NUMA memory policy calls
   admin        clock, swap, reboot, hostname, quota, syslog, raw I/O, accounting ...
@@ -48,7 +51,8 @@ import errno as _errno
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     # a condition: () always; ("eq", ARG, VALUE) low 32 bits equal; ("any", ARG, MASK)
-    # any bit of MASK set; ("not_in", ARG, (V, ...)) low 32 bits none of the values
+    # any bit of MASK set; ("not_in", ARG, (V, ...)) low 32 bits none of the values;
+    # ("all", COND, COND, ...) every one of the conditions holds
     Cond = tuple[object, ...]
     Rule = tuple[str, str, str, int, Cond]
 
@@ -81,6 +85,8 @@ TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 AF_ALG = 38
 AF_VSOCK = 40
+AF_NETLINK = 16
+NETLINK_SOCK_DIAG = 4
 SYS_SOCKET = 1   # socketcall's call number for socket()
 PERSONALITY_ALLOWED = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)  # PER_LINUX, PER_LINUX32,
 #                                        UNAME26, both, and 0xffffffff: read, change nothing
@@ -157,6 +163,8 @@ RULES: tuple[Rule, ...] = (
     *_calls("io_uring", EPERM, "io_uring_setup io_uring_enter io_uring_register"),
     ("AF_ALG", "sockets", "socket", EPERM, ("eq", 0, AF_ALG)),
     ("AF_VSOCK", "sockets", "socket", EPERM, ("eq", 0, AF_VSOCK)),
+    ("sock_diag", "sockets", "socket", EPERM,
+     ("all", ("eq", 0, AF_NETLINK), ("eq", 2, NETLINK_SOCK_DIAG))),
     ("socketcall", "sockets", "socketcall", EPERM, ("eq", 0, SYS_SOCKET)),
     ("personality", "personality", "personality", EPERM,
      ("not_in", 0, PERSONALITY_ALLOWED)),
@@ -207,26 +215,38 @@ def _ret_errno(err: int) -> tuple[int, int, int, int]:
     return _insn(RET_K, 0, 0, SECCOMP_RET_ERRNO | (err & 0xFFFF))
 
 
-def _arg_checks(cond: tuple[object, ...], err: int) -> list[tuple[int, int, int, int]]:
-    """Instructions that return `err` when the condition holds and fall through when it
-    does not (the accumulator is loaded here; the caller's block ends with ALLOW)."""
-    kind, arg, value = cond
+def _test(cond: tuple[object, ...], skip: int) -> list[tuple[int, int, int, int]]:
+    """Instructions that fall through when the condition holds and jump `skip`
+    instructions past their own end when it does not (they load the accumulator)."""
+    kind = cond[0]
+    if kind == "all":
+        out: list[tuple[int, int, int, int]] = []
+        for sub in reversed(cond[1:]):                  # built from the back: each test
+            assert isinstance(sub, tuple)               # skips the ones after it too
+            out = _test(sub, skip + len(out)) + out
+        return out
+    _kind, arg, value = cond
     assert isinstance(arg, int) and 0 <= arg < 6
     out = [_insn(LD_W_ABS, 0, 0, _OFF_ARGS + 8 * arg)]     # the low 32 bits (x86: LE)
     if kind == "eq":
         assert isinstance(value, int)
-        out.append(_insn(JMP_JEQ_K, 0, 1, value))
+        out.append(_insn(JMP_JEQ_K, 0, skip, value))
     elif kind == "any":
         assert isinstance(value, int)
-        out.append(_insn(JMP_JSET_K, 0, 1, value))
+        out.append(_insn(JMP_JSET_K, 0, skip, value))
     elif kind == "not_in":
         assert isinstance(value, tuple)
         for i, v in enumerate(value):
-            out.append(_insn(JMP_JEQ_K, len(value) - i, 0, int(v)))
+            out.append(_insn(JMP_JEQ_K, len(value) - 1 - i + skip, 0, int(v)))
     else:
         raise ValueError(f"unknown condition {kind!r}")
-    out.append(_ret_errno(err))
     return out
+
+
+def _arg_checks(cond: tuple[object, ...], err: int) -> list[tuple[int, int, int, int]]:
+    """Instructions that return `err` when the condition holds and fall through when it
+    does not (the caller's block ends with ALLOW)."""
+    return [*_test(cond, 1), _ret_errno(err)]
 
 
 def _arch_block(arch: int, index: int, rules: list[Rule], newer: bool,

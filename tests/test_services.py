@@ -172,17 +172,25 @@ def read(path: str) -> str:
         return fh.read()
 
 
-def job_text(tag: str) -> str:
-    """The job: a marker in /tmp, the root listing, a background sleep that must not
-    outlive it."""
-    return (f"echo ran-$(id -u) > /tmp/{tag}; ls / > /tmp/{tag}.ls; "
-            "sleep 300 >/dev/null 2>&1 &")
+def job_text(tag: str, user: User) -> str:
+    """The job: a marker in /tmp (on the host: the host's; in the jail: the job's own
+    tmpfs) and in its home, the root listing, a background sleep that must not outlive
+    it."""
+    home = f"/home/{user.name}"
+    return (f"echo ran-$(id -u) > /tmp/{tag}; echo ran-$(id -u) > {home}/{tag}; "
+            f"ls / > {home}/{tag}.ls; sleep 300 >/dev/null 2>&1 &")
+
+
+def marks(world: World, mode: str, tag: str) -> list[str]:
+    home = f"{world.jails[mode]}/home/{world.users[mode].name}"
+    return [f"/tmp/{tag}", f"{home}/{tag}", f"{home}/{tag}.ls"]
 
 
 def where_it_ran(world: World, mode: str, tag: str) -> str:
-    if os.path.exists(f"/tmp/{tag}"):
+    host_mark, jail_mark, _ = marks(world, mode, tag)
+    if os.path.exists(host_mark):
         return "host"
-    if os.path.exists(f"{world.jails[mode]}/tmp/{tag}"):
+    if os.path.exists(jail_mark):
         return "jail"
     return "nowhere"
 
@@ -226,7 +234,7 @@ def test_cron_job_runs_in_the_jail_and_leaves_nothing(world: World, mode: str) -
     os.chown(spool, 0, crontab_gid)
     os.chmod(spool, 0o1730)
     with open(f"{spool}/{user.name}", "w") as fh:       # what `crontab -u USER` writes
-        fh.write(f"@reboot {job_text(tag)}\n")
+        fh.write(f"@reboot {job_text(tag, user)}\n")
     os.chown(f"{spool}/{user.name}", user.uid, crontab_gid)
     os.chmod(f"{spool}/{user.name}", 0o600)
     # @reboot jobs run when cron starts without /run/crond.reboot: a private /run
@@ -240,15 +248,14 @@ def test_cron_job_runs_in_the_jail_and_leaves_nothing(world: World, mode: str) -
             where_it_ran(world, mode, tag), "\n".join(
                 line for line in world.syslog.lines if user.name in line or "CRON" in line
                 or "atd" in line))
-        with open(f"{world.jails[mode]}/tmp/{tag}.ls") as fh:
+        with open(marks(world, mode, tag)[2]) as fh:
             assert "sys" not in fh.read().split()              # the jail is its /
         assert_nothing_left(user, proc.pid)
         assert world.syslog.wait_for("session allowed", user.name, "cron")
     finally:
         kill_leftovers(user.uid, proc.pid)
         stop(proc)
-        for path in (f"/tmp/{tag}", f"/tmp/{tag}.ls", f"{world.jails[mode]}/tmp/{tag}",
-                     f"{world.jails[mode]}/tmp/{tag}.ls"):
+        for path in marks(world, mode, tag):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         shutil.rmtree(work, ignore_errors=True)
@@ -281,7 +288,7 @@ def test_at_job_runs_in_the_jail_and_leaves_nothing(world: World, mode: str) -> 
         submit = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "--", "setpriv",
                                  f"--reuid={user.uid}", f"--regid={user.gid}",
                                  "--init-groups", "at", "now"],
-                                input=job_text(tag) + "\n", capture_output=True, text=True,
+                                input=job_text(tag, user) + "\n", capture_output=True, text=True,
                                 timeout=30, check=False, cwd="/",
                                 env={"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"})
         assert submit.returncode == 0, submit.stderr
@@ -295,8 +302,7 @@ def test_at_job_runs_in_the_jail_and_leaves_nothing(world: World, mode: str) -> 
     finally:
         kill_leftovers(user.uid, proc.pid)
         stop(proc)
-        for path in (f"/tmp/{tag}", f"/tmp/{tag}.ls", f"{world.jails[mode]}/tmp/{tag}",
-                     f"{world.jails[mode]}/tmp/{tag}.ls"):
+        for path in marks(world, mode, tag):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         shutil.rmtree(work, ignore_errors=True)

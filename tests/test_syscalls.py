@@ -150,7 +150,7 @@ def test_every_rule_names_a_known_call_and_group() -> None:
     assert len({r[0] for r in RULES}) == len(RULES)       # rule names are unique
     for _name, group, call, err, cond in RULES:
         assert call in NUMBERS and group in GROUPS and err in (errno.EPERM, errno.ENOSYS)
-        assert cond == () or cond[0] in ("eq", "any", "not_in")
+        assert cond == () or cond[0] in ("eq", "any", "not_in", "all")
     assert set(GROUPS) | {r[0] for r in RULES} == ALLOWABLE
     assert set(NUMBERS) == {r[2] for r in RULES}
 
@@ -194,6 +194,10 @@ def _lib_args(cond: tuple[object, ...]) -> list[list[object]]:
     """A condition as libseccomp rules (each a list of Args; one list per rule, ORed)."""
     if not cond:
         return [[]]
+    if cond[0] == "all":     # one rule whose Args all hold (libseccomp ANDs them)
+        parts = [_lib_args(sub) for sub in cond[1:] if isinstance(sub, tuple)]
+        assert all(len(p) == 1 for p in parts), cond
+        return [[a for p in parts for a in p[0]]]
     kind, arg, value = cond
     if kind == "eq":
         return [[seccomp.Arg(arg, seccomp.MASKED_EQ, 0xFFFFFFFF, value)]]
@@ -254,7 +258,7 @@ def test_same_decisions_as_libseccomp(allow: frozenset[str], data: st.DataObject
     ours = decode(program("x86_64", allow))
     refs = {arch: libseccomp_program(arch, allow) for arch in ARCHES}
     lone_socketcall = "socketcall" in allow and not (
-        "sockets" in allow or {"AF_ALG", "AF_VSOCK"} <= allow)
+        "sockets" in allow or {"AF_ALG", "AF_VSOCK", "sock_diag"} <= allow)
     for _ in range(150):
         arch = data.draw(st.sampled_from([AUDIT_ARCH_X86_64, AUDIT_ARCH_I386]))
         nr = data.draw(_numbers(arch))
@@ -305,6 +309,48 @@ def test_personality_rule(allow: frozenset[str], value: int, high: int) -> None:
         assert run_bpf(ours, arch, nr, (arg,)) == (eperm() if denied else ALLOW)
 
 
+_SOCKET_ARG = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 10, 15, 16, 17, 38, 40]),
+                       st.integers(0, 2**32 - 1))
+
+
+@X86_64_ONLY
+@given(allow=_ALLOW_SETS, family=_SOCKET_ARG, stype=_SOCKET_ARG, protocol=_SOCKET_ARG,
+       high=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)))
+def test_sock_diag_rule_is_a_conjunction(allow: frozenset[str], family: int, stype: int,
+                                         protocol: int, high: tuple[int, int]) -> None:
+    """socket(AF_NETLINK, *, NETLINK_SOCK_DIAG) is denied whatever the type and the high
+    bits; AF_NETLINK with another protocol (NETLINK_ROUTE: getaddrinfo, getifaddrs) and
+    protocol 4 of another family are allowed (AF_ALG and AF_VSOCK keep their rules)."""
+    ours = decode(program("x86_64", allow))
+    rule_on = "sock_diag" not in allow and "sockets" not in allow
+    for arch, nr in ((AUDIT_ARCH_X86_64, 41), (AUDIT_ARCH_I386, 359)):
+        args = (family, stype, protocol)
+        if arch == AUDIT_ARCH_X86_64:
+            args = ((high[0] << 32) | family, stype, (high[1] << 32) | protocol)
+        if family in (syscalls.AF_ALG, syscalls.AF_VSOCK):
+            continue
+        denied = rule_on and family == 16 and protocol == 4
+        assert run_bpf(ours, arch, nr, args) == (eperm() if denied else ALLOW), \
+            (hex(arch), family, stype, protocol)
+
+
+def test_conjunction_builder_skips_to_the_next_rule() -> None:
+    """Two ANDed conditions, then a further rule on the same call: a first condition
+    that fails must skip the second test and the return, landing on the next rule."""
+    rules = [("a", "g", "socket", errno.EPERM, ("all", ("eq", 0, 16), ("eq", 2, 4))),
+             ("b", "g", "socket", errno.ENOSYS, ("not_in", 1, (1, 2))),
+             ("c", "g", "socket", errno.EPERM, ("all", ("any", 0, 0x100),
+                                                ("not_in", 2, (7,)), ("eq", 1, 2)))]
+    prog = syscalls._arch_block(AUDIT_ARCH_X86_64, 0, rules, newer=False)
+    cases = {(16, 1, 4): eperm(), (16, 1, 5): ALLOW, (17, 1, 4): ALLOW,
+             (16, 3, 5): enosys(), (17, 3, 4): enosys(), (0x100, 2, 8): eperm(),
+             (0x101, 2, 8): eperm(), (0x100, 2, 7): ALLOW, (0x100, 1, 8): ALLOW,
+             (0, 2, 8): ALLOW, (0x100, 3, 8): enosys()}
+    for args, want in cases.items():
+        got = run_bpf(prog, AUDIT_ARCH_X86_64, 41, args)
+        assert got == want, (args, hex(got), hex(want))
+
+
 @X86_64_ONLY
 @settings(suppress_health_check=[HealthCheck.large_base_example, HealthCheck.data_too_large])
 @given(allow=_ALLOW_SETS, data=st.data())
@@ -353,6 +399,10 @@ CASES: dict[str, tuple[int, tuple[int, ...]]] = {
     "ioctl-TIOCLINUX": (16, (-1, 0x541C, 0)),
     "ioctl-TCGETS": (16, (-1, 0x5401, 0)),                           # allowed: EBADF
     "socket-AF_ALG-high-bits": (41, (0x1_0000_0000 | 38, 5, 0)),     # kernel: creates
+    # NETLINK_SOCK_DIAG (SOCK_RAW): denied, high bits or not; NETLINK_ROUTE: allowed
+    "socket-sock_diag": (41, (16, 3, 4)),                            # kernel: creates
+    "socket-sock_diag-high-bits": (41, (0x1_0000_0000 | 16, 3, 0x1_0000_0000 | 4)),
+    "socket-netlink-route": (41, (16, 3, 0)),                        # allowed: creates
     "bpf": (321, (0xFFFF, 0, 0)),                                    # kernel: EINVAL
     "io_uring_setup": (425, (0, 0)),                                 # kernel: EINVAL
     "perf_event_open": (298, (0, 0, -1, -1, 0)),                     # kernel: EFAULT
@@ -413,7 +463,7 @@ def test_kernel_applies_the_filter() -> None:
     filtered = _in_filtered_child(())
     eperm_cases = [n for n in CASES if n not in ("clone3", "ioctl-TCGETS", "getppid",
                                                  "personality-query", "open_tree_attr",
-                                                 "mseal")]
+                                                 "mseal", "socket-netlink-route")]
     for name in eperm_cases:
         assert filtered[name] == [-1, errno.EPERM], (name, filtered[name])
         assert bare[name] != [-1, errno.EPERM], (name, "the kernel alone says EPERM: "
@@ -424,6 +474,7 @@ def test_kernel_applies_the_filter() -> None:
         assert bare[name] != [-1, errno.ENOSYS], (name, "not on this kernel: cannot tell")
     assert filtered["ioctl-TCGETS"] == bare["ioctl-TCGETS"] == [-1, errno.EBADF]
     assert filtered["getppid"][0] > 0 and filtered["personality-query"][0] >= 0
+    assert filtered["socket-netlink-route"][0] >= 0 and bare["socket-netlink-route"][0] >= 0
 
 
 @X86_64_ONLY

@@ -104,6 +104,27 @@ def make_jailed_pair(lsh: str, undo: list[Callable[[], object]],
     return JailedPair(pam_user, shell_user, pam_jail, shell_jail)
 
 
+def add_twin(root: str, shell: str, jail: str, options: str,
+             undo: list[Callable[[], object]]) -> User:
+    """One more user in jail directory `root`, mapped to a new jails.ini entry `jail`
+    for the same root with extra `options` (e.g. "private = no"): the benches compare
+    two settings of one jail in one run. The jails.ini of make_jailed_pair grows."""
+    from pam_jail.build import add_users
+
+    name = unique("pjw")
+    user = make_user(name, shell, f"{root}/./home/{name}", create_home=False)
+    undo.append(lambda: remove_user(name, remove_home=False))
+    add_users(root, [name], shell=shell if shell == LSH_SHELL else None)
+    with open(SYSTEM_CONFIG) as fh:
+        text = fh.read()
+    mode = "pam" if shell == LSH_SHELL else "shell"
+    section = (f"  [[{jail}]]\n  root = {root}\n  mode = {mode}\n  allow_shell = yes\n"
+               + "".join(f"  {line.strip()}\n" for line in options.split(";")))
+    head, users = text.split("[users]\n", 1)
+    write_config(f"{head}{section}[users]\n{users}{name} = {jail}\n")
+    return user
+
+
 def save_config() -> tuple[str | None, str | None]:
     """The text of jails.ini and of its last-known-good copy (None: absent)."""
     out: list[str | None] = []

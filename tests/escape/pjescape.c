@@ -20,14 +20,25 @@
  *   pjescape keyread             read the uid's user keyring ("pjsecret" key)
  *   pjescape bpf | perf | userfaultfd | iouring | handle | tiocsti | i386
  *                                the kernel interfaces the seccomp filter denies
+ *   pjescape abstract NAME       connect to the abstract unix socket "\0NAME"
+ *   pjescape sockdiag            NETLINK_SOCK_DIAG dump of unix and TCP sockets: ESCAPED
+ *                                when it lists a socket that is not one of our own fds
+ *   pjescape listen NAME SECS    (a helper, not an attempt) listen on "\0NAME" for SECS
+ *                                seconds, printing "ready: NAME" once bound
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +48,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -65,6 +77,54 @@ static void climb(void) {
 static int marker_visible(const char *marker) {
     /* MARKER is absolute on the host; look for it relative to the current dir too */
     return access(marker, F_OK) == 0 || access(marker + 1, F_OK) == 0;
+}
+
+static socklen_t abstract_addr(struct sockaddr_un *sa, const char *name) {
+    size_t n = strlen(name);
+    if (n > sizeof sa->sun_path - 1) n = sizeof sa->sun_path - 1;
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    memcpy(sa->sun_path + 1, name, n);     /* sun_path[0] = 0: the abstract namespace */
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
+
+/* Is inode `ino` one of this process's own open fds? */
+static int own_inode(unsigned long ino) {
+    for (int fd = 0; fd < 1024; fd++) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (unsigned long)st.st_ino == ino) return 1;
+    }
+    return 0;
+}
+
+/* One NETLINK_SOCK_DIAG dump; returns the number of sockets listed that are not ours,
+ * or -1 (errno set) when the request or the reply fails. */
+static int diag_dump(int s, void *req, size_t len, int unix_kind) {
+    struct { struct nlmsghdr nlh; char body[128]; } msg;
+    memset(&msg, 0, sizeof msg);
+    msg.nlh.nlmsg_len = (unsigned)NLMSG_LENGTH(len);
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    memcpy(msg.body, req, len);
+    if (send(s, &msg, msg.nlh.nlmsg_len, 0) < 0) return -1;
+    int foreign = 0;
+    static char buf[65536];
+    for (;;) {
+        ssize_t n = recv(s, buf, sizeof buf, 0);
+        if (n < 0) return -1;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n);
+             h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_DONE) return foreign;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(h);
+                errno = -e->error;
+                return -1;
+            }
+            unsigned long ino = unix_kind ? ((struct unix_diag_msg *)NLMSG_DATA(h))->udiag_ino
+                                          : ((struct inet_diag_msg *)NLMSG_DATA(h))->idiag_inode;
+            if (ino != 0 && !own_inode(ino)) foreign++;
+        }
+    }
 }
 
 int main(int argc, char **argv) {
@@ -213,6 +273,45 @@ int main(int argc, char **argv) {
                           "c"((long)TIOCSTI), "d"(0L) : "memory");
         if (ret == -EPERM || ret == -ENOSYS) { errno = (int)-ret; return blocked("int 0x80 TIOCSTI"); }
         return escaped("a 32-bit system call went past the filter");
+    }
+    if (!strcmp(what, "abstract")) {
+        struct sockaddr_un sa;
+        socklen_t len = abstract_addr(&sa, arg);
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (s < 0) return blocked("socket");
+        if (connect(s, (struct sockaddr *)&sa, len) != 0) return blocked("connect abstract");
+        return escaped("connected to an abstract unix socket made outside the session");
+    }
+    if (!strcmp(what, "listen")) {
+        struct sockaddr_un sa;
+        socklen_t len = abstract_addr(&sa, arg);
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (s < 0 || bind(s, (struct sockaddr *)&sa, len) != 0 || listen(s, 8) != 0) {
+            printf("failed: listen %s: %s\n", arg, strerror(errno));
+            return 1;
+        }
+        printf("ready: %s\n", arg);
+        fflush(stdout);
+        sleep(argc > 3 ? (unsigned)atoi(argv[3]) : 20);
+        return 0;
+    }
+    if (!strcmp(what, "sockdiag")) {
+        int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+        if (s < 0) return blocked("socket NETLINK_SOCK_DIAG");
+        struct unix_diag_req ureq = { .sdiag_family = AF_UNIX, .udiag_states = ~0U,
+                                      .udiag_show = UDIAG_SHOW_NAME };
+        struct inet_diag_req_v2 ireq = { .sdiag_family = AF_INET,
+                                         .sdiag_protocol = IPPROTO_TCP,
+                                         .idiag_states = ~0U };
+        int u = diag_dump(s, &ureq, sizeof ureq, 1);
+        int t = diag_dump(s, &ireq, sizeof ireq, 0);
+        if (u > 0 || t > 0) {
+            printf("ESCAPED: sock_diag listed %d unix and %d TCP sockets not ours\n", u, t);
+            return 1;
+        }
+        if (u < 0 && t < 0) return blocked("sock_diag dump");
+        printf("blocked: sock_diag listed no foreign socket\n");
+        return 0;
     }
     fprintf(stderr, "pjescape: unknown attempt %s\n", what);
     return 2;
