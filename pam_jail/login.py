@@ -41,15 +41,24 @@ def admit(user: str | int | Identity, config_path: str = DEFAULT_PATH, *,
     anyone else is treated as unjailed (no valid config can be jailing them: a jailed
     user's shell is always a jailing one, see below).
 
+    The config comes from jails.ini's lookup index when it matches the file
+    (pam_jail/config_index.py: a few reads, whatever the number of users), else from
+    the file itself.
+
     check_shell_jails=False (the PAM module): a mode "shell" jail is checked by
     pam-jail-shell itself at every login, which can also tell the user why."""
+    from pam_jail.config_index import config_for  # (outside the jail only)
+
     ident = user if isinstance(user, Identity) else identity_from_passwd(user)
-    try:
-        cfg, fallback = load_config_lkg(config_path)
-    except ConfigError:
-        if ident.uid != 0 and jailing_anywhere(ident.shell):
-            raise
-        return ident, None, None
+    fallback: ConfigError | None = None
+    cfg = config_for(config_path, ident.name, (ident.group, *ident.groups))  # the index
+    if cfg is None:                                                           # or the file
+        try:
+            cfg, fallback = load_config_lkg(config_path)
+        except ConfigError:
+            if ident.uid != 0 and jailing_anywhere(ident.shell):
+                raise
+            return ident, None, None
     if ident.uid == 0:    # never jailed; refused only if jails.ini names it to be jailed
         if ident.name in cfg.users:
             raise Denied(f"user {ident.name} has uid 0: root is never put in a jail")

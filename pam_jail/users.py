@@ -101,10 +101,11 @@ class JailUserReport:
 
     user: str
     jail: str
-    steps: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)     # what changes (or would)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # what is already right, kept
     dry_run: bool = False
-    changed: bool = False
+    changed: bool = False       # steps were done (with dry_run: would be done)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -356,8 +357,11 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
     built: list[str] = []
     if profiles:                 # build (or update) the jail first: one command per account
         wanted = [*profiles, *(p for p in ("lsh", "ptys") if mode == "pam" and p not in profiles)]
-        build.init_jail(root, wanted, dry_run=dry_run)
-        built.append(f"build {root} with profiles {' '.join(wanted)}")
+        made = build.init_jail(root, wanted, dry_run=dry_run)
+        if made.files + made.dirs + made.symlinks + made.devices + made.linked:
+            built.append(f"build {root} with profiles {' '.join(wanted)} "
+                         f"({made.files} files, {made.dirs} directories, {made.symlinks} "
+                         "links)")
         if dry_run and not os.path.isdir(root):
             report = JailUserReport(user=user, jail=root, dry_run=True, steps=built)
             report.steps.append(f"then jail {user} there (mode {mode})")
@@ -439,13 +443,14 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
         report.steps.append(f"home stub {stub} (root's; .ssh -> ../../home/{user}/.ssh)")
     if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
         report.steps.append(f"usermod -s {shell} -d {new_home} {user}")
-    report.steps.append(f"jail entries: {root}/etc/passwd ({user}, home {inner}, shell "
-                        f"{jail_shell}), etc/group; home {host_home}")
+    if build.identity_changes(root, [user], shell=jail_shell):
+        report.steps.append(f"jail entries: {root}/etc/passwd ({user}, home {inner}, shell "
+                            f"{jail_shell}), etc/group; home {host_home}")
     private_step = _private_home_step(old_home if do_move else host_home, host_home, user,
                                       pw.pw_gid)
     if private_step:
         report.steps.append(private_step)
-    if jail_config:
+    if jail_config and not _mapped(config_file, user, jail_config, root):
         report.steps.append(f"map {user} = {jail_config} in {config_file} [users] (the "
                             f"jail defined there with mode {mode} if it is not yet)")
     lsh_step = _allow_list_step(root, user, mode, allow_shell)
@@ -467,14 +472,15 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
     for kind, path in account.spooled_jobs(user, pw.pw_uid):
         service = account.SPOOL_SERVICE[kind]
         if account.stack_jails(service):
-            report.steps.append(f"keep {kind} {path}: /etc/pam.d/{service} has pam_jail's "
+            report.notes.append(f"keep {kind} {path}: /etc/pam.d/{service} has pam_jail's "
                                 "lines, the job runs inside the jail")
         else:
             aside.append((kind, path))
             report.steps.append(f"set {kind} {path} aside (it would run on the host: "
                                 f"/etc/pam.d/{service} has no pam_jail lines); --undo "
                                 "restores it")
-    if dry_run:
+    report.changed = bool(report.steps)
+    if dry_run or not report.changed:       # a re-run with nothing to do changes nothing
         if jail_config:
             _edit_config(config_file, user, jail_config, root, dry_run=True,
                          create=(mode, allow_shell))
@@ -573,9 +579,27 @@ def _allow_list_step(root: str, user: str, mode: str, allow_shell: bool) -> str:
     steps = []
     if not os.path.exists(path):
         steps.append(f"allow-list {path} from {LSH_TEMPLATE}")
-    if allow_shell:
+    if allow_shell and not _has_user_section(path, user):
         steps.append(f"[user:{user}] with allow_shell = yes in {path}")
     return "; ".join(steps)
+
+
+def _has_user_section(path: str, user: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return f"[user:{user}]" in fh.read()
+    except FileNotFoundError:
+        return False
+
+
+def _mapped(path: str, user: str, jail: str, root: str) -> bool:
+    """jails.ini at `path` already maps `user` to `jail`, a jail with root `root`."""
+    try:
+        cfg = config.load_config(path)
+    except ConfigError:
+        return False
+    definition = cfg.jails.get(jail)
+    return cfg.users.get(user) == jail and definition is not None and definition.root == root
 
 
 def _write_allow_list(root: str, user: str, mode: str, allow_shell: bool) -> None:
@@ -679,9 +703,11 @@ def undo_user(user: str, *, dry_run: bool = False,
 
 def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
     state = read_state(user, state_dir)
-    if state is None:
-        raise UsageError(f"jailuser --undo {user}: no record in {state_dir}",
-                         hint="only users jailed by `pam-jail jailuser` can be undone")
+    if state is None:       # nothing of ours to undo: the state a tool asked for holds
+        report = JailUserReport(user=user, jail="", dry_run=dry_run)
+        report.notes.append(f"{user} has no jailuser record in {state_dir}: nothing to "
+                            "undo (a user jailed by hand is left as it is)")
+        return report
     report = JailUserReport(user=user, jail=state.jail, dry_run=dry_run)
     try:
         pw = pwd.getpwnam(user)
@@ -714,6 +740,7 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
     for kind, path, _saved in state.set_aside:
         report.steps.append(f"restore {kind} {path}")
     report.steps.append(f"remove {_state_path(user, state_dir)}")
+    report.changed = True
     if dry_run:
         return report
     current: str | None = None
@@ -783,9 +810,13 @@ examples:
   pam-jail jailuser -j /srv/jails/web --mode pam --dry-run bob
   pam-jail jailuser --undo alice
 
+a re-run is idempotent: only what is not yet so is listed and done; with nothing to
+do it prints `jailuser USER: no change` ("changed": false with --json), and so does
+--undo of a user with no jailuser record. --dry-run lists exactly what a run would do.
+
 exit status:
-  0 done (or nothing to do); 1 error; 2 usage (unknown user, root); 3 bad jails.ini;
-  4 unsafe jail; 7 build/move failed (the steps done were undone)"""
+  0 done, or nothing to do (see "changed"); 1 error; 2 usage (unknown user, root);
+  3 bad jails.ini; 4 unsafe jail; 7 build/move failed (the steps done were undone)"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -852,6 +883,10 @@ def _cmd_jailuser(args: argparse.Namespace) -> int:
     prefix = "would: " if args.dry_run else ""
     for step in report.steps:
         print(f"{prefix}{escape(step)}")
-    if not args.undo and not args.jail_config and not args.dry_run:
+    for note in report.notes:
+        print(f"ok: {escape(note)}")
+    if not report.changed:
+        print(f"jailuser {escape(args.user)}: no change")
+    if not args.undo and not args.jail_config and not args.dry_run and report.changed:
         print(f"to map the user in {args.config}, add to [users]:  {args.user} = JAILNAME")
     return 0

@@ -136,6 +136,7 @@ def test_edit_installs_only_valid_text(live: str) -> None:
         same = pam_jail("edit", "--config", live, env={"EDITOR": "true"})
         assert same.returncode == 0 and "no changes" in same.stdout
         # no editor's temporary file is left behind
-        assert sorted(os.listdir(os.path.dirname(live))) == ["jails.ini", "jails.ini.good"]
+        assert sorted(os.listdir(os.path.dirname(live))) == ["jails.ini", "jails.ini.good",
+                                                             "jails.ini.index"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

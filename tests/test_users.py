@@ -104,7 +104,7 @@ def test_jailuser_then_undo(jail: str, state_dir: str, user_factory: UserFactory
 
     # idempotent: a second run changes nothing in passwd and keeps the recorded old values
     again = users.jail_user(jail, user.name, state_dir=state_dir)
-    assert not any(step.startswith("usermod") for step in again.steps)
+    assert not again.changed and again.steps == [], again.steps
     state = users.read_state(user.name, state_dir)
     assert state is not None
     assert (state.old_shell, state.old_home) == ("/bin/sh", before.pw_dir)
@@ -118,8 +118,8 @@ def test_jailuser_then_undo(jail: str, state_dir: str, user_factory: UserFactory
     assert "root" in passwd_of(jail)
     assert not os.path.lexists(f"{jail}/home/{user.name}")  # empty: removed
     assert users.read_state(user.name, state_dir) is None
-    with pytest.raises(UsageError, match="no record"):
-        users.undo_user(user.name, state_dir=state_dir)
+    twice = users.undo_user(user.name, state_dir=state_dir)   # nothing left: a no-op
+    assert not twice.changed and not twice.steps and "no jailuser record" in twice.notes[0]
 
 
 def test_move_home_into_jail_and_back(jail: str, state_dir: str,
@@ -196,7 +196,8 @@ def test_jail_config_mapping_and_restore(jail: str, state_dir: str, user_factory
         with open(path) as fh:
             text = fh.read()
         assert text.startswith("# site jails\n") and text.count(user.name) == 1
-        assert sorted(os.listdir(os.path.dirname(path))) == ["jails.ini", "jails.ini.good"]
+        assert sorted(os.listdir(os.path.dirname(path))) == ["jails.ini", "jails.ini.good",
+                                                             "jails.ini.index"]
         # the login path resolves the user to this jail, by mapping and marker alike
         jail_of = resolve.resolve(resolve.identity_from_passwd(user.name), cfg)
         assert jail_of is not None
@@ -307,7 +308,7 @@ def test_dry_run_changes_nothing(jail: str, state_dir: str, user_factory: UserFa
     passwd_before = passwd_of(jail)
     report = users.jail_user(jail, user.name, move=True, dry_run=True,
                              state_dir=state_dir)
-    assert report.dry_run and not report.changed
+    assert report.dry_run and report.changed      # it would change: nothing did
     assert any(step.startswith("move ") for step in report.steps)
     assert any(step.startswith("usermod ") for step in report.steps)
     assert pwd.getpwnam(user.name) == before
@@ -346,8 +347,10 @@ def test_cli(jail: str, user_factory: UserFactory, capsys: pytest.CaptureFixture
     assert cli.main(["jailuser", "-j", jail, "pjnosuchuser"]) == 2
     assert cli.main(["jailuser", "-j", jail, "root"]) == 2
     assert cli.main(["jailuser", user.name]) == 2  # no -j
-    assert cli.main(["jailuser", "--undo", user.name + "x"]) == 2
     assert "no such user" in capsys.readouterr().err
+    # state=absent twice: undoing what was never done is a no-op success
+    assert cli.main(["jailuser", "--undo", "--json", user.name + "x"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is False
     with pytest.raises(SystemExit) as done:
         cli.main(["jailuser", "--help"])
     assert done.value.code == 0
@@ -621,3 +624,35 @@ def test_homes_private_by_default(jail: str, state_dir: str, user_factory: UserF
     assert stat.S_IMODE(os.lstat(home).st_mode) == 0o750
     for user in (mover, fresh, friend, inside):
         users.undo_user(user.name, state_dir=state_dir)
+
+
+def test_a_rerun_changes_nothing_and_says_so(jail: str, user_factory: UserFactory,
+                                              jails_ini: Callable[[str], str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """What a configuration-management tool needs: changed true, then false (text and
+    --json), a dry run that lists only what is left to do, --undo twice."""
+    user = user_factory(shell="/bin/sh")
+    path = jails_ini(f"[jails]\n  [[web]]\n  root = {jail}\n  mode = shell\n[users]\n")
+    argv = ["jailuser", "-j", jail, "--jail-config", "web", "--config", path, user.name]
+    try:
+        assert cli.main([*argv[:-1], "--json", user.name]) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert first["changed"] is True and first["steps"]
+        ini = os.stat(path)
+        passwd = os.stat(f"{jail}/etc/passwd")
+        for extra in (["--dry-run", "--json"], ["--json"]):
+            assert cli.main([*argv[:-1], *extra, user.name]) == 0
+            again = json.loads(capsys.readouterr().out)
+            assert again["changed"] is False and again["steps"] == [], again
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert f"jailuser {user.name}: no change" in out and "would" not in out, out
+        # nothing was rewritten by the no-op runs
+        assert os.stat(path).st_mtime_ns == ini.st_mtime_ns
+        assert os.stat(f"{jail}/etc/passwd").st_mtime_ns == passwd.st_mtime_ns
+    finally:
+        assert cli.main(["jailuser", "--undo", "--json", user.name]) == 0
+        assert json.loads(capsys.readouterr().out)["changed"] is True
+    assert cli.main(["jailuser", "--undo", "--json", user.name]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is False
+    assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
