@@ -1092,7 +1092,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="with --fix: print what would be changed, change nothing")
     p.add_argument("--no-compare", action="store_true",
                    help="do not compare file contents with the host")
-    p.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+    p.add_argument("-j", "--jail", dest="jail_opts", action="append", default=[],
+                   metavar="JAIL", help="a jail to check, as -j means everywhere else "
+                   "(repeatable; the same as naming it)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="processes per jail for a big jail (default: one per CPU, at "
                         "most 4; 1: no worker processes)")
     p.add_argument("--progress", action="store_true",
@@ -1107,7 +1110,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     if args.dry_run and not args.fix:
         raise UsageError("check: --dry-run goes with --fix")
-    jails = targets(args.jails, args.config)
+    jails = targets([*args.jails, *args.jail_opts], args.config)
     customers = jail_customers(args.config)
     for target in jails:
         target.customers = customers.get(os.path.normpath(target.root), {})

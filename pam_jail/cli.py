@@ -22,6 +22,7 @@ from pam_jail.log import escape
 COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pam_jail.build", ("init", "cp", "update")),
     ("pam_jail.users", ("jailuser",)),
+    ("pam_jail.apply", ("apply",)),
     ("pam_jail.check", ("check",)),
     ("pam_jail.list", ("list",)),
     ("pam_jail.explain", ("explain",)),

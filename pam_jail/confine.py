@@ -768,16 +768,28 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
     flags = (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
              | (CLONE_NEWPID if pid else 0))
     uncarried = apply_limits(limits, jail, user)            # 0. cgroup, rlimits
-    chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
-                         hostname=hostname, view=view)      # 1-7. namespaces..chroot
-    chdir_home(home)                                        # 8. home inside the jail
-    set_no_new_privs()                                      # 9. no setuid gains later
-    _CONFINED_FOR.append(user or str(uid))                  #    (once per process)
-    scope_ipc(network, jail)                                # 9a. Landlock scopes (PID 1
-    #   inside the domain too: the kernel refuses a scoped parent's PDEATHSIG to a task
-    #   outside its domain, and PID 1 would outlive the service)
+    # the host's /proc, for PID 1 to name itself in ps (closed by spawn_namespace_init
+    # in both processes right after the fork, or here on failure: no fd of the host
+    # outlives step 10)
+    proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) \
+        if pid and init else -1
+    try:
+        chroot_in_namespaces(jail_fd, root, flags, devpts=devpts, tty_gid=tty_gid,
+                             hostname=hostname, view=view)  # 1-7. namespaces..chroot
+        chdir_home(home)                                    # 8. home inside the jail
+        set_no_new_privs()                                  # 9. no setuid gains later
+        _CONFINED_FOR.append(user or str(uid))              #    (once per process)
+        scope_ipc(network, jail)                            # 9a. Landlock scopes (PID 1
+        #   inside the domain too: the kernel refuses a scoped parent's PDEATHSIG to a
+        #   task outside its domain, and PID 1 would outlive the service)
+    except BaseException:
+        if proc_fd >= 0:
+            os.close(proc_fd)
+        raise
     if pid and init:
-        spawn_namespace_init(uid, gid, proc=proc)           # 10. our PID 1, as the user
+        spawn_namespace_init(uid, gid, proc=proc,           # 10. our PID 1, as the user
+                             title=f"pam_jail: init of {user or uid}'s session in {jail}",
+                             proc_fd=proc_fd)
     if seccomp is not None:
         load_syscall_filter(seccomp)                        # 11. seccomp filter
     return uncarried
@@ -808,9 +820,11 @@ def isolate_session(*, network: bool, limits: Limits | None = None, jail: str = 
 # The write end of the pipe whose EOF tells the namespace's PID 1 that the service's
 # process is gone (kept open, close-on-exec, for the life of that process).
 _INIT_ALIVE: list[int] = []
+_INIT_PIDS: list[int] = []        # the PID 1 this process forked (end_namespace_init)
 
 
-def spawn_namespace_init(uid: int, gid: int, *, proc: bool) -> None:
+def spawn_namespace_init(uid: int, gid: int, *, proc: bool, title: str = "",
+                         proc_fd: int = -1) -> None:
     """After unshare(CLONE_NEWPID) the first child forked becomes PID 1 of the new
     namespace, and when PID 1 exits no process can be forked into it any more. Fork that
     child now, here: it mounts the namespace's /proc in the jail (proc=True), drops every
@@ -821,12 +835,20 @@ def spawn_namespace_init(uid: int, gid: int, *, proc: bool) -> None:
     try:
         child = os.fork()
     except OSError as err:
+        if proc_fd >= 0:
+            os.close(proc_fd)
         raise _fail("fork the PID namespace's init", err.errno) from None
     if child:
+        if proc_fd >= 0:
+            os.close(proc_fd)
         os.close(alive_r)
         _INIT_ALIVE.append(alive_w)
+        _INIT_PIDS.append(child)
         return
     try:                                     # PID 1 of the namespace, inside the jail
+        if proc_fd >= 0:
+            set_title(title, proc_fd)
+            os.close(proc_fd)
         os.close(alive_w)
         if proc:
             mount_proc("")
@@ -845,6 +867,52 @@ def spawn_namespace_init(uid: int, gid: int, *, proc: bool) -> None:
         _reap_forever()
     except BaseException:  # noqa: B036 - PID 1 must never return into the PAM stack
         os._exit(1)
+
+
+def end_namespace_init() -> None:
+    """At pam_sm_close_session, in the service's process that forked the PID namespace's
+    PID 1: end it (the kernel then ends whatever the session left in the namespace), and
+    reap it if it is already gone. Never wait for it: an exiting PID 1 waits until every
+    process of its namespace is reaped, and sshd's monitor reaps its privsep child (PID
+    2 there) only after this call: a blocking wait here would wait for ever. What is
+    not reaped here is reaped by the host's init once the service exits."""
+    while _INIT_PIDS:
+        pid = _INIT_PIDS.pop()
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, os.WNOHANG)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def set_title(text: str, proc_fd: int) -> None:
+    """Name this process for ps and top through `proc_fd` (the host's /proc): its comm,
+    and the command-line area the kernel shows as /proc/PID/cmdline, overwritten in place
+    (a forked child of sshd would otherwise show `sshd: USER [priv]`). Best effort: a
+    title is no safety step."""
+    def at(name: str, flags: int) -> int:
+        return os.open(f"self/{name}", flags | os.O_CLOEXEC, dir_fd=proc_fd)
+
+    try:
+        fd = at("comm", os.O_WRONLY)
+        try:
+            os.write(fd, text.encode()[:15])
+        finally:
+            os.close(fd)
+        fd = at("stat", os.O_RDONLY)
+        try:
+            fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+        finally:
+            os.close(fd)
+        start, end = int(fields[45]), int(fields[46])     # arg_start, arg_end (48, 49)
+        data = text.encode()[: max(0, end - start - 1)]
+        fd = at("mem", os.O_WRONLY)
+        try:
+            os.pwrite(fd, data + b"\0" * (end - start - len(data)), start)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 def _quiet_stdio() -> None:

@@ -530,7 +530,9 @@ def judge_sshd(user: str, jail: Jail, effective: dict[str, list[str]],
     """The effective settings for one jailed user against what its jail needs. Pure."""
 
     checks: list[Check] = []
-    regen = (f"run `pam-jail sshd-config -o {SNIPPET} --check` and `systemctl reload ssh`; "
+    from pam_jail.sshd_config import reload_command
+
+    regen = (f"run `pam-jail sshd-config -o {SNIPPET} --check` and `{reload_command()}`; "
              f"{sshd_config} must include it before any other Match block")
     if jail.mode == "pam":
         got = effective.get("usepam", ["(unset)"])

@@ -56,6 +56,11 @@ def warnings_for(cfg: Config) -> list[str]:
     from pam_jail.resolve import identity_from_passwd, resolve
 
     out = []
+    for name, definition in cfg.jails.items():
+        if not os.path.isdir(definition.root):
+            out.append(f"jails/{name}: root {definition.root} does not exist: every login "
+                       "of its users is refused until it is built (pam-jail init -j "
+                       f"{definition.root} PROFILE...)")
     for user in cfg.users:
         try:
             pwd.getpwnam(user)

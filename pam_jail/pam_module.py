@@ -263,6 +263,14 @@ def pam_sm_open_session(pamh: Any, flags: int, argv: list[str]) -> int:
 
 
 def pam_sm_close_session(pamh: Any, flags: int, argv: list[str]) -> int:
+    """The session is over: the PID namespace's PID 1 this process forked at open (mode
+    pam) ends, and is reaped here, by its parent."""
+    try:
+        from pam_jail.confine import end_namespace_init
+
+        end_namespace_init()
+    except BaseException:  # noqa: BLE001, S110 - closing never fails a logout
+        pass
     return int(pamh.PAM_SUCCESS)
 
 

@@ -369,12 +369,22 @@ mode = sftp, chroot them with sshd's own ChrootDirectory + ForceCommand internal
 Users come from [users], [groups] and [options] default of the jails file. A per-user
 mapping wins over a group, a group over the default; root is never matched."""
 
+def reload_command() -> str:
+    """How to make sshd re-read its config on this host: systemd's unit where systemd
+    runs, else Debian's init script (which signals the pid in /run/sshd.pid)."""
+    if os.path.isdir("/run/systemd/system"):
+        return "systemctl reload ssh"
+    return "service ssh reload"
+
+
 EPILOG = f"""\
 examples:
   pam-jail sshd-config                       print the snippet
   pam-jail sshd-config -o {SUGGESTED_OUTPUT} --check
                                              install it, then verify with sshd -t / -T
-  systemctl reload ssh                       sshd reads it on reload
+  systemctl reload ssh                       sshd reads it on reload (without systemd:
+                                             service ssh reload, or
+                                             kill -HUP $(cat /run/sshd.pid))
 
 where the snippet goes:
   a value from a matching Match block replaces the global one; among the Match blocks

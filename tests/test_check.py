@@ -399,7 +399,7 @@ def test_a_failed_worker_fails_the_check(jail: str, monkeypatch: pytest.MonkeyPa
     want = "killed by signal 9" if how == "signal" else "exit status 1: RuntimeError: boom"
     with pytest.raises(PamJailError, match=f"worker [0-9]+ \\({want}\\).*incomplete"):
         Checker(jobs=2).check(Target("t", jail))
-    assert cli.main(["check", "-j", "2", jail]) == 1
+    assert cli.main(["check", "--jobs", "2", "-j", jail]) == 1
 
 
 def test_check_imports_stay_light() -> None:

@@ -72,3 +72,36 @@ def test_errors_are_one_line_and_json_has_one_shape(capsys) -> None:  # type: ig
     assert main(["validate", "--json", "/nonexistent/jails.ini"]) == 3
     data = json.loads(capsys.readouterr().out)
     assert set(data["error"]) == {"message", "exit_code", "kind", "problems", "hint"}
+
+
+@pytest.mark.root
+def test_scripts_install_installs_the_man_pages() -> None:
+    """man pam-jail works after scripts/install, with every subcommand and this
+    install's paths (the test run installs before it starts: scripts/test)."""
+    page = subprocess.run(["man", "-P", "cat", "-l", "/usr/local/share/man/man8/pam-jail.8"],
+                          capture_output=True, text=True, check=True,
+                          env={**os.environ, "MANWIDTH": "200"}).stdout
+    for command in subcommands(cli.build_parser()):
+        assert f"pam-jail {command}" in page, command
+    for name in ("man8/pam_jail.8", "man8/pam-jail-shell.8", "man8/pam-jail-lsh.8",
+                 "man5/jails.ini.5", "man5/lsh.ini.5", "man5/profiles.ini.5"):
+        with open(f"/usr/local/share/man/{name}") as fh:
+            text = fh.read()
+        assert "/usr/lib/pam_jail" not in text, name      # this install's LIBDIR
+
+
+def test_one_version_everywhere() -> None:
+    """pam_jail.__version__, pyproject.toml, the Debian changelog's newest entry and the
+    man pages name the same release."""
+    import re
+
+    from pam_jail import __version__
+
+    with open(f"{REPO}/pyproject.toml") as fh:
+        assert f'\nversion = "{__version__}"\n' in fh.read()
+    with open(f"{REPO}/packaging/debian/changelog") as fh:
+        assert fh.readline().startswith(f"pam-jail ({__version__}) ")
+    for name in os.listdir(f"{REPO}/man"):
+        with open(f"{REPO}/man/{name}") as fh:
+            head = fh.readline()
+        assert re.search(rf'"pam_jail {re.escape(__version__)}"', head), (name, head)

@@ -416,6 +416,69 @@ def test_killing_the_relay_kills_the_jailed_session(world: World) -> None:
         proc.wait()
 
 
+def _inits_of(user: str) -> list[int]:
+    """Host pids whose command line is the title of `user`'s PID-namespace init."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as fh:
+                    if fh.read().startswith(f"pam_jail: init of {user}'s".encode()):
+                        out.append(int(name))
+            except OSError:
+                pass
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_the_pam_sessions_init_is_titled_and_ends_with_the_session(world: World) -> None:
+    """Mode pam's PID 1 shows what it is in ps (not `sshd: USER [priv]`), and when the
+    session ends it ends too and is reaped (its parent at close_session when it can,
+    else the host's init when sshd's monitor exits): nothing is left behind, and the
+    monitor never waits for it (an exiting PID 1 waits for the monitor's own privsep
+    child: a blocking wait would hang every logout)."""
+    import time
+
+    user = world.pam_user
+    proc = subprocess.Popen(world.sshd.ssh_argv(user, "/bin/sleep 2"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _inits_of(user.name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        inits = _inits_of(user.name)
+        assert len(inits) == 1, "no titled init while the session runs"
+        with open(f"/proc/{inits[0]}/cmdline", "rb") as fh:
+            assert b"in pamj" in fh.read()
+        assert proc.wait(timeout=30) == 0
+        deadline = time.monotonic() + 5
+        while _state(inits[0]) != "gone" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(inits[0]) == "gone", f"init {inits[0]} left as {_state(inits[0])}"
+        # and the session's sshd monitor did not hang in its logout
+        monitors = [pid for pid in _pids_running("[priv]") if user.name in _cmdline(pid)]
+        assert monitors == [], monitors
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_multiplexed_channels_work_with_a_pam_pid_namespace(world: World) -> None:
     """`pid = yes` on the PAM path: three channels over one ControlMaster connection all
     run, jailed (the namespace's PID 1 is sshd's long-lived session child)."""

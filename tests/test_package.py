@@ -18,6 +18,8 @@ import pytest
 from jail_fixtures import REPO
 from util import safe_tmpdir
 
+from pam_jail import __version__
+
 pytestmark = pytest.mark.root
 
 DEB_TOOLS = ("dpkg-buildpackage", "dh", "dh_python3", "dpkg-deb", "lintian", "man")
@@ -44,9 +46,9 @@ def deb() -> Iterator[str]:
         arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
                               text=True, check=True).stdout.strip()
         # and debhelper's automatic debug symbols of the C extension
-        assert sorted(debs) == [f"pam-jail-dbgsym_0.1.0_{arch}.deb",
-                                f"pam-jail_0.1.0_{arch}.deb"], debs
-        yield f"{out}/pam-jail_0.1.0_{arch}.deb"
+        assert sorted(debs) == [f"pam-jail-dbgsym_{__version__}_{arch}.deb",
+                                f"pam-jail_{__version__}_{arch}.deb"], debs
+        yield f"{out}/pam-jail_{__version__}_{arch}.deb"
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -189,8 +191,14 @@ echo "== pam lines, then removal"
 chroot "$R" useradd -M -s /bin/sh pjpkgplain
 { echo "auth required pam_permit.so"; echo "account required pam_permit.so";
   grep -v '^#' "$R/usr/share/pam_jail/pam.d/pam_jail"; } > "$R/etc/pam.d/pjpkg"
+# another install's lines (scripts/install's /usr/local) are not the package's to touch
+grep -v '^#' "$R/usr/share/pam_jail/pam.d/pam_jail" | sed 's|/usr/|/usr/local/|g' \
+  > "$R/etc/pam.d/pjpkg-local"
+cp "$R/etc/pam.d/pjpkg-local" "$R/tmp/pjpkg-local.before"
 chroot "$R" dpkg -r pam-jail
 echo "commented=$(grep -c '^#pam-jail-removed# ' "$R/etc/pam.d/pjpkg")"
+cmp -s "$R/etc/pam.d/pjpkg-local" "$R/tmp/pjpkg-local.before" && echo "local-untouched=1"
+rm -f "$R/etc/pam.d/pjpkg-local"
 set +e
 chroot "$R" pamtester pjpkg root acct_mgmt open_session close_session >/dev/null 2>&1
 echo "root-after-remove=$?"
@@ -250,6 +258,7 @@ def test_install_run_purge_in_an_overlay(deb: str) -> None:
         assert "left=" not in out, out
         # removal comments pam_jail's pam.d lines out: root and unjailed users log in
         assert "commented=4" in out and "root-after-remove=0" in out, out
+        assert "local-untouched=1" in out, out       # prerm: only its own lines
         assert "plain-after-remove=0" in out, out
         assert "restored=2 commented-after-reinstall=0" in out, out
         # the edited jails.ini stays with its last-known-good copy; nothing else
