@@ -119,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(err, UsageError) and sub is not None and command in sub.choices:
                 print(sub.choices[command].format_usage().rstrip(), file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:      # `pam-jail list | head`: the reader is gone, say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # (else the exit's flush raises again)
+        return 141                               # 128 + SIGPIPE, as a shell reports it
     except OSError as err:       # never a traceback: the action, the object, the reason
         wrapped = PamJailError(f"{command}: {err.strerror or err}"
                                + (f": {err.filename}" if err.filename else ""),

@@ -105,3 +105,19 @@ def test_one_version_everywhere() -> None:
         with open(f"{REPO}/man/{name}") as fh:
             head = fh.readline()
         assert re.search(rf'"pam_jail {re.escape(__version__)}"', head), (name, head)
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    """`pam-jail ... | head -1`: when the reader is gone, no traceback and no error line,
+    and the status a shell shows for SIGPIPE (stdout here: a pipe whose reader is
+    closed, unbuffered, so the first print meets EPIPE inside the command)."""
+    script = ("import os, sys\n"
+              "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
+              f"sys.path.insert(0, {REPO!r})\n"
+              "from pam_jail.cli import main\n"
+              f"code = main(['init', '--list', '-c', {REPO + '/etc/pam_jail/profiles.ini'!r}])\n"
+              "sys.stderr.write(f'status={code}\\n')\n")
+    result = subprocess.run([sys.executable, "-u", "-c", script], capture_output=True,
+                            text=True, check=False, timeout=60)
+    assert result.stderr == "status=141\n", result.stderr
+    assert result.returncode == 0

@@ -472,3 +472,52 @@ def test_fast_header_path_falls_back_on_odd_files(tmp_path: Path) -> None:
         elf.read_elf(str(cut))
     info = elf.read_elf("/usr/bin/true")
     assert info is not None and info.machine == "EM_X86_64" and info.elfclass == 64
+
+
+def _corpus() -> list[str]:
+    """The programs above, every file of /usr/bin and /usr/sbin, and the shared objects
+    of the multiarch library directory: executables, PIE and static, libraries (libc's
+    own PT_INTERP), scripts."""
+    paths = list(PROGRAMS)
+    for directory in ("/usr/bin", "/usr/sbin", "/usr/lib/x86_64-linux-gnu"):
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            if entry.is_file(follow_symlinks=False) and (
+                    directory != "/usr/lib/x86_64-linux-gnu" or ".so" in entry.name):
+                paths.append(entry.path)
+    return paths
+
+
+def test_elf_interpreter_agrees_with_pyelftools() -> None:
+    """safety.elf_interpreter (read by hand at login: check_exec checks the interpreter
+    it names) against pyelftools over the corpus: the same PT_INTERP for every file, and
+    for every cut of a file's first bytes either the same answer or None (never another
+    path, never an exception)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    from pam_jail.safety import elf_interpreter
+
+    checked = with_interp = 0
+    for path in _corpus():
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(8192)
+                fh.seek(0)
+                try:
+                    elf = ELFFile(fh)
+                    want = next((seg.get_interp_name() for seg in elf.iter_segments()
+                                 if seg["p_type"] == "PT_INTERP"), None)
+                except ELFError:
+                    want = None
+        except OSError:
+            continue
+        got = elf_interpreter(head)
+        if got != want:   # a PT_INTERP past the first 8 KiB would be read as None
+            assert got is None and want is not None, (path, got, want)
+            continue
+        checked += 1
+        with_interp += want is not None
+        if want is not None and checked % 25 == 0:
+            for cut in range(0, len(head), 97):
+                assert elf_interpreter(head[:cut]) in (None, want), (path, cut)
+    assert checked > 500 and with_interp > 200, (checked, with_interp)
