@@ -437,10 +437,13 @@ class _Spec:
 
 
 class _Scan:
-    __slots__ = ("options", "positional", "where")
+    __slots__ = ("options", "spots", "positional", "where")
 
     def __init__(self) -> None:
         self.options: list[tuple[str, str | None]] = []  # ("-t", None), ("-l", "INFO")
+        # for each option: (index of the argument that holds its value, the text before
+        # the value in that argument: "--link-dest=", "-B" or ""); (-1, "") for a flag
+        self.spots: list[tuple[int, str]] = []
         self.positional: list[str] = []
         self.where: list[int] = []  # index of each positional in the scanned arguments
 
@@ -476,14 +479,18 @@ def _scan(args: Sequence[str], spec: _Spec, ctx: _Ctx) -> _Scan:
                 if eq:
                     raise _Bad(f"option --{_show(name)} takes no value")
                 out.options.append(("--" + name, None))
+                out.spots.append((-1, ""))
                 continue
             lcheck = spec.long_valued.get(name)
             if lcheck is None:
                 raise _Bad(f"option --{_show(name)} is not allowed")
+            prefix = f"--{name}="
             if not eq:
                 value, i = _next_value(args, i, f"--{_show(name)}")
+                prefix = ""
             lcheck(value, ctx)
             out.options.append(("--" + name, value))
+            out.spots.append((i - 1, prefix))
             continue
         if arg.startswith("-") and arg != "-":
             j = 1
@@ -492,15 +499,18 @@ def _scan(args: Sequence[str], spec: _Spec, ctx: _Ctx) -> _Scan:
                 j += 1
                 if letter in spec.flags:
                     out.options.append(("-" + letter, None))
+                    out.spots.append((-1, ""))
                     continue
                 scheck = spec.valued.get(letter)
                 if scheck is None:
                     raise _Bad(f"option -{_show(letter)} is not allowed")
-                value = arg[j:]
+                value, prefix = arg[j:], arg[:j]
                 if not value:
                     value, i = _next_value(args, i, f"-{_show(letter)}")
+                    prefix = ""
                 scheck(value, ctx)
                 out.options.append(("-" + letter, value))
+                out.spots.append((i - 1, prefix))
                 break
             continue
         out.positional.append(arg)
@@ -635,11 +645,9 @@ def _rsync_number(value: str, ctx: _Ctx) -> None:
         raise _Bad(f"option value {_show(value)}: not a number")
 
 
-def _rsync_files_from(value: str, ctx: _Ctx) -> None:
-    # `-`: the client sends the list over the protocol (it always adds --from0, which
-    # the rule then requires); else a list file on this side, inside the allowed paths.
-    if value != "-":
-        _check_path(_tilde(value, ctx), ctx, "--files-from")
+def _rsync_path_later(value: str, ctx: _Ctx) -> None:
+    """A path-valued rsync option: checked and rewritten by `_rsync_paths` once the
+    destination is known (every option named in _RSYNC_PATHS)."""
 
 
 def _rsync_suffix(value: str, ctx: _Ctx) -> None:
@@ -685,16 +693,29 @@ _RSYNC_LONG_VALUED: dict[str, _Check] = {
     "suffix": _rsync_suffix,
     "timeout": _rsync_number,
     "usermap": _any_value,
-    # directories: must stay inside the allowed paths ('..' refused, so a
-    # `--link-dest=../old` relative to the destination is refused too)
-    "backup-dir": _path_value("--backup-dir"),
-    "compare-dest": _path_value("--compare-dest"),
-    "copy-dest": _path_value("--copy-dest"),
-    "link-dest": _path_value("--link-dest"),
-    "partial-dir": _path_value("--partial-dir"),
-    "temp-dir": _path_value("--temp-dir"),
-    # the list of files to send or receive: over the protocol (-) or a file
-    "files-from": _rsync_files_from,
+    # paths: checked (and `~` expanded) by _rsync_paths, below
+    "backup-dir": _rsync_path_later,
+    "compare-dest": _rsync_path_later,
+    "copy-dest": _rsync_path_later,
+    "link-dest": _rsync_path_later,
+    "partial-dir": _rsync_path_later,
+    "temp-dir": _rsync_path_later,
+    "files-from": _rsync_path_later,
+}
+# Every path-valued option, and how rsync's receiver reads a relative value:
+# "dest": against the destination directory (rsync chdirs into it; snapshot scripts
+# write `--link-dest=../s1`), resolved here and sent absolute, '..' allowed when the
+# result stays inside `paths`; "home": checked against the home with '..' refused (its
+# resolution by rsync, under the destination or per file, then stays inside too).
+# A leading `~` or `~/` is the home for all of them, as for the operands.
+_RSYNC_PATHS = {
+    "--backup-dir": "home",
+    "--partial-dir": "home",
+    "--temp-dir": "home",
+    "--files-from": "home",      # `-`: the list comes over the protocol (needs --from0)
+    "--compare-dest": "dest",
+    "--copy-dest": "dest",
+    "--link-dest": "dest",
 }
 # Not listed, hence refused: --rsh/-e COMMAND, --rsync-path, --daemon, --config,
 # --write-batch, --read-batch, --only-write-batch, --log-file, --log-file-format,
@@ -709,6 +730,24 @@ _RSYNC = _Spec(
 )
 
 
+def _rsync_path(option: str, value: str, base: str | None, ctx: _Ctx) -> str:
+    """The value rsync gets for a path-valued option: `~` made the home; relative
+    against `base` (the checked destination directory) when given, sent absolute."""
+    if option == "--files-from" and value == "-":
+        return value
+    value = _tilde(value, ctx)
+    if base is None or value.startswith("/"):
+        _check_path(value, ctx, option)
+        return value
+    if not value or value.startswith("-"):
+        raise _Bad(f"{option} {_show(value)}: not a path")
+    full = _norm(base + "/" + value)
+    if not _inside(full, ctx.dirs):
+        raise _Bad(f"{option} {_show(value)}: outside the allowed directories (against "
+                   f"the destination it is {_show(full)})")
+    return full
+
+
 def _rule_rsync(argv: Sequence[str], ctx: _Ctx) -> None:
     """`rsync --server [--sender] OPTIONS . PATH...` as an rsync client sends it."""
     if len(argv) < 2 or argv[1] != "--server":
@@ -717,19 +756,22 @@ def _rule_rsync(argv: Sequence[str], ctx: _Ctx) -> None:
     scan = _scan(args, _RSYNC, ctx)
     if not scan.positional or scan.positional[0] != ".":
         raise _Bad("the first operand must be '.'")
-    if not _has(scan, "--sender") and len(scan.positional) > 2:
+    sender = _has(scan, "--sender")
+    if not sender and len(scan.positional) > 2:
         raise _Bad("an upload takes at most one destination")
     files_from = _value_of(scan, "--files-from")
     if files_from == "-" and not _has(scan, "--from0"):
         raise _Bad("--files-from=- (the list over the protocol) needs --from0")
-    if files_from is not None and files_from.startswith("~"):
-        at = next(i for i, a in enumerate(args) if a.startswith("--files-from"))
-        name, eq, _value = args[at].partition("=")
-        if eq:
-            args = [*args[:at], f"{name}={_tilde(files_from, ctx)}", *args[at + 1:]]
-        else:
-            args = [*args[:at + 1], _tilde(files_from, ctx), *args[at + 2:]]
-    ctx.argv = [argv[1], *_with_paths(args, scan, ctx, first=1)]
+    out = _with_paths(args, scan, ctx, first=1)
+    # the receiver's directory: its destination operand (none: the home it starts in)
+    dest = None if sender else _check_path(
+        _tilde(scan.positional[1], ctx) if len(scan.positional) > 1 else ".", ctx)
+    for (option, value), (at, prefix) in zip(scan.options, scan.spots, strict=True):
+        how = _RSYNC_PATHS.get(option)
+        if how is None or value is None:
+            continue
+        out[at] = prefix + _rsync_path(option, value, dest if how == "dest" else None, ctx)
+    ctx.argv = [argv[1], *out]
 
 
 # --------------------------------------------------------------------------- repositories
@@ -994,6 +1036,14 @@ def _rule_svnserve(argv: Sequence[str], ctx: _Ctx) -> None:
     ctx.argv = args
 
 
+# --------------------------------------------------------------------------- python
+
+# Every program below that is a Python script (borg, hg, rdiff-backup) would import a
+# `.pth` file from the user's site directory (~/.local/lib/python3.X/site-packages) at
+# start-up: code the user uploads. Set after the section's `env`, for those rules.
+PYTHON_PINS = (("PYTHONNOUSERSITE", "1"),)
+
+
 # --------------------------------------------------------------------------- borg
 
 _BORG_SIZE_CHARS = _DIGIT_CHARS + ".KMGTPEkmgtpe"
@@ -1082,6 +1132,117 @@ def _rule_borg(argv: Sequence[str], ctx: _Ctx) -> None:
         if arg in ("--restrict-to-path", "--restrict-to-repository"):
             out[i + 1] = _tilde(out[i + 1], ctx)
     ctx.argv = ["serve", *out, *(f"--restrict-to-path={d}" for d in ctx.dirs), *ctx.extras]
+    ctx.env += list(PYTHON_PINS)
+
+
+# --------------------------------------------------------------------------- hg
+
+# Mercurial reads hooks and extensions (programs) from its configuration: the system
+# files, the user's ~/.hgrc and the repository's .hg/hgrc. The rule keeps the system
+# files (root's, in the jail: where an administrator's hooks go) and nothing the user
+# can write: HGRCPATH names the system files only, HGRCSKIPREPO drops every .hg/hgrc.
+HG_RCPATH = "/etc/mercurial/hgrc:/etc/mercurial/hgrc.d"
+
+
+def _rule_hg(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`hg -R PATH serve --stdio` (also `--repository PATH`, sent as `-R`), as a
+    Mercurial client sends it: PATH (`~/` made the home) a repository directory inside
+    the allowed paths, given absolute; no `.hg/sharedpath` (its store elsewhere); hg
+    reads no configuration the user can write (HG_RCPATH, HGRCSKIPREPO)."""
+    args = list(argv[1:])
+    if (len(args) != 4 or args[0] not in ("-R", "--repository")
+            or args[2:] != ["serve", "--stdio"]):
+        raise _Bad("only 'hg -R PATH serve --stdio' (what a Mercurial client sends) is allowed")
+    if ":" in args[1]:   # hg reads `bundle:x`, `union:a+b`, `http://...` as repository URLs
+        raise _Bad(f"repository {_show(args[1])}: ':' is not allowed (hg would read a URL)")
+    repo = _check_path(_tilde(args[1], ctx), ctx, "repository")
+    facts = _facts(ctx)
+    if facts.stat(repo).kind != "dir" or facts.stat(repo + "/.hg").kind != "dir":
+        raise _Bad(f"repository {_show(repo)}: not a Mercurial repository directory")
+    if facts.stat(repo + "/.hg/sharedpath").kind != "missing":
+        raise _Bad(f"repository {_show(repo)}: a share (.hg/sharedpath) is not served")
+    if _trusted(facts, "/etc/mercurial", "Mercurial system config", may_miss=True):
+        _trusted(facts, "/etc/mercurial/hgrc", "Mercurial system config", "file",
+                 may_miss=True)
+        if _trusted(facts, "/etc/mercurial/hgrc.d", "Mercurial system config",
+                    may_miss=True):
+            for name in facts.entries("/etc/mercurial/hgrc.d"):
+                _trusted(facts, f"/etc/mercurial/hgrc.d/{name}", "Mercurial system config",
+                         "file")
+    ctx.argv = ["-R", repo, "serve", "--stdio"]
+    ctx.env += [("HGRCPATH", HG_RCPATH), ("HGRCSKIPREPO", "1"), *PYTHON_PINS]
+
+
+# --------------------------------------------------------------------------- rdiff-backup
+
+_RDIFF_MODES = _names("read-write read-only update-only")
+# server form -> the restriction options it takes (value: a path, or a mode)
+_RDIFF_SERVER = {
+    "server": {"--restrict-path": "path", "--restrict-mode": "mode"},
+    "--server": {"--restrict": "path", "--restrict-read-only": "path",
+                 "--restrict-update-only": "path"},
+}
+_RDIFF_GLOBAL = {"--terminal-verbosity": "digit", "--verbosity": "digit", "-v": "digit",
+                 "--api-version": "number", "--tempdir": "path"}
+
+
+def _rdiff_value(option: str, kind: str, value: str, ctx: _Ctx) -> str:
+    if kind == "path":
+        return _check_path(_tilde(value, ctx), ctx, option)
+    ok = {"digit": len(value) == 1 and _only(value, _DIGIT_CHARS),
+          "number": bool(value) and _only(value, _DIGIT_CHARS),
+          "mode": value in _RDIFF_MODES}[kind]
+    if not ok:
+        raise _Bad(f"{option} {_show(value)}: not an allowed value")
+    return value
+
+
+def _rule_rdiff_backup(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`rdiff-backup [GLOBAL...] server [--restrict-path P] [--restrict-mode M]`, or the
+    old `... --server [--restrict P|--restrict-read-only P|--restrict-update-only P]`, as
+    an rdiff-backup client sends it (GLOBAL: --tempdir DIR, --terminal-verbosity N,
+    -v/--verbosity N, --api-version N). Without a restriction of the client's, one to the
+    first allowed directory is added (`--restrict-path DIR` / `--restrict DIR`); every
+    path inside the allowed paths, given absolute. Not chosen by basename: the server
+    unpickles what the client sends (docs/lsh.md)."""
+    args = list(argv[1:])
+    out: list[str] = []
+    form: str | None = None
+    restricted = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if form is None and arg in _RDIFF_SERVER:
+            form = arg
+            out.append(arg)
+            continue
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        kind = (_RDIFF_GLOBAL if form is None else _RDIFF_SERVER[form]).get(name)
+        if kind is None:
+            raise _Bad(f"argument {_show(arg)} is not allowed")
+        if not eq:
+            value, i = _next_value(args, i, name)
+        restricted = restricted or kind == "path" and name != "--tempdir"
+        out += [name, _rdiff_value(name, kind, value, ctx)]
+    if form is None:
+        raise _Bad("only 'rdiff-backup server' / 'rdiff-backup --server' is allowed")
+    if not restricted:
+        if not ctx.dirs:
+            raise _Bad("no allowed directory to restrict rdiff-backup to")
+        out += ["--restrict-path" if form == "server" else "--restrict", ctx.dirs[0]]
+    ctx.argv = out
+    ctx.env += list(PYTHON_PINS)
+
+
+# --------------------------------------------------------------------------- unison
+
+
+def _rule_unison(argv: Sequence[str], ctx: _Ctx) -> None:
+    """`unison -server` (unison 2.52 adds `__new-rpc-mode`), as a unison client sends
+    it; nothing else (no -sshcmd, -servercmd, preferences or roots on this side)."""
+    if list(argv[1:]) not in (["-server"], ["-server", "__new-rpc-mode"]):
+        raise _Bad("only 'unison -server' (what a unison client sends) is allowed")
 
 
 # --------------------------------------------------------------------------- probes
@@ -1134,6 +1295,9 @@ RULES: Mapping[str, tuple[str, _RuleFn]] = {
     "cvs": ("cvs server", _rule_cvs),
     "svnserve": ("svnserve -t", _rule_svnserve),
     "borg": ("borg serve", _rule_borg),
+    "hg": ("hg serve --stdio", _rule_hg),
+    "rdiff-backup": ("rdiff-backup server", _rule_rdiff_backup),
+    "unison": ("unison -server", _rule_unison),
     "hashsum": ("checksum of files", _rule_hashsum),
     "df": ("df of paths", _rule_df),
     "echo": ("echo words", _rule_echo),
@@ -1153,6 +1317,9 @@ _RULE_BY_BASENAME = {
     "cvs": "cvs",
     "svnserve": "svnserve",
     "borg": "borg",
+    "hg": "hg",
+    "unison": "unison",
+    # rdiff-backup: never by basename; name the rule (its server unpickles client data)
     "md5sum": "hashsum",
     "sha1sum": "hashsum",
     "sha224sum": "hashsum",
@@ -1186,7 +1353,7 @@ _DENY_EXACT = _FIXED_ENV | _names(
 )
 _DENY_PREFIX = (
     "LD_", "DYLD_", "BASH_FUNC_", "PYTHON", "PERL", "RUBY", "NODE_", "LUA_", "JAVA_",
-    "TCL", "GIT_", "SVN_", "RSYNC_", "MALLOC_", "GCONV_", "SSH_",
+    "TCL", "GIT_", "SVN_", "RSYNC_", "MALLOC_", "GCONV_", "SSH_", "HG", "UNISON",
 )
 _ALLOW_EXCEPT = frozenset({"GIT_PROTOCOL"})  # git v2 over ssh (SendEnv=GIT_PROTOCOL)
 

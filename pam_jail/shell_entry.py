@@ -49,9 +49,10 @@ from pam_jail.syscalls import from_options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 LSH_PATH = "/etc/pam_jail/lsh.ini"
+SENT_PREFIX = "PAM_JAIL_SENT_"   # shells/entry.c: a locale variable the client sent
 EXIT_REFUSED = 1
 EXIT_COMMAND_REFUSED = 126
 
@@ -138,6 +139,27 @@ def _parse_args(args: list[str], own: str = "pam-jail-shell") -> str | None:
     raise Denied("usage: pam-jail-shell [-c COMMAND] (or pam-jail-lsh)")
 
 
+def _is_locale(name: str) -> bool:
+    return name in ("LANG", "LANGUAGE") or name.startswith("LC_")
+
+
+def client_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the client sent, as the exec stub received it, for the policy's
+    `pass_env`. Python's start-up writes locale variables into its own environ (PEP 538:
+    LC_CTYPE=C.UTF-8 when the locale is C or cannot be loaded, even over a client's
+    LC_CTYPE), so the stub (shells/entry.c) hands the client's LANG, LANGUAGE and LC_*
+    over as PAM_JAIL_SENT_NAME: those are put back, and every locale variable under its
+    own name here is the interpreter's and dropped. Without the stub no locale variable
+    passes (never one the interpreter invented)."""
+    env = {name: value for name, value in environ.items()
+           if not _is_locale(name) and not name.startswith(SENT_PREFIX)}
+    for name, value in environ.items():
+        sent = name.removeprefix(SENT_PREFIX)
+        if sent != name and _is_locale(sent):
+            env[sent] = value
+    return env
+
+
 class _Session:
     """What the one log line of this login names (filled in as it becomes known)."""
 
@@ -162,8 +184,8 @@ def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
         return EXIT_COMMAND_REFUSED
     policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),
                            ident.name, [g for g in (ident.group, *ident.groups) if g])
-    decision = decide(policy, command, user=ident.name, home=home, client_env=dict(os.environ),
-                      facts=JailFacts())
+    decision = decide(policy, command, user=ident.name, home=home,
+                      client_env=client_environment(os.environ), facts=JailFacts())
     if not decision.allowed:
         log.decision(LOG_DEBUG if decision.quiet else LOG_NOTICE, "command refused",
                      user=session.user, jail=session.jail,

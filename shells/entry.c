@@ -10,6 +10,14 @@
  * mode, glibc's unsecvars.h) and a little more, and execs Debian's python3 -I -S on the
  * real entry script with a fixed argv[0..2]; the caller's arguments follow unchanged.
  *
+ * The locale variables the client sent (LANG, LANGUAGE, LC_*) are handed over as
+ * PAM_JAIL_SENT_<NAME>, never under their own names: Python's start-up rewrites those
+ * in its environ (PEP 538 sets LC_CTYPE=C.UTF-8 when the locale is C or cannot be
+ * loaded, even over the client's own LC_CTYPE; -I makes it ignore PYTHONCOERCECLOCALE),
+ * and what a jailed program gets must be what the client sent, not what the interpreter
+ * made of it. pam_jail/shell_entry.py (client_environment) puts them back and drops the
+ * interpreter's. Python itself then runs in the C locale (coerced to C.UTF-8).
+ *
  * It decides nothing: no config, no policy, no confinement (pam_jail/shell_entry.py does
  * all of that). Built per install (scripts/install, the Debian package) with
  * -DENTRY_SCRIPT="LIBDIR/pam-jail-shell.py" or ".../pam-jail-lsh.py".
@@ -44,6 +52,9 @@ static const char *const drop_prefixes[] = {"LD_", "MALLOC_", "PYTHON", NULL};
 /* Locale and time zone names: glibc reads a name containing '/' as a file path
  * (setlocale, tzset). Kept only as plain names. */
 static const char *const plain_names[] = {"LANG", "LANGUAGE", "LC_", "TZ", NULL};
+/* Locale names handed over under SENT_PREFIX (above; the shell entry reads them back). */
+static const char *const locale_names[] = {"LANG", "LANGUAGE", "LC_", NULL};
+#define SENT_PREFIX "PAM_JAIL_SENT_"
 
 static int starts_with(const char *s, const char *prefix) {
     return strncmp(s, prefix, strlen(prefix)) == 0;
@@ -61,9 +72,21 @@ static int plain_value(const char *value) {
     return strstr(value, "..") == NULL;
 }
 
+static int is_locale(const char *entry) {
+    for (int i = 0; locale_names[i]; i++) {
+        size_t n = strlen(locale_names[i]);
+        /* LANG=, LANGUAGE= exactly; LC_ as a prefix */
+        if (strncmp(entry, locale_names[i], n) == 0 &&
+            (locale_names[i][n - 1] == '_' || entry[n] == '='))
+            return 1;
+    }
+    return 0;
+}
+
 static int keep(const char *entry) {
     const char *eq = strchr(entry, '=');
     if (eq == NULL || eq == entry) return 0;
+    if (starts_with(entry, SENT_PREFIX)) return 0;  /* only this stub sets those */
     for (int i = 0; drop_names[i]; i++)
         if (name_is(entry, drop_names[i])) return 0;
     for (int i = 0; drop_prefixes[i]; i++)
@@ -83,8 +106,21 @@ int main(int argc, char **argv) {
         return 1;
     }
     size_t k = 0;
-    for (char **e = environ; e && *e; e++)
-        if (keep(*e)) env[k++] = *e;
+    for (char **e = environ; e && *e; e++) {
+        if (!keep(*e)) continue;
+        if (is_locale(*e)) {            /* NAME=VALUE -> PAM_JAIL_SENT_NAME=VALUE */
+            char *sent = malloc(sizeof(SENT_PREFIX) + strlen(*e));
+            if (sent == NULL) {
+                fputs("pam_jail: login refused: out of memory\n", stderr);
+                return 1;
+            }
+            strcpy(sent, SENT_PREFIX);
+            strcat(sent, *e);
+            env[k++] = sent;
+        } else {
+            env[k++] = *e;
+        }
+    }
     env[k] = NULL;
     args[0] = PYTHON;
     args[1] = "-IS";

@@ -35,10 +35,14 @@ pytestmark = [pytest.mark.root, pytest.mark.e2e]
 LSH = """\
 [default]
 programs = /usr/bin/scp, /usr/bin/rsync, /usr/lib/openssh/sftp-server, /usr/bin/md5sum, \
-/usr/bin/sha1sum, /usr/bin/df, /bin/echo, /usr/bin/borg
+/usr/bin/sha1sum, /usr/bin/df, /bin/echo, /usr/bin/borg, /usr/bin/env, /usr/bin/hg, \
+/usr/bin/rdiff-backup, /usr/bin/unison
 paths = %h
 umask = 0022
 pass_env = LANG, LC_*
+  [[rules]]
+  /usr/bin/env = none
+  /usr/bin/rdiff-backup = rdiff-backup
 """
 MODES = ["pam", "shell", "sftp"]
 NAME = "spaced name ü.txt"          # spaces and unicode, under the default escaping
@@ -72,7 +76,9 @@ def world() -> Iterator[World]:
 
             from pam_jail.build import copy_into, init_jail
 
-            init_jail(root, ["borg", "checksums"], profiles_file=PROFILES)
+            # locale: Python's start-up inside a PAM-path jail finds C.UTF-8 (PEP 538)
+            init_jail(root, ["borg", "checksums", "locale", "hg", "rdiff-backup", "unison"],
+                      profiles_file=PROFILES)
             copy_into(root, ["/usr/bin/df"])
         sftp_jail = build_jail(["uidbasics"], [])
         undo.append(lambda: remove_jail(sftp_jail))
@@ -121,6 +127,14 @@ def _ok(result: subprocess.CompletedProcess[str]) -> None:
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
                           **kw)  # type: ignore[call-overload]
+
+
+def _as_user(world: World, mode: str, path: str) -> None:
+    """Give the jail user `path` (made on the host side, in the jail home)."""
+    user = world.users[mode]
+    for top, dirs, files in os.walk(path):
+        for name in [top, *(f"{top}/{n}" for n in dirs + files)]:
+            os.lchown(name, user.uid, user.gid)
 
 
 # --- OpenSSH: sftp, scp both protocols -----------------------------------------------
@@ -201,6 +215,30 @@ def test_rsync_files_from_and_tilde(world: World, mode: str) -> None:
     assert os.path.isfile(f"{local}/ff-back-{mode}/{NAME}")
 
 
+@pytest.mark.parametrize("mode", ["pam", "shell"])
+@pytest.mark.parametrize("link", ["../s1", "~/SNAP/s1"], ids=["relative", "tilde"])
+def test_rsync_link_dest_snapshots(world: World, mode: str, link: str) -> None:
+    """Two snapshots, the second with --link-dest (as snapshot scripts write it: relative
+    to the destination, or ~/): its unchanged files are hard links of the first's, in the
+    jail on disk; a changed file is not (issue 20.4: `~` was not expanded, a full copy)."""
+    user, local = world.users[mode], world.local
+    tag = "rel" if link.startswith("..") else "tilde"
+    snap = f"snap-{tag}"
+    src = _tree(f"{local}/snap-{mode}-{tag}")
+    _ok(world.sshd.rsync(user, "-a", "--mkpath", f"{src}/", f":~/{snap}/s1/"))
+    with open(f"{src}/sub/b.txt", "a") as fh:     # one change between the snapshots
+        fh.write("changed\n")
+    _ok(world.sshd.rsync(user, "-a", f"--link-dest={link.replace('SNAP', snap)}",
+                         f"{src}/", f":~/{snap}/s2/"))
+    s1, s2 = f"{world.home(mode)}/{snap}/s1", f"{world.home(mode)}/{snap}/s2"
+    first, second = os.stat(f"{s1}/{NAME}"), os.stat(f"{s2}/{NAME}")
+    assert (second.st_ino, second.st_nlink) == (first.st_ino, 2), "a copy, not a link"
+    with open(f"{s2}/sub/b.txt") as fh:
+        assert fh.read().endswith("changed\n")
+    assert os.stat(f"{s2}/sub/b.txt").st_ino != os.stat(f"{s1}/sub/b.txt").st_ino
+    assert os.stat(f"{s1}/sub/b.txt").st_nlink == 1
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_rsync_refusals_are_policy(world: World, mode: str) -> None:
     """rsync -s (arguments through the protocol, not the command line the rules check)
@@ -218,6 +256,35 @@ def test_shell_and_exec_refused_where_policy_says(world: World, mode: str) -> No
     user = world.users[mode]
     assert world.sshd.ssh(user, "/bin/sh -c id").returncode != 0
     assert "uid=" not in world.sshd.ssh(user, tty=True, input="id; exit\n").stdout
+
+
+# --- the environment a jailed program gets ------------------------------------------
+
+def _no_locale() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("LC_") and k not in ("LANG", "LANGUAGE")}
+
+
+@pytest.mark.parametrize("mode", ["pam", "shell"])
+def test_environment_is_what_the_client_sent(world: World, mode: str) -> None:
+    """A jailed `env` shows the client's locale variables as sent (pass_env LANG, LC_*)
+    and none the interpreter made up (issue 20.5: Python's start-up, PEP 538, set
+    LC_CTYPE=C.UTF-8 and pass_env LC_* copied it)."""
+    user = world.users[mode]
+
+    def jailed_env(env: dict[str, str], *options: str) -> dict[str, str]:
+        argv = world.sshd.ssh_argv(user, "env", options=["-o", "SendEnv=-*", *options])
+        result = _run(argv, env=env)
+        _ok(result)
+        return dict(line.partition("=")[::2] for line in result.stdout.splitlines())
+
+    nothing = jailed_env(_no_locale())
+    assert nothing["HOME"] == f"/home/{user.name}"           # it is the jailed env
+    assert not [k for k in nothing if k.startswith(("LC_", "LANG", "PAM_JAIL"))], nothing
+    sent = jailed_env({**_no_locale(), "LANG": "de_DE.UTF-8", "LC_TIME": "xx_YY.UTF-8"},
+                      "-o", "SendEnv=LANG LC_TIME")
+    assert sent.get("LANG") == "de_DE.UTF-8" and sent.get("LC_TIME") == "xx_YY.UTF-8", sent
+    assert not [k for k in sent if k.startswith("PAM_JAIL") or k in ("LC_CTYPE", "LC_ALL")]
 
 
 # --- rclone, restic, borg, lftp -----------------------------------------------------
@@ -269,11 +336,140 @@ def test_borg_init_create_list(world: World, mode: str) -> None:
            "BORG_BASE_DIR": f"{world.local}/borg-{mode}",
            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
     repo = f"ssh://{user.name}@{HOST}:{world.sshd.port}/~/borgrepo"
+    site = f"{world.home(mode)}/.local/lib/python3.11/site-packages"   # the user's upload
+    os.makedirs(site, exist_ok=True)
+    with open(f"{site}/borg-evil.pth", "w") as fh:
+        fh.write(f"import os; open('/home/{user.name}/BORG-PTH-RAN', 'w').close()\n")
+    _as_user(world, mode, f"{world.home(mode)}/.local")
     _ok(_run(["borg", "init", "--encryption=none", repo], env=env))
     _ok(_run(["borg", "create", f"{repo}::one", src], env=env))
     listing = _run(["borg", "list", f"{repo}::one"], env=env)
     _ok(listing)
     assert NAME in listing.stdout
+    assert not os.path.exists(f"{world.home(mode)}/BORG-PTH-RAN"), "python ran the user's .pth"
+
+
+# --- hg, rdiff-backup, unison (issue 20.6) ------------------------------------------
+
+@pytest.mark.parametrize("mode", ["pam", "shell"])
+def test_hg_push_and_clone(world: World, mode: str) -> None:
+    """push to and clone from the user's own repository; its .hg/hgrc (the user's:
+    Mercurial would trust it) names a hook and an extension: neither runs."""
+    user, local = world.users[mode], world.local
+    home = world.home(mode)
+    remote_dir = f"{home}/hgrepo"
+    _ok(_run(["hg", "init", remote_dir]))
+    inside = f"/home/{user.name}"           # the home as the jailed programs see it
+    with open(f"{remote_dir}/.hg/hgrc", "w") as fh:
+        fh.write(f"[hooks]\nchangegroup = echo hook > {inside}/HOOK-RAN\n"
+                 f"prechangegroup = echo hook > {inside}/HOOK-RAN\n"
+                 f"[extensions]\nevil = {inside}/evil.py\n")
+    with open(f"{home}/evil.py", "w") as fh:
+        fh.write(f"open({inside + '/EXT-RAN'!r}, 'w').close()\n")
+    site = f"{home}/.local/lib/python3.11/site-packages"   # Python's user site
+    os.makedirs(site, exist_ok=True)
+    with open(f"{site}/evil.pth", "w") as fh:
+        fh.write(f"import os; open({inside + '/PTH-RAN'!r}, 'w').close()\n")
+    for path in (remote_dir, f"{home}/evil.py", f"{home}/.local"):
+        _as_user(world, mode, path)
+    work = f"{local}/hg-{mode}"
+    env = {**os.environ, "HOME": local, "HGRCPATH": "", "HGUSER": "t <t@example.org>"}
+    _ok(_run(["hg", "init", work], env=env))
+    with open(f"{work}/f.txt", "w") as fh:
+        fh.write("hg\n")
+    _ok(_run(["hg", "-R", work, "commit", "-A", "-m", "one"], env=env))
+    ssh = ["--config", f"ui.ssh={world.ssh_command(mode)}"]
+    url = f"ssh://{user.name}@{HOST}/hgrepo"
+    _ok(_run(["hg", "-R", work, *ssh, "push", url], env=env))
+    _ok(_run(["hg", *ssh, "clone", url, f"{local}/hg-back-{mode}"], env=env))
+    with open(f"{local}/hg-back-{mode}/f.txt") as fh:
+        assert fh.read() == "hg\n"
+    for ran in ("HOOK-RAN", "EXT-RAN", "PTH-RAN"):     # the user's code never ran
+        assert not os.path.exists(f"{home}/{ran}"), ran
+    # a shell through hg, as `any` allowed it: refused
+    shell = world.sshd.ssh(user, "hg -R hgrepo debugshell", input="print('PWNED')\n")
+    assert shell.returncode != 0 and "PWNED" not in shell.stdout
+
+
+@pytest.mark.parametrize("mode", ["pam", "shell"])
+def test_rdiff_backup_backup_and_restore(world: World, mode: str) -> None:
+    user, local = world.users[mode], world.local
+    src = _tree(f"{local}/rdiff-src-{mode}")
+    schema = f"{world.ssh_command(mode)} {{h}} rdiff-backup server"
+    base = ["rdiff-backup", "--remote-schema", schema]
+    env = {**os.environ, "HOME": local}
+    # absolute (the jail's path): rdiff-backup's --restrict-path refuses relative ones
+    repo = f"{user.name}@{HOST}::/home/{user.name}/rdiff"
+    _ok(_run([*base, "backup", src, repo], env=env))
+    assert os.path.isfile(f"{world.home(mode)}/rdiff/{NAME}")
+    assert os.path.isdir(f"{world.home(mode)}/rdiff/rdiff-backup-data")
+    _ok(_run([*base, "restore", repo, f"{local}/rdiff-out-{mode}"], env=env))
+    with open(f"{local}/rdiff-out-{mode}/sub/b.txt") as fh:
+        assert fh.read() == "bee\n"
+    # the server is restricted to the home: a path outside it is refused by rdiff-backup
+    outside = _run([*base, "backup", src, f"{user.name}@{HOST}::/tmp/rdiff-{mode}"], env=env)
+    assert outside.returncode != 0
+
+
+@pytest.mark.parametrize("mode", ["pam", "shell"])
+def test_unison_sync(world: World, mode: str) -> None:
+    user, local = world.users[mode], world.local
+    mine = _tree(f"{local}/unison-{mode}")
+    env = {**os.environ, "HOME": f"{local}/unison-home-{mode}"}
+    os.makedirs(env["HOME"], exist_ok=True)
+    sshargs = " ".join(shlex.quote(o) for o in [*world.sshd.client_options(user), "-p",
+                                                   str(world.sshd.port)])
+    root = f"ssh://{user.name}@{HOST}/unison"
+    argv = ["unison", "-batch", "-auto", "-sshargs", sshargs, mine, root]
+    _ok(_run(argv, env=env))
+    assert os.path.isfile(f"{world.home(mode)}/unison/{NAME}")
+    with open(f"{world.home(mode)}/unison/from-server.txt", "w") as fh:
+        fh.write("theirs\n")
+    _as_user(world, mode, f"{world.home(mode)}/unison/from-server.txt")
+    _ok(_run(argv, env=env))
+    with open(f"{mine}/from-server.txt") as fh:
+        assert fh.read() == "theirs\n"
+
+
+@pytest.mark.parametrize("mode", ["pam", "shell"])
+def test_svn_over_ssh(world: World, mode: str) -> None:
+    """svn+ssh:// with a shared repository kept by root under /srv/svn (`paths =
+    /srv/svn`): URLs are relative to that root (docs/clients.md); the absolute form is not
+    served (it would need `--root=/`)."""
+    from pam_jail.build import copy_into
+
+    user, local, jail = world.users[mode], world.local, world.jails[mode]
+    copy_into(jail, ["/usr/bin/svnserve"])
+    os.makedirs(f"{jail}/srv/svn", mode=0o755, exist_ok=True)
+    repo = f"{jail}/srv/svn/project"
+    if not os.path.isdir(repo):
+        _ok(_run(["svnadmin", "create", repo]))
+    for sub in ("db", "locks"):                 # commits write there; hooks/, conf/ root's
+        _as_user(world, mode, f"{repo}/{sub}")
+    lsh = f"{jail}/etc/pam_jail/lsh.ini"
+    with open(lsh) as fh:
+        saved = fh.read()
+    src = _tree(f"{local}/svn-src-{mode}")
+    env = {**os.environ, "HOME": f"{local}/svn-home-{mode}", "SVN_SSH": world.ssh_command(mode)}
+    os.makedirs(env["HOME"], exist_ok=True)
+    svn = ["svn", "--non-interactive"]
+    try:
+        with open(lsh, "w") as fh:
+            fh.write(f"{saved}\n[user:{user.name}]\nprograms = /usr/bin/svnserve\n"
+                     "paths = /srv/svn\npass_env = LANG, LC_*\n")
+        url = f"svn+ssh://{user.name}@{HOST}/project"
+        _ok(_run([*svn, "import", "-m", "one", src, f"{url}/trunk"], env=env))
+        co = _run([*svn, "checkout", f"{url}/trunk", f"{local}/svn-co-{mode}"], env=env)
+        _ok(co)
+        assert "warning" not in co.stderr.lower(), co.stderr
+        with open(f"{local}/svn-co-{mode}/sub/b.txt") as fh:
+            assert fh.read() == "bee\n"
+        absolute = _run([*svn, "ls", f"svn+ssh://{user.name}@{HOST}/srv/svn/project"],
+                        env=env)
+        assert absolute.returncode != 0 and "No repository found" in absolute.stderr
+    finally:
+        with open(lsh, "w") as fh:
+            fh.write(saved)
 
 
 @pytest.mark.parametrize("mode", MODES)

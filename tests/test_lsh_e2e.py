@@ -182,7 +182,7 @@ BYPASSES = [
     ("rsync --server . -- --rsh=sh", RSYNC),
     ("rsync --server --sender -vlogDtpre.iLsfxCIvu . /etc/passwd", RSYNC),
     ("rsync --server -vlogDtpre.iLsfxCIvu --temp-dir=/tmp . x", RSYNC),
-    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../old . x", RSYNC),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../../../etc . x", RSYNC),
     # scp: -S program, -o options, -F config, host:path, '--' tricks
     ("scp -S /bin/sh -t x", SCP),
     ("scp -tS/bin/sh x", SCP),

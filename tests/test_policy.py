@@ -234,8 +234,6 @@ REAL_ALLOWED = [
      "--groupmap=\\*:b . dest/", "/usr/bin/rsync"),
     ("rsync --server -vlyogDtpre.iLsfxCIvu -B1024 --checksum-seed=5 . dest/",
      "/usr/bin/rsync"),
-    ("rsync --server -vblogDtpre.iLsfxCIvu --suffix=.bak --copy-dest x . dest/",
-     "/usr/bin/rsync"),
     ("rsync --server -ltre.iLsfxCIvu --compress-level=3 --compress-choice=zstd . dest/",
      "/usr/bin/rsync"),
     ("rsync --server --sender -vlogDtpre.iLsfxCIvu --list-only . dest/", "/usr/bin/rsync"),
@@ -280,6 +278,38 @@ REWRITTEN = [
     ("rsync --server --sender -logDtpRe.LsfxCIvu --files-from ~/l . s/",
      ("/usr/bin/rsync", "--server", "--sender", "-logDtpRe.LsfxCIvu", "--files-from",
       f"{A}/l", ".", "s/")),
+    # path-valued options: `~` expanded like the operands (issue 20.4); a relative
+    # --link-dest/--compare-dest/--copy-dest resolved against the destination, sent absolute
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest=~/snap/s1 . ~/snap/s2",
+     ("/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu", f"--link-dest={A}/snap/s1", ".",
+      f"{A}/snap/s2")),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest ~/snap/s1 . snap/s2",
+     ("/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu", "--link-dest", f"{A}/snap/s1",
+      ".", "snap/s2")),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest ../s1 . snap/s2",
+     ("/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu", "--link-dest", f"{A}/snap/s1",
+      ".", "snap/s2")),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../s1 . ~/snap/s2/",
+     ("/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu", f"--link-dest={A}/snap/s1", ".",
+      f"{A}/snap/s2/")),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../../snap/s1 --compare-dest=old "
+     "--copy-dest=../s0 . /srv/shared/alice/b/s2",
+     ("/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu",
+      "--link-dest=/srv/shared/alice/snap/s1", "--compare-dest=/srv/shared/alice/b/s2/old",
+      "--copy-dest=/srv/shared/alice/b/s0", ".", "/srv/shared/alice/b/s2")),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../.. . snap/s2",
+     ("/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu", f"--link-dest={A}", ".",
+      "snap/s2")),
+    ("rsync --server -vlogDtpre.iLsfxCIvu --link-dest=/srv/shared/alice/s1 . s2",
+     ("/usr/bin/rsync", "--server", "-vlogDtpre.iLsfxCIvu",
+      "--link-dest=/srv/shared/alice/s1", ".", "s2")),
+    ("rsync --server -vblogDtpre.iLsfxCIvu --backup-dir=~/bak --partial-dir ~/.p "
+     "--temp-dir=~ . d",
+     ("/usr/bin/rsync", "--server", "-vblogDtpre.iLsfxCIvu", f"--backup-dir={A}/bak",
+      "--partial-dir", f"{A}/.p", f"--temp-dir={A}", ".", "d")),
+    ("rsync --server -vblogDtpre.iLsfxCIvu --suffix=.bak --copy-dest x . dest/",
+     ("/usr/bin/rsync", "--server", "-vblogDtpre.iLsfxCIvu", "--suffix=.bak", "--copy-dest",
+      f"{A}/dest/x", ".", "dest/")),
     ("scp -f ~/a.txt", ("/usr/bin/scp", "-f", f"{A}/a.txt")),
     ("scp -t ~", ("/usr/bin/scp", "-t", A)),
     ("scp -r -f ~/d ~/e", ("/usr/bin/scp", "-r", "-f", f"{A}/d", f"{A}/e")),
@@ -358,7 +388,26 @@ BYPASSES = [
     "rsync --server -vlogDtpre.iLsfxCIvu --temp-dir=/tmp . x",
     "rsync --server -vlogDtpre.iLsfxCIvu --partial-dir=/etc . x",
     "rsync --server -vlogDtpre.iLsfxCIvu --backup-dir=../../etc . x",
-    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../old . x",
+    # relative --link-dest/--compare-dest/--copy-dest: against the destination
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../../../etc . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest ../.. . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --compare-dest=../../bob . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --copy-dest=../../../../../etc . snap/s2",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../s1 .",       # dest: the home
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=../../etc . /srv/git/x.git",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=/etc . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=/home/alice/../bob . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=~bob/s1 . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=~/../bob . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest=-x . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --link-dest= . x",
+    "rsync --server --sender -vlogDtpre.iLsfxCIvu --link-dest=../s1 . x",  # no destination
+    # the other path options: `~` expanded, then checked like an operand
+    "rsync --server -vlogDtpre.iLsfxCIvu --backup-dir=~/../../etc . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --temp-dir=~root/t . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --partial-dir ~/../bob . x",
+    "rsync --server --sender -vlogDtpre.iLsfxCIvu --files-from=~/../bob/l --from0 . x",
+    "rsync --server -vlogDtpre.iLsfxCIvu --temp-dir ~ . /etc",
     "rsync --server -vlogDtpre.iLsfxCIvu --suffix=/../../x . x",
     "rsync --server -vlogDtpre.iLsfxCIvu --write-devices . x",
     "rsync --server -vlogDtpre.iLsfxCIvu --copy-devices . x",
@@ -626,6 +675,28 @@ def test_unsafe_client_values_are_dropped(alice: Policy, name: str, value: str) 
     assert name not in d.env
 
 
+def test_locale_names_pass_as_sent(alice: Policy) -> None:
+    """Real locale names have an underscore (de_DE.UTF-8): they pass as the client sent
+    them, and nothing is added (issue 20.5)."""
+    d = run(alice, "scp -t x", {"LANG": "de_DE.UTF-8", "LC_TIME": "en_GB.UTF-8"})
+    assert d.env["LANG"] == "de_DE.UTF-8" and d.env["LC_TIME"] == "en_GB.UTF-8"
+    assert "LC_CTYPE" not in d.env
+
+
+def test_client_environment_is_what_the_stub_received() -> None:
+    """shells/entry.c hands the client's locale variables over as PAM_JAIL_SENT_NAME;
+    the ones under their own names are the interpreter's (PEP 538's LC_CTYPE)."""
+    from pam_jail.shell_entry import client_environment
+
+    coerced = {"LC_CTYPE": "C.UTF-8", "TERM": "xterm", "SSH_CONNECTION": "1 2 3 4"}
+    assert client_environment(coerced) == {"TERM": "xterm", "SSH_CONNECTION": "1 2 3 4"}
+    sent = {**coerced, "PAM_JAIL_SENT_LANG": "de_DE.UTF-8",
+            "PAM_JAIL_SENT_LC_CTYPE": "xx_YY.UTF-8", "PAM_JAIL_SENT_PATH": "/tmp",
+            "PAM_JAIL_SENT_": "x", "LANGUAGE": "de"}
+    assert client_environment(sent) == {"TERM": "xterm", "SSH_CONNECTION": "1 2 3 4",
+                                        "LANG": "de_DE.UTF-8", "LC_CTYPE": "xx_YY.UTF-8"}
+
+
 def test_client_cannot_override_fixed_or_policy_env(alice: Policy) -> None:
     d = run(alice, "scp -t x", {"LC_COLLATE": "de_DE", "USER": "root", "HOME": "/"})
     assert d.env["LC_COLLATE"] == "C" and d.env["USER"] == USER and d.env["HOME"] == HOME
@@ -868,10 +939,20 @@ def _only_documented_rewrites(d: Decision, split: list[str], policy: Policy) -> 
         if was != now:
             assert rule in ("scp", "rsync", "hashsum", "df"), (sent, ran)
             name, eq, value = was.partition("=")
-            if eq and name == "--files-from":
-                assert now == f"{name}={HOME}{value[1:]}", (was, now)
-            else:
-                assert (was == "~" or was.startswith("~/")) and now == HOME + was[1:], (was, now)
+            if eq and name in RSYNC_PATH_OPTIONS:
+                assert rule == "rsync" and now.startswith(name + "="), (was, now)
+                was, now = value, now[len(name) + 1:]
+            if (was == "~" or was.startswith("~/")) and now == HOME + was[1:]:
+                continue
+            # a relative --link-dest/--compare-dest/--copy-dest: resolved, absolute, inside
+            assert rule == "rsync" and not was.startswith("/"), (was, now)
+            assert now == posixpath.normpath(now) and now.startswith("/"), (was, now)
+            assert now in (HOME, "/srv/shared/alice") or now.startswith(
+                (HOME + "/", "/srv/shared/alice/")), (was, now)
+
+
+RSYNC_PATH_OPTIONS = ("--files-from", "--backup-dir", "--partial-dir", "--temp-dir",
+                      "--link-dest", "--compare-dest", "--copy-dest")
 
 
 DANGEROUS_TOKENS = [
@@ -882,7 +963,7 @@ DANGEROUS_TOKENS = [
     "--daemon", "--log-file=/x", "--files-from=/x", "--temp-dir", "/tmp", "--partial-dir",
     ";", "|", "&&", "$(id)", "`id`", "'", '"', "\\", "\n", "\x00", "~", "~bob", "-l",
     "VERBOSE", "-u", "022", "-B1024", "-@1", "-vlogDtpre.iLsfxCIvu", "--backup-dir=/x",
-    "--timeout", "10",
+    "--timeout", "10", "--link-dest=../s1", "--link-dest", "--copy-dest=~/s",
 ]
 PROGRAM_TOKENS = [
     "scp", "rsync", "/usr/bin/rsync", "/usr/lib/openssh/sftp-server", "sftp-server",
@@ -907,7 +988,9 @@ def _oracle(argv: tuple[str, ...], policy: Policy) -> None:
     homeish = (HOME + "/", "/srv/shared/alice/")
     positional = [a for a in args if not a.startswith("-")]
     if rule in ("scp", "rsync", "git", "sftp-server", "svnserve"):
-        for a in args:
+        for i, a in enumerate(args):
+            if rule == "sftp-server" and i and args[i - 1] in ("-p", "-P"):
+                continue    # request names (`..` is a name made of two dots), not paths
             assert ".." not in a.split("/"), argv
     if rule == "scp":
         for a in args:
@@ -1060,7 +1143,8 @@ def test_fuzz_parse_lsh_only_raises_config_error(text: str) -> None:
 
 def test_rules_table_is_complete() -> None:
     assert set(RULES) == {"scp", "sftp-server", "rsync", "git", "cvs", "svnserve", "borg",
-                          "hashsum", "df", "echo", "none", "any"}
+                          "hg", "rdiff-backup", "unison", "hashsum", "df", "echo", "none",
+                          "any"}
 
 
 # ------------------------------------------- split_command against shlex (no shlex at run time)
@@ -1467,3 +1551,197 @@ def test_refused_probes_are_quiet_other_refusals_are_not() -> None:
         d = _probe(command, only_sftp)
         assert not d.allowed and not d.quiet, command
     assert not _probe("md5sum /etc/shadow").quiet      # a program's rule refused it
+
+
+# ------------------------------------------------------------ hg, rdiff-backup, unison
+
+HG = """\
+[default]
+programs = /usr/bin/hg, /usr/bin/rdiff-backup, /usr/bin/unison, /usr/bin/borg
+paths = %h, /srv/hg
+pass_env = LANG
+  [[rules]]
+  /usr/bin/rdiff-backup = rdiff-backup
+"""
+
+
+def _hg_fs() -> FakeFS:
+    fs = FakeFS({"/srv/hg/r": ROOT_DIR, "/srv/hg/r/.hg": GROUP_DIR,
+                 f"{HOME}/own": USER_DIR, f"{HOME}/own/.hg": USER_DIR,
+                 f"{HOME}/shared": USER_DIR, f"{HOME}/shared/.hg": USER_DIR,
+                 f"{HOME}/shared/.hg/sharedpath": USER_FILE,
+                 f"{HOME}/link": LINK, f"{HOME}/plain": USER_DIR,
+                 "/etc/mercurial/hgrc.d/admin.rc": ROOT_FILE})
+    return fs
+
+
+def _new(command: str, fs: FileFacts | None = None, env: dict[str, str] | None = None,
+         text: str = HG) -> Decision:
+    policy = select_policy(parse_lsh(text, "t"), USER, [])
+    return decide(policy, command, user=USER, home=HOME, client_env=env or {},
+                  facts=fs if fs is not None else _hg_fs())
+
+
+@pytest.mark.parametrize(("command", "repo"), [
+    ("hg -R /srv/hg/r serve --stdio", "/srv/hg/r"),
+    ("hg -R r serve --stdio", None),                      # relative: the home
+    ("hg -R own serve --stdio", f"{HOME}/own"),           # the user's own: no hgrc read
+    ("hg -R '~/own' serve --stdio", f"{HOME}/own"),       # what `ssh://h/~/own` sends
+    ("hg --repository /srv/hg/r/ serve --stdio", "/srv/hg/r"),
+    ("/usr/bin/hg -R /srv/hg//r serve --stdio", "/srv/hg/r"),
+])
+def test_hg_serve_stdio(command: str, repo: str | None) -> None:
+    d = _new(command, env={"HGRCPATH": "/home/alice/evil", "HGPLAIN": "1", "LANG": "C"})
+    if repo is None:
+        assert not d.allowed and "not a Mercurial repository" in d.reason
+        return
+    assert d.allowed, d.reason
+    assert d.argv == ("/usr/bin/hg", "-R", repo, "serve", "--stdio")
+    # no configuration the user can write: not ~/.hgrc, not the repository's .hg/hgrc
+    assert d.env["HGRCPATH"] == "/etc/mercurial/hgrc:/etc/mercurial/hgrc.d"
+    assert d.env["HGRCSKIPREPO"] == "1" and d.env["PYTHONNOUSERSITE"] == "1"
+    assert "HGPLAIN" not in d.env and d.env["LANG"] == "C"
+
+
+def test_hg_pins_win_over_the_sections_env() -> None:
+    text = HG.replace("pass_env = LANG", "env = HGRCPATH=/home/alice/.hgrc, PYTHONNOUSERSITE=")
+    d = _new("hg -R /srv/hg/r serve --stdio", text=text)
+    assert d.allowed, d.reason
+    assert d.env["HGRCPATH"].startswith("/etc/") and d.env["PYTHONNOUSERSITE"] == "1"
+
+
+@pytest.mark.parametrize("command", [
+    "hg -R /srv/hg/r debugshell",                        # ran Python under `any`
+    "hg -R x debugshell",
+    "hg --config hooks.pre-serve=id -R /srv/hg/r serve --stdio",
+    "hg -R /srv/hg/r --config hooks.x=id serve --stdio",
+    "hg -R /srv/hg/r serve --stdio --config extensions.x=/home/alice/x.py",
+    "hg -R /srv/hg/r serve --stdio --debugger",
+    "hg --debugger -R /srv/hg/r serve --stdio",
+    "hg -R --debugger serve --stdio",
+    "hg -R --config=ui.debugger=1 serve --stdio",
+    "hg -R /srv/hg/r serve",                              # a web server
+    "hg -R /srv/hg/r serve --stdio -p 8000",
+    "hg -R /srv/hg/r serve --cmdserver pipe",
+    "hg serve --stdio",
+    "hg -R/srv/hg/r serve --stdio",
+    "hg --repo /srv/hg/r serve --stdio",                  # hg's abbreviations: not ours
+    "hg --cwd /srv/hg/r serve --stdio",
+    "hg -R /etc serve --stdio",
+    "hg -R /srv/hg/../../etc serve --stdio",
+    "hg -R ~bob/r serve --stdio",
+    "hg -R bundle:/srv/hg/r+/home/alice/b.hg serve --stdio",
+    "hg -R union:/srv/hg/r+/home/alice/own serve --stdio",
+    "hg -R ssh://h//srv/hg/r serve --stdio",
+    "hg -R shared serve --stdio",                         # store elsewhere
+    "hg -R link serve --stdio",
+    "hg -R plain serve --stdio",
+    "hg -R /srv/hg/r pull /srv/hg/r",
+])
+def test_hg_refusals(command: str) -> None:
+    d = _new(command)
+    assert not d.allowed, d.argv
+    assert d.argv == () and d.env == {}
+
+
+@pytest.mark.parametrize(("path", "facts"), [
+    ("/etc/mercurial", USER_DIR), ("/etc/mercurial/hgrc", USER_FILE),
+    ("/etc/mercurial/hgrc.d", GROUP_DIR), ("/etc/mercurial/hgrc.d/admin.rc", USER_FILE),
+    ("/etc/mercurial/hgrc.d/x.rc", LINK),
+])
+def test_hg_refuses_a_system_config_the_user_controls(path: str, facts: PathFacts) -> None:
+    d = _new("hg -R /srv/hg/r serve --stdio", _hg_fs().add(path, facts))
+    assert not d.allowed and "Mercurial system config" in d.reason
+
+
+@pytest.mark.parametrize(("command", "argv"), [
+    ("rdiff-backup server", ("server", "--restrict-path", HOME)),
+    ("rdiff-backup --server", ("--server", "--restrict", HOME)),
+    ("rdiff-backup --terminal-verbosity 3 server",
+     ("--terminal-verbosity", "3", "server", "--restrict-path", HOME)),
+    ("rdiff-backup --tempdir=~/tmp -v 5 --api-version 201 server",
+     ("--tempdir", f"{HOME}/tmp", "-v", "5", "--api-version", "201", "server",
+      "--restrict-path", HOME)),
+    ("rdiff-backup server --restrict-path /srv/hg/b --restrict-mode update-only",
+     ("server", "--restrict-path", "/srv/hg/b", "--restrict-mode", "update-only")),
+    ("rdiff-backup server --restrict-mode=read-only",
+     ("server", "--restrict-mode", "read-only", "--restrict-path", HOME)),
+    ("rdiff-backup --server --restrict-update-only ~/b",
+     ("--server", "--restrict-update-only", f"{HOME}/b")),
+])
+def test_rdiff_backup_server_restricted(command: str, argv: tuple[str, ...]) -> None:
+    d = _new(command)
+    assert d.allowed, d.reason
+    assert d.argv == ("/usr/bin/rdiff-backup", *argv)
+    assert d.env["PYTHONNOUSERSITE"] == "1"
+
+
+@pytest.mark.parametrize("command", [
+    "rdiff-backup --remote-schema 'sh -c id' server",
+    "rdiff-backup server --remote-schema=x",
+    "rdiff-backup server --debug",                          # rpdb over netcat
+    "rdiff-backup backup /home/alice/x h::/y",
+    "rdiff-backup restore /etc /home/alice/x",
+    "rdiff-backup",
+    "rdiff-backup server --restrict-path /",
+    "rdiff-backup server --restrict-path /srv/hg/../../etc",
+    "rdiff-backup --server --restrict /etc",
+    "rdiff-backup server --restrict /home/alice",           # the old name, new form
+    "rdiff-backup --server --restrict-path /home/alice",    # the new name, old form
+    "rdiff-backup server --restrict-mode all",
+    "rdiff-backup server --restrict-mode override",
+    "rdiff-backup --tempdir /tmp server",
+    "rdiff-backup --terminal-verbosity 10 server",
+    "rdiff-backup -v x server",
+    "rdiff-backup server server",
+    "rdiff-backup server --server",
+    "rdiff-backup server -- x",
+    "rdiff-backup --new server",
+    "rdiff-backup --current-time 1 server",
+    "rdiff-backup --server --terminal-verbosity 3",         # globals before the form only
+])
+def test_rdiff_backup_refusals(command: str) -> None:
+    assert not _new(command).allowed
+
+
+def test_rdiff_backup_needs_its_rule_named() -> None:
+    """Not chosen by basename: its server unpickles what the client sends (lsh.md)."""
+    with pytest.raises(ConfigError) as info:
+        parse_lsh("[default]\nprograms = /usr/bin/rdiff-backup\n", "t.ini")
+    assert "/usr/bin/rdiff-backup has no rule" in info.value.problems[0]
+
+
+@pytest.mark.parametrize(("command", "ok"), [
+    ("unison -server", True),
+    ("unison -server __new-rpc-mode", True),                 # unison 2.52's client
+    ("/usr/bin/unison -server", True),
+    ("unison", False),
+    ("unison -server -sshcmd sh", False),
+    ("unison -sshcmd 'sh -c id' -server", False),
+    ("unison -server -servercmd sh", False),
+    ("unison -server --rsh=sh", False),
+    ("unison -server -e sh", False),
+    ("unison -socket 9999", False),
+    ("unison /etc ssh://h//tmp", False),
+    ("unison -server -ui text", False),
+    ("unison -server __new-rpc-mode x", False),
+    ("unison -doc running", False),
+])
+def test_unison_server_only(command: str, ok: bool) -> None:
+    d = _new(command, env={"UNISON": "/home/alice/u", "UNISONLOCALHOSTNAME": "x"})
+    assert d.allowed == ok, d.reason
+    if ok:
+        assert d.argv[1:] == tuple(split_command(command)[1:])
+        assert "UNISON" not in d.env and "UNISONLOCALHOSTNAME" not in d.env
+
+
+def test_borg_gets_no_user_site() -> None:
+    d = _new("borg serve")
+    assert d.allowed and d.env["PYTHONNOUSERSITE"] == "1"
+
+
+@pytest.mark.parametrize("line", ["pass_env = HGRCPATH", "pass_env = HG*",
+                                  "pass_env = UNISON", "pass_env = UNI*"])
+def test_hg_and_unison_variables_never_pass(line: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_lsh(f"[default]\n{line}\n", "t.ini")
