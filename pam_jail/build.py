@@ -40,7 +40,7 @@ from typing import Any
 
 from pam_jail import elf
 from pam_jail.errors import BuildError, PamJailError, UnsafeJail, UsageError
-from pam_jail.safety import resolve_in_jail
+from pam_jail.safety import STICKY_DIRS, resolve_in_jail
 
 DEFAULT_PROFILES_FILE = "/etc/pam_jail/profiles.ini"
 EXEC_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
@@ -55,7 +55,7 @@ DEVICES = {
 LD_SO_CACHE = "/etc/ld.so.cache"
 PROFILE_KEYS = frozenset({
     "comment", "executables", "paths", "optional", "libraries", "exclude", "devices",
-    "emptydirs", "symlinks", "users", "groups", "includesections",
+    "emptydirs", "stickydirs", "symlinks", "users", "groups", "includesections",
 })
 COPY_CHUNK = 1 << 20
 TMP_PREFIX = ".pam_jail-tmp-"
@@ -189,6 +189,7 @@ class Profile:
     exclude: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
     emptydirs: list[str] = field(default_factory=list)
+    stickydirs: list[str] = field(default_factory=list)
     symlinks: list[tuple[str, str]] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
@@ -230,7 +231,7 @@ def load_profiles(path: str = DEFAULT_PROFILES_FILE) -> dict[str, Profile]:
         profile = Profile(name=name, comment=", ".join(comment) if isinstance(comment, list)
                           else str(comment))
         for key in ("executables", "paths", "optional", "libraries", "exclude", "devices",
-                    "emptydirs", "users", "groups", "includesections"):
+                    "emptydirs", "stickydirs", "users", "groups", "includesections"):
             setattr(profile, key, _words(section.get(key, [])))
         words = _words(section.get("symlinks", []))
         if len(words) % 3 or any(words[i + 1] != "->" for i in range(0, len(words), 3)):
@@ -244,6 +245,10 @@ def load_profiles(path: str = DEFAULT_PROFILES_FILE) -> dict[str, Profile]:
             _check_name(target, f"parse {path}: [{name}] symlinks")
             if not link.startswith("/"):
                 raise BuildError(f"parse {path}: [{name}] symlinks: {link} is not absolute")
+        for item in profile.stickydirs:    # world-writable: only where check allows it
+            if item not in STICKY_DIRS or item == "/dev/shm":
+                raise BuildError(f"parse {path}: [{name}] stickydirs: {item} is not one of "
+                                 f"{', '.join(d for d in STICKY_DIRS if d != '/dev/shm')}")
         for dev in profile.devices:
             if dev not in DEVICES:
                 raise BuildError(f"parse {path}: [{name}] devices: {dev} is not one of "
@@ -316,7 +321,10 @@ def _check_root(root: str, *, must_exist: bool) -> bool:
     exists = os.path.lexists(root)
     if must_exist and not exists:
         raise BuildError(f"build {root}: no such jail", hint="create it with `pam-jail init`")
-    problems = check_path_chain(root if exists else os.path.dirname(root))
+    checked = root if exists else os.path.dirname(root)
+    while checked != "/" and not os.path.lexists(checked):   # made by _make_parents
+        checked = os.path.dirname(checked)
+    problems = check_path_chain(checked)
     if problems:
         raise UnsafeJail(f"build {root}: unsafe jail path", problems=problems,
                          hint="every directory from / to the jail must be a real directory, "
@@ -325,18 +333,11 @@ def _check_root(root: str, *, must_exist: bool) -> bool:
 
 
 def _link_stays_inside(link: str, target: str) -> bool:
-    """False when a relative `target` of the symlink at `link` climbs above the root."""
-    if target.startswith("/"):
-        return True
-    depth = len([p for p in os.path.dirname(link).split("/") if p])
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif part not in ("", "."):
-            depth += 1
-    return True
+    """The symlink `link` -> `target` stays inside the jail: safety's one rule (what
+    `pam-jail check` judges), so the builder never makes a link the checker fails."""
+    from pam_jail.safety import link_leaves_root
+
+    return not link_leaves_root(link, target)
 
 
 # --------------------------------------------------------------------------- planning
@@ -348,6 +349,7 @@ class Plan:
     entries: dict[str, str] = field(default_factory=dict)
     devices: dict[str, tuple[int, int]] = field(default_factory=dict)
     emptydirs: list[str] = field(default_factory=list)
+    stickydirs: list[str] = field(default_factory=list)
     symlinks: dict[str, str] = field(default_factory=dict)
     users: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
@@ -512,6 +514,7 @@ def plan_profiles(profiles: Sequence[Profile]) -> Plan:
         for dev in profile.devices:
             planner.plan.devices[dev] = DEVICES[dev]
         planner.plan.emptydirs.extend(profile.emptydirs)
+        planner.plan.stickydirs.extend(profile.stickydirs)
         for link, target in profile.symlinks:
             if not _link_stays_inside(link, target):
                 raise BuildError(f"{what}: symlink {link} -> {target} leaves the jail")
@@ -811,6 +814,9 @@ class _Writer:
                 self.copy_file(path, path)
         for path in plan.emptydirs:
             self.ensure_dir(os.path.normpath(path))
+        for path in plan.stickydirs:          # like /tmp: never written into by us
+            self.ensure_dir(path, 0o1777, foreign_ok=True)
+            self.dirs_ok.discard(path)
         for path, target in sorted(plan.symlinks.items()):
             self.symlink(os.path.normpath(path), target)
         for path, numbers in sorted(plan.devices.items()):
@@ -938,7 +944,8 @@ def home_link(marker_root: str) -> tuple[str, str]:
 
 
 def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str],
-                    shell: str | None, homes: bool, jail_root: str = "") -> None:
+                    shell: str | None, homes: bool, jail_root: str = "",
+                    passwd_homes: Mapping[str, str] | None = None) -> None:
     """Write JAIL/etc/passwd and etc/group entries (root and tty always; each user's
     primary group, and its supplementary groups listing it as a member, as on the host),
     create homes/tmp, and the home_link of users whose host home carries the jail's
@@ -959,7 +966,8 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
             raise BuildError(f"add user {user}: no such user on this host") from None
         if entry.pw_uid == 0:
             continue
-        home = jail_home(entry.pw_dir, user)
+        host_home = (passwd_homes or {}).get(user, entry.pw_dir)   # (one being set)
+        home = jail_home(host_home, user)
         user_shell = shell or entry.pw_shell
         passwd[entry.pw_name] = _passwd_line(entry, home, user_shell)
         try:
@@ -974,7 +982,7 @@ def _write_identity(writer: _Writer, users: Sequence[str], groups: Sequence[str]
                     supplementary.setdefault(grp.getgrgid(gid).gr_name, set()).add(user)
                 except KeyError:
                     pass
-        if jail_root and entry.pw_dir.startswith(jail_root + "/./"):
+        if jail_root and host_home.startswith(jail_root + "/./"):
             links.add(home_link(jail_root))
         if resolve_in_jail(writer.root, user_shell) is None and not writer.dry_run:
             writer.report.warnings.append(
@@ -1125,9 +1133,30 @@ def init_jail(root: str, profiles: Sequence[str], *, users: Sequence[str] = (),
     return report
 
 
+def _make_parents(root: str) -> None:
+    """The missing directories above a new jail (/srv/jails for /srv/jails/web), each
+    root:root 0755 like the jail itself; the existing ones passed _check_root."""
+    missing = []
+    parent = os.path.dirname(root)
+    while parent != "/" and not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+            raise UnsafeJail(f"build {root}: {path} appeared meanwhile and is not root's "
+                             "directory")
+        os.chmod(path, 0o755)  # noqa: S103 - a directory above jails, like /srv
+
+
 def _build_new(root: str, build: Callable[[str, bool], None]) -> None:
     """Build a new jail in JAIL.tmp-XXXXXX and rename it into place; remove it on failure.
-    `build(tmp, True)`: the tree is fresh (see _Writer)."""
+    `build(tmp, True)`: the tree is fresh (see _Writer). Missing parents are made."""
+    _make_parents(root)
     parent = os.path.dirname(root) or "/"
     tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".tmp-", dir=parent)
     try:
@@ -1162,7 +1191,8 @@ def copy_into(root: str, files: Sequence[str], *, dry_run: bool = False,
     return report
 
 
-def add_users(root: str, users: Sequence[str], *, shell: str | None = None) -> BuildReport:
+def add_users(root: str, users: Sequence[str], *, shell: str | None = None,
+              passwd_homes: Mapping[str, str] | None = None) -> BuildReport:
     """Write jail etc/passwd + etc/group entries for host `users` (plus root, and the root
     and tty groups), create their homes (owner user, 0750) and JAIL/tmp (1777)."""
     start = time.perf_counter()
@@ -1170,17 +1200,19 @@ def add_users(root: str, users: Sequence[str], *, shell: str | None = None) -> B
     _check_root(root, must_exist=True)
     report = BuildReport(root=root)
     _write_identity(_Writer(root, report, False), users, (), shell, homes=True,
-                    jail_root=root)
+                    jail_root=root, passwd_homes=passwd_homes)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def identity_changes(root: str, users: Sequence[str], *, shell: str | None = None) -> int:
+def identity_changes(root: str, users: Sequence[str], *, shell: str | None = None,
+                     passwd_homes: Mapping[str, str] | None = None) -> int:
     """How many files, directories and links add_users would write or make (0: the jail's
     entries and homes for `users` are current). Writes nothing."""
     root = _normalize_root(root)
     report = BuildReport(root=root)
-    _write_identity(_Writer(root, report, True), users, (), shell, homes=True, jail_root=root)
+    _write_identity(_Writer(root, report, True), users, (), shell, homes=True, jail_root=root,
+                    passwd_homes=passwd_homes)
     return report.files + report.dirs + report.symlinks
 
 

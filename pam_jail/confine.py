@@ -29,7 +29,9 @@ The sequences read top to bottom:
       mount/PID/IPC/UTS/net -> fork (the child is PID 1 of the new PID namespace) ->
       mounts private -> bind jail nosuid,nodev -> private view -> devpts -> /proc of the
       PID namespace -> pivot_root, old root detached -> no nested user namespaces ->
-      chdir home -> drop bounding set and capabilities -> no_new_privs -> prove the drop
+      chdir home -> with sshd's pty on fds 0-2, a pty of the jail's devpts as the
+      controlling terminal (the parent relays: take_terminal, relay_terminal) -> drop
+      bounding set and capabilities -> no_new_privs -> prove the drop
       -> Landlock scopes -> seccomp filter.
 
   confine_launch()        -- root (pam-jail chrootlaunch), in the process that execs the
@@ -57,6 +59,7 @@ from pam_jail.errors import ConfineError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
+    import socket
     from collections.abc import Callable
     from types import FrameType
 
@@ -857,6 +860,7 @@ def spawn_namespace_init(uid: int, gid: int, *, proc: bool, title: str = "",
         drop_bounding_set()
         switch_ids(uid, gid, [gid])
         clear_capabilities()
+        prove_dropped(uid, gid)              # like every other drop: else no namespace
         prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), what="prctl PR_SET_PDEATHSIG")
         os.set_blocking(alive_r, False)
         try:
@@ -966,6 +970,7 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     map_ids(uid, gid)                                        # 2. user stays itself
     forbid_nested_userns()                                   # 3. no nested userns
     alive_r, alive_w = os.pipe()                             #    EOF = relay gone
+    terminal = _terminal_channel()                           #    sshd's pty on 0-2?
     pid = os.fork()                                          # 4. child = PID 1
     if pid:
         os.close(alive_r)
@@ -973,7 +978,8 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
         drop_bounding_set()
         clear_capabilities()
         set_no_new_privs()
-        os._exit(on_parent(pid))
+        master = _receive_terminal(terminal)
+        os._exit(on_parent(pid) if master is None else relay_terminal(pid, master, on_parent))
     os.close(alive_w)
     die_with_parent(alive_r)                                 #    no orphaned jail
     make_mounts_private()                                    # 5. no propagation
@@ -989,6 +995,7 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
         set_hostname(hostname)                               # 8. jail's hostname
     pivot_into(jail_fd, root)                                # 9. old root detached
     chdir_home(home)                                         # 10. home in the jail
+    take_terminal(terminal)                                  # 10a. a pty of the jail's
     drop_bounding_set()                                      # 11. no capabilities
     clear_capabilities()
     set_no_new_privs()                                       # 12. no setuid gains
@@ -996,6 +1003,139 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     scope_ipc(network)                                       # 13a. Landlock scopes
     if seccomp is not None:
         load_syscall_filter(seccomp)                         # 14. seccomp filter
+
+
+# --- mode shell's terminal: sshd allocated the session's pty on the host's devpts before
+# the login shell ran; the jail's devpts instance (the user namespace's own) does not hold
+# it, so `tty` would answer "not a tty". With a pty on fds 0-2, PID 1 takes a new pty of
+# the jail's devpts as its controlling terminal and the parent relays between the two
+# (like `script`); commands without a pty (scp, sftp, rsync) are not relayed.
+
+def _terminal_channel() -> tuple[socket.socket, socket.socket] | None:
+    """A socket pair (parent's end, child's end) for the master fd when fds 0-2 are one
+    terminal, else None. What the relay uses is imported here, before the pivot: the
+    jail may lack the modules."""
+    import socket
+    try:
+        ttys = {os.fstat(fd).st_rdev for fd in (0, 1, 2) if os.isatty(fd)}
+    except OSError:
+        return None
+    if len(ttys) != 1 or not all(os.isatty(fd) for fd in (0, 1, 2)):
+        return None
+    import fcntl  # noqa: F401 - loaded now, used after the pivot
+    import select  # noqa: F401
+    import termios  # noqa: F401
+    import tty  # noqa: F401
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def take_terminal(channel: tuple[socket.socket, socket.socket] | None) -> None:
+    """10a. (PID 1, inside the jail) a new pty of the jail's devpts (/dev/ptmx ->
+    pts/ptmx), with the host pty's modes and size, becomes the session's controlling
+    terminal on fds 0-2; its master goes to the parent. Without ptys in the jail (no
+    `ptys` profile) nothing changes: the host's pty stays."""
+    if channel is None:
+        return
+    import fcntl
+    import socket
+    import termios
+
+    channel[0].close()
+    try:
+        try:
+            master, slave = os.openpty()
+        except OSError:
+            return
+        try:
+            termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(0))
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8)))
+            socket.send_fds(channel[1], [b"t"], [master])
+        finally:
+            os.close(master)
+        os.login_tty(slave)                  # setsid, controlling terminal, fds 0-2
+    finally:
+        channel[1].close()
+
+
+def _receive_terminal(channel: tuple[socket.socket, socket.socket] | None) -> int | None:
+    """The parent: the master fd PID 1 sent, or None (no terminal, or PID 1 failed)."""
+    if channel is None:
+        return None
+    import socket
+
+    channel[1].close()
+    try:
+        _, fds, _, _ = socket.recv_fds(channel[0], 1, 1)
+    except OSError:
+        fds = []
+    channel[0].close()
+    return fds[0] if fds else None
+
+
+def relay_terminal(pid: int, master: int, on_parent: Callable[[int], int]) -> int:
+    """The parent: copy between the host's pty (fds 0, 1; raw while relaying) and the
+    jail's (master), pass window size changes on, until every process of the session
+    has closed the jail's pty (PID 1's end ends them all); then on_parent(pid)."""
+    import fcntl
+    import select
+    import termios
+    import tty
+
+    def winch(_signum: int = 0, _frame: FrameType | None = None) -> None:
+        try:
+            fcntl.ioctl(master, termios.TIOCSWINSZ,
+                        fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8)))
+        except OSError:
+            pass
+
+    saved = termios.tcgetattr(0)
+    tty.setraw(0, termios.TCSANOW)
+    signal.signal(signal.SIGWINCH, winch)
+    os.set_blocking(master, False)
+    pending = b""                                  # typed, not yet taken by the jail's pty
+    try:
+        while True:
+            readers = [master, *([0] if len(pending) < 1 << 16 else [])]
+            ready, writable, _ = select.select(readers, [master] if pending else [], [])
+            if master in ready:
+                try:
+                    data = os.read(master, 1 << 16)
+                except BlockingIOError:
+                    data = None
+                except OSError:                    # EIO: the session's pty is closed
+                    break
+                if data == b"":
+                    break
+                view = memoryview(data or b"")
+                while view:
+                    view = view[os.write(1, view):]
+            if 0 in ready:
+                typed = os.read(0, 1 << 16)
+                if not typed:                      # hangup of the host's pty
+                    _end(pid)
+                    break
+                pending += typed
+            if master in writable:
+                try:
+                    pending = pending[os.write(master, pending):]
+                except BlockingIOError:
+                    pass
+    except OSError:
+        _end(pid)                                  # the host's pty is gone
+    finally:
+        os.close(master)
+        try:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        except termios.error:
+            pass
+    return on_parent(pid)
+
+
+def _end(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def relay_child(pid: int) -> int:

@@ -624,8 +624,7 @@ def check_shell(ident: Identity, jail: Jail) -> Check:
     from pam_jail.resolve import JAILING_SHELLS, is_jailing_shell
 
     shell = ident.shell
-    fix = (f"pam-jail jailuser {ident.name} -j {jail.root} (it sets the mode's shell; "
-           f"usermod -s is not the way)")
+    fix = jailuser_fix(ident.name, jail.root) + " (it sets the mode's shell)"
     if not is_jailing_shell(jail.mode, shell):
         wanted = " or ".join(JAILING_SHELLS.get(jail.mode, ()))
         return Check("user.shell", FAIL, f"login shell {shell} of {ident.name} would run "
@@ -645,6 +644,29 @@ def check_shell(ident: Identity, jail: Jail) -> Check:
                          f"pam-jail init -j {jail.root} lsh", user=ident.name)
     return Check("user.shell", OK, f"login shell {shell} (mode {jail.mode}: it refuses to "
                  "run outside the jail)", user=ident.name)
+
+
+def jailuser_fix(user: str, root: str) -> str:
+    """The command that jails `user` in `root`: with --ldif for a directory user (LDAP:
+    usermod cannot change it; pam_jail/directory.py)."""
+    from pam_jail.directory import is_local
+
+    if is_local(user):
+        return f"pam-jail jailuser {user} -j {root}"
+    return (f"pam-jail jailuser {user} -j {root} --ldif {user}.ldif, then apply "
+            f"{user}.ldif to the directory (ldapmodify): {user} is a directory user")
+
+
+def check_jail_home(ident: Identity, jail: Jail) -> Check:
+    """The home the login enters inside the jail exists (else every login is refused
+    at `chdir`)."""
+    inside = jail.root.rstrip("/") + jail.home
+    if not os.path.isdir(inside):
+        return Check("user.jailhome", FAIL, f"{ident.name}'s home {jail.home} is not a "
+                     f"directory in jail {jail.name} ({inside}): every login is refused "
+                     "(chdir)", jailuser_fix(ident.name, jail.root), user=ident.name)
+    return Check("user.jailhome", OK, f"{ident.name}'s home {jail.home} exists in jail "
+                 f"{jail.name}", user=ident.name)
 
 
 def check_devpts(jail: Jail) -> Check | None:
@@ -728,6 +750,8 @@ def check_user(ident: Identity, cfg: Config, args: argparse.Namespace,
     checks = [Check("user.jail", OK, f"{ident.name} -> jail {jail.name} root={jail.root} "
                     f"mode={jail.mode} (from {jail.source})", user=ident.name),
               check_shell(ident, jail)]
+    if jail.mode != "sftp":                 # (sshd's ChrootDirectory: its own rules)
+        checks.append(check_jail_home(ident, jail))
     if jail.root not in seen_jails:
         seen_jails.add(jail.root)
         problems = check_jail(jail.root)

@@ -5,7 +5,9 @@ identity from the real passwd (resolve.identity_from_passwd), jail from the root
 jails.ini (config.load_config + resolve.resolve, as login.admit does), the jail check
 (safety.check_jail), the allow-list JAIL/etc/pam_jail/lsh.ini (policy.parse_lsh +
 select_policy, the same ownership rule as pam-jail-shell) and the decision on COMMAND
-(policy.decide) with the exact argv and environment that would reach execve.
+(policy.decide) with the exact argv and environment that would reach execve, and the
+login's own check of that program (safety.check_exec: a program the list allows but the
+jail lacks is refused, with the profiles.ini profiles that provide it).
 """
 
 from __future__ import annotations
@@ -137,10 +139,58 @@ def explain(user: str, command: str | None, config_path: str = DEFAULT_PATH) -> 
     out["reason"] = decision.reason
     out["allowed"] = decision.allowed
     if decision.allowed:
+        missing = program_missing(jail.root, decision.argv[0])
+        if missing is not None:        # the login would fail at execve: say so, and why
+            out["allowed"] = False
+            out["reason"] = missing
+            out["provided_by"] = providers(decision.argv[0])
+            return out
         out["execve"] = {"path": decision.argv[0], "argv": list(decision.argv),
                          "env": decision.env, "umask": f"{decision.umask:04o}",
                          "cwd": jail.home}
     return out
+
+
+def program_missing(root: str, program: str) -> str | None:
+    """Why `program` (the path the login would execve) cannot run inside the jail at
+    `root`, seen as the login's own check sees it (safety.check_exec: a regular file
+    reached inside the jail, root's all the way, its interpreter too), or None."""
+    from pam_jail.safety import LIB_DIRS, MISSING, check_exec
+
+    problems = check_exec(root, program, dirs=LIB_DIRS)
+    if not problems:
+        return None
+    if problems == [f"{program}: {MISSING}"]:
+        names = providers(program)
+        fix = (f"pam-jail init -j {root} {names[0]}" if names
+               else f"pam-jail cp -j {root} {program}")
+        return (f"allowed by the allow-list, but {program} is missing from the jail "
+                f"(the login would fail at execve): add it with `{fix}`")
+    return f"allowed by the allow-list, but {program} is unsafe in this jail: {problems[0]}"
+
+
+def providers(program: str) -> list[str]:
+    """The builder profiles (the installed profiles.ini) that place `program` themselves:
+    as an executable (a bare name means the builder's EXEC_PATH) or under one of their
+    paths. Empty when none does or the file is unreadable."""
+    import posixpath
+
+    from pam_jail.build import EXEC_PATH, load_profiles
+    from pam_jail.errors import BuildError
+
+    try:
+        profiles = load_profiles()
+    except BuildError:
+        return []
+    found = []
+    for profile in profiles.values():
+        exes = {e if e.startswith("/") else f"{d}/{e}"
+                for e in profile.executables for d in EXEC_PATH}
+        under = [p.rstrip("/") for p in (*profile.paths, *profile.optional)]
+        if program in exes or any(program == p or program.startswith(p + "/") for p in under):
+            found.append(profile.name)
+    # the profile named after the program first (rsync for /usr/bin/rsync), then by name
+    return sorted(found, key=lambda n: (n != posixpath.basename(program), n))
 
 
 def _line(text: str) -> None:
@@ -151,8 +201,11 @@ def _line(text: str) -> None:
 
 def _print_text(info: dict[str, object]) -> None:
     jail = info.get("jail")
-    _line(f"user:     {info['user']} (uid {info.get('uid')}, groups "
-          f"{', '.join(info.get('groups', []))})")  # type: ignore[arg-type]
+    if "uid" not in info:                  # unknown user: nothing more to say about it
+        _line(f"user:     {info['user']} (unknown)")
+    else:
+        _line(f"user:     {info['user']} (uid {info['uid']}, groups "
+              f"{', '.join(info.get('groups', []))})")  # type: ignore[arg-type]
     if isinstance(jail, dict):
         _line(f"jail:     {jail['name']} root={jail['root']} home={jail['home']} "
               f"mode={jail['mode']} (from {jail['source']})")
@@ -173,6 +226,8 @@ def _print_text(info: dict[str, object]) -> None:
     cmd = info["command"]
     _line(f"command:  {'(interactive login)' if cmd is None else cmd}")
     _line(f"verdict:  {'ALLOWED' if info['allowed'] else 'REFUSED'}: {info.get('reason', '')}")
+    if info.get("provided_by"):
+        _line(f"profiles: {', '.join(info['provided_by'])} (profiles.ini) provide it")  # type: ignore[arg-type]
     execve = info.get("execve")
     if isinstance(execve, dict):
         print(f"execve:   {escape(execve['path'])} {json.dumps(execve['argv'])}")
@@ -181,8 +236,24 @@ def _print_text(info: dict[str, object]) -> None:
             _line(f"env:      {k}={v}")
 
 
+def _own_options(args: argparse.Namespace, words: list[str]) -> list[str]:
+    """explain's own options written after USER (`explain alice --json -- ls`) are
+    options, not the command: argparse's REMAINDER takes everything after USER."""
+    while words and words[0] != "--":
+        if words[0] == "--json":
+            args.json = True
+            words = words[1:]
+        elif words[0] == "--config" and len(words) > 1:
+            args.config, words = words[1], words[2:]
+        elif words[0].startswith("--config="):
+            args.config, words = words[0].split("=", 1)[1], words[1:]
+        else:
+            break
+    return words
+
+
 def run(args: argparse.Namespace) -> int:
-    words = list(args.command)
+    words = _own_options(args, list(args.command))
     if words and words[0] == "--":
         words = words[1:]
     command = " ".join(words) if words else None

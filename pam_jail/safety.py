@@ -156,8 +156,8 @@ ALLOWED_DEVICES: dict[str, tuple[int, int]] = {
 # could otherwise replace libraries, programs, passwd entries or the allow-list).
 SYSTEM_TREES = ("/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr")
 # World-writable directories that are fine when sticky (each user can only remove their
-# own files there).
-STICKY_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+# own files there); /run/screen is screen's socket directory (the multiplexers profile).
+STICKY_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/screen")
 
 
 def is_system_path(rel: str) -> bool:

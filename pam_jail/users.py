@@ -288,7 +288,37 @@ def _move_tree(src: str, dest: str) -> None:
     shutil.rmtree(src)
 
 
-def _usermod(user: str, shell: str, home: str) -> None:
+def _passwd_step(user: str, shell: str, home: str, ldif: str | None,
+                 report: JailUserReport) -> str:
+    """The step that sets `user`'s login shell and home: usermod for a local user; for a
+    directory user the LDIF written to `ldif` (none given: refused, before anything is
+    done, so --dry-run tells the truth)."""
+    from pam_jail import directory
+
+    if directory.is_local(user):
+        return f"usermod -s {shell} -d {home} {user}"
+    if ldif is None:
+        raise UsageError(f"jailuser {user}: not in /etc/passwd (a directory user: LDAP, "
+                         "sssd): usermod cannot set its login shell and home",
+                         hint="add --ldif FILE: the directory change is written there for "
+                              "ldapmodify, everything local is done")
+    report.warnings.append(f"{user} is a directory user: NOT jailed until the directory "
+                           f"change in {ldif} is applied (ldapmodify -f {ldif}); the pam.d "
+                           "guard lets its logins through to the directory's shell until "
+                           "then")
+    return (f"write {ldif}: the directory change of {user} (loginShell {shell}, "
+            f"homeDirectory {home}) for ldapmodify")
+
+
+def _usermod(user: str, shell: str, home: str, ldif: str | None = None) -> None:
+    from pam_jail import directory
+
+    if not directory.is_local(user):
+        if ldif is None:
+            raise UsageError(f"jailuser {user}: a directory user needs --ldif FILE")
+        text = directory.ldif(user, shell, home, why=f"login shell {shell}, home {home}")
+        config.write_atomically(os.path.abspath(ldif), text.encode())
+        return
     done = subprocess.run([USERMOD, "-s", shell, "-d", home, "--", user],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -337,26 +367,32 @@ def jail_user(root: str, user: str, *, shell: str | None = None,
               jail_config: str | None = None, config_file: str = config.DEFAULT_PATH,
               dry_run: bool = False, state_dir: str = STATE_DIR,
               mode: str | None = None, profiles: Sequence[str] = (),
-              allow_shell: bool = False, force: bool = False) -> JailUserReport:
-    """Put the host user `user` into the jail `root` (see the module docstring)."""
+              allow_shell: bool = False, force: bool = False,
+              ldif: str | None = None) -> JailUserReport:
+    """Put the host user `user` into the jail `root` (see the module docstring). A user
+    of a directory (not in /etc/passwd) needs `ldif`: the file the directory change is
+    written to (pam_jail/directory.py)."""
     with admin_lock():
         return _jail_user(root, user, shell=shell, jail_shell=jail_shell, move=move,
                           jail_config=jail_config, config_file=config_file,
                           dry_run=dry_run, state_dir=state_dir, mode=mode,
-                          profiles=profiles, allow_shell=allow_shell, force=force)
+                          profiles=profiles, allow_shell=allow_shell, force=force,
+                          ldif=ldif)
 
 
 def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | None,
                move: bool, jail_config: str | None, config_file: str, dry_run: bool,
                state_dir: str, mode: str | None, profiles: Sequence[str] = (),
-               allow_shell: bool = False, force: bool = False) -> JailUserReport:
+               allow_shell: bool = False, force: bool = False,
+               ldif: str | None = None) -> JailUserReport:
     from pam_jail.resolve import JAILING_SHELLS, is_jailing_shell
 
     root = build._normalize_root(root)
     mode = mode_of(jail_config, config_file, mode)
     built: list[str] = []
     if profiles:                 # build (or update) the jail first: one command per account
-        wanted = [*profiles, *(p for p in ("lsh", "ptys") if mode == "pam" and p not in profiles)]
+        wanted = [*profiles, *(p for p in _added_profiles(mode, allow_shell)
+                               if p not in profiles)]
         made = build.init_jail(root, wanted, dry_run=dry_run)
         if made.files + made.dirs + made.symlinks + made.devices + made.linked:
             built.append(f"build {root} with profiles {' '.join(wanted)} "
@@ -442,8 +478,9 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
     if is_stub_home(new_home) and not _stub_ready(stub, user):
         report.steps.append(f"home stub {stub} (root's; .ssh -> ../../home/{user}/.ssh)")
     if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
-        report.steps.append(f"usermod -s {shell} -d {new_home} {user}")
-    if build.identity_changes(root, [user], shell=jail_shell):
+        report.steps.append(_passwd_step(user, shell, new_home, ldif, report))
+    if build.identity_changes(root, [user], shell=jail_shell,
+                              passwd_homes={user: new_home}):
         report.steps.append(f"jail entries: {root}/etc/passwd ({user}, home {inner}, shell "
                             f"{jail_shell}), etc/group; home {host_home}")
     private_step = _private_home_step(old_home if do_move else host_home, host_home, user,
@@ -506,9 +543,12 @@ def _jail_user(root: str, user: str, *, shell: str | None, jail_shell: str | Non
         if is_stub_home(new_home):
             _make_stub(root, user)
         if (pw.pw_shell, pw.pw_dir) != (shell, new_home):
-            _usermod(user, shell, new_home)
-        users_report = build.add_users(root, [user], shell=jail_shell)
-        report.warnings += users_report.warnings
+            _usermod(user, shell, new_home, ldif)
+        users_report = build.add_users(root, [user], shell=jail_shell,   # the home set
+                                       passwd_homes={user: new_home})  # (a directory's: soon)
+        # only mode pam runs the login shell inside the jail: no warning for the others
+        report.warnings += [w for w in users_report.warnings
+                            if mode == "pam" or "does not exist in the jail" not in w]
         _make_home_private(host_home, user)
         if lsh_step:
             _write_allow_list(root, user, mode, allow_shell)
@@ -568,6 +608,21 @@ def _make_home_private(host_home: str, user: str) -> None:
 
 
 LSH_TEMPLATE = "/etc/pam_jail/lsh.ini"     # the host's default allow-list (a template)
+# What an --allow-shell user may run besides the shell: the file transfer programs (the
+# customer uploads the site with sftp, scp or rsync), from the profiles of the same names.
+TRANSFER_PROGRAMS = {"sftp": "/usr/lib/openssh/sftp-server", "scp": "/usr/bin/scp",
+                     "rsync": "/usr/bin/rsync"}
+
+
+def _added_profiles(mode: str, allow_shell: bool) -> list[str]:
+    """Profiles jailuser -p adds to the named ones: mode pam runs the limited shell in the
+    jail (lsh) on a private devpts (ptys); an interactive account (--allow-shell, any
+    mode) needs /dev/tty and ptys (tmux, screen, vi) and the transfer programs its
+    [user:USER] section names (sftp, scp, rsync)."""
+    added = ["lsh", "ptys"] if mode == "pam" else []
+    if allow_shell and mode != "sftp":
+        added += ["ptys", *TRANSFER_PROGRAMS]
+    return list(dict.fromkeys(added))
 
 
 def _allow_list_step(root: str, user: str, mode: str, allow_shell: bool) -> str:
@@ -612,10 +667,13 @@ def _write_allow_list(root: str, user: str, mode: str, allow_shell: bool) -> Non
         with open(LSH_TEMPLATE, encoding="utf-8") as fh:
             text = fh.read()
     if allow_shell and f"[user:{user}]" not in text:
+        # only what the jail has: a program missing there would end the login at execve
+        # (sftp's bare "Connection closed"); `pam-jail init -j JAIL sftp scp rsync` adds them
+        present = [p for p in TRANSFER_PROGRAMS.values() if resolve_in_jail(root, p)]
+        programs = f"programs = {', '.join(present)}\n" if present else ""
         text = text.rstrip("\n") + (
             f"\n\n# added by pam-jail jailuser --allow-shell\n[user:{user}]\n"
-            "programs = /usr/lib/openssh/sftp-server, /usr/bin/scp, /usr/bin/rsync\n"
-            "allow_shell = yes\nshell = /bin/bash\numask = 0022\n"
+            f"{programs}allow_shell = yes\nshell = /bin/bash\numask = 0022\n"
             "pass_env = LANG, LC_*, TERM\n")
     writer.write_text(path, text)
 
@@ -689,7 +747,7 @@ def _split_marker(home: str) -> tuple[str, str] | None:
 
 
 def undo_user(user: str, *, dry_run: bool = False,
-              state_dir: str = STATE_DIR) -> JailUserReport:
+              state_dir: str = STATE_DIR, ldif: str | None = None) -> JailUserReport:
     """Undo `jail_user`: the old shell and home (moved back if it was moved), the jail
     passwd entry removed, an empty jail home removed, the jails.ini mapping restored.
 
@@ -698,10 +756,11 @@ def undo_user(user: str, *, dry_run: bool = False,
     remaining steps (jails.ini by install_config, the jail's passwd, the state file)
     only remove what this command added."""
     with admin_lock():
-        return _undo_user(user, dry_run=dry_run, state_dir=state_dir)
+        return _undo_user(user, dry_run=dry_run, state_dir=state_dir, ldif=ldif)
 
 
-def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
+def _undo_user(user: str, *, dry_run: bool, state_dir: str,
+               ldif: str | None = None) -> JailUserReport:
     state = read_state(user, state_dir)
     if state is None:       # nothing of ours to undo: the state a tool asked for holds
         report = JailUserReport(user=user, jail="", dry_run=dry_run)
@@ -728,7 +787,8 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
                              f"{host_home} back", hint="move or remove it, then retry")
         report.steps.append(f"move {host_home} back to {state.old_home}")
     if (pw.pw_shell, pw.pw_dir) != (state.old_shell, state.old_home):
-        report.steps.append(f"usermod -s {state.old_shell} -d {state.old_home} {user}")
+        report.steps.append(_passwd_step(user, state.old_shell, state.old_home, ldif,
+                                         report))
     report.steps.append(f"remove {user} from {state.jail}/etc/passwd")
     if not move_back and _is_empty_dir(host_home):
         report.steps.append(f"remove the empty jail home {host_home}")
@@ -749,14 +809,14 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str) -> JailUserReport:
             current = config.parse_config(fh.read(), state.config).users.get(user)
     changed_passwd = (pw.pw_shell, pw.pw_dir) != (state.old_shell, state.old_home)
     if changed_passwd:
-        _usermod(user, state.old_shell, state.old_home)     # 1. may fail: nothing done yet
+        _usermod(user, state.old_shell, state.old_home, ldif)  # 1. may fail: nothing yet
     if move_back:
         try:
             _move_tree(host_home, state.old_home)           # 2. on failure: usermod back
         except BaseException:
             if changed_passwd:
                 with contextlib.suppress(PamJailError):
-                    _usermod(user, pw.pw_shell, pw.pw_dir)
+                    _usermod(user, pw.pw_shell, pw.pw_dir, ldif)
             raise
         state.moved = False
         _write_state(state, state_dir)
@@ -831,7 +891,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                              "shell); it picks the login shell")
     parser.add_argument("-p", "--profile", action="append", default=[], metavar="PROFILE",
                         help="build (or update) JAIL with this profile first (repeatable; "
-                             "mode pam adds lsh and ptys)")
+                             "mode pam adds lsh and ptys; --allow-shell adds ptys, sftp, "
+                             "scp and rsync)")
     parser.add_argument("--allow-shell", action="store_true",
                         help="interactive logins for USER: allow_shell in jails.ini (new "
                              "jail) and a [user:USER] section in the jail's lsh.ini")
@@ -851,6 +912,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help=f"the jails config file (default: {config.DEFAULT_PATH})")
     parser.add_argument("--undo", action="store_true",
                         help="take USER out of the jail again (restores shell and home)")
+    parser.add_argument("--ldif", metavar="FILE",
+                        help="a user of a directory (LDAP: not in /etc/passwd): write the "
+                             "change of its loginShell and homeDirectory to FILE for "
+                             "ldapmodify instead of running usermod; everything local is "
+                             "done, and USER is not jailed until the change is applied")
     parser.add_argument("--force", action="store_true",
                         help="end USER's processes that run on the host, outside any "
                              "jail (listed; SIGTERM, then SIGKILL after 5 s); without "
@@ -866,7 +932,7 @@ def _cmd_jailuser(args: argparse.Namespace) -> int:
     if args.undo:
         if args.jail or args.move or args.jail_config:
             raise UsageError("jailuser --undo: takes only USER (and --dry-run, --json)")
-        report = undo_user(args.user, dry_run=args.dry_run)
+        report = undo_user(args.user, dry_run=args.dry_run, ldif=args.ldif)
     else:
         if not args.jail:
             raise UsageError("jailuser: -j JAIL is required")
@@ -874,7 +940,8 @@ def _cmd_jailuser(args: argparse.Namespace) -> int:
                            jail_shell=args.jail_shell, move=args.move,
                            jail_config=args.jail_config, config_file=args.config,
                            dry_run=args.dry_run, mode=args.mode, profiles=args.profile,
-                           allow_shell=args.allow_shell, force=args.force)
+                           allow_shell=args.allow_shell, force=args.force,
+                           ldif=args.ldif)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0

@@ -256,8 +256,10 @@ class Sshd:
     """One sshd on 127.0.0.1:port with its own config, host key, PAM service and log."""
 
     def __init__(self, pam_text: str = PERMIT_PAM, extra_config: str = "",
-                 *, log_level: str = "VERBOSE", sftp_subsystem: str = SFTP_SERVER) -> None:
+                 *, log_level: str = "VERBOSE", sftp_subsystem: str = SFTP_SERVER,
+                 wrapper: Sequence[str] = ()) -> None:
         self.sftp_subsystem = sftp_subsystem
+        self.wrapper = list(wrapper)    # e.g. nsenter into a mount namespace of the test's
         self.pam_text = pam_text
         self.extra_config = extra_config
         self.log_level = log_level
@@ -321,7 +323,7 @@ class Sshd:
             log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
             try:
                 self.proc = subprocess.Popen(
-                    [self.binary, "-D", "-e", "-f", self.config_path],
+                    [*self.wrapper, self.binary, "-D", "-e", "-f", self.config_path],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
             finally:
                 log.close()

@@ -74,7 +74,7 @@ def assert_jail_rules(root: str, homes: tuple[str, ...] = ()) -> None:
     """Everything the builder made is root-owned, not g/o-writable, without s-bits."""
     for rel, st in walk_jail(root):
         mode = stat.S_IMODE(st.st_mode)
-        if rel == "/tmp":
+        if rel in ("/tmp", "/run/screen"):           # sticky dirs: JAIL/tmp, stickydirs
             assert mode == 0o1777 and st.st_uid == 0, rel
             continue
         if rel in homes:
@@ -492,8 +492,12 @@ def test_failure_during_build_rolls_back(base: str) -> None:
     # /dev/null in `paths` is refused only while planning; a link leaving the jail is
     # refused too; both must leave nothing behind.
     conf = write_profiles(base, "[dev]\nexecutables = true\npaths = /dev/null\n"
-                                "[escape]\nsymlinks = /etc/x -> ../../../etc/shadow\n")
-    for name, message in (("dev", "not a regular file"), ("escape", "leaves the jail")):
+                                "[escape]\nsymlinks = /etc/x -> ../../../etc/shadow\n"
+                                "[absolute]\nsymlinks = /etc/y -> /../../etc/shadow\n")
+    # the builder and `pam-jail check` share one rule (safety.link_leaves_root): an
+    # absolute target that climbs past / is refused too (the builder once made it)
+    for name, message in (("dev", "not a regular file"), ("escape", "leaves the jail"),
+                          ("absolute", "leaves the jail")):
         with pytest.raises(BuildError, match=message):
             build.init_jail(f"{base}/jail", [name], profiles_file=conf)
         assert leftovers(base) == ["profiles.ini"]
@@ -523,6 +527,7 @@ def test_profiles_file_errors(base: str) -> None:
         ("[p]\npaths = relative\n", "not an absolute path"),
         ("[p]\nsymlinks = /a b\n", "LINK -> TARGET"),
         ("[a]\nincludesections = b\n[b]\nincludesections = a\n", "loop"),
+        ("[p]\nstickydirs = /var/www\n", "stickydirs: /var/www is not one of"),
     ):
         conf = write_profiles(base, text)
         with pytest.raises(BuildError, match=message):
@@ -530,6 +535,26 @@ def test_profiles_file_errors(base: str) -> None:
             build.init_jail(f"{base}/jail", names, profiles_file=conf)
     with pytest.raises(BuildError, match="read /no/such/profiles.ini"):
         build.load_profiles("/no/such/profiles.ini")
+
+
+def test_stickydirs_and_missing_parents(base: str) -> None:
+    """A profile's stickydirs are root:root 1777 and pass the login's jail check; a new
+    jail's missing parent directories are made root:root 0755 (README: /srv/jails)."""
+    from pam_jail.safety import check_jail
+
+    conf = write_profiles(base, "[p]\nstickydirs = /run/screen\nemptydirs = /etc\n")
+    root = f"{base}/a/b/jail"
+    build.init_jail(root, ["p"], profiles_file=conf)
+    for parent in (f"{base}/a", f"{base}/a/b"):
+        st = os.lstat(parent)
+        assert stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o755
+    st = os.lstat(f"{root}/run/screen")
+    assert stat.S_IMODE(st.st_mode) == 0o1777 and st.st_uid == 0
+    assert check_jail(root) == []
+    os.chmod(f"{base}/a", 0o777)                       # an unsafe parent is still refused
+    with pytest.raises(UnsafeJail):
+        build.init_jail(f"{base}/a/c/jail", ["p"], profiles_file=conf)
+    assert not os.path.exists(f"{base}/a/c")
 
 
 def test_lists_accept_commas_and_whitespace(base: str) -> None:

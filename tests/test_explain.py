@@ -131,9 +131,23 @@ def test_text_output_and_help(pair: object, capsys: pytest.CaptureFixture[str]) 
     assert "exit status" in capsys.readouterr().out
 
 
-def test_unknown_user_refused() -> None:
+def test_unknown_user_refused(capsys: pytest.CaptureFixture[str]) -> None:
     status, info = explain("no-such-user-pjx")
     assert status == 5 and "unknown user" in str(info["reason"])
+    assert main(["explain", "no-such-user-pjx"]) == 5
+    out = capsys.readouterr().out
+    assert "no-such-user-pjx (unknown)" in out and "None" not in out, out
+
+
+def test_options_after_the_user_are_options(pair: object,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`explain USER --json -- CMD` is what an admin types: --json is not the command."""
+    user = pair.shell_user  # type: ignore[attr-defined]
+    assert main(["explain", user.name, "--json", "--", "scp -t up.txt"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["command"] == "scp -t up.txt" and info["allowed"] is True
+    assert main(["explain", user.name, "--json"]) in (0, 5)
+    assert json.loads(capsys.readouterr().out)["command"] is None
 
 
 def test_jailkit_jailed_user_is_named_as_such(pair: object, user_factory: Callable[..., object]
@@ -145,3 +159,26 @@ def test_jailkit_jailed_user_is_named_as_such(pair: object, user_factory: Callab
     status, info = explain(user.name)  # type: ignore[attr-defined]
     assert status == 0 and info["jail"]["mode"] == "jailkit", info  # type: ignore[index]
     assert "jailed by jailkit" in str(info["reason"])
+
+
+def test_allowed_program_missing_from_the_jail_is_not_allowed(pair: object,
+                                                              capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    """Issue 20: the allow-list names sftp-server, the jail lacks it: the login would end
+    in a bare "Connection closed", so explain must not say ALLOWED, and names the profile
+    that provides the program."""
+    user = pair.shell_user  # type: ignore[attr-defined]
+    program = f"{pair.shell_jail}/usr/lib/openssh/sftp-server"  # type: ignore[attr-defined]
+    os.rename(program, program + ".away")
+    try:
+        status, info = explain(user.name, "--", "/usr/lib/openssh/sftp-server")
+        assert main(["explain", user.name, "--", "/usr/lib/openssh/sftp-server"]) == 5
+        text = capsys.readouterr().out
+    finally:
+        os.rename(program + ".away", program)
+    assert status == 5 and info["allowed"] is False and "execve" not in info, info
+    assert "missing from the jail" in str(info["reason"]), info
+    assert info["provided_by"] == ["sftp"], info
+    assert "verdict:  REFUSED" in text and "init -j" in text and " sftp`" in text, text
+    status, info = explain(user.name, "--", "/usr/lib/openssh/sftp-server")   # back: allowed
+    assert status == 0 and info["allowed"] is True, info

@@ -656,3 +656,22 @@ def test_a_rerun_changes_nothing_and_says_so(jail: str, user_factory: UserFactor
     assert cli.main(["jailuser", "--undo", "--json", user.name]) == 0
     assert json.loads(capsys.readouterr().out)["changed"] is False
     assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
+
+
+# --- issue 20: an --allow-shell account can upload its files ---------------------------
+
+def test_allow_shell_section_names_only_what_the_jail_has(jail: str, state_dir: str,
+                                                          user_factory: UserFactory) -> None:
+    """The [user:USER] section --allow-shell writes names the transfer programs the jail
+    has (a missing one ended sftp with a bare "Connection closed"); with -p, jailuser adds
+    their profiles and ptys (tests/test_accounts.py logs such an account in)."""
+    user = user_factory(shell="/bin/sh")
+    build.copy_into(jail, ["/usr/bin/rsync"])
+    users.jail_user(jail, user.name, mode="shell", allow_shell=True, state_dir=state_dir)
+    with open(f"{jail}/etc/pam_jail/lsh.ini") as fh:
+        section = fh.read().split(f"[user:{user.name}]\n", 1)[1]
+    assert section.startswith("programs = /usr/bin/rsync\nallow_shell = yes\n"), section
+    assert users._added_profiles("shell", True) == ["ptys", "sftp", "scp", "rsync"]
+    assert users._added_profiles("pam", True) == ["lsh", "ptys", "sftp", "scp", "rsync"]
+    assert users._added_profiles("shell", False) == []
+    users.undo_user(user.name, state_dir=state_dir)
