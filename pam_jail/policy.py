@@ -904,6 +904,27 @@ def _git_repository(path: str, ctx: _Ctx) -> str:
     return chosen
 
 
+# The administrator's git hooks for every repository of the jail (post-receive: deploy,
+# notify): run by git as the user, inside the jail. Used only when the directory, every
+# directory on the way to it and every file in it are neither the user's nor writable by
+# the user (the repository rule): else the push is refused. No directory: no hooks.
+GIT_ADMIN_HOOKS = "/etc/pam_jail/hooks/git"
+
+
+def _git_admin_hooks(ctx: _Ctx) -> str:
+    """core.hooksPath for this push: the administrator's hooks, or /dev/null (none). A
+    repository's own hooks/ never run: hooksPath replaces it."""
+    facts = _facts(ctx)
+    if facts.stat(GIT_ADMIN_HOOKS).kind == "missing":
+        return "/dev/null"
+    what = f"admin git hooks {GIT_ADMIN_HOOKS}"
+    _trusted_way(facts, GIT_ADMIN_HOOKS, what)
+    _trusted(facts, GIT_ADMIN_HOOKS, "admin git hooks")
+    for name in facts.entries(GIT_ADMIN_HOOKS):
+        _trusted(facts, f"{GIT_ADMIN_HOOKS}/{name}", "admin git hook", "file")
+    return GIT_ADMIN_HOOKS
+
+
 def _rule_git(argv: Sequence[str], ctx: _Ctx) -> None:
     """`git-upload-pack PATH` (also receive-pack, upload-archive) or `git upload-pack PATH`.
 
@@ -923,7 +944,8 @@ def _rule_git(argv: Sequence[str], ctx: _Ctx) -> None:
     repo = _git_repository(_git_path(args[0], ctx), ctx)
     ctx.argv = [*service, repo]
     ctx.env.append(("GIT_COMMON_DIR", repo))  # never a commondir file's say
-    pins = (*GIT_PINS, ("safe.directory", repo))
+    pins = (("core.hooksPath", _git_admin_hooks(ctx)), *GIT_PINS[1:],
+            ("safe.directory", repo))
     ctx.env.append(("GIT_CONFIG_COUNT", str(len(pins))))
     for i, (key, value) in enumerate(pins):
         ctx.env += [(f"GIT_CONFIG_KEY_{i}", key), (f"GIT_CONFIG_VALUE_{i}", value)]

@@ -363,6 +363,35 @@ def test_git_push_and_clone_shared_repository(world: World) -> None:
     assert not os.path.exists(admin_marker), "a repository hook ran"
 
 
+def test_the_administrators_git_hooks_run_and_the_repositorys_do_not(world: World) -> None:
+    """Issue 20: JAIL/etc/pam_jail/hooks/git (root's) is git's hooks directory for every
+    push: its post-receive runs, as the user, inside the jail; the repository's own
+    hooks/ does not. Left to the user (owner of the directory): the push is refused."""
+    hooks = f"{world.jail}/etc/pam_jail/hooks/git"
+    shared_git_repo(world.jail, "/srv/git/hooked.git", world.user)
+    with open(f"{world.jail}/srv/git/hooked.git/hooks/post-receive", "w") as fh:
+        fh.write("#!/bin/sh\necho REPO-HOOK >&2\n")
+    os.chmod(f"{world.jail}/srv/git/hooked.git/hooks/post-receive", 0o755)
+    os.makedirs(hooks, mode=0o755)
+    try:
+        with open(f"{hooks}/post-receive", "w") as fh:
+            fh.write("#!/bin/sh\nread old new ref\necho \"ADMIN-HOOK $ref\" >&2\n")
+        os.chmod(f"{hooks}/post-receive", 0o755)
+        url = f"{world.user.name}@127.0.0.1:/srv/git/hooked.git"
+        push = _git(world, *_seed(world, "seed-hooked"), "push", url, "main")
+        assert push.returncode == 0, push.stderr
+        assert "remote: ADMIN-HOOK refs/heads/main" in push.stderr, push.stderr
+        assert "REPO-HOOK" not in push.stderr
+        os.chown(hooks, world.user.uid, 0)           # an administrator's slip
+        again = _git(world, *_seed(world, "seed-hooked2"), "push", "-f", url, "main")
+        assert again.returncode != 0, again.stderr
+        assert "admin git hooks" in again.stderr and "owned by the user" in again.stderr, \
+            again.stderr
+        assert "ADMIN-HOOK" not in again.stderr
+    finally:
+        shutil.rmtree(f"{world.jail}/etc/pam_jail/hooks", ignore_errors=True)
+
+
 EVIL_HOOK = "#!/bin/sh\n/usr/bin/touch /home/{user}/hook-ran\necho HOOK-RAN >&2\n"
 
 
