@@ -52,7 +52,6 @@ from pam_jail import safety
 from pam_jail.config import DEFAULT_PATH, load_config
 from pam_jail.errors import PamJailError, UsageError
 from pam_jail.log import escape
-from pam_jail.resolve import split_marker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -1003,35 +1002,30 @@ def fix(found: Finding, *, dry_run: bool = False) -> str:
 
 def targets(names: Sequence[str], config_path: str | None) -> list[Target]:
     """The jails to check: NAMES (configured jail names or absolute paths), else every
-    configured jail plus every jail named by a user's `/./` home marker."""
+    known jail (pam_jail/known.py: jails.ini's, and those a user's `/./` home marker
+    names)."""
+    from pam_jail.known import known_jails
+
     path = config_path or DEFAULT_PATH
     cfg = None
     if config_path is not None or os.path.exists(path):
         cfg = load_config(path)
+    known = known_jails(cfg)
+    if not names:
+        return [Target(k.name, k.root, set(k.homes)) for k in known]
+    by_root = {k.root: k for k in known}
     found: dict[str, Target] = {}
-    if names:
-        for name in names:
-            if name.startswith("/"):
-                root = os.path.normpath(name)
-                found.setdefault(root, Target(root, root))
-            elif cfg is not None and name in cfg.jails:
-                root = cfg.jails[name].root
-                found.setdefault(root, Target(name, root))
-            else:
-                raise UsageError(f"check {name}: no such jail in {path}",
-                                 hint="name a configured jail or give an absolute path")
-    elif cfg is not None:
-        for jail in cfg.jails.values():
-            found.setdefault(jail.root, Target(jail.name, jail.root))
-    for pw in pwd.getpwall():
-        marker = split_marker(pw.pw_dir)
-        if marker is None:
-            continue
-        root, home = marker
-        if names and root not in found:
-            continue
-        target = found.setdefault(root, Target(f"marker:{root}", root))
-        target.homes.add(home)
+    for name in names:
+        if name.startswith("/"):
+            root = os.path.normpath(name)
+            label = root
+        elif cfg is not None and name in cfg.jails:
+            root, label = cfg.jails[name].root, name
+        else:
+            raise UsageError(f"check {name}: no such jail in {path}",
+                             hint="name a configured jail or give an absolute path")
+        homes = set(by_root[root].homes) if root in by_root else set()
+        found.setdefault(root, Target(label, root, homes))
     return list(found.values())
 
 

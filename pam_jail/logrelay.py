@@ -50,7 +50,6 @@ import argparse
 import errno
 import json
 import os
-import pwd
 import selectors
 import signal
 import socket
@@ -64,7 +63,6 @@ from dataclasses import dataclass, field
 from pam_jail.config import DEFAULT_PATH, load_config, read_ini, read_root_owned
 from pam_jail.errors import ConfigError, PamJailError
 from pam_jail.log import escape
-from pam_jail.resolve import JAILKIT_SHELL_NAMES, split_marker
 from pam_jail.safety import open_checked
 
 SETTINGS_PATH = "/etc/pam_jail/logrelay.ini"
@@ -672,16 +670,11 @@ def marker_jails(taken: set[str]) -> list[tuple[str, str]]:
     and users whose shell is jailkit's own: resolve() leaves those to jailkit,
     whose jk_socketd serves them. The socket is bound with the
     same rule as for a configured jail (safety.open_checked on JAIL/dev)."""
-    roots: dict[str, None] = {}
-    for pw in pwd.getpwall():
-        marker = split_marker(pw.pw_dir)
-        if marker is None or os.path.basename(pw.pw_shell) in JAILKIT_SHELL_NAMES:
-            continue
-        root = marker[0]
-        if root.startswith("/") and root != "/" and root not in taken \
-                and os.path.isdir(root) and os.path.lexists(os.path.join(root, "dev")):
-            roots.setdefault(root)
-    return [(f"marker:{root}", root) for root in sorted(roots)]
+    from pam_jail.known import known_jails
+
+    return [(k.name, k.root) for k in sorted(known_jails(None), key=lambda k: k.root)
+            if not k.jailkit_only and k.root not in taken and os.path.isdir(k.root)
+            and os.path.lexists(os.path.join(k.root, "dev"))]
 
 
 def wanted_jails(config_path: str | None, settings: Settings, only: list[str], *,
