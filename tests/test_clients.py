@@ -328,6 +328,24 @@ def test_restic_over_sftp(world: World, mode: str) -> None:
     assert os.path.isfile(f"{world.local}/restic-out-{mode}{src}/{NAME}")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_duplicity_over_sftp(world: World, mode: str) -> None:
+    """duplicity with its sftp backend (pexpect+sftp: the OpenSSH sftp client; `scp://`
+    would need shell commands, docs/clients.md): a full backup, then a restore."""
+    user = world.users[mode]
+    src = _tree(f"{world.local}/dup-src-{mode}")
+    options = " ".join(world.sshd.client_options(user))
+    url = f"pexpect+sftp://{user.name}@{HOST}:{world.sshd.port}//home/{user.name}/dup"
+    env = {**os.environ, "HOME": world.local}
+    base = ["duplicity", "--no-encryption", f"--ssh-options={options}",
+            "--archive-dir", f"{world.local}/dup-cache-{mode}"]
+    _ok(_run([*base, "full", src, url], env=env))
+    out = f"{world.local}/dup-out-{mode}"
+    _ok(_run([*base, "restore", url, out], env=env))
+    with open(f"{out}/{NAME}") as fh:
+        assert fh.read() == "payload\n" * 100
+
+
 @pytest.mark.parametrize("mode", ["pam", "shell"])
 def test_borg_init_create_list(world: World, mode: str) -> None:
     user = world.users[mode]
