@@ -587,14 +587,20 @@ def install_config(path: str, text: str) -> Config:
     return cfg
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
+    """The one writer of a whole file on the host (jails.ini and its copies, the index,
+    the sshd snippet, pam.d files, jailuser's records): a temporary file in the same
+    directory (O_EXCL, O_NOFOLLOW), root:root `mode` when run as root, fsync, rename over
+    `path`, fsync of the directory. A reader sees the old file or the new one, never a
+    part. Raises ConfigError. (Files inside a jail are the builder's _Writer's: it also
+    refuses links on the way.)"""
     directory = posixpath.dirname(path) or "."
     tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
+                     0o600)
         try:
-            os.fchmod(fd, 0o644)
+            os.fchmod(fd, mode)
             if os.geteuid() == 0:
                 os.fchown(fd, 0, 0)
             view = memoryview(data)

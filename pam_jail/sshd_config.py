@@ -301,20 +301,10 @@ def passwd_mismatches(cfg: Config) -> list[str]:
 
 
 def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    """Write `text` to a temporary file next to `path`, fsync, rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pam_jail.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """`text` to `path` by config.write_atomically (the one atomic writer)."""
+    from pam_jail.config import write_atomically
+
+    write_atomically(os.path.abspath(path), text.encode("utf-8"), mode)
 
 
 def check_with_sshd(cfg: Config, snippet_path: str, *, sshd: str = SSHD,

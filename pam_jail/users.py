@@ -157,11 +157,8 @@ def _write_state(state: JailUserState, state_dir: str) -> None:
 
 
 def _atomic_write(path: str, text: str, mode: int) -> None:
-    """Write root:root `mode` text to `path` by rename (pam_jail.build's atomic writer)."""
-    directory = os.path.dirname(path) or "/"
-    report = build.BuildReport(root=directory)
-    build._Writer(directory, report, False).write_text("/" + os.path.basename(path), text,
-                                                       mode)
+    """Write root:root `mode` text to `path` by rename (config.write_atomically)."""
+    config.write_atomically(path, text.encode("utf-8"), mode)
 
 
 # --------------------------------------------------------------------------- jails.ini
