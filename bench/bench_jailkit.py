@@ -64,7 +64,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from sshd_harness import Sshd, User, make_user, remove_user  # noqa: E402
-from testbed import PAM_STACK, SHELL_ENTRY, make_jailed_pair, unique  # noqa: E402
+from testbed import (  # noqa: E402
+    PAM_STACK,
+    SHELL_ENTRY,
+    make_jailed_pair,
+    unique,
+    write_login_index,
+)
 from util import safe_tmpdir  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
@@ -320,10 +326,14 @@ def bench_pam_stack(skip: Sequence[str]) -> str:
 
 
 def no_module_stack() -> str:
-    """PAM_STACK without its pam_python lines: what a host whose jailed users are all
-    mode `shell` needs (pam-jail-shell enforces; jk_chrootsh needs no PAM module either)."""
+    """PAM_STACK without pam_jail's lines: what a host whose jailed users are all mode
+    `shell` needs (pam-jail-shell enforces; jk_chrootsh needs no PAM module either).
+    The guard lines go too: a guard `[success=1 ...]` left without the pam_python line
+    it skips jumps past the end of the account stack, and PAM refuses every user whose
+    shell is not pam_jail's ("Access denied ... by PAM account configuration": the
+    plain-nopam row failed with "scp -O: lost connection")."""
     return "".join(line + "\n" for line in PAM_STACK.splitlines()
-                   if "pam_python.so" not in line)
+                   if "pam_python.so" not in line and " shell notin " not in line)
 
 
 def as_user(user: User, *argv: str) -> list[str]:
@@ -580,6 +590,7 @@ def main() -> int:
             return 0
         jk_user, jk_root = make_jailkit_user(base, undo)
         pair = make_jailed_pair(LSH, undo)   # shell user, PAM user, jails.ini
+        write_login_index()                  # its lookup index, as jailuser leaves it
         if "check" in only:
             bench_check(base, jk_root, pair.shell_jail, args.build_rounds)
         plain = make_user(unique("pjn"), "/bin/bash")

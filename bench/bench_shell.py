@@ -13,7 +13,14 @@ Rows (medians of N interleaved rounds, one machine, one run; ratios to row 1):
      (CLOCK_MONOTONIC is the same clock inside the user/PID namespaces.)
   4. the whole command's wall time (exit of pjstamp and of the relaying parent)
   5. `setpriv ... /usr/bin/true` wall time: what setpriv itself costs
+  6. with `--old ENTRY`: start-to-exec of another install's stub (e.g. the previous
+     commit's tree built by scripts/build-entries into a scratch LIBDIR/SBINDIR), same
+     user, same jail, interleaved: before/after in one run
 Then decide() per command (µs), as the login path calls it.
+
+jails.ini's lookup index is written (config_index.write_index, what validate, edit and
+jailuser leave behind) after the bench's users are mapped, as on a host set up with
+`pam-jail jailuser`: without it a login parses the whole file.
 
 Target (issue 4): start-to-exec under 12 ms on these machines.
 """
@@ -35,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from sshd_harness import User  # noqa: E402
-from testbed import SHELL_ENTRY, add_twin, make_jailed_pair  # noqa: E402
+from testbed import SHELL_ENTRY, add_twin, make_jailed_pair, write_login_index  # noqa: E402
 
 LIBDIR = "/usr/local/lib/pam_jail"
 STAMP = "/usr/local/bin/pjstamp"
@@ -93,6 +100,8 @@ def ms(values: list[float]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="rounds (default 40)")
+    parser.add_argument("--old", metavar="ENTRY", default=None,
+                        help="another pam-jail-shell stub to time beside the installed one")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_shell: run as root", file=sys.stderr)
@@ -106,6 +115,7 @@ def main() -> int:
         pair = make_jailed_pair(LSH, undo)
         user, jail = pair.shell_user, pair.shell_jail
         shared = add_twin(jail, SHELL_ENTRY, "shellj_shared", "private = no", undo)
+        write_login_index()                       # as jailuser leaves it
         os.makedirs(f"{jail}/usr/local/bin", mode=0o755, exist_ok=True)
         subprocess.run(["gcc", "-static", "-O2", "-x", "c", "-o", f"{jail}{STAMP}", "-"],
                        input=STAMP_C, text=True, check=True)
@@ -126,12 +136,16 @@ def main() -> int:
         s2e: list[float] = []
         total: list[float] = []
         s2e_shared: list[float] = []
+        s2e_old: list[float] = []
         shell_cmd = as_user(user, SHELL_ENTRY, "-c", STAMP)
         shared_cmd = as_user(shared, SHELL_ENTRY, "-c", STAMP)
+        old_cmd = as_user(user, args.old, "-c", STAMP) if args.old else []
         start_to_exec(shell_cmd, env)  # warm caches; fails loudly if the setup is wrong
         start_to_exec(shared_cmd, env)
+        if old_cmd:
+            start_to_exec(old_cmd, env)
         for _ in range(args.rounds):
-            order = [*variants, "shell", "shared"]
+            order = [*variants, "shell", "shared", *(["old"] if old_cmd else [])]
             random.shuffle(order)
             for name in order:
                 if name == "shell":
@@ -140,6 +154,8 @@ def main() -> int:
                     total.append(b)
                 elif name == "shared":
                     s2e_shared.append(start_to_exec(shared_cmd, env)[0])
+                elif name == "old":
+                    s2e_old.append(start_to_exec(old_cmd, env)[0])
                 else:
                     results[name].append(variants[name]())
         base = ms(results["python3 -I -S -c pass"])
@@ -154,6 +170,8 @@ def main() -> int:
             ("setpriv /usr/bin/true (as the user)",
              ms(results["setpriv /usr/bin/true (as the user)"])),
         ]
+        if s2e_old:
+            rows.append((f"start-to-exec, --old {args.old}"[:58], ms(s2e_old)))
         print(f"== start-up, medians of {args.rounds} interleaved rounds (ms)")
         print(f"{'what':<58} {'ms':>8} {'x pass':>8}")
         for label, value in rows:
@@ -161,6 +179,10 @@ def main() -> int:
         print("(start-to-exec includes setpriv's own start: see the last row)")
         print(f"the per-customer view's mounts (private = yes, the default) add "
               f"{ms(s2e) - ms(s2e_shared):+.2f} ms to start-to-exec")
+        floor = base + ms(results["setpriv /usr/bin/true (as the user)"])
+        print(f"pam_jail's own share (start-to-exec - setpriv - python3 -I -S -c pass): "
+              f"{ms(s2e) - floor:.2f} ms" + (f"; --old: {ms(s2e_old) - floor:.2f} ms"
+                                             if s2e_old else ""))
 
         sys.path.insert(0, LIBDIR)
         from pam_jail.policy import decide, parse_lsh, select_policy

@@ -326,6 +326,16 @@ def _check_type(kind: str, value: object) -> tuple[object, str | None]:
     raise AssertionError(kind)
 
 
+def seccomp_of(options: dict[str, str]) -> tuple[str, ...] | None:
+    """A jail's filter setting from its jails.ini options: None when `seccomp = no`,
+    else the names `seccomp_allow` re-allows (validate checked them against
+    pam_jail/syscalls.py). Here, not in syscalls.py: a login whose filter jails.ini's
+    index holds precomputed (config_index.seccomp_program) never loads the profile."""
+    if options.get("seccomp", "yes") == "no":
+        return None
+    return tuple(n.strip() for n in options.get("seccomp_allow", "").split(",") if n.strip())
+
+
 def _check_names(table: str, value: object) -> tuple[object, str | None]:
     """A "names:TABLE" value: one name, an empty value (none) or a list; every name
     must be one the table knows (TABLE "seccomp": pam_jail/syscalls.py ALLOWABLE)."""

@@ -23,8 +23,19 @@ The file (text, UTF-8, root-owned, not group/other-writable, checked like jails.
       u NAME JAIL           [users]
       g NAME JAIL           [groups]
       j NAME ROOT<TAB>MODE<TAB>0|1<TAB>KEY=VALUE...   [jails] (allow_shell, options)
+      s ALLOW MACHINE<TAB>PROFILE<TAB>HEX  a seccomp program, precomputed (ALLOW: the
+                                         sorted seccomp_allow names, `,`-joined)
 
 Fields are escaped (`%` -> %25, TAB -> %09, LF -> %0A). A lookup is two preads.
+
+The `s` records: the seccomp filter of every jail (pam_jail/syscalls.py less its
+`seccomp_allow`, on this machine; one record per distinct allow list) as
+syscalls.program() built it when the index was written, so a login loads it instead of
+building it (1.5-2 ms of a forked child's time).
+PROFILE is the stat identity (device, inode, size, mtime in ns) of the syscalls.py the
+program was built from: a reinstalled or changed profile no longer matches, and the
+login builds the program as before (seccomp_program returns None). Never a different
+filter: only one built by this very profile for these very options.
 """
 
 from __future__ import annotations
@@ -71,6 +82,7 @@ def build(cfg: Config, source: os.stat_result) -> bytes:
         fields = [_esc(jail.root), jail.mode, "1" if jail.allow_shell else "0"]
         fields += [f"{_esc(k)}={_esc(v)}" for k, v in jail.options.items()]
         records.append(("j", name, "\t".join(fields)))
+    records += _seccomp_records(cfg)
     count = max(1, len(records) // 4)
     buckets: list[list[bytes]] = [[] for _ in range(count)]
     for kind, name, value in records:
@@ -87,6 +99,103 @@ def build(cfg: Config, source: os.stat_result) -> bytes:
         offset += len(chunk)
     table.append(b"%012x\n" % offset)
     return header + b"".join(table) + b"".join(body)
+
+
+def profile_identity() -> str | None:
+    """The stat identity of the seccomp profile (syscalls.py beside this module)."""
+    try:
+        st = os.stat(os.path.join(os.path.dirname(os.path.abspath(__file__)), "syscalls.py"))
+    except OSError:
+        return None
+    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns}"
+
+
+def _allow_key(allow: tuple[str, ...]) -> str:
+    return ",".join(sorted(set(allow))) or "-"
+
+
+def _seccomp_records(cfg: Config) -> list[tuple[str, str, str]]:
+    """An `s` record per distinct seccomp_allow of the jails with a filter that this
+    machine's profile can build."""
+    from pam_jail.config import seccomp_of
+    from pam_jail.syscalls import program
+
+    profile = profile_identity()
+    if profile is None:
+        return []
+    machine = os.uname().machine
+    out: dict[str, str] = {}
+    for jail in cfg.jails.values():
+        allow = seccomp_of(jail.options)
+        if allow is None or _allow_key(allow) in out:
+            continue
+        try:
+            prog = program(machine, allow)
+        except ValueError:                 # no table for this machine: built (and refused)
+            continue                       # at login as before
+        out[_allow_key(allow)] = f"{_esc(machine)}\t{profile}\t{prog.hex()}"
+    return [("s", key, value) for key, value in out.items()]
+
+
+def seccomp_program(path: str, allow: tuple[str, ...]) -> bytes | None:
+    """The precomputed filter for a jail's `seccomp_allow` names `allow` (as the login
+    read them from this jails.ini), or None: no usable index for jails.ini `path`, no
+    record for these names, another machine or another profile (the caller then builds
+    it: syscalls.program)."""
+    fd = _open_matching(path)
+    if fd is None:
+        return None
+    try:
+        value = _Reader(fd, *_layout(fd)).get("s", _allow_key(allow))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
+    if value is None:
+        return None
+    machine, profile, hexed = (value.split("\t") + ["", "", ""])[:3]
+    if _unesc(machine) != os.uname().machine or profile != profile_identity():
+        return None
+    try:
+        prog = bytes.fromhex(hexed)
+    except ValueError:
+        return None
+    if not prog or len(prog) % 8 or len(prog) > 8 * 4096:
+        return None
+    return prog
+
+
+def _open_matching(path: str) -> int | None:
+    """An fd of `path`'s index when jails.ini passes check_config_file and the index is
+    root's, not writable by others, and names the file as it is now; else None."""
+    if check_config_file(path):
+        return None
+    try:
+        source = os.stat(path)
+        fd = os.open(index_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        head = os.pread(fd, _HEADER_MAX, 0).decode("utf-8", "replace").split("\n")
+    except OSError:
+        os.close(fd)
+        return None
+    if (not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022
+            or len(head) < 6 or head[0] != MAGIC
+            or head[1] != f"source {_identity(source)}"):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _layout(fd: int) -> tuple[int, int]:
+    """(bucket count, offset of the bucket table) from the header of an open index."""
+    head = os.pread(fd, _HEADER_MAX, 0).decode("utf-8", "replace").split("\n")
+    count = int(head[4].removeprefix("buckets "))
+    if count < 1:
+        raise ValueError("bad bucket count")
+    return count, sum(len(line.encode()) + 1 for line in head[:5])
 
 
 def write_index(path: str, cfg: Config) -> None:
@@ -115,7 +224,10 @@ class _Reader:
         start, end = int(raw[:12], 16), int(raw[_ENTRY:_ENTRY + 12], 16)
         if not 0 <= start <= end or end - start > 1 << 24:
             raise ValueError("bad bucket offsets")
-        data = os.pread(self.fd, end - start, start).decode()
+        raw = os.pread(self.fd, end - start, start)
+        if len(raw) != end - start:             # a cut file: never a cut record
+            raise ValueError("index shorter than its table")
+        data = raw.decode()
         for line in data.split("\n"):
             if line.startswith(key):
                 return line[len(key):]

@@ -52,14 +52,15 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 from pam_jail import _sys
 from pam_jail.errors import ConfineError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
     import signal
-    import socket
     from collections.abc import Callable
     from types import FrameType
 
@@ -388,7 +389,8 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
     if homes is not None and homes not in _NEVER_COVER:
         _cover(root, homes, (home.rstrip("/").rsplit("/", 1)[1],
                              *(f"shared-{group}" for group in groups)))
-    _cover(root, "/.home")                                  #    the stub homes
+    _cover(root, "/.home", (user,))                         #    the stub homes but
+    #   the user's own (root's: `.ssh` only), which sshd chdirs to in mode pam
 
 
 def chroot_fd(jail_fd: int, root: str) -> None:
@@ -617,16 +619,19 @@ def scope_ipc(network: bool, jail: str = "") -> None:
         os.close(fd)
 
 
-def load_syscall_filter(allow: tuple[str, ...]) -> None:
+def load_syscall_filter(allow: tuple[str, ...], prog: bytes | None = None) -> None:
     """Load the seccomp profile (pam_jail/syscalls.py) minus the groups and rules named
     in `allow`; it holds for this process and everything it forks and executes. Needs
-    no_new_privs (set before) or root. Read back: the process must be in filter mode."""
-    from pam_jail import syscalls
+    no_new_privs (set before) or root. Read back: the process must be in filter mode.
+    `prog`: that very program, precomputed (config_index.seccomp_program: jails.ini's
+    index holds it, built by this profile for these options); else it is built here."""
+    if prog is None:
+        from pam_jail import syscalls
 
-    try:
-        prog = syscalls.program(os.uname().machine, allow)
-    except ValueError as err:
-        raise ConfineError(f"build seccomp filter: {err}") from None
+        try:
+            prog = syscalls.program(os.uname().machine, allow)
+        except ValueError as err:
+            raise ConfineError(f"build seccomp filter: {err}") from None
     _call("load seccomp filter", _sys.seccomp_filter, prog)
     if prctl(PR_GET_SECCOMP, what="prctl PR_GET_SECCOMP") != SECCOMP_MODE_FILTER:
         raise ConfineError("load seccomp filter: the process is not in filter mode")
@@ -756,13 +761,15 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
                         pid: bool = True, proc: bool = False,
                         limits: Limits | None = None, jail: str = "", user: str = "",
                         seccomp: tuple[str, ...] | None = (),
-                        init: bool = True, view: View | None = None) -> list[str]:
+                        init: bool = True, view: View | None = None,
+                        seccomp_program: bytes | None = None) -> list[str]:
     """Root, in the PAM service's process, before the service drops to the user.
     pid=True (the default) also unshares the PID namespace, so jailed processes can
     neither see, signal nor trace host processes of the same uid; the namespace's PID 1
     is our own small process (spawn_namespace_init), so a later session module that
     forks a short-lived helper, or a second session channel, does not end it.
-    seccomp: the names jails.ini's `seccomp_allow` re-allows, or None (`seccomp = no`).
+    seccomp: the names jails.ini's `seccomp_allow` re-allows, or None (`seccomp = no`);
+    seccomp_program: its filter, precomputed (config_index.seccomp_program), or None.
     The filter comes last: sshd's remaining work, the later session modules and every
     process of the session run under it (PID 1, forked before, runs no user code).
     init=False (a job service: cron, atd): no PID 1 of ours and no /proc; the service's
@@ -794,7 +801,7 @@ def confine_pam_session(jail_fd: int, root: str, home: str, *, uid: int, gid: in
                              title=f"pam_jail: init of {user or uid}'s session in {jail}",
                              proc_fd=proc_fd)
     if seccomp is not None:
-        load_syscall_filter(seccomp)                        # 11. seccomp filter
+        load_syscall_filter(seccomp, seccomp_program)       # 11. seccomp filter
     return uncarried
 
 
@@ -957,9 +964,11 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
                          on_parent: Callable[[int], int],
                          limits: Limits | None = None,
                          seccomp: tuple[str, ...] | None = (),
-                         view: View | None = None) -> None:
+                         view: View | None = None,
+                         seccomp_program: bytes | None = None) -> None:
     """As the user (no privileges on the host). Returns in the child only, confined;
-    the parent runs `on_parent(child_pid)` and exits with its result."""
+    the parent runs `on_parent(child_pid)` and exits with its result.
+    seccomp_program: the filter for `seccomp`, precomputed (else built in the child)."""
     if uid == 0 or os.geteuid() == 0:
         raise ConfineError("confine as root: refused (the login shell runs as the user)")
     if limits is not None:
@@ -1002,7 +1011,7 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
     prove_dropped(uid, gid)                                  # 13. try to regain: fail
     scope_ipc(network)                                       # 13a. Landlock scopes
     if seccomp is not None:
-        load_syscall_filter(seccomp)                         # 14. seccomp filter
+        load_syscall_filter(seccomp, seccomp_program)        # 14. seccomp filter
 
 
 # --- mode shell's terminal: sshd allocated the session's pty on the host's devpts before
@@ -1011,33 +1020,34 @@ def confine_unprivileged(jail_fd: int, root: str, home: str, *, uid: int, gid: i
 # the jail's devpts as its controlling terminal and the parent relays between the two
 # (like `script`); commands without a pty (scp, sftp, rsync) are not relayed.
 
-def _terminal_channel() -> tuple[socket.socket, socket.socket] | None:
+def _terminal_channel() -> tuple[_socket.socket, _socket.socket] | None:
     """A socket pair (parent's end, child's end) for the master fd when fds 0-2 are one
     terminal, else None. What the relay uses is imported here, before the pivot: the
-    jail may lack the modules."""
-    import socket
+    jail may lack the modules. The C module _socket, not `socket`: that one costs about
+    5 ms of start-up (enum, selectors)."""
     try:
         ttys = {os.fstat(fd).st_rdev for fd in (0, 1, 2) if os.isatty(fd)}
     except OSError:
         return None
     if len(ttys) != 1 or not all(os.isatty(fd) for fd in (0, 1, 2)):
         return None
+    import _socket
     import fcntl  # noqa: F401 - loaded now, used after the pivot
     import select  # noqa: F401
     import termios  # noqa: F401
     import tty  # noqa: F401
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
 
 
-def take_terminal(channel: tuple[socket.socket, socket.socket] | None) -> None:
+def take_terminal(channel: tuple[_socket.socket, _socket.socket] | None) -> None:
     """10a. (PID 1, inside the jail) a new pty of the jail's devpts (/dev/ptmx ->
     pts/ptmx), with the host pty's modes and size, becomes the session's controlling
     terminal on fds 0-2; its master goes to the parent. Without ptys in the jail (no
     `ptys` profile) nothing changes: the host's pty stays."""
     if channel is None:
         return
+    import _socket
     import fcntl
-    import socket
     import termios
 
     channel[0].close()
@@ -1049,7 +1059,8 @@ def take_terminal(channel: tuple[socket.socket, socket.socket] | None) -> None:
         try:
             termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(0))
             fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8)))
-            socket.send_fds(channel[1], [b"t"], [master])
+            channel[1].sendmsg([b"t"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                         master.to_bytes(4, sys.byteorder, signed=True))])
         finally:
             os.close(master)
         os.login_tty(slave)                  # setsid, controlling terminal, fds 0-2
@@ -1057,18 +1068,25 @@ def take_terminal(channel: tuple[socket.socket, socket.socket] | None) -> None:
         channel[1].close()
 
 
-def _receive_terminal(channel: tuple[socket.socket, socket.socket] | None) -> int | None:
+def _receive_terminal(channel: tuple[_socket.socket, _socket.socket] | None) -> int | None:
     """The parent: the master fd PID 1 sent, or None (no terminal, or PID 1 failed)."""
     if channel is None:
         return None
-    import socket
+    import _socket
 
     channel[1].close()
+    fds = []
     try:
-        _, fds, _, _ = socket.recv_fds(channel[0], 1, 1)
+        _, ancillary, _, _ = channel[0].recvmsg(1, _socket.CMSG_LEN(4))
     except OSError:
-        fds = []
+        ancillary = []
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True)
+                    for i in range(0, len(data) - len(data) % 4, 4)]
     channel[0].close()
+    for extra in fds[1:]:                      # one was sent; never keep a stray fd
+        os.close(extra)
     return fds[0] if fds else None
 
 

@@ -31,6 +31,10 @@ A login, in order (session; acct_mgmt stops after step 3):
        nothing of it is left, and cron's wait for its children returns)
 A stack that reaches the session line twice (su-l includes su) is confined once.
 Every exception becomes a refusal: one line to the user, one syslog line (auth facility).
+In sshd a refused session ends sshd's session process right after its syslog line
+(_end_refused_sshd_session): sshd would otherwise go on, open the channel and write every
+message the session modules before ours stored (Debian's pam_motd: the host's motd) into
+it, where an sftp client reads them as a packet ("Received message too long").
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import grp
 from pam_jail.errors import ConfigError, Denied, PamJailError
 from pam_jail.log import LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, SysLog
 from pam_jail.login import admit
-from pam_jail.resolve import NO_SHELL_ENV, Identity, Jail
+from pam_jail.resolve import HOST_PID_ENV, JAIL_ENV, NO_SHELL_ENV, Identity, Jail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~15 ms of import time on every login
@@ -83,6 +87,7 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
         _log.decision(LOG_ERR, "config invalid, last-known-good used", user=ident.name,
                       reason=f"{err}: " + "; ".join(err.problems[:3]), **ctx)
 
+    in_sshd = phase == "session" and _process_is_sshd()   # (before any chroot hides /proc)
     try:
         _log.connect()
         user = pamh.get_user(None)
@@ -130,13 +135,43 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
         jail_name = err.jail or jail_name
         _log.decision(LOG_NOTICE, f"{phase} refused", user=user, jail=jail_name,
                       reason=reason, **ctx)
+        _end_refused_sshd_session(in_sshd)
         _tell(pamh, f"login refused: {err}")
         return fail
     except BaseException as err:  # never an unjailed session, never a traceback
         _log.decision(LOG_ERR, f"{phase} refused", user=user, jail=jail_name,
                       reason=f"internal error: {type(err).__name__}: {err}", **ctx)
+        _end_refused_sshd_session(in_sshd)
         _tell(pamh, "login refused: internal error (see the system log)")
         return fail
+
+
+def _process_is_sshd() -> bool:
+    import os
+
+    try:
+        return os.path.basename(os.readlink("/proc/self/exe")).startswith("sshd")
+    except OSError:
+        return False
+
+
+def _end_refused_sshd_session(in_sshd: bool) -> None:
+    """A session refused inside sshd: end sshd's session process now (the connection
+    closes; the client sees "Connection closed", like an account refusal, which sshd 9.2
+    shows nobody either). sshd calls pam_open_session in its privileged session process
+    right after authentication, before any channel exists; on a failure it would carry
+    on, and for the channel's command or subsystem write the messages it stored from
+    the stack's conversation (PAM_TEXT_INFO, PAM_ERROR_MSG: Debian's pam_motd lines
+    before ours put the host's motd there, our own refusal too) to the channel's output
+    (session.c do_child: display_loginmsg, exit 254): host text in an sftp or scp
+    stream. Other services (login, su, cron) show them on a terminal or drop them: the
+    refusal is returned to them as before. `in_sshd`: a session of sshd (sshd-session),
+    as /proc/self/exe said before the refused step began."""
+    if in_sshd:
+        import os
+
+        _log.close()
+        os._exit(255)
 
 
 def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> None:
@@ -193,14 +228,19 @@ def _lsh_runtime() -> tuple[str, ...]:
 def _check_login_shell(pamh: Any, jail: Jail, ident: Identity) -> None:
     """Step 5a, mode pam: the login shell, its interpreter, the limited shell's runtime
     and the library directories in the jail must be root's and not writable."""
+    import os
+
     from pam_jail.safety import LIB_DIRS, check_exec
 
     runtime = _lsh_runtime()
+    told = {JAIL_ENV: jail.name, HOST_PID_ENV: str(os.getpid())}   # its log lines' fields
     if not jail.allow_shell:       # pam-jail-lsh refuses interactive logins seeing it
+        told[NO_SHELL_ENV] = "1"
+    for name, value in told.items():
         try:
-            pamh.env[NO_SHELL_ENV] = "1"
+            pamh.env[name] = value
         except Exception as err:
-            raise Denied(f"set {NO_SHELL_ENV}: {err}") from None
+            raise Denied(f"set {name}: {err}") from None
     unsafe = check_exec(jail.root, ident.shell, dirs=LIB_DIRS + runtime)
     unsafe += check_exec(jail.root, f"{runtime[0]}/pam-jail-lsh.py")   # what the stub runs
     if unsafe:
@@ -214,6 +254,7 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
     job: the service runs its own program (cron's /bin/sh), not the login shell: the
     mode-pam confinement in every mode (admit() checked a mode-shell jail too), without
     a PID 1 of ours, devpts or /proc: the job is PID 1, its end ends the namespace."""
+    from pam_jail.config_index import seccomp_program
     from pam_jail.confine import confine_pam_session, isolate_session
     from pam_jail.limits import limits_of
     from pam_jail.safety import open_checked
@@ -239,6 +280,9 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
         tty_gid = grp.getgrnam("tty").gr_gid
     except KeyError:
         tty_gid = 5
+    seccomp = from_options(jail.options)        # its program: precomputed, or built
+    prog = None if seccomp is None else seccomp_program(
+        opts.get("config") or "/etc/pam_jail/jails.ini", seccomp)
     try:
         jail_fd = open_checked(jail.root)
     except OSError as err:
@@ -250,8 +294,8 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
                                pid=job or jail.flag("pid", True),
                                proc=jail.flag("proc") and not job, limits=limits,
                                jail=jail.name, user=ident.name,
-                               seccomp=from_options(jail.options), init=not job,
-                               view=private_view_of(jail, ident))
+                               seccomp=seccomp, init=not job,
+                               view=private_view_of(jail, ident), seccomp_program=prog)
 
 
 def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:

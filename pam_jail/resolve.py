@@ -31,6 +31,14 @@ JAILING_SHELLS: dict[str, tuple[str, ...]] = {
 # Set in the PAM environment by the PAM module when jails.ini says `allow_shell = no` for
 # a mode-pam jail; pam-jail-lsh then refuses interactive logins.
 NO_SHELL_ENV = "PAM_JAIL_NO_SHELL"
+# Set in the PAM environment by the PAM module for every mode-pam session it confines:
+# the jail's name and the host pid of the process it confined (sshd's session process).
+# pam-jail-lsh runs inside the jail's PID namespace and knows neither; it reads them,
+# only once it has proved the session confined, for its syslog lines' jail= and [pid]
+# and for nothing else (the PAM environment overrides what a client sends: OpenSSH's
+# do_setup_env copies it after the AcceptEnv variables).
+JAIL_ENV = "PAM_JAIL_JAIL"
+HOST_PID_ENV = "PAM_JAIL_HOST_PID"
 # A home marker with jailkit's own login shell belongs to jailkit: pam_jail leaves such
 # users alone unless jails.ini maps them (so both can share one sshd while migrating).
 JAILKIT_SHELL_NAMES = ("jk_chrootsh",)

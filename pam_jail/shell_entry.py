@@ -31,6 +31,7 @@ import os
 import stat
 import sys
 
+from pam_jail.config import DEFAULT_PATH, seccomp_of
 from pam_jail.confine import (
     confine_unprivileged,
     confinement_missing,
@@ -43,9 +44,14 @@ from pam_jail.limits import cgroups_missing, in_cgroup, limits_of
 from pam_jail.log import LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, SysLog
 from pam_jail.login import admit
 from pam_jail.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
-from pam_jail.resolve import NO_SHELL_ENV, Identity, identity_from_passwd
+from pam_jail.resolve import (
+    HOST_PID_ENV,
+    JAIL_ENV,
+    NO_SHELL_ENV,
+    Identity,
+    identity_from_passwd,
+)
 from pam_jail.safety import LIB_DIRS, MISSING, check_exec, open_checked
-from pam_jail.syscalls import from_options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -213,6 +219,18 @@ def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
     return EXIT_REFUSED  # not reached
 
 
+def _build_filter(allow: tuple[str, ...]) -> bytes | None:
+    """The seccomp program built here, before the fork and the pivot (the jail need not
+    hold pam_jail's modules); None: no table for this machine (load_syscall_filter then
+    refuses, naming it)."""
+    from pam_jail import syscalls
+
+    try:
+        return syscalls.program(os.uname().machine, allow)
+    except ValueError:
+        return None
+
+
 def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     """pam-jail-shell: steps 1-7."""
     command = _parse_args(args)
@@ -240,21 +258,37 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
     if missing:
         raise Denied(f"cannot confine: {missing}",
                      hint="use the PAM path (mode = pam) on this host")
-    from pam_jail.view import private_view_of  # (not in the jail's runtime: outside only)
+    from pam_jail.config_index import seccomp_program  # (outside the jail only)
+    from pam_jail.view import private_view_of
 
     try:
         jail_fd = open_checked(jail.root)                             # 4
     except OSError as err:
         raise Denied(f"open jail {jail.root}: {err}") from None
+    seccomp = seccomp_of(jail.options)          # its program: precomputed, or built
+    prog = None if seccomp is None else \
+        seccomp_program(DEFAULT_PATH, seccomp) or _build_filter(seccomp)
     confine_unprivileged(jail_fd, jail.root, jail.home, uid=ident.uid,       # 5
                          gid=ident.gid, network=jail.flag("network"),
                          proc=jail.flag("proc"), hostname=jail.options.get("hostname", ""),
-                         on_parent=relay_child, limits=limits,
-                         seccomp=from_options(jail.options),
-                         view=private_view_of(jail, ident))
+                         on_parent=relay_child, limits=limits, seccomp=seccomp,
+                         view=private_view_of(jail, ident), seccomp_program=prog)
     # --- from here on: inside the jail, as the user, without privileges ---
     return limited_shell(ident, jail.home, command, log, session,   # 6, 7
                          in_userns=True, shell_ok=jail.allow_shell)
+
+
+def told_by_pam(log: SysLog, session: _Session, environ: Mapping[str, str]) -> None:
+    """pam-jail-lsh, in a session the PAM module confined: its log lines name the jail
+    and the host pid of the process the module confined (sshd's session process), as
+    the module put them in the PAM environment; inside the jail's PID namespace this
+    process knows neither. Log fields only (escaped by log.clip); decides nothing."""
+    jail = environ.get(JAIL_ENV, "")
+    if jail:
+        session.jail = jail
+    pid = environ.get(HOST_PID_ENV, "")
+    if pid.isascii() and pid.isdigit() and 0 < len(pid) <= 10:
+        log.pid = int(pid)
 
 
 def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
@@ -269,6 +303,7 @@ def run_in_jail(args: list[str], log: SysLog, session: _Session) -> int:
                      "the pam_jail PAM module confined",
                      hint="the PAM session line is missing, optional or skipped for this "
                           "service (etc/pam.d/pam_jail)")
+    told_by_pam(log, session, os.environ)          # jail= and the host pid of its lines
     ident = identity_from_passwd(os.getuid())
     session.user = ident.name
     try:   # the rules read relative paths against the home: the program must start there

@@ -192,11 +192,10 @@ def unknown_names(names: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def from_options(options: dict[str, str]) -> tuple[str, ...] | None:
-    """A jail's filter setting from its jails.ini options: None when `seccomp = no`,
-    else the names `seccomp_allow` re-allows (config.validate checked them)."""
-    if options.get("seccomp", "yes") == "no":
-        return None
-    return tuple(n.strip() for n in options.get("seccomp_allow", "").split(",") if n.strip())
+    """A jail's filter setting from its jails.ini options (config.seccomp_of)."""
+    from pam_jail.config import seccomp_of
+
+    return seccomp_of(options)
 
 
 def active_rules(allow: frozenset[str] | set[str]) -> list[Rule]:

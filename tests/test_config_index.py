@@ -134,3 +134,37 @@ def test_an_unsafe_jails_ini_is_never_answered_from_its_index(confdir: str) -> N
     install_config(path, generated(random.Random(3), 5))
     os.chmod(path, 0o666)
     assert config_for(path, "u1", ()) is None
+
+
+def test_the_index_holds_each_jails_seccomp_program_as_the_profile_builds_it(
+        confdir: str) -> None:
+    """Precomputed when jails.ini is installed, loaded at login instead of built: byte
+    for byte what syscalls.program() builds for the jail's seccomp_allow on this machine;
+    one per distinct allow list; never for other options, another profile or a stale
+    file."""
+    from pam_jail import config_index
+    from pam_jail.config_index import seccomp_program
+    from pam_jail.syscalls import from_options, program
+
+    path = f"{confdir}/jails.ini"
+    text = ("[jails]\n  [[plain]]\n  root = /srv/jails/a\n  mode = pam\n"
+            "  [[loose]]\n  root = /srv/jails/b\n  mode = shell\n"
+            "  seccomp_allow = keyring, ptrace\n"
+            "  [[off]]\n  root = /srv/jails/c\n  mode = shell\n  seccomp = no\n")
+    cfg = install_config(path, text)
+    machine = os.uname().machine
+    for name in ("plain", "loose"):
+        allow = from_options(cfg.jails[name].options)
+        assert allow is not None
+        assert seccomp_program(path, allow) == program(machine, allow)
+    assert seccomp_program(path, ()) != seccomp_program(path, ("ptrace", "keyring"))
+    assert seccomp_program(path, ("keyring",)) is None      # no jail has these options
+    real = config_index.profile_identity
+    config_index.profile_identity = lambda: "0 0 0 0"           # another syscalls.py
+    try:
+        assert seccomp_program(path, ()) is None
+    finally:
+        config_index.profile_identity = real
+    with open(path, "a") as fh:                                # changed behind validate
+        fh.write("\n")
+    assert seccomp_program(path, ()) is None

@@ -21,6 +21,7 @@ from syslog_capture import SyslogCapture
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 MARKER = "/etc/pam_jail-test-host-marker"   # exists on the host, never in a jail
 ESCAPE = "/usr/local/bin/pjescape"
 
@@ -547,3 +548,60 @@ def test_host_keyring_unreachable(world: World, path: str) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_pam_lsh_log_lines_name_the_jail_and_a_host_pid(world: World) -> None:
+    """Mode pam: pam-jail-lsh runs inside the jail's PID namespace and does not know its
+    jail; its syslog lines still say jail=NAME and carry the host pid of the sshd session
+    process the PAM module confined (it is in the host's /proc while the session runs).
+    The PAM module hands both over in the PAM environment, which sshd copies over what a
+    client sends: an sshd that accepts the same names from the client (SendEnv) logs the
+    module's values, not the client's."""
+
+    import sys
+    import time
+
+    from pam_jail.config import load_config
+    from pam_jail.sshd_config import generate
+
+    config = generate(load_config())
+    assert "LANG LC_* GIT_PROTOCOL\n" in config        # the Match blocks' AcceptEnv
+    sshd = Sshd(PAM_STACK, "AcceptEnv LANG PAM_JAIL_*\n" + config.replace(
+        "LANG LC_* GIT_PROTOCOL\n", "LANG LC_* GIT_PROTOCOL PAM_JAIL_*\n"))
+    sshd.start()
+    user = world.pam_user
+    jail = load_config().users[user.name]
+    # the jail's /dev/log: pam-jail-lsh writes there (inside the jail), the relay passes
+    # its lines on to the host's syslog (pam-jail logrelay, as a host runs it)
+    relay = subprocess.Popen([sys.executable, "-m", "pam_jail.cli", "logrelay", "-j", jail,
+                              "--foreground"], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(f"{world.pam_jail}/dev/log") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        world.syslog.clear()
+        env = {**os.environ, "PAM_JAIL_JAIL": "forged", "PAM_JAIL_HOST_PID": "1"}
+        proc = subprocess.Popen(sshd.ssh_argv(user, "/bin/sleep 2", options=[
+            "-o", "SendEnv=PAM_JAIL_JAIL", "-o", "SendEnv=PAM_JAIL_HOST_PID"]), env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            lines = world.syslog.wait_for("pam-jail-lsh[", "command allowed",
+                                          f"user={user.name}", timeout=20)
+            assert len(lines) == 1, world.syslog.lines
+            monitors = [pid for pid in _pids_running("[priv]") if user.name in _cmdline(pid)]
+            line = lines[0]
+            pid = int(line.split("pam-jail-lsh[", 1)[1].split("]", 1)[0])
+            assert os.path.exists(f"/proc/{pid}"), line          # a host pid, running
+            assert monitors == [pid], (monitors, line)           # sshd's session process
+            assert f": {user.name} [priv]" in _cmdline(pid), _cmdline(pid)
+            assert f" jail={jail} " in line, line
+            assert "forged" not in line, line
+            assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        relay.terminate()
+        relay.wait(10)
+        sshd.stop()

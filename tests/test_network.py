@@ -487,9 +487,11 @@ class SshdWithoutLandlock(Sshd):
 @pytest.mark.e2e
 def test_kernel_without_landlock_refuses_network_yes_logins(net: Net,
                                                             syslog: SyslogCapture) -> None:
-    """Fail closed: network = yes logins are refused with one line to the user and one
-    syslog line (mode shell: pam-jail-shell's "login refused"; mode pam: the module's
-    "session refused"); network = no logins still work, unscoped."""
+    """Fail closed: network = yes logins are refused with one syslog line (mode shell:
+    pam-jail-shell's "login refused", and one line to the user; mode pam: the module's
+    "session refused", and sshd's session process ends: the connection closes with
+    nothing written to the channel, tests/test_refused_session.py); network = no logins
+    still work, unscoped."""
     from pam_jail.config import load_config
     from pam_jail.sshd_config import generate
 
@@ -500,14 +502,14 @@ def test_kernel_without_landlock_refuses_network_yes_logins(net: Net,
             user = net.users[mode][0]
             result = sshd.ssh(user, "/usr/bin/id")
             assert result.returncode != 0 and f"uid={user.uid}" not in result.stdout
-            if mode == "pam":
-                assert result.returncode == 254, result     # sshd ran nothing
-            # mode shell: pam-jail-shell's stderr; mode pam: the module's PAM_ERROR_MSG,
-            # which sshd 9.2 writes to the channel's output
             lines = [ln for ln in (result.stdout + result.stderr).splitlines()
                      if ln.startswith("pam_jail")]
-            assert lines == [f"pam_jail: login refused: {reason}, scoping needs ABI 6 "
-                             "(Linux 6.12)"], result
+            if mode == "pam":      # sshd ran nothing and wrote nothing to the channel
+                assert result.returncode == 255 and result.stdout == "", result
+                assert lines == [], result
+            else:                  # pam-jail-shell's stderr
+                assert lines == [f"pam_jail: login refused: {reason}, scoping needs ABI 6 "
+                                 "(Linux 6.12)"], result
             found = syslog.wait_for("refused", f"user={user.name}", reason)
             assert len(found) == 1, (syslog.lines, sshd.log_text()[-2000:])
         net.set_network(False)

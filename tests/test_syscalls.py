@@ -485,3 +485,42 @@ def test_kernel_seccomp_allow_re_allows_only_what_it_names() -> None:
     assert filtered["ioctl-TIOCLINUX"] == [-1, errno.EPERM]
     assert filtered["bpf"][1] not in (0, errno.EPERM)
     assert filtered["unshare-bad-flag"] == [-1, errno.EPERM]
+
+
+@X86_64_ONLY
+def test_a_precomputed_program_is_the_one_loaded() -> None:
+    """load_syscall_filter(allow, prog) loads `prog` itself (jails.ini's index holds the
+    program, config_index.seccomp_program), not a program it builds: here a program that
+    denies getppid alone, which the profile never denies."""
+    from pam_jail import confine
+
+    def insn(code: int, jt: int, jf: int, k: int) -> bytes:
+        return code.to_bytes(2, "little") + bytes((jt, jf)) + k.to_bytes(4, "little")
+
+    getppid = CASES["getppid"][0]
+    prog = (insn(0x20, 0, 0, 0)                                  # A = nr
+            + insn(0x15, 0, 1, getppid)                          # nr == getppid?
+            + insn(0x06, 0, 0, 0x00050000 | errno.EPERM)         # ERRNO(EPERM)
+            + insn(0x06, 0, 0, 0x7FFF0000))                      # ALLOW
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            confine.set_no_new_privs()
+            confine.load_syscall_filter((), prog)
+            ctypes.set_errno(0)
+            rc = libc.syscall(ctypes.c_long(getppid))
+            os.write(w, json.dumps([rc, ctypes.get_errno()]).encode())
+            os._exit(0)
+        except BaseException as err:  # noqa: BLE001 - report it to the parent
+            os.write(w, json.dumps({"error": repr(err)}).encode())
+            os._exit(1)
+    os.close(w)
+    got = json.loads(os.read(r, 65536))
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == [-1, errno.EPERM], got
+    assert _in_filtered_child(())["getppid"][0] > 0      # the profile allows it

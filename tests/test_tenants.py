@@ -229,3 +229,29 @@ def test_sftp_customers_of_one_jail_see_their_own_home_and_tmp(tenants: Tenants,
     assert "from-a" not in sftp(b, "ls -1a /tmp\n").stdout
     assert not os.path.exists(f"{tenants.jails['sftp']}/tmp/from-a")
     assert os.path.exists(f"{tenants.jails['sftp']}/home/{a.name}/kept")
+
+
+def test_a_stub_home_leaves_sshd_nothing_to_complain_about(tenants: Tenants) -> None:
+    """A user jailed by jailuser (passwd home: the root-owned stub JAIL/./.home/USER) in
+    mode pam: sshd chdirs to that stub inside the jail after the PAM chroot. The view
+    covers /.home but keeps the user's own stub: no "Could not chdir" on the login."""
+    from pam_jail import users
+    from pam_jail.config import load_config
+    from pam_jail.sshd_config import generate
+
+    name = unique("pjtst")
+    user = make_user(name, "/bin/sh", f"/home/{name}", create_home=False)
+    try:
+        users.jail_user(tenants.jails["pam"], name, mode="pam", jail_config="tpam",
+                        config_file="/etc/pam_jail/jails.ini")
+        sshd = Sshd(PAM_STACK, generate(load_config())).start()
+        try:
+            result = sshd.ssh(user, "/bin/ls /home")
+        finally:
+            sshd.stop()
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", result.stderr
+        assert result.stdout.split() == [name], result.stdout
+    finally:
+        users.undo_user(name)
+        remove_user(name, remove_home=False)

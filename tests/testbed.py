@@ -35,6 +35,19 @@ PROFILES = ("/etc/pam_jail/profiles.ini" if "PAM_JAIL_LIBDIR" in os.environ
 PAM_MODULE = f"{LIBDIR}/pam_jail_pam.py"
 
 
+def write_login_index() -> None:
+    """jails.ini's lookup index, written by the installed copy (what validate, edit and
+    jailuser leave behind; its seccomp programs name the installed profile): the
+    benches time logins as on a host set up with `pam-jail jailuser`."""
+    import subprocess
+
+    subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", (
+        f"import sys; sys.path[:0] = [{LIBDIR!r}, '/usr/lib/python3/dist-packages']; "
+        "from pam_jail.config import DEFAULT_PATH, load_config; "
+        "from pam_jail.config_index import write_index; "
+        "write_index(DEFAULT_PATH, load_config(DEFAULT_PATH))")], check=True)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(3)}"
 
