@@ -49,6 +49,7 @@ from pam_jail.resolve import (
     JAIL_ENV,
     NO_SHELL_ENV,
     Identity,
+    Jail,
     identity_from_passwd,
 )
 from pam_jail.safety import LIB_DIRS, MISSING, check_exec, open_checked
@@ -177,16 +178,26 @@ class _Session:
         self.rhost = os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None
 
 
+def _no_shell_why(jail: Jail, user: str) -> str:
+    """Why an interactive login is refused when jails.ini's allow_shell is off: a jail
+    known only from the home's /./ marker has no jails.ini entry to say yes."""
+    if jail.source == "marker":
+        return (f"jails.ini maps {user} to no jail; {jail.name} comes from the home's /./ "
+                "marker, and only a jails.ini jail can say allow_shell = yes")
+    return f"jails.ini: allow_shell = no for jail {jail.name}"
+
+
 def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
-                  session: _Session, *, in_userns: bool, shell_ok: bool = True) -> int:
+                  session: _Session, *, in_userns: bool, shell_ok: bool = True,
+                  no_shell_why: str = "jails.ini: allow_shell = no") -> int:
     """Steps 6-7, inside the jail: allow-list, decision, exec (or one refusal line).
     An interactive login needs both jails.ini's allow_shell (`shell_ok`) and the jail's
     lsh.ini allow_shell."""
     if command is None and not shell_ok:
         log.decision(LOG_NOTICE, "command refused", user=session.user, jail=session.jail,
-                     reason="interactive: jails.ini allow_shell = no", rhost=session.rhost)
+                     reason=f"interactive: {no_shell_why}", rhost=session.rhost)
         print("pam_jail: refused: interactive login is not allowed for this jail "
-              "(jails.ini: allow_shell = no)", file=sys.stderr)
+              f"({no_shell_why})", file=sys.stderr)
         return EXIT_COMMAND_REFUSED
     policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),
                            ident.name, [g for g in (ident.group, *ident.groups) if g])
@@ -275,7 +286,8 @@ def confine_and_run(args: list[str], log: SysLog, session: _Session) -> int:
                          view=private_view_of(jail, ident), seccomp_program=prog)
     # --- from here on: inside the jail, as the user, without privileges ---
     return limited_shell(ident, jail.home, command, log, session,   # 6, 7
-                         in_userns=True, shell_ok=jail.allow_shell)
+                         in_userns=True, shell_ok=jail.allow_shell,
+                         no_shell_why=_no_shell_why(jail, ident.name))
 
 
 def told_by_pam(log: SysLog, session: _Session, environ: Mapping[str, str]) -> None:

@@ -100,3 +100,15 @@ def test_jailkit_marker_users_are_left_to_jailkit() -> None:
     mapped = resolve(ident("alice", home="/srv/jails/web/./home/alice",
                            shell="/usr/sbin/jk_chrootsh"), CFG)
     assert mapped is not None and mapped.name == "web"   # an explicit mapping still wins
+
+
+def test_an_interactive_refusal_names_the_real_reason() -> None:
+    """Issue 20: a user no jails.ini entry maps, jailed by the /./ marker alone, was told
+    `jails.ini: allow_shell = no`; the refusal now says the mapping is missing."""
+    from pam_jail.resolve import Jail
+    from pam_jail.shell_entry import _no_shell_why
+
+    marker = Jail("marker:/srv/j", "/srv/j", "/home/ann", "shell", False, "marker")
+    assert "maps ann to no jail" in _no_shell_why(marker, "ann")
+    mapped = Jail("web", "/srv/web", "/home/ann", "shell", False, "user")
+    assert _no_shell_why(mapped, "ann") == "jails.ini: allow_shell = no for jail web"
