@@ -249,26 +249,16 @@ def config_for(path: str, user: str, groups: list[str] | tuple[str, ...]) -> Con
     its groups' entries, the jails they and the default name, [options]) as a Config
     that resolve() reads like the whole file; None when the index cannot be used (the
     caller then parses the file). jails.ini itself must pass check_config_file."""
-    if check_config_file(path):
+    fd = _open_matching(path)
+    if fd is None:
         return None
     try:
-        source = os.stat(path)
-        fd = os.open(index_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-            return None
         head = os.pread(fd, _HEADER_MAX, 0).decode("utf-8", "replace").split("\n")
-        if len(head) < 6 or head[0] != MAGIC or head[1] != f"source {_identity(source)}":
-            return None
         default = _unesc(head[2].removeprefix("default "))
         unmapped = head[3].removeprefix("unmapped ")
-        count = int(head[4].removeprefix("buckets "))
-        table = sum(len(line.encode()) + 1 for line in head[:5])
-        if count < 1 or unmapped not in ("allow", "deny"):
+        if unmapped not in ("allow", "deny"):
             return None
+        count, table = _layout(fd)
         reader = _Reader(fd, count, table)
         users: dict[str, str] = {}
         jail = reader.get("u", user)
