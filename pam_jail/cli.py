@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pam_jail import __version__
-from pam_jail.errors import ConfigError, PamJailError, UnsafeJail, UsageError
+from pam_jail.errors import PamJailError, UsageError
 from pam_jail.log import escape
 
 # Modules that contribute subcommands, in the order they appear in --help, with the
@@ -68,9 +68,8 @@ def report(err: PamJailError) -> None:
     """The error as text on stderr, every line through log.escape (messages name paths
     and values that jailed users made)."""
     print(f"pam_jail: {escape(err)}", file=sys.stderr)
-    problems = getattr(err, "problems", None)
-    if isinstance(err, (ConfigError, UnsafeJail)) and problems:
-        for problem in problems:
+    if err.problems:
+        for problem in err.problems:
             print(f"  - {escape(problem)}", file=sys.stderr)
     if err.hint:
         print(f"hint: {escape(err.hint)}", file=sys.stderr)
@@ -87,7 +86,7 @@ def _json_error(err: PamJailError) -> None:
 
     print(json.dumps({"error": {"message": str(err), "exit_code": err.exit_code,
                                 "kind": type(err).__name__,
-                                "problems": list(getattr(err, "problems", []) or []),
+                                "problems": list(err.problems),
                                 "hint": err.hint or ""}}, indent=2))
 
 

@@ -16,6 +16,13 @@ class PamJailError(Exception):
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+        self.problems: list[str] = []     # every problem found (ConfigError, UnsafeJail)
+
+    def reason(self, most: int = 3) -> str:
+        """The one-line reason for a log line: the message and its first problems."""
+        if not self.problems:
+            return str(self)
+        return f"{self}: " + "; ".join(self.problems[:most])
 
 
 class UsageError(PamJailError):

@@ -493,7 +493,7 @@ class Relay:
         try:
             jails, settings = self.loader()
         except PamJailError as err:
-            errors = [str(err), *getattr(err, "problems", [])]
+            errors = [str(err), *err.problems]
             self._emit({"event": "reload", "error": errors},
                        [f"logrelay: reload failed, nothing changed: {p}" for p in errors])
             for line in errors:

@@ -85,7 +85,7 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
 
     def fallback(err: ConfigError, ident: Identity) -> None:
         _log.decision(LOG_ERR, "config invalid, last-known-good used", user=ident.name,
-                      reason=f"{err}: " + "; ".join(err.problems[:3]), **ctx)
+                      reason=err.reason(), **ctx)
 
     in_sshd = phase == "session" and _process_is_sshd()   # (before any chroot hides /proc)
     try:
@@ -130,8 +130,7 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
         _log.decision(LOG_INFO, f"{phase} allowed", user=user, jail=jail_name, **ctx)
         return int(pamh.PAM_SUCCESS)
     except PamJailError as err:
-        problems = getattr(err, "problems", [])
-        reason = str(err) + (": " + "; ".join(problems[:3]) if problems else "")
+        reason = err.reason()
         jail_name = err.jail or jail_name
         _log.decision(LOG_NOTICE, f"{phase} refused", user=user, jail=jail_name,
                       reason=reason, **ctx)

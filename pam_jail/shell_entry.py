@@ -333,10 +333,9 @@ def run(args: list[str], log: SysLog,
     try:
         return body(args, log, session)
     except PamJailError as err:
-        problems = getattr(err, "problems", [])
-        reason = str(err) + (": " + "; ".join(problems[:3]) if problems else "")
         log.decision(LOG_NOTICE, "login refused", user=session.user,
-                     jail=err.jail or session.jail, reason=reason, rhost=session.rhost)
+                     jail=err.jail or session.jail, reason=err.reason(),
+                     rhost=session.rhost)
         print(f"pam_jail: login refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
     except BaseException as err:  # never a traceback on the user's terminal

@@ -121,3 +121,16 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
                             text=True, check=False, timeout=60)
     assert result.stderr == "status=141\n", result.stderr
     assert result.returncode == 0
+
+
+def test_an_error_renders_its_own_reason() -> None:
+    """One rendering of a refusal's reason (the PAM module's, pam-jail-shell's and the
+    CLI's log lines used to build it each): the message and its first problems."""
+    from pam_jail.errors import ConfigError, Denied, UnsafeJail
+
+    assert Denied("user x is in no jail").reason() == "user x is in no jail"
+    err = UnsafeJail("check jail web: unsafe", problems=["a", "b", "c", "d"])
+    assert err.reason() == "check jail web: unsafe: a; b; c"
+    assert ConfigError("load f: 1 problem(s)", problems=["p"]).reason(1) == \
+        "load f: 1 problem(s): p"
+    assert Denied("x").problems == []
