@@ -142,11 +142,12 @@ def seccomp_program(path: str, allow: tuple[str, ...]) -> bytes | None:
     read them from this jails.ini), or None: no usable index for jails.ini `path`, no
     record for these names, another machine or another profile (the caller then builds
     it: syscalls.program)."""
-    fd = _open_matching(path)
-    if fd is None:
+    opened = _open_matching(path)
+    if opened is None:
         return None
+    fd, head = opened
     try:
-        value = _Reader(fd, *_layout(fd)).get("s", _allow_key(allow))
+        value = _Reader(fd, *_layout(head)).get("s", _allow_key(allow))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     finally:
@@ -165,9 +166,10 @@ def seccomp_program(path: str, allow: tuple[str, ...]) -> bytes | None:
     return prog
 
 
-def _open_matching(path: str) -> int | None:
-    """An fd of `path`'s index when jails.ini passes check_config_file and the index is
-    root's, not writable by others, and names the file as it is now; else None."""
+def _open_matching(path: str) -> tuple[int, list[str]] | None:
+    """An fd of `path`'s index and its header lines (read once) when jails.ini passes
+    check_config_file and the index is root's, not writable by others, and names the
+    file as it is now; else None."""
     if check_config_file(path):
         return None
     try:
@@ -186,12 +188,11 @@ def _open_matching(path: str) -> int | None:
             or head[1] != f"source {_identity(source)}"):
         os.close(fd)
         return None
-    return fd
+    return fd, head
 
 
-def _layout(fd: int) -> tuple[int, int]:
-    """(bucket count, offset of the bucket table) from the header of an open index."""
-    head = os.pread(fd, _HEADER_MAX, 0).decode("utf-8", "replace").split("\n")
+def _layout(head: list[str]) -> tuple[int, int]:
+    """(bucket count, offset of the bucket table) from an index's header lines."""
     count = int(head[4].removeprefix("buckets "))
     if count < 1:
         raise ValueError("bad bucket count")
@@ -249,16 +250,16 @@ def config_for(path: str, user: str, groups: list[str] | tuple[str, ...]) -> Con
     its groups' entries, the jails they and the default name, [options]) as a Config
     that resolve() reads like the whole file; None when the index cannot be used (the
     caller then parses the file). jails.ini itself must pass check_config_file."""
-    fd = _open_matching(path)
-    if fd is None:
+    opened = _open_matching(path)
+    if opened is None:
         return None
+    fd, head = opened
     try:
-        head = os.pread(fd, _HEADER_MAX, 0).decode("utf-8", "replace").split("\n")
         default = _unesc(head[2].removeprefix("default "))
         unmapped = head[3].removeprefix("unmapped ")
         if unmapped not in ("allow", "deny"):
             return None
-        count, table = _layout(fd)
+        count, table = _layout(head)
         reader = _Reader(fd, count, table)
         users: dict[str, str] = {}
         jail = reader.get("u", user)

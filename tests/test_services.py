@@ -195,6 +195,27 @@ def where_it_ran(world: World, mode: str, tag: str) -> str:
     return "nowhere"
 
 
+def assert_ran_in_the_jail(world: World, mode: str, tag: str) -> None:
+    user = world.users[mode]
+    ran = wait_until(lambda: where_it_ran(world, mode, tag) != "nowhere", 20)
+    assert ran and where_it_ran(world, mode, tag) == "jail", (
+        where_it_ran(world, mode, tag), "\n".join(
+            line for line in world.syslog.lines if user.name in line or "CRON" in line
+            or "atd" in line))
+
+
+def clean_up_job(world: World, mode: str, tag: str, proc: subprocess.Popen[bytes],
+                 work: str) -> None:
+    """After a cron or at test, also a failed one: the user's and the daemon's leftovers,
+    the daemon, the job's marks, the spool."""
+    kill_leftovers(world.users[mode].uid, proc.pid)
+    stop(proc)
+    for path in marks(world, mode, tag):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -243,22 +264,13 @@ def test_cron_job_runs_in_the_jail_and_leaves_nothing(world: World, mode: str) -
     proc = subprocess.Popen(private(script), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ran = wait_until(lambda: where_it_ran(world, mode, tag) != "nowhere", 20)
-        assert ran and where_it_ran(world, mode, tag) == "jail", (
-            where_it_ran(world, mode, tag), "\n".join(
-                line for line in world.syslog.lines if user.name in line or "CRON" in line
-                or "atd" in line))
+        assert_ran_in_the_jail(world, mode, tag)
         with open(marks(world, mode, tag)[2]) as fh:
             assert "sys" not in fh.read().split()              # the jail is its /
         assert_nothing_left(user, proc.pid)
         assert world.syslog.wait_for("session allowed", user.name, "cron")
     finally:
-        kill_leftovers(user.uid, proc.pid)
-        stop(proc)
-        for path in marks(world, mode, tag):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up_job(world, mode, tag, proc, work)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -292,20 +304,11 @@ def test_at_job_runs_in_the_jail_and_leaves_nothing(world: World, mode: str) -> 
                                 timeout=30, check=False, cwd="/",
                                 env={"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"})
         assert submit.returncode == 0, submit.stderr
-        ran = wait_until(lambda: where_it_ran(world, mode, tag) != "nowhere", 20)
-        assert ran and where_it_ran(world, mode, tag) == "jail", (
-            where_it_ran(world, mode, tag), "\n".join(
-                line for line in world.syslog.lines if user.name in line or "CRON" in line
-                or "atd" in line))
+        assert_ran_in_the_jail(world, mode, tag)
         assert_nothing_left(user, proc.pid)
         assert world.syslog.wait_for("session allowed", user.name, "atd")
     finally:
-        kill_leftovers(user.uid, proc.pid)
-        stop(proc)
-        for path in marks(world, mode, tag):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up_job(world, mode, tag, proc, work)
 
 
 # --------------------------------------------------------------------------- su, login
