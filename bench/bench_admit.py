@@ -6,7 +6,7 @@ jail check is left out: it does not depend on the number of users). Two ways, ea
 call timed in a fresh interpreter (as every login is one; the modules imported before
 the clock starts), interleaved:
 
-  index   jails.ini's lookup index (pam_jail/config_index.py), written by install_config
+  index   jails.ini's lookup index (pam_jail/login/config_index.py), written by install_config
           as `pam-jail validate` does: a few reads
   parse   the same file without its index: the whole file parsed (the fallback, and
           every login before the index)
@@ -33,10 +33,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from pam_jail.config import install_config  # noqa: E402
-from pam_jail.config_index import index_path  # noqa: E402
-from pam_jail.login import admit  # noqa: E402
-from pam_jail.resolve import Identity  # noqa: E402
+from pam_jail.login.admission import admit  # noqa: E402
+from pam_jail.login.config import install_config  # noqa: E402
+from pam_jail.login.config_index import index_path  # noqa: E402
+from pam_jail.login.resolve import Identity  # noqa: E402
 
 SIZES = (10, 1_000, 10_000, 100_000)
 SHELL = "/usr/local/sbin/pam-jail-shell"
@@ -57,8 +57,8 @@ def config_text(users: int) -> str:
 CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from pam_jail.login import admit
-from pam_jail.resolve import Identity
+from pam_jail.login.admission import admit
+from pam_jail.login.resolve import Identity
 who = Identity({user!r}, 5000, 5000, "/home/x", {shell!r}, "staff", ("users", "webdev"))
 t0 = time.perf_counter()
 admit(who, {path!r}, check_shell_jails=False)
@@ -101,8 +101,8 @@ def main() -> int:
                 fh.write(text)
             os.chmod(bare, 0o644)
             assert os.path.exists(index_path(path)) and not os.path.exists(index_path(bare))
-            from pam_jail.config import load_config
-            from pam_jail.sshd_config import generate
+            from pam_jail.admin.sshd_config import generate
+            from pam_jail.login.config import load_config
 
             t0 = time.perf_counter()
             generate(load_config(path))

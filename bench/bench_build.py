@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pam_jail import build, elf  # noqa: E402
+from pam_jail.admin import build, elf  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = str(REPO / "etc" / "pam_jail" / "profiles.ini")

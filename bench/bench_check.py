@@ -33,8 +33,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from util import safe_tmpdir  # noqa: E402
 
-from pam_jail.build import init_jail  # noqa: E402
-from pam_jail.check import Checker, JailReport, Target  # noqa: E402
+from pam_jail.admin.build import init_jail  # noqa: E402
+from pam_jail.admin.check import Checker, JailReport, Target  # noqa: E402
 
 PROFILES = f"{REPO}/etc/pam_jail/profiles.ini"
 

@@ -12,7 +12,7 @@ the tables give medians and ratios from one run, never absolute targets.
    sftp scp rsync basicshell` (this tree's code, started as the installed command is),
    each into a fresh directory. Files, symlinks and bytes of both jails are printed too:
    jailkit's basicshell and its netbasics/uidbasics sections carry more than ours.
-2. Jail check: `jk_check -c INI JAIL` vs `pam-jail check` (only if pam_jail/check.py
+2. Jail check: `jk_check -c INI JAIL` vs `pam-jail check` (only if pam_jail/admin/check.py
    exists; otherwise the row says so).
 3. Shell start-to-exec, no ssh: as the user (setpriv), `jk_chrootsh -c /usr/bin/id`
    (setuid root, chroot, jk_lsh from the jail's passwd) vs `pam-jail-shell -c
@@ -79,7 +79,7 @@ INSTALLED_LIB = "/usr/local/lib/pam_jail/pam_jail"
 # this tree's pam-jail, started as the installed shebang starts it (-IS, own sys.path)
 PAM_JAIL_CLI = [PYTHON, "-IS", "-c",
                 f"import sys; sys.path[:0] = [{str(REPO)!r}]; sys.path += {DIST!r}; "
-                "from pam_jail.cli import main; sys.exit(main(sys.argv[1:]))"]
+                "from pam_jail.admin.cli import main; sys.exit(main(sys.argv[1:]))"]
 JK_TOOLS = ("jk_init", "jk_check", "jk_chrootsh", "jk_lsh")
 JK_PROFILES = ["sftp", "scp", "rsync", "jk_lsh", "basicshell"]
 PJ_PROFILES = ["sftp", "scp", "rsync", "basicshell"]
@@ -273,7 +273,7 @@ def bench_check(base: str, jk_root: str, pj_root: str, n: int) -> None:
     jk = statistics.median(times["jailkit"])
     print(f"{'jailkit':<10} {' '.join(jk_argv[:3]) + ' JAIL':<38} {ms(jk)} ms")
     if not have_check:
-        print(f"{'pam_jail':<10} {'pam-jail check':<38}  not measured: pam_jail/check.py "
+        print(f"{'pam_jail':<10} {'pam-jail check':<38}  not measured: pam_jail/admin/check.py "
               "does not exist yet (issue 5)")
         return
     pj = statistics.median(times["pam_jail"])
@@ -600,8 +600,8 @@ def main() -> int:
         if "shell" in only:
             bench_shell(jk_user, pair.shell_user, plain, args.rounds)
         if "ssh" in only:
-            from pam_jail.config import load_config
-            from pam_jail.sshd_config import generate
+            from pam_jail.admin.sshd_config import generate
+            from pam_jail.login.config import load_config
 
             config = generate(load_config())
             sshd = Sshd(bench_pam_stack([plain.name, jk_user.name]), config).start()

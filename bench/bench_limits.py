@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pam_jail.confine import join_limits_cgroup, set_rlimits  # noqa: E402
-from pam_jail.limits import Limits  # noqa: E402
+from pam_jail.login.confine import join_limits_cgroup, set_rlimits  # noqa: E402
+from pam_jail.login.limits import Limits  # noqa: E402
 
 
 def child_ms(work: bool, limits: Limits) -> float:

@@ -64,7 +64,7 @@ def run(base: str, root: str, flags: list[str], reading: bool, messages: int,
     thread.start()
     while not os.path.exists(host):
         time.sleep(0.01)
-    relay = subprocess.Popen([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", config,
+    relay = subprocess.Popen([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-c", config,
                               "--foreground", "--json", "--host-socket", host, *flags],
                              cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -78,11 +78,11 @@ def client(host: str, port: int, pings: int, megabytes: int, landlock: bool) -> 
     setup_us = 0.0
     if landlock:
         sys.path.insert(0, str(REPO))
-        from pam_jail.confine import set_no_new_privs
+        from pam_jail.login.confine import set_no_new_privs
 
         start = time.perf_counter()
         set_no_new_privs()
-        from pam_jail.confine import scope_ipc
+        from pam_jail.login.confine import scope_ipc
         scope_ipc(True)
         setup_us = (time.perf_counter() - start) * 1e6
     times = []

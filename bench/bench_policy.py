@@ -4,7 +4,7 @@
 
 1. decide() per command, in microseconds (median of repeats, parse once).
 2. Process start-up with the login path's interpreter flags: `/usr/bin/python3 -I -S`
-   running `pass`, then importing pam_jail.policy. With -I -S there is no site
+   running `pass`, then importing pam_jail.login.policy. With -I -S there is no site
    module, so the command puts the repository and Debian's dist-packages (for
    configobj) on sys.path itself, as the installed shebang scripts do.
 3. The biggest imports under `-X importtime` (cumulative, microseconds).
@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pam_jail.policy import decide, parse_lsh, select_policy  # noqa: E402
+from pam_jail.login.policy import decide, parse_lsh, select_policy  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
@@ -67,7 +67,7 @@ def _jail_with_repository() -> str:
 def bench_decide(repeat: int) -> None:
     import shutil
 
-    from pam_jail.shell_entry import JailFacts
+    from pam_jail.login.lsh import JailFacts
 
     root = _jail_with_repository()
     facts = JailFacts(root, uid=65533)  # a uid that owns nothing there
@@ -115,8 +115,8 @@ def bench_startup(runs: int) -> None:
     cases = [
         ("python3 -I -S -c pass", [PYTHON, "-I", "-S", "-c", "pass"]),
         ("python3 -I -S -c '<sys.path setup>'", [PYTHON, "-I", "-S", "-c", SETUP]),
-        ("python3 -I -S -c 'import pam_jail.policy'",
-         [PYTHON, "-I", "-S", "-c", SETUP + "; import pam_jail.policy"]),
+        ("python3 -I -S -c 'import pam_jail.login.policy'",
+         [PYTHON, "-I", "-S", "-c", SETUP + "; import pam_jail.login.policy"]),
         ("python3 -I -S -c 'import configobj, shlex'",
          [PYTHON, "-I", "-S", "-c", SETUP + "; import configobj, shlex"]),
         ("python3 -I -S -c 'import configobj, shlex, dataclasses'",
@@ -135,7 +135,7 @@ def bench_startup(runs: int) -> None:
 
 def bench_importtime(top: int) -> None:
     proc = subprocess.run(
-        [PYTHON, "-I", "-S", "-X", "importtime", "-c", SETUP + "; import pam_jail.policy"],
+        [PYTHON, "-I", "-S", "-X", "importtime", "-c", SETUP + "; import pam_jail.login.policy"],
         check=True, capture_output=True, text=True,
     )
     rows: list[tuple[int, str]] = []
@@ -144,7 +144,7 @@ def bench_importtime(top: int) -> None:
             continue
         _self, cumulative, name = line[12:].split("|")
         depth = len(name) - len(name.lstrip(" "))
-        if depth <= 3:  # what the -c code and pam_jail.policy import directly
+        if depth <= 3:  # what the -c code and pam_jail.login.policy import directly
             rows.append((int(cumulative), name.strip()))
     print()
     print(f"{'direct imports under -X importtime':<50} {'us':>8}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the seccomp filter costs: building it (pam_jail.syscalls.program) and loading it
+"""What the seccomp filter costs: building it (pam_jail.login.syscalls.program) and loading it
 (confine.load_syscall_filter) on the login path, and a system call under it. Each round a
 fresh forked child; ratios in one run.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pam_jail import syscalls  # noqa: E402
-from pam_jail.confine import load_syscall_filter, set_no_new_privs  # noqa: E402
+from pam_jail.login import syscalls  # noqa: E402
+from pam_jail.login.confine import load_syscall_filter, set_no_new_privs  # noqa: E402
 
 CALLS = 200_000
 

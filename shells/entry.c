@@ -15,10 +15,10 @@
  * in its environ (PEP 538 sets LC_CTYPE=C.UTF-8 when the locale is C or cannot be
  * loaded, even over the client's own LC_CTYPE; -I makes it ignore PYTHONCOERCECLOCALE),
  * and what a jailed program gets must be what the client sent, not what the interpreter
- * made of it. pam_jail/shell_entry.py (client_environment) puts them back and drops the
+ * made of it. pam_jail/login/shell_entry.py (client_environment) puts them back and drops the
  * interpreter's. Python itself then runs in the C locale (coerced to C.UTF-8).
  *
- * It decides nothing: no config, no policy, no confinement (pam_jail/shell_entry.py does
+ * It decides nothing: no config, no policy, no confinement (pam_jail/login/shell_entry.py does
  * all of that). Built per install (scripts/install, the Debian package) with
  * -DENTRY_SCRIPT="LIBDIR/pam-jail-shell.py" or ".../pam-jail-lsh.py".
  */

@@ -6,7 +6,7 @@ import sys
 sys.path[:0] = ["@LIBDIR@"]
 sys.path += ["/usr/local/lib/python3/dist-packages", "/usr/lib/python3/dist-packages"]
 try:
-    from pam_jail.shell_entry import main
+    from pam_jail.login.shell_entry import main
 except BaseException as err:  # never a traceback on the user's terminal; fail closed
     print(f"pam_jail: login refused: installation broken ({type(err).__name__})",
           file=sys.stderr)

@@ -6,7 +6,7 @@ import sys
 
 if "@LIBDIR@" not in sys.path:
     sys.path.insert(0, "@LIBDIR@")
-from pam_jail.pam_module import (  # noqa: E402,F401
+from pam_jail.login.pam_module import (  # noqa: E402,F401
     pam_sm_acct_mgmt,
     pam_sm_authenticate,
     pam_sm_chauthtok,

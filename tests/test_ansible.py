@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from util import safe_tmpdir
 
-from pam_jail import users
+from pam_jail.admin import users
 
 pytestmark = pytest.mark.root
 PAM_JAIL = "/usr/local/sbin/pam-jail"

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from util import safe_tmpdir
 
-from pam_jail import config, users
+from pam_jail.admin import users
+from pam_jail.login import config
 
 pytestmark = pytest.mark.root
-CLI = [sys.executable, "-m", "pam_jail.cli"]
+CLI = [sys.executable, "-m", "pam_jail.admin.cli"]
 
 
 @pytest.fixture

@@ -56,9 +56,9 @@ class BorgWorld:
 
 @pytest.fixture(scope="module")
 def bw() -> Iterator[BorgWorld]:
-    from pam_jail.build import init_jail
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.build import init_jail
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     syslog = SyslogCapture().start()

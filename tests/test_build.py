@@ -1,4 +1,4 @@
-"""pam_jail.build: system tests (root) that build real jails and run programs in them.
+"""pam_jail.admin.build: system tests (root) that build real jails and run programs in them.
 
 Jails live under /srv (root-owned, not world-writable: /tmp and /var/tmp would fail the
 jail path rule by design) and are removed afterwards.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_jail import build, cli
-from pam_jail.errors import BuildError, PamJailError, UnsafeJail, UsageError
+from pam_jail.admin import build, cli
+from pam_jail.login.errors import BuildError, PamJailError, UnsafeJail, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = str(REPO / "etc" / "pam_jail" / "profiles.ini")
@@ -196,7 +196,7 @@ def test_lsh_runtime_for_the_pam_path(base: str) -> None:
     assert (again.files, again.removed) == (0, 0) and not again.warnings
     assert Path(f"{root}/etc/pam_jail/lsh.ini").read_text() == LSH_INI  # not the host's
     # the runtime is exactly what it needs: without the C extension the shell cannot start
-    os.unlink(f"{root}/usr/local/lib/pam_jail/pam_jail/_sys.cpython-311-x86_64-linux-gnu.so")
+    os.unlink(f"{root}/usr/local/lib/pam_jail/pam_jail/login/_sys.cpython-311-x86_64-linux-gnu.so")
     broken = in_jail(root, "/usr/local/sbin/pam-jail-lsh", "-c", "/usr/bin/id", user=user,
                      confined=True)
     assert broken.returncode == 1 and "installation broken" in broken.stderr
@@ -207,7 +207,7 @@ def _login_path_files() -> set[str]:
     with -IS (frozen and built-in modules have no file), the repo's pam_jail named by its
     installed path, each source with its cached .pyc where that exists."""
     code = ("import sys; sys.path[:0] = [sys.argv[1]]\n"
-            "from pam_jail.shell_entry import lsh_main\n"
+            "from pam_jail.login.shell_entry import lsh_main\n"
             "for m in list(sys.modules.values()):\n"
             "    s = getattr(m, '__spec__', None)\n"
             "    if s is not None and s.has_location and s.origin: print(s.origin)\n")
@@ -228,18 +228,23 @@ def _login_path_files() -> set[str]:
 
 
 def test_lsh_profile_is_exactly_what_the_login_path_imports() -> None:
-    """Adding an import to the login path without adding it to the lsh profile would break
-    every PAM-path jail: compare both ways (encodings and the os.py landmark aside)."""
+    """The lsh profile copies the installed pam_jail/login directory whole: everything
+    pam-jail-lsh loads must be in the plan (an import from outside login/ would break every
+    PAM-path jail), and nothing else of pam_jail is (encodings and the os.py landmark
+    aside)."""
     plan = build.plan_profiles(build.expand_profiles(build.load_profiles(PROFILES), ["lsh"]))
     planned = {p for p, kind in plan.entries.items() if kind == "file"
                and p.startswith(("/usr/lib/python3.11/", "/usr/local/lib/pam_jail/"))}
     needed = _login_path_files()
-    assert any(p.endswith("/shell_entry.py") for p in needed)
+    assert any(p.endswith("/login/shell_entry.py") for p in needed)
     assert needed - planned == set()
+    login_dir = "/usr/local/lib/pam_jail/pam_jail/login/"
     extra = {p for p in planned - needed if not p.startswith("/usr/lib/python3.11/encodings/")
+             and not p.startswith(login_dir)
              and p not in ("/usr/local/lib/pam_jail/pam-jail-shell.py",    # the entry
                            "/usr/local/lib/pam_jail/pam-jail-lsh.py")}     # scripts
     assert extra == {"/usr/lib/python3.11/os.py"}
+    assert f"{login_dir}pam_module.py" in planned            # the directory, whole
     assert "/usr/lib/python3.11/encodings/utf_8.py" in planned
 
 
@@ -540,7 +545,7 @@ def test_profiles_file_errors(base: str) -> None:
 def test_stickydirs_and_missing_parents(base: str) -> None:
     """A profile's stickydirs are root:root 1777 and pass the login's jail check; a new
     jail's missing parent directories are made root:root 0755 (README: /srv/jails)."""
-    from pam_jail.safety import check_jail
+    from pam_jail.login.safety import check_jail
 
     conf = write_profiles(base, "[p]\nstickydirs = /run/screen\nemptydirs = /etc\n")
     root = f"{base}/a/b/jail"
@@ -754,7 +759,7 @@ def test_progress_on_a_terminal_only(base: str) -> None:
         Path(f"{tree}/f{i}").write_text(str(i))
     root = f"{base}/jail"
     init(root, "uidbasics")
-    cmd = f"{sys.executable} -m pam_jail.cli cp -j {root} {tree}"
+    cmd = f"{sys.executable} -m pam_jail.admin.cli cp -j {root} {tree}"
     on_tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
                             text=True, cwd=REPO, check=False, timeout=300)
     assert on_tty.returncode == 0, on_tty.stdout
@@ -779,10 +784,45 @@ def test_update_all_jails_of_the_config(base: str) -> None:
     target.write_bytes(bytes(data))
     config = f"{base}/jails.ini"
     Path(config).write_text(f"[jails]\n  [[a]]\n  root = {good}\n  [[b]]\n  root = {foreign}\n")
-    result = subprocess.run([sys.executable, "-m", "pam_jail.cli", "update", "--all",
+    result = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "update", "--all",
                              "--config", config], capture_output=True, text=True, cwd=REPO,
                             check=False, timeout=120)
     assert result.returncode == 1, result
     assert f"FAILED: update {foreign}: no record" in result.stderr
     assert f"[2/2] update {good}: 1 files" in result.stdout
     assert target.read_bytes() == Path("/usr/bin/scp").read_bytes()
+
+
+def test_the_limited_shells_runtime_is_the_packages_not_a_profiles_list(base: str) -> None:
+    """A profiles.ini kept from an older version lists that version's modules (flat
+    pam_jail/*.py): whoever names any runtime path gets today's runtime whole; update
+    brings a jail built with an older runtime to today's: new modules arrive, modules
+    the package no longer has go (not only with --prune), the manifest follows."""
+    lib = "/usr/local/lib/pam_jail"
+    old_profiles = f"{base}/profiles-0.1.ini"
+    Path(old_profiles).write_text(
+        "[oldlsh]\npaths = @LIBDIR@/pam_jail/__init__.py, @LIBDIR@/pam_jail/confine.py, "
+        "@LIBDIR@/pam_jail/__pycache__/confine.cpython-311.pyc\n")
+    root = f"{base}/jail"
+    build.init_jail(root, ["oldlsh"], profiles_file=old_profiles)
+    for module in ("shell_entry.py", "confine.py", "plan.py", "_sys.cpython-311-x86_64-"
+                   "linux-gnu.so", "__pycache__/shell_entry.cpython-311.pyc"):
+        assert os.path.isfile(f"{root}{lib}/pam_jail/login/{module}"), module
+    assert os.path.isfile(f"{root}/usr/local/sbin/pam-jail-lsh")
+    assert not os.path.exists(f"{root}{lib}/pam_jail/confine.py")   # 0.1's, gone here
+    # a jail as 0.1 left it: flat modules recorded, the login directory missing
+    shutil.rmtree(f"{root}{lib}/pam_jail/login")
+    old = f"{root}{lib}/pam_jail/confine.py"
+    Path(old).write_text("# 0.1's confine\n")
+    os.chmod(old, 0o644)
+    with open(f"{root}{build.MANIFEST}", "a") as fh:
+        fh.write(f"{lib}/pam_jail/confine.py\n")
+    report = build.update_jail(root)
+    assert os.path.isfile(f"{root}{lib}/pam_jail/login/shell_entry.py")
+    assert not os.path.exists(old)
+    assert f"{lib}/pam_jail/confine.py" in report.removed_paths
+    placed = build.read_manifest(root) or set()
+    assert f"{lib}/pam_jail/login/shell_entry.py" in placed
+    assert f"{lib}/pam_jail/confine.py" not in placed
+    again = build.update_jail(root)                       # up to date: nothing to do
+    assert again.removed_paths == [] and again.files == 0

@@ -20,9 +20,10 @@ from jail_fixtures import build_jail, remove_jail
 from sshd_harness import User
 from util import safe_tmpdir
 
-from pam_jail import check, cli, safety
-from pam_jail.check import Checker, Finding, JailReport, Target, check_mount, targets
-from pam_jail.errors import PamJailError
+from pam_jail.admin import check, cli
+from pam_jail.admin.check import Checker, Finding, JailReport, Target, check_mount, targets
+from pam_jail.login import safety
+from pam_jail.login.errors import PamJailError
 
 pytestmark = pytest.mark.root
 
@@ -405,11 +406,12 @@ def test_a_failed_worker_fails_the_check(jail: str, monkeypatch: pytest.MonkeyPa
 def test_check_imports_stay_light() -> None:
     """`pam-jail check` starts fast: no hashlib (OpenSSL), dataclasses, concurrent.futures
     or json at import time (json only with --json)."""
-    code = ("import sys; import pam_jail.check; print(sorted(m for m in ('hashlib', "
+    code = ("import sys; import pam_jail.admin.check; print(sorted(m for m in ('hashlib', "
             "'_hashlib', 'dataclasses', 'concurrent.futures', 'json', 'threading', "
             "'inspect') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
-                          f"{os.path.dirname(os.path.dirname(check.__file__))!r}); {code}"],
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(check.__file__)))
+    out = subprocess.run([sys.executable, "-I", "-c",
+                          f"import sys; sys.path.insert(0, {repo!r}); {code}"],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -497,8 +499,8 @@ def test_cli_fix_dry_run_then_fix(jail: str, capsys: pytest.CaptureFixture[str])
 
 
 def test_fix_refuses_a_swapped_entry(jail: str) -> None:
-    from pam_jail.check import fix
-    from pam_jail.errors import PamJailError
+    from pam_jail.admin.check import fix
+    from pam_jail.login.errors import PamJailError
 
     os.chmod(f"{jail}/usr/bin/ls", 0o4755)
     f = only(run_check(jail), "setuid", "/usr/bin/ls")
@@ -556,8 +558,8 @@ def test_targets_config_and_markers(jail: str, user_factory: Callable[..., User]
 def test_shared_base_links_are_expected_only_when_named() -> None:
     """A jail built with `init --shared BASE` is all hard links into BASE: reported as
     links out of the jail unless check is told the base (which must carry the marker)."""
-    from pam_jail.build import init_jail
-    from pam_jail.errors import UsageError
+    from pam_jail.admin.build import init_jail
+    from pam_jail.login.errors import UsageError
 
     top = safe_tmpdir("shared")
     try:

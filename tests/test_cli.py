@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pam_jail import cli
+from pam_jail.admin import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,10 +28,10 @@ def test_table_matches_registration() -> None:
             assert command in subcommands(cli.build_parser(command))
 
 
-@pytest.mark.parametrize("command,absent", [("check", "elftools"), ("list", "pam_jail.build"),
-                                            ("explain", "pam_jail.doctor")])
+@pytest.mark.parametrize("command,absent", [("check", "elftools"), ("list", "pam_jail.admin.build"),
+                                            ("explain", "pam_jail.admin.doctor")])
 def test_a_command_imports_only_its_module(command: str, absent: str) -> None:
-    code = (f"import sys; from pam_jail import cli; cli.build_parser({command!r}); "
+    code = (f"import sys; from pam_jail.admin import cli; cli.build_parser({command!r}); "
             f"print(any(m == {absent!r} or m.startswith({absent!r} + '.') "
             "for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -63,7 +63,7 @@ def test_bash_completion() -> None:
 def test_errors_are_one_line_and_json_has_one_shape(capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from pam_jail.cli import main
+    from pam_jail.admin.cli import main
 
     assert main(["init"]) == 2                       # usage: the subcommand's usage shown
     err = capsys.readouterr().err
@@ -114,7 +114,7 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
     script = ("import os, sys\n"
               "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
               f"sys.path.insert(0, {REPO!r})\n"
-              "from pam_jail.cli import main\n"
+              "from pam_jail.admin.cli import main\n"
               f"code = main(['init', '--list', '-c', {REPO + '/etc/pam_jail/profiles.ini'!r}])\n"
               "sys.stderr.write(f'status={code}\\n')\n")
     result = subprocess.run([sys.executable, "-u", "-c", script], capture_output=True,
@@ -126,7 +126,7 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
 def test_an_error_renders_its_own_reason() -> None:
     """One rendering of a refusal's reason (the PAM module's, pam-jail-shell's and the
     CLI's log lines used to build it each): the message and its first problems."""
-    from pam_jail.errors import ConfigError, Denied, UnsafeJail
+    from pam_jail.login.errors import ConfigError, Denied, UnsafeJail
 
     assert Denied("user x is in no jail").reason() == "user x is in no jail"
     err = UnsafeJail("check jail web: unsafe", problems=["a", "b", "c", "d"])

@@ -65,8 +65,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     try:
@@ -74,7 +74,7 @@ def world() -> Iterator[World]:
         for root in (pair.pam_jail, pair.shell_jail):   # the clients' server sides
             from testbed import PROFILES
 
-            from pam_jail.build import copy_into, init_jail
+            from pam_jail.admin.build import copy_into, init_jail
 
             # locale: Python's start-up inside a PAM-path jail finds C.UTF-8 (PEP 538)
             init_jail(root, ["borg", "checksums", "locale", "hg", "rdiff-backup", "unison"],
@@ -85,7 +85,7 @@ def world() -> Iterator[World]:
         name = f"pjc{os.getpid() % 100000}"
         sftp = make_user(name, SHELL_ENTRY, f"{sftp_jail}/./home/{name}", create_home=False)
         undo.append(lambda: remove_user(name, remove_home=False))
-        from pam_jail.build import add_users
+        from pam_jail.admin.build import add_users
 
         add_users(sftp_jail, [name])
         with open(SYSTEM_CONFIG) as fh:
@@ -454,7 +454,7 @@ def test_svn_over_ssh(world: World, mode: str) -> None:
     """svn+ssh:// with a shared repository kept by root under /srv/svn (`paths =
     /srv/svn`): URLs are relative to that root (docs/clients.md); the absolute form is not
     served (it would need `--root=/`)."""
-    from pam_jail.build import copy_into
+    from pam_jail.admin.build import copy_into
 
     user, local, jail = world.users[mode], world.local, world.jails[mode]
     copy_into(jail, ["/usr/bin/svnserve"])

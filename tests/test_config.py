@@ -7,8 +7,8 @@ import os
 import pytest
 from util import safe_tmpdir
 
-from pam_jail.config import check_config_file, load_config, parse_config
-from pam_jail.errors import ConfigError
+from pam_jail.login.config import check_config_file, load_config, parse_config
+from pam_jail.login.errors import ConfigError
 
 GOOD = """
 [jails]
@@ -139,7 +139,7 @@ import string  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pam_jail.config import (  # noqa: E402
+from pam_jail.login.config import (  # noqa: E402
     JAIL_KEYS,
     OPTION_KEYS,
     _typed,
@@ -286,7 +286,7 @@ def _pam_jail_names(value: object, table: str) -> list[str]:
     an empty value or a list, each name one syscalls.ALLOWABLE knows."""
     from validate import VdtTypeError, VdtValueError
 
-    from pam_jail import syscalls
+    from pam_jail.login import syscalls
 
     assert table == "seccomp"
     names = value if isinstance(value, list) else [value] if value else []

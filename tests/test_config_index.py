@@ -1,4 +1,4 @@
-"""jails.ini's lookup index (pam_jail/config_index.py) against the full parse: for every
+"""jails.ini's lookup index (pam_jail/login/config_index.py) against the full parse: for every
 user and group of generated files the index decides exactly what the file decides, and
 anything that is not the index of the current file (stale, unsafe, damaged) is not used.
 
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from util import safe_tmpdir
 
-from pam_jail.config import install_config, load_config
-from pam_jail.config_index import config_for, index_path
-from pam_jail.errors import PamJailError
-from pam_jail.resolve import Identity, resolve
+from pam_jail.login.config import install_config, load_config
+from pam_jail.login.config_index import config_for, index_path
+from pam_jail.login.errors import PamJailError
+from pam_jail.login.resolve import Identity, resolve
 
 pytestmark = pytest.mark.root
 
@@ -142,9 +142,9 @@ def test_the_index_holds_each_jails_seccomp_program_as_the_profile_builds_it(
     for byte what syscalls.program() builds for the jail's seccomp_allow on this machine;
     one per distinct allow list; never for other options, another profile or a stale
     file."""
-    from pam_jail import config_index
-    from pam_jail.config_index import seccomp_program
-    from pam_jail.syscalls import from_options, program
+    from pam_jail.login import config_index
+    from pam_jail.login.config_index import seccomp_program
+    from pam_jail.login.syscalls import from_options, program
 
     path = f"{confdir}/jails.ini"
     text = ("[jails]\n  [[plain]]\n  root = /srv/jails/a\n  mode = pam\n"
@@ -168,3 +168,34 @@ def test_the_index_holds_each_jails_seccomp_program_as_the_profile_builds_it(
     with open(path, "a") as fh:                                # changed behind validate
         fh.write("\n")
     assert seccomp_program(path, ()) is None
+
+
+def test_a_login_gets_its_jails_program_in_the_same_lookup(confdir: str) -> None:
+    """config_for (what admit reads) carries each jail's precomputed filter on its
+    JailDef, so a login opens the index once; none for `seccomp = no`, none when the
+    profile changed (then the login builds it), none from a full parse of the file."""
+    from pam_jail.login import config_index
+    from pam_jail.login.syscalls import program
+
+    path = f"{confdir}/jails.ini"
+    install_config(path, "[jails]\n  [[loose]]\n  root = /srv/jails/b\n  mode = shell\n"
+                   "  seccomp_allow = keyring, ptrace\n"
+                   "  [[off]]\n  root = /srv/jails/c\n  mode = shell\n  seccomp = no\n"
+                   "[users]\nann = loose\nbob = off\n")
+    machine = os.uname().machine
+    ann = config_for(path, "ann", ())
+    bob = config_for(path, "bob", ())
+    assert ann is not None and bob is not None
+    assert ann.jails["loose"].program == program(machine, ("keyring", "ptrace"))
+    assert bob.jails["off"].program is None
+    ident = Identity("ann", 1500, 1500, "/home/ann", SHELL)
+    jail = resolve(ident, ann)
+    assert jail is not None and jail.program == ann.jails["loose"].program
+    assert load_config(path).jails["loose"].program is None    # the file: built at login
+    real = config_index.profile_identity
+    config_index.profile_identity = lambda: "0 0 0 0"
+    try:
+        again = config_for(path, "ann", ())
+        assert again is not None and again.jails["loose"].program is None
+    finally:
+        config_index.profile_identity = real

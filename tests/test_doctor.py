@@ -32,10 +32,10 @@ from jail_fixtures import (
 from sshd_harness import Sshd, make_user, remove_user
 from util import safe_tmpdir
 
-from pam_jail import doctor, doctor_host
-from pam_jail.cli import main
-from pam_jail.config import load_config
-from pam_jail.sshd_config import generate
+from pam_jail.admin import doctor, doctor_host
+from pam_jail.admin.cli import main
+from pam_jail.admin.sshd_config import generate
+from pam_jail.login.config import load_config
 
 LSH = """[default]
 programs = /usr/lib/openssh/sftp-server, /usr/bin/rsync
@@ -176,7 +176,7 @@ def test_correct_wiring_passes(wiring: Wiring, capsys: pytest.CaptureFixture[str
 def test_text_output_and_exit_status_of_the_command(wiring: Wiring) -> None:
     """The real command line: one line per check, a summary, exit 0."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pam_jail.cli", "doctor", "--pam-file", wiring.pam_file,
+        [sys.executable, "-m", "pam_jail.admin.cli", "doctor", "--pam-file", wiring.pam_file,
          "--sshd-config", wiring.sshd_config, "--config", wiring.config,
          "--pam-dir", f"{wiring.base}/pam.d", wiring.shell_user],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
@@ -185,7 +185,7 @@ def test_text_output_and_exit_status_of_the_command(wiring: Wiring) -> None:
     assert lines[-1].endswith("0 failed, 0 warnings")
     assert all(line.split()[0] == "ok" for line in lines[:-1]), proc.stdout
     assert "--pam-file" in subprocess.run(
-        [sys.executable, "-m", "pam_jail.cli", "doctor", "--help"], cwd=REPO,
+        [sys.executable, "-m", "pam_jail.admin.cli", "doctor", "--help"], cwd=REPO,
         capture_output=True, text=True, check=True).stdout
 
 
@@ -365,7 +365,7 @@ def test_config_not_root_only(wiring: Wiring, capsys: pytest.CaptureFixture[str]
 def test_userns_disabled_is_reported() -> None:
     """In a user namespace whose max_user_namespaces is 0 (the host's value stays as it
     is), the real unshare fails and doctor says so with the sysctl fix."""
-    code = ("import json; from pam_jail.doctor import check_userns\n"
+    code = ("import json; from pam_jail.admin.doctor import check_userns\n"
             "open('/proc/sys/user/max_user_namespaces', 'w').write('0')\n"
             "c = check_userns(0, 0); print(json.dumps([c.status, c.message, c.fix]))\n")
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--", sys.executable,
@@ -487,7 +487,7 @@ def test_text_output_keeps_every_detail_and_says_run_as_root(wiring: Wiring) -> 
         f"{wiring.pam_jail}/bin") else None
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pam_jail.cli", "doctor", "--pam-file", wiring.pam_file,
+            [sys.executable, "-m", "pam_jail.admin.cli", "doctor", "--pam-file", wiring.pam_file,
              "--sshd-config", wiring.sshd_config, "--config", wiring.config,
              "--pam-dir", f"{wiring.base}/pam.d", wiring.pam_user],
             cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
@@ -499,7 +499,7 @@ def test_text_output_keeps_every_detail_and_says_run_as_root(wiring: Wiring) -> 
     assert any("/etc: writable by group or other" in d for d in details), proc.stdout
     nobody = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-         "-m", "pam_jail.cli", "doctor", "--config", wiring.config],
+         "-m", "pam_jail.admin.cli", "doctor", "--config", wiring.config],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert "doctor.root" in nobody.stdout and "run it as root" in nobody.stdout, nobody
 
@@ -528,7 +528,7 @@ def test_log_relay_for_pam_path_jails(wiring: Wiring,
 
 
 # --------------------------------------------------------------------------- host services
-# (pam_jail/doctor_host.py: the account beyond the login, issue 18)
+# (pam_jail/admin/doctor_host.py: the account beyond the login, issue 18)
 
 H = doctor_host
 DIR, FILE, LINK = 0o040000, 0o100000, 0o120000

@@ -68,8 +68,8 @@ def _install_escape_tool(root: str) -> None:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     syslog = SyslogCapture().start()
@@ -449,10 +449,10 @@ def _state(pid: int) -> str:
 
 def test_the_pam_sessions_init_is_titled_and_ends_with_the_session(world: World) -> None:
     """Mode pam's PID 1 shows what it is in ps (not `sshd: USER [priv]`), and when the
-    session ends it ends too and is reaped (its parent at close_session when it can,
-    else the host's init when sshd's monitor exits): nothing is left behind, and the
-    monitor never waits for it (an exiting PID 1 waits for the monitor's own privsep
-    child: a blocking wait would hang every logout)."""
+    session ends it ends too and is reaped (by its parent at close_session, in a bounded
+    wait: tests/test_pam_reaper.py shows who reaps it): nothing is left behind, and the
+    monitor never waits for it unbounded (an exiting PID 1 waits for the monitor's own
+    privsep child: a blocking wait would hang every logout)."""
     import time
 
     user = world.pam_user
@@ -561,8 +561,8 @@ def test_pam_lsh_log_lines_name_the_jail_and_a_host_pid(world: World) -> None:
     import sys
     import time
 
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     config = generate(load_config())
     assert "LANG LC_* GIT_PROTOCOL\n" in config        # the Match blocks' AcceptEnv
@@ -573,7 +573,7 @@ def test_pam_lsh_log_lines_name_the_jail_and_a_host_pid(world: World) -> None:
     jail = load_config().users[user.name]
     # the jail's /dev/log: pam-jail-lsh writes there (inside the jail), the relay passes
     # its lines on to the host's syslog (pam-jail logrelay, as a host runs it)
-    relay = subprocess.Popen([sys.executable, "-m", "pam_jail.cli", "logrelay", "-j", jail,
+    relay = subprocess.Popen([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-j", jail,
                               "--foreground"], cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 import pytest
 from util import safe_tmpdir
 
-from pam_jail.config import good_path, load_config_lkg
-from pam_jail.errors import ConfigError
+from pam_jail.login.config import good_path, load_config_lkg
+from pam_jail.login.errors import ConfigError
 
 pytestmark = pytest.mark.root
 
 GOOD = "[jails]\n  [[web]]\n  root = /srv/jails/web\n[users]\nalice = web\n"
 BAD = "[jails]\n  [[web]]\n  root = srv/relative\n"
-CLI = [sys.executable, "-m", "pam_jail.cli"]
+CLI = [sys.executable, "-m", "pam_jail.admin.cli"]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""pam_jail.elf: the resolver against what the dynamic loader really loads on this machine.
+"""pam_jail.admin.elf: the resolver against what the dynamic loader really loads on this machine.
 
 The oracle runs a program with LD_TRACE_LOADED_OBJECTS=1 (ld.so lists what it would map and
 exits without running main); that is allowed in tests only, never in pam_jail itself.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_jail import elf
-from pam_jail.errors import BuildError
+from pam_jail.admin import elf
+from pam_jail.login.errors import BuildError
 
 PROGRAMS = [
     "/bin/bash",
@@ -495,7 +495,7 @@ def test_elf_interpreter_agrees_with_pyelftools() -> None:
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
-    from pam_jail.safety import elf_interpreter
+    from pam_jail.login.safety import elf_interpreter
 
     checked = with_interp = 0
     for path in _corpus():

@@ -11,7 +11,7 @@ from contextlib import redirect_stdout
 import pytest
 from jail_fixtures import make_jailed_pair
 
-from pam_jail.cli import main
+from pam_jail.admin.cli import main
 
 pytestmark = [pytest.mark.root]
 

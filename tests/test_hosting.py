@@ -51,9 +51,9 @@ class Hosting:
 
 @pytest.fixture(scope="module")
 def hosting() -> Iterator[Hosting]:
-    from pam_jail.build import add_users
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.build import add_users
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     saved = save_config()

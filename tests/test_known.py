@@ -1,4 +1,4 @@
-"""pam_jail/known.py: the one rule of which jails exist, as check, list and the log relay
+"""pam_jail/admin/known.py: the one rule of which jails exist, as check, list and the log relay
 see them (real users with jailkit `/./` homes)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 from util import safe_tmpdir
 
-from pam_jail import check, logrelay
-from pam_jail.config import parse_config
-from pam_jail.known import known_jails
+from pam_jail.admin import check, logrelay
+from pam_jail.admin.known import known_jails
+from pam_jail.login.config import parse_config
 
 pytestmark = pytest.mark.root
 

@@ -23,7 +23,7 @@ MARKER = "/var/lib/pam_jail-test/launch-host-marker"
 # interpreter as a user would: the checkout itself may not be readable by other users
 BOOT = (f"import sys; sys.path[:0] = [{LIBDIR!r}]; "
         "sys.path += ['/usr/lib/python3/dist-packages']; "
-        "from pam_jail.cli import main; sys.exit(main(sys.argv[1:]))")
+        "from pam_jail.admin.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def pam_jail(*args: str, user: str | None = None,
@@ -419,6 +419,6 @@ def test_uchroot_ini_checked_like_jails_ini(extra: Extra, syslog: SyslogCapture,
 
 def test_help_pages() -> None:
     for cmd in ("uchroot", "chrootlaunch"):
-        r = subprocess.run([sys.executable, "-m", "pam_jail.cli", cmd, "--help"],
+        r = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", cmd, "--help"],
                            capture_output=True, text=True, cwd=REPO, check=True)
         assert "exit status" in r.stdout and "examples" in r.stdout

@@ -1,4 +1,4 @@
-"""Resource limits (issue 11 item 7): the pure plan (pam_jail/limits.py), and for real
+"""Resource limits (issue 11 item 7): the pure plan (pam_jail/login/limits.py), and for real
 through sshd: a jailed fork bomb and a memory hog are capped, in both modes, while an
 unjailed user's login stays quick."""
 
@@ -15,9 +15,9 @@ import pytest
 from jail_fixtures import PAM_STACK, make_jailed_pair
 from sshd_harness import Sshd, User, make_user, remove_user
 
-from pam_jail.config import parse_config
-from pam_jail.errors import ConfigError
-from pam_jail.limits import (
+from pam_jail.login.config import parse_config
+from pam_jail.login.errors import ConfigError
+from pam_jail.login.limits import (
     Limits,
     cgroup_writes,
     controllers,
@@ -133,8 +133,8 @@ class World:
 def world() -> Iterator[World]:
     from testbed import SYSTEM_CONFIG, write_config
 
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     try:
@@ -242,7 +242,7 @@ def test_limits_conf_command(tmp_path: str) -> None:
         fh.write("[jails]\n  [[web]]\n  root = /srv/web\n  max_procs = 77\n"
                  "[users]\nalice = web\n")
     out = f"{base}/pam_jail.conf"
-    result = subprocess.run([sys.executable, "-m", "pam_jail.cli", "limits-conf", "--config",
+    result = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "limits-conf", "--config",
                              config, "-o", out], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     with open(out) as fh:

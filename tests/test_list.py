@@ -23,7 +23,7 @@ from jail_fixtures import (
 )
 from sshd_harness import User
 
-from pam_jail import cli
+from pam_jail.admin import cli
 
 pytestmark = pytest.mark.root
 
@@ -89,7 +89,7 @@ def stop(proc: subprocess.Popen[bytes], jail: str) -> None:
     """Kill the session: the process we started and whatever it left in its jail (a
     PID-namespace init survives its relay and ignores signals it has no handler for,
     except SIGKILL from outside)."""
-    from pam_jail.list import list_jailed
+    from pam_jail.admin.list import list_jailed
 
     proc.kill()
     proc.wait(timeout=10)
@@ -124,7 +124,7 @@ def test_shell_entry_process_is_listed(pair: JailedPair,
         assert relay[0]["jail"] == "shellj" and relay[0]["user"] == user.name
         assert relay[0]["nspid"] == proc.pid and s["ppid"] == proc.pid
         # the jail no longer known (removed from the config): still listed, as unknown
-        from pam_jail.list import list_jailed
+        from pam_jail.admin.list import list_jailed
         unknown = {p.pid: p for p in list_jailed({})}
         assert unknown[int(str(s["pid"]))].state == "unknown"
         assert unknown[proc.pid].jail == "?"
@@ -155,7 +155,7 @@ def test_pam_path_process_is_listed(pair: JailedPair, pam_service: Callable[...,
         assert (mine[0]["user"], mine[0]["jail"], mine[0]["root"], mine[0]["state"]) == \
             (user.name, "pamj", pair.pam_jail, "jailed")
         assert mine[0]["own_mntns"] is True and mine[0]["nspid"] == proc.pid  # no PID ns
-        out = subprocess.run([sys.executable, "-m", "pam_jail.cli", "list"],
+        out = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "list"],
                              capture_output=True, text=True, check=True).stdout
         row = [ln for ln in out.splitlines() if ln.split()[:1] == [str(proc.pid)]]
         assert len(row) == 1 and user.name in row[0] and "pamj" in row[0]
@@ -190,7 +190,7 @@ def test_forged_command_line_is_one_escaped_row(pair: JailedPair,
         procs = wait_for(capsys, lambda p: str(p["command"]).endswith(" 293"))
         mine = [p for p in procs if p["pid"] == proc.pid]
         assert len(mine) == 1 and mine[0]["command"] == f"{FORGED_ARGV0} 293", procs
-        out = subprocess.run([sys.executable, "-m", "pam_jail.cli", "list"],
+        out = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "list"],
                              capture_output=True, text=True, check=True).stdout
         rows = out.split("\n")
         assert rows[-1] == ""                            # ends with a newline, nothing after
@@ -212,7 +212,7 @@ def test_forged_command_line_is_one_escaped_row(pair: JailedPair,
 # into a jail that only the user's /./ home marker names
 BOOT = (f"import sys; sys.path[:0] = [{LIBDIR!r}]; "
         "sys.path += ['/usr/lib/python3/dist-packages']; "
-        "from pam_jail.cli import main; sys.exit(main(sys.argv[1:]))")
+        "from pam_jail.admin.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def test_marker_only_jail_process_is_listed_with_namespace_ids(
@@ -251,7 +251,7 @@ def test_marker_only_jail_process_is_listed_with_namespace_ids(
             assert ns[kind] != host[kind], kind
         assert s["nspid"] == 1 and s["own_mntns"] is True
         # the text output shows the marker jail too
-        out = subprocess.run([sys.executable, "-m", "pam_jail.cli", "list"],
+        out = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "list"],
                              capture_output=True, text=True, check=True).stdout
         row = [ln for ln in out.splitlines() if ln.split()[:1] == [str(pid)]]
         assert len(row) == 1 and "marker:" in row[0] and user.name in row[0], out
@@ -262,7 +262,7 @@ def test_marker_only_jail_process_is_listed_with_namespace_ids(
         if proc is not None:
             proc.kill()
             proc.wait(timeout=10)
-            from pam_jail.list import list_jailed
+            from pam_jail.admin.list import list_jailed
             for left in list_jailed({"j": root}):
                 os.kill(left.pid, 9)
         remove_jail(root)

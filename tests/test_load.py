@@ -180,8 +180,8 @@ def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
 
 @pytest.fixture(scope="module")
 def load() -> Iterator[Load]:
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     saved = save_config()

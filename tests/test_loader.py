@@ -63,8 +63,8 @@ def _compile(path: str) -> None:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     try:
@@ -100,7 +100,7 @@ def test_the_library_really_preloads(world: World) -> None:
 
 
 def test_entries_are_static(world: World) -> None:
-    from pam_jail.safety import elf_interpreter
+    from pam_jail.login.safety import elf_interpreter
 
     for entry in (SHELL_ENTRY, LSH_SHELL):
         with open(entry, "rb") as fh:

@@ -25,8 +25,8 @@ from sshd_harness import User
 from syslog_capture import SyslogCapture
 from util import safe_tmpdir
 
-from pam_jail.errors import ConfigError
-from pam_jail.logrelay import Bucket, Limits, parse_settings, rewrite
+from pam_jail.admin.logrelay import Bucket, Limits, parse_settings, rewrite
+from pam_jail.login.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOBODY = 65534
@@ -122,7 +122,7 @@ def world(syslog: SyslogCapture) -> Iterator[World]:
     procs: list[RelayProc] = []
 
     def start(*args: str, config_path: str = config) -> RelayProc:
-        proc = subprocess.Popen([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c",
+        proc = subprocess.Popen([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-c",
                                  config_path, "--foreground", "--json", *args],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -233,7 +233,7 @@ def test_jail_cannot_pass_for_sshd_or_forge_lines(world: World,
     for facility in ("auth", "authpriv", "kern"):
         bad = _write_root_file(f"{world.base}/bad.ini",
                                f"[jails]\n  [[rj]]\n  facility = {facility}\n")
-        r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c",
+        r = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-c",
                             world.config, "-s", bad, "--dry-run"], cwd=REPO,
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 3, r
@@ -346,7 +346,7 @@ def test_unsafe_jail_dev_is_refused_others_served(world: World, syslog: SyslogCa
         # dev/log a directory: never replaced
         os.chmod(f"{bad}/dev", 0o755)
         os.mkdir(f"{bad}/dev/log")
-        r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", config,
+        r = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-c", config,
                             "-j", "bad", "--once", "--idle", "0.2"], cwd=REPO,
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 1 and "not a socket" in r.stderr, r.stderr
@@ -356,7 +356,7 @@ def test_unsafe_jail_dev_is_refused_others_served(world: World, syslog: SyslogCa
 
 
 def test_dry_run_binds_nothing(world: World) -> None:
-    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", world.config,
+    r = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-c", world.config,
                         "--dry-run", "--json", "--base", "7"], cwd=REPO, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 0, r.stderr
@@ -370,7 +370,7 @@ def test_dry_run_binds_nothing(world: World) -> None:
 
 def test_once_exits_when_idle(world: World) -> None:
     start = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", world.config,
+    r = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-c", world.config,
                         "--once", "--idle", "0.5"], cwd=REPO, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 0, r.stderr
@@ -536,7 +536,7 @@ def test_escape_is_one_printable_line_and_unambiguous(text: str, also: str) -> N
     """log.escape, the one rule: every character out is printable (no newline, ESC,
     bidi or zero-width character survives), and the escapes can be read back to exactly
     the input (a literal backslash is escaped too: no two inputs look the same)."""
-    from pam_jail.log import escape
+    from pam_jail.login.log import escape
 
     out = escape(text, also=also)
     assert all(c.isprintable() for c in out)
@@ -586,21 +586,21 @@ def test_settings_parse_and_refuse() -> None:
 def test_settings_file_must_be_root_owned(world: World) -> None:
     path = _write_root_file(f"{world.base}/lr.ini", "[limits]\nbase = 1\n")
     os.chown(path, NOBODY, 0)
-    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "-c", world.config,
+    r = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "-c", world.config,
                         "-s", path, "--dry-run"], cwd=REPO, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 3 and "unsafe settings file" in r.stderr, r.stderr
 
 
 def test_help_page() -> None:
-    r = subprocess.run([sys.executable, "-m", "pam_jail.cli", "logrelay", "--help"],
+    r = subprocess.run([sys.executable, "-m", "pam_jail.admin.cli", "logrelay", "--help"],
                        cwd=REPO, capture_output=True, text=True, check=True)
     for needle in ("exit status", "examples", "SIGUSR1", "dropped_host", "base"):
         assert needle in r.stdout
 
 
 def test_shipped_settings_are_the_defaults() -> None:
-    from pam_jail.logrelay import Settings
+    from pam_jail.admin.logrelay import Settings
 
     with open(f"{REPO}/etc/pam_jail/logrelay.ini") as fh:
         assert parse_settings(fh.read()) == Settings()

@@ -25,9 +25,9 @@ from syslog_capture import SyslogCapture
 from test_lsh_home import GIT_CORE, add_server_tools, as_user, seed_repo
 from util import safe_tmpdir
 
-from pam_jail.build import copy_into
-from pam_jail.policy import Decision, decide, parse_lsh, select_policy, split_command
-from pam_jail.shell_entry import JailFacts
+from pam_jail.admin.build import copy_into
+from pam_jail.login.lsh import JailFacts
+from pam_jail.login.policy import Decision, decide, parse_lsh, select_policy, split_command
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -115,8 +115,8 @@ def _chown_tree(top: str, uid: int, gid: int) -> None:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     syslog = SyslogCapture().start()

@@ -74,7 +74,7 @@ class HomeWorld:
 
 def add_server_tools(jail: str, user: str) -> None:
     """git and cvs in the shell jail, and what git needs besides its files."""
-    from pam_jail.build import init_jail
+    from pam_jail.admin.build import init_jail
 
     init_jail(jail, ["git", "cvs"], users=[user],
               profiles_file=f"{REPO}/etc/pam_jail/profiles.ini")

@@ -40,10 +40,10 @@ from jail_fixtures import (
 from sshd_harness import Sshd, User, free_port
 from util import safe_tmpdir
 
-from pam_jail import confine
-from pam_jail.confine import LANDLOCK_SCOPES, scope_decision
-from pam_jail.doctor import FAIL, OK, WARN, judge_network
-from pam_jail.resolve import Jail
+from pam_jail.admin.doctor import FAIL, OK, WARN, judge_network
+from pam_jail.login import confine
+from pam_jail.login.confine import LANDLOCK_SCOPES, scope_decision
+from pam_jail.login.resolve import Jail
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ESCAPE = "/usr/local/bin/pjescape"
@@ -217,9 +217,9 @@ def _git_server(undo: list[Callable[[], object]]) -> int:
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    from pam_jail.build import add_users
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.build import add_users
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     try:
@@ -434,7 +434,7 @@ def test_chrootlaunch_scopes_the_daemon(user_factory: Callable[..., User],
                       f"  network = {'yes' if network else 'no'}\n[users]\n{user.name} = nl\n")
         boot = (f"import sys; sys.path[:0] = [{LIBDIR!r}]; "
                 "sys.path += ['/usr/lib/python3/dist-packages']; "
-                "from pam_jail.cli import main; sys.exit(main(sys.argv[1:]))")
+                "from pam_jail.admin.cli import main; sys.exit(main(sys.argv[1:]))")
         for what in (("abstract", host_abstract), ("sockdiag",)):
             r = subprocess.run(["/usr/bin/python3", "-IS", "-c", boot, "chrootlaunch", "-j",
                                 "nl", "-u", user.name, "--", ESCAPE, *what],
@@ -463,7 +463,7 @@ _NO_LANDLOCK = b"".join(
 
 
 def _without_landlock() -> None:
-    from pam_jail import _sys
+    from pam_jail.login import _sys
 
     confine.set_no_new_privs()
     _sys.seccomp_filter(_NO_LANDLOCK)
@@ -492,8 +492,8 @@ def test_kernel_without_landlock_refuses_network_yes_logins(net: Net,
     "session refused", and sshd's session process ends: the connection closes with
     nothing written to the channel, tests/test_refused_session.py); network = no logins
     still work, unscoped."""
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     reason = "scope abstract unix sockets of a network = yes jail: this kernel has no Landlock"
     net.set_network(True)

@@ -63,8 +63,8 @@ def test_layout(deb: str) -> None:
     try:
         subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
         lib = f"{root}/usr/lib/pam_jail"
-        assert os.path.isfile(f"{lib}/pam_jail/cli.py")
-        assert os.path.isfile(f"{lib}/pam_jail/doctor.py")
+        assert os.path.isfile(f"{lib}/pam_jail/admin/cli.py")
+        assert os.path.isfile(f"{lib}/pam_jail/admin/doctor.py")
         assert not any("__pycache__" in d for d, _s, _f in os.walk(lib))  # py3compile's job
         for name in ("pam-jail", "pam-jail-shell", "pam-jail-lsh"):
             path = f"{root}/usr/sbin/{name}"
@@ -76,7 +76,7 @@ def test_layout(deb: str) -> None:
         for name in ("pam-jail-shell", "pam-jail-lsh"):   # static exec stubs: no loader
             with open(f"{root}/usr/sbin/{name}", "rb") as fh:
                 binary = fh.read()
-            from pam_jail.safety import elf_interpreter
+            from pam_jail.login.safety import elf_interpreter
             assert binary.startswith(b"\x7fELF") and elf_interpreter(binary) is None
             assert f"/usr/lib/pam_jail/{name}.py".encode() in binary
         pam_py = _read(f"{lib}/pam_jail_pam.py")
@@ -135,7 +135,7 @@ def test_control_and_conffiles(deb: str) -> None:
 
 
 def test_man_page_covers_every_subcommand(deb: str) -> None:
-    from pam_jail.cli import build_parser
+    from pam_jail.admin.cli import build_parser
 
     sub = next(a for a in build_parser()._actions
                if isinstance(a, argparse._SubParsersAction))
@@ -182,11 +182,13 @@ echo "== import"
 chroot "$R" /usr/bin/python3 -IS -c 'import sys
 sys.path[:0] = ["/usr/lib/pam_jail"]
 sys.path.append("/usr/lib/python3/dist-packages")
-import pam_jail.pam_module, pam_jail.shell_entry, pam_jail.cli, pam_jail.doctor
-print("module-file=" + pam_jail.cli.__file__)'
+import pam_jail.login.pam_module, pam_jail.login.shell_entry
+import pam_jail.admin.cli, pam_jail.admin.doctor
+print("module-file=" + pam_jail.admin.cli.__file__)'
 chroot "$R" /usr/bin/python3 -IS -c 'exec(open("/usr/lib/pam_jail/pam_jail_pam.py").read())
 print("pam-entry=" + pam_sm_open_session.__module__)'
-ls "$R/usr/lib/pam_jail/pam_jail/__pycache__" | grep -c '\.pyc$' | sed 's/^/pyc=/'
+find "$R/usr/lib/pam_jail/pam_jail" -name '*.pyc' | grep -c . | sed 's/^/pyc=/'
+find "$R/usr/lib/pam_jail/pam_jail/login" -name '*.pyc' | grep -c . | sed 's/^/login-pyc=/'
 echo "== pam lines, then removal"
 chroot "$R" useradd -M -s /bin/sh pjpkgplain
 { echo "auth required pam_permit.so"; echo "account required pam_permit.so";
@@ -251,10 +253,12 @@ def test_install_run_purge_in_an_overlay(deb: str) -> None:
         assert stderr is not None
         assert stderr.group(1).startswith("pam_jail: login refused:"), stderr.group(1)
         assert "root" in stderr.group(1)
-        assert "module-file=/usr/lib/pam_jail/pam_jail/cli.py" in out
-        assert "pam-entry=pam_jail.pam_module" in out
+        assert "module-file=/usr/lib/pam_jail/pam_jail/admin/cli.py" in out
+        assert "pam-entry=pam_jail.login.pam_module" in out
         pyc = re.search(r"^pyc=(\d+)$", out, re.M)
         assert pyc is not None and int(pyc.group(1)) > 10  # py3compile ran in postinst
+        login_pyc = re.search(r"^login-pyc=(\d+)$", out, re.M)   # the trusted core too
+        assert login_pyc is not None and int(login_pyc.group(1)) > 10
         assert "left=" not in out, out
         # removal comments pam_jail's pam.d lines out: root and unjailed users log in
         assert "commented=4" in out and "root-after-remove=0" in out, out

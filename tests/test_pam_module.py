@@ -49,7 +49,7 @@ def pamtester(service: str, user: str, *ops: str) -> subprocess.CompletedProcess
 
 
 def jailed_user(user_factory: Callable[..., User], jail: str) -> User:
-    from pam_jail.build import add_users
+    from pam_jail.admin.build import add_users
 
     user = user_factory(shell=LSH_SHELL, create_home=False)
     add_users(jail, [user.name], shell=LSH_SHELL)
@@ -119,7 +119,7 @@ def test_bad_config_falls_back_to_last_known_good(jail: str, config: Callable[..
                                                   syslog: SyslogCapture) -> None:
     """jails.ini broken after a good version was installed (pam-jail validate/edit write
     PATH.good): the jailed user is jailed by the last-known-good, and it is logged."""
-    from pam_jail.config import good_path
+    from pam_jail.login.config import good_path
 
     user = jailed_user(user_factory, jail)
     path = config(f"{user.name} = web")

@@ -1,4 +1,4 @@
-"""The limited shell's decisions (pam_jail.policy): pure, no root, no files.
+"""The limited shell's decisions (pam_jail.login.policy): pure, no root, no files.
 
 The "real" commands below are what the clients on Debian 12 sent through a fake ssh
 (`rsync -e ./fake.sh`, `scp -O -S ./fake.sh`, `GIT_SSH=./fake.sh git clone`): rsync
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pam_jail.errors import ConfigError, Denied
-from pam_jail.policy import (
+from pam_jail.login.errors import ConfigError, Denied
+from pam_jail.login.policy import (
     MISSING,
     RULES,
     Decision,
@@ -686,7 +686,7 @@ def test_locale_names_pass_as_sent(alice: Policy) -> None:
 def test_client_environment_is_what_the_stub_received() -> None:
     """shells/entry.c hands the client's locale variables over as PAM_JAIL_SENT_NAME;
     the ones under their own names are the interpreter's (PEP 538's LC_CTYPE)."""
-    from pam_jail.shell_entry import client_environment
+    from pam_jail.login.lsh import client_environment
 
     coerced = {"LC_CTYPE": "C.UTF-8", "TERM": "xterm", "SSH_CONNECTION": "1 2 3 4"}
     assert client_environment(coerced) == {"TERM": "xterm", "SSH_CONNECTION": "1 2 3 4"}
@@ -1166,7 +1166,7 @@ def _shlex_words(text: str) -> list[str] | None:
 @settings(max_examples=3000, deadline=None)
 @given(text=st.text(alphabet=" \t\n\r'\"\\ab#;$`*~-=", max_size=40) | st.text(max_size=30))
 def test_splitter_is_shlex(text: str) -> None:
-    from pam_jail.policy import _posix_words
+    from pam_jail.login.policy import _posix_words
 
     try:
         ours: list[str] | None = _posix_words(text)
@@ -1297,7 +1297,7 @@ def test_git_serves_repositories_kept_by_root(fs: FakeFS, command: str, repo: st
 def test_git_asks_only_what_it_needs() -> None:
     fs = jail_fs()
     _git_decide("git-upload-pack /srv/git/x.git", fs)
-    from pam_jail.policy import GIT_ADMIN_HOOKS
+    from pam_jail.login.policy import GIT_ADMIN_HOOKS
 
     assert len(fs.asked) < 25 and all(p.startswith(("/srv", "/etc/gitconfig")) or p == "/"
                                       or p == GIT_ADMIN_HOOKS for p in fs.asked), fs.asked

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pam_jail.config import parse_config
-from pam_jail.errors import Denied
-from pam_jail.resolve import Identity, resolve, split_marker
+from pam_jail.login.config import parse_config
+from pam_jail.login.errors import Denied
+from pam_jail.login.resolve import Identity, resolve, split_marker
 
 CFG = parse_config("""
 [jails]
@@ -105,8 +105,8 @@ def test_jailkit_marker_users_are_left_to_jailkit() -> None:
 def test_an_interactive_refusal_names_the_real_reason() -> None:
     """Issue 20: a user no jails.ini entry maps, jailed by the /./ marker alone, was told
     `jails.ini: allow_shell = no`; the refusal now says the mapping is missing."""
-    from pam_jail.resolve import Jail
-    from pam_jail.shell_entry import _no_shell_why
+    from pam_jail.login.resolve import Jail
+    from pam_jail.login.shell_entry import _no_shell_why
 
     marker = Jail("marker:/srv/j", "/srv/j", "/home/ann", "shell", False, "marker")
     assert "maps ann to no jail" in _no_shell_why(marker, "ann")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from util import safe_tmpdir
 
-from pam_jail.safety import (
+from pam_jail.login.safety import (
     check_jail,
     check_path_chain,
     components,

@@ -80,7 +80,7 @@ def world() -> Iterator[World]:
         sftp = make_user(sftp_name, SHELL_ENTRY, f"{sftp_jail}/./home/{sftp_name}",
                          create_home=False)
         undo.append(lambda: remove_user(sftp_name, remove_home=False))
-        from pam_jail.build import add_users
+        from pam_jail.admin.build import add_users
 
         add_users(sftp_jail, [sftp_name])
         plain = make_user(plain_name, "/bin/sh")
@@ -375,6 +375,46 @@ def test_su_and_su_l_as_root_run_in_the_jail(world: World, mode: str) -> None:
             assert status == 0 and listing_is_jailed(world, out), (command, out)
         assert wait_until(lambda: not processes_of(user.uid), 10), processes_of(user.uid)
     finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ("pam", "shell"))
+def test_root_su_without_allow_shell_says_why_in_one_line(world: World, mode: str) -> None:
+    """Root's `su USER` and `su - USER` (lines in both su and su-l) for a jailed user
+    whose jail says allow_shell = no: the login shell runs in the jail and refuses the
+    interactive shell in one line naming the real reason (jails.ini's allow_shell, and
+    the jail); nothing of the host, no other pam_jail line. A command (`-c`) still runs
+    in the jail, and root's own su is untouched."""
+    user = world.users[mode]
+    jail = {"pam": "pamj", "shell": "shellj"}[mode]
+    base = safe_tmpdir("su")
+    saved = read(SYSTEM_CONFIG)
+    try:
+        section = f"  [[{jail}]]\n"
+        head, rest = saved.split(section, 1)
+        write_config(head + section + rest.replace("allow_shell = yes", "allow_shell = no", 1))
+        with open("/etc/pam.d/su-l") as fh:
+            su_l = fh.read()
+        lines = [line.split("  #")[0] for line in read(f"{world.pam_dir}/su").splitlines()
+                 if line.rstrip().endswith("# pam-jail pam-setup")]
+        with open(f"{base}/su-l", "w") as fh:
+            fh.write(su_l + "\n".join(lines) + "\n")
+        both = binds(world.pam_dir, "su") + f"mount --bind {base}/su-l /etc/pam.d/su-l && "
+        for command in (f"su {user.name}", f"su - {user.name}"):
+            status, out = on_pty(private(both + f"exec {command}"), [("$ ", "ls /etc\n")])
+            said = [line for line in out.splitlines() if line.strip()]
+            assert status == 126 and len(said) == 1, (command, status, out)
+            assert said[0].startswith("pam_jail: refused: interactive login is not allowed"), said
+            assert "allow_shell = no" in said[0], said
+            assert "passwd" not in out and os.path.basename(world.host_marker) not in out, out
+        status, out = on_pty(private(both + f"exec su - {user.name} -c 'ls /etc'"))
+        assert status == 0 and listing_is_jailed(world, out), out
+        status, out = on_pty(private(both + "exec su - root -c 'id -u; ls /etc'"))
+        assert status == 0 and out.splitlines()[0].strip() == "0", out
+        assert os.path.basename(world.host_marker) in out, out
+        assert wait_until(lambda: not processes_of(user.uid), 10), processes_of(user.uid)
+    finally:
+        write_config(saved)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -1,4 +1,4 @@
-"""pam_jail.sshd_config: the generated Match blocks, as text (pure) and as sshd reads them
+"""pam_jail.admin.sshd_config: the generated Match blocks, as text (pure) and as sshd reads them
 (`sshd -t`, `sshd -T -C`, and a real sftp-only login through the test harness sshd)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import stat
 import pytest
 from sshd_harness import HARNESS_BASE, Sshd, unique_name
 
-from pam_jail import sshd_config
-from pam_jail.config import Config, JailDef
-from pam_jail.errors import ConfigError, UnsafeJail
+from pam_jail.admin import sshd_config
+from pam_jail.login.config import Config, JailDef
+from pam_jail.login.errors import ConfigError, UnsafeJail
 
 RESTRICTION_LINES = [f"{k} {v}" for k, v in sshd_config.RESTRICTIONS] + [
     "AcceptEnv LANG LC_* GIT_PROTOCOL"]
@@ -62,7 +62,7 @@ SFTP = JailDef(name="drop", root="/srv/jails/drop", mode="sftp")
 def test_user_block_has_every_restriction() -> None:
     """Mode pam: the restrictions, and ForceCommand pam-jail-lsh (a user mapped here whose
     login shell is another runs pam-jail-lsh on the host, where it refuses)."""
-    from pam_jail.sshd_rules import lsh_entry_path
+    from pam_jail.login.sshd_rules import lsh_entry_path
 
     text = gen(cfg_of([WEB], users={"bob": "web", "alice": "web"}))
     settings = block_of(text, "User alice,bob")
@@ -83,7 +83,7 @@ def test_sftp_block_chroots_and_forces_internal_sftp() -> None:
 def test_shell_block_forces_the_login_shell() -> None:
     """Mode shell: ForceCommand pam-jail-shell sends every request, a global
     internal-sftp subsystem included, through the login shell."""
-    from pam_jail.sshd_rules import shell_entry_path
+    from pam_jail.login.sshd_rules import shell_entry_path
 
     text = gen(cfg_of([SHELLJ], users={"dave": "sh"}))
     assert "ForceCommand sends every" in text and "internal-sftp" in text

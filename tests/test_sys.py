@@ -1,4 +1,4 @@
-"""pam_jail._sys, the C extension behind confine.py: each call reaches the kernel, and a
+"""pam_jail.login._sys, the C extension behind confine.py: each call reaches the kernel, and a
 failing call raises OSError with the kernel's errno (confine.py turns it into one
 ConfineError line). The sequences themselves are tested for real in test_e2e.py."""
 
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from pam_jail import _sys, confine
-from pam_jail.errors import ConfineError
+from pam_jail.login import _sys, confine
+from pam_jail.login.errors import ConfineError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +58,7 @@ def test_drop_in_a_child_is_proven() -> None:
     """A root child drops its bounding set and capabilities, sets no_new_privs, and the
     kernel's own view (/proc/self/status) agrees."""
     proc = in_child(
-        "from pam_jail import confine, _sys\n"
+        "from pam_jail.login import confine, _sys\n"
         "confine.drop_bounding_set(); confine.clear_capabilities(); confine.set_no_new_privs()\n"
         "st = dict(l.split(':\\t', 1) for l in open('/proc/self/status') if ':\\t' in l)\n"
         "print(_sys.capget(), int(st['CapBnd'], 16), int(st['CapEff'], 16),\n"
@@ -75,7 +75,7 @@ def test_unshare_and_mount_in_a_child() -> None:
     if os.geteuid() != 0:
         pytest.fail("run as root: scripts/test")
     proc = in_child(
-        "import os\nfrom pam_jail import confine, _sys\n"
+        "import os\nfrom pam_jail.login import confine, _sys\n"
         "_sys.unshare(confine.CLONE_NEWNS)\n"
         "_sys.mount(None, '/', None, confine.MS_REC | confine.MS_PRIVATE, None)\n"
         "_sys.mount('pjtest', '/mnt', 'tmpfs', confine.MS_NOSUID, 'size=1m')\n"
@@ -90,7 +90,7 @@ def test_unshare_and_mount_in_a_child() -> None:
 
 def test_close_range_closes() -> None:
     proc = in_child(
-        "import os\nfrom pam_jail import confine\n"
+        "import os\nfrom pam_jail.login import confine\n"
         "fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(5)]\n"
         "confine.close_fds(keep=(fds[2],))\n"
         "def is_open(fd):\n    try:\n        os.fstat(fd)\n    except OSError:\n"
@@ -99,3 +99,29 @@ def test_close_range_closes() -> None:
     assert proc.returncode == 0, proc.stderr
     kept, still_open = proc.stdout.split(" ", 1)
     assert still_open.strip() == f"[{kept}]"
+
+
+def test_rlimits_agree_with_the_resource_module() -> None:
+    """Differential: _sys.getrlimit/setrlimit (the login path's, without loading the
+    `resource` extension) against Python's own resource module, constants included."""
+    import resource
+
+    assert (confine.RLIMIT_NPROC, confine.RLIMIT_FSIZE, confine.RLIM_INFINITY) == \
+        (resource.RLIMIT_NPROC, resource.RLIMIT_FSIZE, resource.RLIM_INFINITY)
+    for which in (resource.RLIMIT_NPROC, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE):
+        assert _sys.getrlimit(which) == resource.getrlimit(which)
+    out = in_child(
+        "import resource\nfrom pam_jail.login import _sys, confine, limits\n"
+        "_sys.setrlimit(resource.RLIMIT_FSIZE, 12345, 23456)\n"
+        "print(resource.getrlimit(resource.RLIMIT_FSIZE))\n"
+        "confine.set_rlimits(limits.Limits(procs=77, fsize=4096))\n"
+        "print(resource.getrlimit(resource.RLIMIT_NPROC), "
+        "resource.getrlimit(resource.RLIMIT_FSIZE))\n"
+        "try:\n    _sys.setrlimit(resource.RLIMIT_FSIZE, 1, -1)\n"
+        "except OSError as e:\n    print('errno', e.errno)\n")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "(12345, 23456)"
+    assert lines[1] == "(77, 77) (4096, 4096)"   # capped at the hard limit: 4096 < 23456
+    if os.geteuid() != 0:
+        assert lines[2] == f"errno {errno.EPERM}"   # raising the hard limit needs root

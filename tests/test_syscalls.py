@@ -1,4 +1,4 @@
-"""The seccomp profile (pam_jail/syscalls.py), without root.
+"""The seccomp profile (pam_jail/login/syscalls.py), without root.
 
 * Its numbers and its "known" ranges are libseccomp's (Debian's python3-seccomp).
 * Differential: the program pam_jail builds and the one libseccomp compiles from the same
@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pam_jail import syscalls
-from pam_jail.syscalls import (
+from pam_jail.login import syscalls
+from pam_jail.login.syscalls import (
     ALLOWABLE,
     AUDIT_ARCH_I386,
     AUDIT_ARCH_X86_64,
@@ -422,7 +422,7 @@ CASES: dict[str, tuple[int, tuple[int, ...]]] = {
 def _in_filtered_child(allow: tuple[str, ...] | None) -> dict[str, list[int]]:
     """Fork; the child sets no_new_privs, loads the filter with the login paths' own
     step (confine.load_syscall_filter) and makes each CASES call; (result, errno)."""
-    from pam_jail import confine
+    from pam_jail.login import confine
 
     r, w = os.pipe()
     pid = os.fork()
@@ -492,7 +492,7 @@ def test_a_precomputed_program_is_the_one_loaded() -> None:
     """load_syscall_filter(allow, prog) loads `prog` itself (jails.ini's index holds the
     program, config_index.seccomp_program), not a program it builds: here a program that
     denies getppid alone, which the profile never denies."""
-    from pam_jail import confine
+    from pam_jail.login import confine
 
     def insn(code: int, jt: int, jf: int, k: int) -> bytes:
         return code.to_bytes(2, "little") + bytes((jt, jf)) + k.to_bytes(4, "little")

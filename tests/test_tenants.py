@@ -1,7 +1,7 @@
 """Customers sharing a jail (issue 19): one customer attacks another through what the
 jail has in common. Two customers in one mode-pam jail and two in one mode-shell jail,
 a real sshd on 127.0.0.1, real ssh sessions; each attack runs in customer A's session
-against customer B (jails.ini `private`, default yes: pam_jail/view.py).
+against customer B (jails.ini `private`, default yes: pam_jail/login/view.py).
 
 The worst case on purpose: B's home is 0755 with a 0644 file (an admin's chmod, a
 useradd default), and this host does not protect symlinks in sticky dirs unless asked."""
@@ -60,9 +60,9 @@ class Tenants:
 
 @pytest.fixture(scope="module")
 def tenants() -> Iterator[Tenants]:
-    from pam_jail.build import add_users, copy_into
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin.build import add_users, copy_into
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     undo: list[Callable[[], object]] = []
     saved = save_config()
@@ -235,9 +235,9 @@ def test_a_stub_home_leaves_sshd_nothing_to_complain_about(tenants: Tenants) -> 
     """A user jailed by jailuser (passwd home: the root-owned stub JAIL/./.home/USER) in
     mode pam: sshd chdirs to that stub inside the jail after the PAM chroot. The view
     covers /.home but keeps the user's own stub: no "Could not chdir" on the login."""
-    from pam_jail import users
-    from pam_jail.config import load_config
-    from pam_jail.sshd_config import generate
+    from pam_jail.admin import users
+    from pam_jail.admin.sshd_config import generate
+    from pam_jail.login.config import load_config
 
     name = unique("pjtst")
     user = make_user(name, "/bin/sh", f"/home/{name}", create_home=False)

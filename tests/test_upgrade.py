@@ -116,9 +116,13 @@ ini_intact() { cmp -s /etc/pam_jail/jails.ini $P/jails.ini.edited && echo "ini-$
 # the jail's copy of the limited shell's runtime (lsh profile) against the host's
 runtime() {
   stale=0 n=0
-  for f in /srv/pjj/pamj/usr/lib/pam_jail/pam_jail/*.py /srv/pjj/pamj/usr/lib/pam_jail/*.py; do
+  for f in $(find /srv/pjj/pamj/usr/lib/pam_jail -name '*.py'); do
     n=$((n + 1))
     cmp -s "$f" "${f#/srv/pjj/pamj}" || stale=$((stale + 1))
+  done
+  # and the other way: every module of the host's runtime is in the jail
+  for f in $(find /usr/lib/pam_jail/pam_jail/login -name '*.py' 2>/dev/null); do
+    [ -f "/srv/pjj/pamj$f" ] || stale=$((stale + 1))
   done
   echo "runtime-files-$1=$n"
   echo "stale-runtime-$1=$stale"

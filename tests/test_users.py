@@ -1,4 +1,4 @@
-"""pam_jail.users (`pam-jail jailuser`): real users (useradd), real jails (the builder),
+"""pam_jail.admin.users (`pam-jail jailuser`): real users (useradd), real jails (the builder),
 real usermod; every user, jail, state file and config file is removed afterwards."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from jail_fixtures import build_jail, remove_jail
 from sshd_harness import unique_name
 from util import safe_tmpdir
 
-from pam_jail import account, build, cli, config, resolve, users
-from pam_jail.errors import BuildError, ConfigError, UnsafeJail, UsageError
+from pam_jail.admin import account, build, cli, users
+from pam_jail.login import config, resolve
+from pam_jail.login.errors import BuildError, ConfigError, UnsafeJail, UsageError
 
 pytestmark = pytest.mark.root
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -550,7 +551,7 @@ def test_explain_names_what_still_acts_on_the_host(jail: str, user_factory: User
                                                    jails_ini: Callable[[str], str],
                                                    tmp_path: str) -> None:
     """A jailkit-style home with a crontab: explain says both run on the host."""
-    from pam_jail.explain import explain
+    from pam_jail.admin.explain import explain
 
     name = unique_name()
     user = user_factory(shell=users.DEFAULT_SHELL, home=f"{jail}/./home/{name}", name=name,

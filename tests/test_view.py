@@ -1,4 +1,4 @@
-"""The per-customer view's pure rules (pam_jail/view.py): which directory is covered,
+"""The per-customer view's pure rules (pam_jail/login/view.py): which directory is covered,
 what the session's etc/passwd and etc/group say. The mounts themselves are tried for
 real in tests/test_tenants.py."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from pam_jail.config import parse_config
-from pam_jail.errors import ConfigError
-from pam_jail.view import group_view, homes_dir, passwd_view
+from pam_jail.login.config import parse_config
+from pam_jail.login.errors import ConfigError
+from pam_jail.login.view import group_view, homes_dir, passwd_view
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/bash

@@ -43,8 +43,8 @@ def write_login_index() -> None:
 
     subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", (
         f"import sys; sys.path[:0] = [{LIBDIR!r}, '/usr/lib/python3/dist-packages']; "
-        "from pam_jail.config import DEFAULT_PATH, load_config; "
-        "from pam_jail.config_index import write_index; "
+        "from pam_jail.login.config import DEFAULT_PATH, load_config; "
+        "from pam_jail.login.config_index import write_index; "
         "write_index(DEFAULT_PATH, load_config(DEFAULT_PATH))")], check=True)
 
 
@@ -104,7 +104,7 @@ def make_jailed_pair(lsh: str, undo: list[Callable[[], object]],
     # jailkit's convention: the real home names the jail (`/./` marks where it ends)
     for name, jail in ((pam_name, pam_jail), (shell_name, shell_jail)):
         subprocess.run(["usermod", "-d", f"{jail}/./home/{name}", name], check=True)
-    from pam_jail.build import add_users
+    from pam_jail.admin.build import add_users
 
     add_users(pam_jail, [pam_name], shell=LSH_SHELL)   # the home link for the marker
     pam_user = dataclasses.replace(pam_user, home=f"{pam_jail}/./home/{pam_name}")
@@ -122,7 +122,7 @@ def add_twin(root: str, shell: str, jail: str, options: str,
     """One more user in jail directory `root`, mapped to a new jails.ini entry `jail`
     for the same root with extra `options` (e.g. "private = no"): the benches compare
     two settings of one jail in one run. The jails.ini of make_jailed_pair grows."""
-    from pam_jail.build import add_users
+    from pam_jail.admin.build import add_users
 
     name = unique("pjw")
     user = make_user(name, shell, f"{root}/./home/{name}", create_home=False)
@@ -172,7 +172,7 @@ def restore_config(saved: tuple[str | None, str | None] | str | None) -> None:
 
 def build_jail(profiles: list[str], users: list[str], lsh: str | None = None,
                shell: str | None = None) -> str:
-    from pam_jail.build import init_jail
+    from pam_jail.admin.build import init_jail
 
     base = safe_tmpdir("jail")
     root = f"{base}/jail"

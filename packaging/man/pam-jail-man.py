@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from pam_jail import __version__  # noqa: E402
-from pam_jail.cli import EPILOG, build_parser  # noqa: E402
+from pam_jail.admin.cli import EPILOG, build_parser  # noqa: E402
 
 DATE = os.environ.get("PAM_JAIL_MAN_DATE", "2025-11-26")
 
