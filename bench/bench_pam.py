@@ -83,6 +83,10 @@ def pamtester(service: str, user: str) -> Callable[[], float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument("--old", metavar="MODULE", default=None,
+                        help="another install's pam_python file (e.g. the previous commit's "
+                             "LIBDIR/pam_jail_pam.py) timed beside the installed one, "
+                             "same users: before/after in one run")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_pam: run as root", file=sys.stderr)
@@ -103,8 +107,11 @@ def main() -> int:
             fh.write(NOOP_MODULE)
         undo.append(lambda: os.unlink(noop))
         services = {}
-        for key, line in (("permit", "pam_permit.so"), ("noop", f"pam_python.so {noop}"),
-                          ("jail", f"pam_python.so {PAM_MODULE} service=login")):
+        lines = [("permit", "pam_permit.so"), ("noop", f"pam_python.so {noop}"),
+                 ("jail", f"pam_python.so {PAM_MODULE} service=login")]
+        if args.old:
+            lines.append(("old", f"pam_python.so {args.old} service=login"))
+        for key, line in lines:
             name = write_service(unique("pjbench"), line)
             undo.append(lambda name=name: os.unlink(f"/etc/pam.d/{name}"))
             services[key] = name
@@ -129,6 +136,11 @@ def main() -> int:
             "guarded lines, root": pamtester(guarded, "root"),
             "guarded lines, PAM-path user": pamtester(guarded, pair.pam_user.name),
         }
+        if args.old:
+            variants["pam_jail --old module, shell-path user"] = pamtester(
+                services["old"], pair.shell_user.name)
+            variants["pam_jail --old module, PAM-path user"] = pamtester(
+                services["old"], pair.pam_user.name)
         for run in variants.values():   # one untimed round: page cache, .pyc files
             run()
         times = rounds_of(args.rounds, variants, seed=7)

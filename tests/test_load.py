@@ -37,7 +37,7 @@ from jail_fixtures import (
     write_config,
 )
 from sshd_harness import Sshd, User, make_user, remove_user
-from util import SAFE_BASE, safe_tmpdir
+from util import SAFE_BASE, safe_tmpdir, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -169,13 +169,6 @@ def sha(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
-def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import ast
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ import pytest
 from jail_fixtures import LIBDIR, PAM_STACK, make_jailed_pair
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
-from util import safe_tmpdir
+from util import safe_tmpdir, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -119,13 +118,6 @@ def _processes_of(uid: int) -> list[str]:
     return found
 
 
-def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +153,7 @@ def _init_of(world: World) -> tuple[int, int]:
         found[:] = [pid for pid in _all_pids() if _cmdline(pid).startswith(title)]
         return bool(found)
 
-    assert _wait_until(seen, 15), "no init with its own title while the session runs"
+    assert wait_until(seen, 15), "no init with its own title while the session runs"
     assert len(found) == 1, found
     st = _stat(found[0])
     assert st is not None and st[0] != "Z", st
@@ -183,14 +175,14 @@ def _assert_reaped_by_its_parent(world: World, init: int, monitor: int) -> None:
     """Within 5 s of the logout: the monitor is gone, the init is gone (not a zombie of
     the subreaper, which it would be if its parent had exited without reaping it), and
     nothing of the session is left."""
-    assert _wait_until(lambda: _stat(monitor) is None, 5), \
+    assert wait_until(lambda: _stat(monitor) is None, 5), \
         f"sshd's monitor {monitor} still there: {_stat(monitor)} {_cmdline(monitor)}"
-    assert _wait_until(lambda: _stat(init) is None, 2), \
+    assert wait_until(lambda: _stat(init) is None, 2), \
         f"init {init} left as {_stat(init)} (parent {monitor} exited without reaping it)"
     assert [c for c in _children(world.listener) if c[1] == "Z"] == []
     assert [c for c in _children(world.subreaper) if c[0] != world.listener] == [], \
         _children(world.subreaper)
-    assert _wait_until(lambda: not _processes_of(world.user.uid), 5), \
+    assert wait_until(lambda: not _processes_of(world.user.uid), 5), \
         _processes_of(world.user.uid)
 
 
@@ -217,7 +209,7 @@ def test_killed_client_ends_the_session_without_a_hang(world: World) -> None:
                             stderr=subprocess.DEVNULL)
     try:
         init, monitor = _init_of(world)
-        assert _wait_until(lambda: any("sleep 60" in p for p in
+        assert wait_until(lambda: any("sleep 60" in p for p in
                                        _processes_of(world.user.uid)), 10)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -238,7 +230,7 @@ def test_background_process_of_the_session_ends_with_it(world: World) -> None:
         init, monitor = _init_of(world)
         proc.stdin.write(b"(sleep 300 </dev/null >/dev/null 2>&1 &)\n")
         proc.stdin.flush()
-        assert _wait_until(lambda: any("sleep 300" in p for p in
+        assert wait_until(lambda: any("sleep 300" in p for p in
                                        _processes_of(world.user.uid)), 10)
         proc.stdin.write(b"exit\n")
         proc.stdin.flush()

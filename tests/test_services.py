@@ -37,7 +37,7 @@ from testbed import (
     remove_jail,
     write_config,
 )
-from util import safe_tmpdir
+from util import safe_tmpdir, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -158,13 +158,6 @@ def children_of(ppid: int) -> list[str]:
     return found
 
 
-def wait_until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return check()
 
 
 def read(path: str) -> str:

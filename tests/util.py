@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Callable
 
 # Jails and config files must live below root-owned, non-world-writable directories
 # (/tmp and /var/tmp are 1777 and would fail the safety rule by design).
@@ -16,3 +18,13 @@ def safe_tmpdir(prefix: str = "t") -> str:
     path = tempfile.mkdtemp(prefix=prefix, dir=SAFE_BASE)
     os.chmod(path, 0o755)
     return path
+
+
+def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll `check` until it is true or `timeout` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
