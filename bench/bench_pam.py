@@ -136,7 +136,11 @@ def main() -> int:
             "guarded lines, root": pamtester(guarded, "root"),
             "guarded lines, PAM-path user": pamtester(guarded, pair.pam_user.name),
         }
-        if args.old:
+        if args.old:   # its own runtime in the PAM-path jails too (it checks its LIBDIR's)
+            libdir = os.path.dirname(os.path.abspath(args.old))
+            for root in (pair.pam_jail,):
+                os.makedirs(os.path.dirname(root + libdir), mode=0o755, exist_ok=True)
+                shutil.copytree(libdir, root + libdir, dirs_exist_ok=True)
             variants["pam_jail --old module, shell-path user"] = pamtester(
                 services["old"], pair.shell_user.name)
             variants["pam_jail --old module, PAM-path user"] = pamtester(
