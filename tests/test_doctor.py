@@ -164,6 +164,10 @@ def test_correct_wiring_passes(wiring: Wiring, capsys: pytest.CaptureFixture[str
     names = {c["name"] for c in report["checks"]}  # type: ignore[attr-defined]
     assert {"config", "pam.account", "pam.session", "user.jail", "user.shell", "jail",
             "sshd.match"} <= names
+    plan = by_name(report, "user.plan")[0]        # the confinement its login would get
+    kind = {"pam_user": "session", "shell_user": "userns", "sftp_user": "isolate"}[who]
+    assert plan["status"] == "ok" and plan["message"].startswith(f"confinement: {kind} ")
+    assert any(str(d).startswith("steps: ") for d in plan["details"])
     if who == "shell_user":
         assert {"lsh", "userns", "sshd.subsystem"} <= names
     if who == "pam_user":

@@ -17,6 +17,7 @@ import pytest
 from jail_fixtures import PAM_STACK, make_jailed_pair
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
+from util import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -468,13 +469,15 @@ def test_the_pam_sessions_init_is_titled_and_ends_with_the_session(world: World)
         with open(f"/proc/{inits[0]}/cmdline", "rb") as fh:
             assert b"in pamj" in fh.read()
         assert proc.wait(timeout=30) == 0
-        deadline = time.monotonic() + 5
-        while _state(inits[0]) != "gone" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _state(inits[0]) == "gone", f"init {inits[0]} left as {_state(inits[0])}"
-        # and the session's sshd monitor did not hang in its logout
-        monitors = [pid for pid in _pids_running("[priv]") if user.name in _cmdline(pid)]
-        assert monitors == [], monitors
+        assert wait_until(lambda: _state(inits[0]) == "gone", 5), \
+            f"init {inits[0]} left as {_state(inits[0])}"
+
+        def monitors() -> list[int]:
+            return [pid for pid in _pids_running("[priv]") if user.name in _cmdline(pid)]
+
+        # and the session's sshd monitor did not hang in its logout (it exits right after
+        # its close_session: within a few seconds, never waiting for ever)
+        assert wait_until(lambda: not monitors(), 5), monitors()
     finally:
         proc.kill()
         proc.wait()

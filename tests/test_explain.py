@@ -182,3 +182,27 @@ def test_allowed_program_missing_from_the_jail_is_not_allowed(pair: object,
     assert "verdict:  REFUSED" in text and "init -j" in text and " sftp`" in text, text
     status, info = explain(user.name, "--", "/usr/lib/openssh/sftp-server")   # back: allowed
     assert status == 0 and info["allowed"] is True, info
+
+
+def test_the_plan_a_login_would_get(pair: object,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """explain prints the confinement plan the login's own entry builds (plan.plan_login):
+    pam-jail-shell's user-namespace plan for a mode-shell user, the PAM module's session
+    plan for a mode-pam user; the seccomp program as the login would find it."""
+    shell = pair.shell_user.name  # type: ignore[attr-defined]
+    _status, info = explain(shell)
+    plan = info["plan"]
+    assert isinstance(plan, dict), plan
+    assert plan["kind"] == "userns" and plan["namespaces"][0] == "user"
+    assert plan["pid_init"] == "ours" and plan["devpts"] is True
+    assert plan["private_view"]["home"] == f"/home/{shell}"        # private = yes: default
+    assert plan["seccomp"]["allow"] == []
+    assert plan["steps"][-1] == "seccomp filter"
+    _status, info = explain(pair.pam_user.name)  # type: ignore[attr-defined]
+    plan = info["plan"]
+    assert isinstance(plan, dict) and plan["kind"] == "session"
+    assert plan["namespaces"] == ["mount", "IPC", "UTS", "net", "PID"]
+    assert main(["explain", shell]) in (0, 5)
+    out = capsys.readouterr().out
+    assert "plan:     confinement: userns (user, mount, IPC, UTS, net, PID namespaces)" in out
+    assert "plan:     steps: " in out and "pivot_root" in out

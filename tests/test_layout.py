@@ -3,7 +3,8 @@
 - pam_jail/login/ holds everything a login runs; nothing under it imports pam_jail.admin,
   and nothing in the package imports the two entry modules (shell_entry, pam_module).
 - At run time, the entries load only modules of pam_jail/login (plus pam_jail/__init__)
-  and none of the slow or steerable standard modules listed below.
+  and none of the slow or steerable standard modules listed below; nothing under login/
+  imports os or os.path (posix and login/paths.py instead).
 - Only confine.py calls the privileged system calls.
 The login/ directory is the one list of the trusted core's files: the lsh profile copies
 it whole (tests/test_build.py checks that) and scripts/check-imports walks it.
@@ -21,9 +22,12 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "pam_jail"
 LOGIN = PACKAGE / "login"
 ENTRIES = ("pam_jail.login.shell_entry", "pam_jail.login.pam_module")
-# loaded by no login: slow to import (typing ~15 ms, enum, re...) or not the login's job
+# loaded by no login: slow to import (typing ~15 ms, enum, re...) or not the login's job.
+# os too (~1 ms a login, most of it _collections_abc for os.environ's class): the core
+# calls the built-in posix, and login/paths.py has the few os.path helpers it needs.
 FORBIDDEN = ("re", "shlex", "typing", "dataclasses", "subprocess", "socket", "signal",
-             "enum", "configobj", "elftools", "ctypes", "argparse", "json", "importlib")
+             "enum", "configobj", "elftools", "ctypes", "argparse", "json", "importlib",
+             "os", "posixpath", "genericpath", "_collections_abc")
 # the system calls that change privileges, namespaces, mounts or filters
 PRIVILEGED = {"unshare", "mount", "umount", "umount2", "chroot", "pivot_root", "setresuid",
               "setresgid", "setreuid", "setregid", "setuid", "setgid", "seteuid", "setegid",
@@ -125,17 +129,20 @@ def test_the_checker_sees_what_it_looks_for(tmp_path: Path) -> None:
                       "def f():\n    from pam_jail.admin import build\n    os.chroot('/')\n"
                       "    from pam_jail.login import shell_entry\n"
                       "    call(_sys.capset, 0)\n    args.unshare(1)\n"
-                      "    from posix import setresuid, getuid\n")
+                      "    from posix import setresuid, getuid\n"
+                      "    import os.path\n    from os import environ\n")
     names = [m for _, m in _imports(sample)]
     assert names == ["re", "pam_jail.admin", "pam_jail.admin.build", "pam_jail.login",
-                     "pam_jail.login.shell_entry", "posix"]
+                     "pam_jail.login.shell_entry", "posix", "os.path", "os"]
+    assert [m for m in names if m.partition(".")[0] in FORBIDDEN] == ["re", "os.path", "os"]
     assert sorted(_calls(sample)) == [(7, "chroot"), (9, "capset"), (11, "setresuid")]
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_an_entry_loads_only_the_core(entry: str) -> None:
     """What importing an entry really loads under Debian's python3 -IS: of pam_jail only
-    login/ (and the package's __init__), and no forbidden module."""
+    login/ (and the package's __init__), and no forbidden module (os included: -IS loads
+    no site, hence no os, at start-up, so the difference shows it)."""
     code = ("import sys; sys.path[:0] = [sys.argv[1]]; before = set(sys.modules)\n"
             f"import {entry}\n"
             "print('\\n'.join(sorted(set(sys.modules) - before)))\n")

@@ -39,10 +39,10 @@ defaults are defined once, in JAIL_KEYS and OPTION_KEYS below.
 
 from __future__ import annotations
 
-import os
-import posixpath
+import posix
 import stat
 
+from pam_jail.login import paths
 from pam_jail.login.errors import ConfigError
 from pam_jail.login.limits import parse_size
 
@@ -382,7 +382,7 @@ def _valid_name(name: str) -> bool:
 
 
 def _normal_root(root: str) -> bool:
-    return root.startswith("/") and posixpath.normpath(root) == root.rstrip("/") \
+    return root.startswith("/") and paths.normpath(root) == root.rstrip("/") \
         and root != "/"
 
 
@@ -520,9 +520,9 @@ def check_config_file(path: str) -> list[str]:
     """The file and every directory above it: root-owned, not group/other-writable."""
     from pam_jail.login.safety import check_path_chain
 
-    problems = check_path_chain(posixpath.dirname(path) or "/")
+    problems = check_path_chain(paths.dirname(path) or "/")
     try:
-        st = os.lstat(path)
+        st = posix.lstat(path)
     except OSError as err:
         return problems + [f"{path}: {err.strerror}"]
     if not stat.S_ISREG(st.st_mode):
@@ -608,30 +608,30 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
     `path`, fsync of the directory. A reader sees the old file or the new one, never a
     part. Raises ConfigError. (Files inside a jail are the builder's _Writer's: it also
     refuses links on the way.)"""
-    directory = posixpath.dirname(path) or "."
-    tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{os.getpid()}.tmp")
+    directory = paths.dirname(path) or "."
+    tmp = paths.join(directory, f".{paths.basename(path)}.{posix.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
+                        | posix.O_CLOEXEC, 0o600)
         try:
-            os.fchmod(fd, mode)
-            if os.geteuid() == 0:
-                os.fchown(fd, 0, 0)
+            posix.fchmod(fd, mode)
+            if posix.geteuid() == 0:
+                posix.fchown(fd, 0, 0)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+                view = view[posix.write(fd, view):]
+            posix.fsync(fd)
         finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            posix.close(fd)
+        posix.rename(tmp, path)
+        dfd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
         try:
-            os.fsync(dfd)
+            posix.fsync(dfd)
         finally:
-            os.close(dfd)
+            posix.close(dfd)
     except OSError as err:
         try:
-            os.unlink(tmp)
+            posix.unlink(tmp)
         except OSError:
             pass
         raise ConfigError(f"write {path}: {err.strerror}") from None

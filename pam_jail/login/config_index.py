@@ -40,9 +40,10 @@ filter: only one built by this very profile for these very options.
 
 from __future__ import annotations
 
-import os
+import posix
 import stat
 
+from pam_jail.login import paths
 from pam_jail.login.config import (
     Config,
     JailDef,
@@ -76,11 +77,11 @@ def _unesc(text: str) -> str:
     return text.replace("%0A", "\n").replace("%09", "\t").replace("%25", "%")
 
 
-def _identity(st: os.stat_result) -> str:
+def _identity(st: posix.stat_result) -> str:
     return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
 
 
-def build(cfg: Config, source: os.stat_result) -> bytes:
+def build(cfg: Config, source: posix.stat_result) -> bytes:
     """The index of `cfg`, validated from the file whose stat is `source`."""
     records = [("u", name, _esc(jail)) for name, jail in cfg.users.items()]
     records += [("g", name, _esc(jail)) for name, jail in cfg.groups.items()]
@@ -110,7 +111,7 @@ def build(cfg: Config, source: os.stat_result) -> bytes:
 def profile_identity() -> str | None:
     """The stat identity of the seccomp profile (syscalls.py beside this module)."""
     try:
-        st = os.stat(os.path.join(os.path.dirname(os.path.abspath(__file__)), "syscalls.py"))
+        st = posix.stat(paths.join(paths.dirname(paths.abspath(__file__)), "syscalls.py"))
     except OSError:
         return None
     return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns}"
@@ -128,7 +129,7 @@ def _seccomp_records(cfg: Config) -> list[tuple[str, str, str]]:
     profile = profile_identity()
     if profile is None:
         return []
-    machine = os.uname().machine
+    machine = posix.uname().machine
     out: dict[str, str] = {}
     for jail in cfg.jails.values():
         allow = seccomp_of(jail.options)
@@ -157,7 +158,7 @@ def seccomp_program(path: str, allow: tuple[str, ...]) -> bytes | None:
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _program(value: str | None) -> bytes | None:
@@ -166,7 +167,7 @@ def _program(value: str | None) -> bytes | None:
     if value is None:
         return None
     machine, profile, hexed = (value.split("\t") + ["", "", ""])[:3]
-    if _unesc(machine) != os.uname().machine or profile != profile_identity():
+    if _unesc(machine) != posix.uname().machine or profile != profile_identity():
         return None
     try:
         prog = bytes.fromhex(hexed)
@@ -184,20 +185,20 @@ def _open_matching(path: str) -> tuple[int, list[str]] | None:
     if check_config_file(path):
         return None
     try:
-        source = os.stat(path)
-        fd = os.open(index_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        source = posix.stat(path)
+        fd = posix.open(index_path(path), posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        head = os.pread(fd, _HEADER_MAX, 0).decode("utf-8", "replace").split("\n")
+        st = posix.fstat(fd)
+        head = posix.pread(fd, _HEADER_MAX, 0).decode("utf-8", "replace").split("\n")
     except OSError:
-        os.close(fd)
+        posix.close(fd)
         return None
     if (not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022
             or len(head) < 6 or head[0] != MAGIC
             or head[1] != f"source {_identity(source)}"):
-        os.close(fd)
+        posix.close(fd)
         return None
     return fd, head
 
@@ -212,13 +213,13 @@ def _layout(head: list[str]) -> tuple[int, int]:
 
 def write_index(path: str, cfg: Config) -> None:
     """After `path` was installed from `cfg`: its index, by rename (root-owned 0644)."""
-    write_atomically(index_path(path), build(cfg, os.stat(path)))
+    write_atomically(index_path(path), build(cfg, posix.stat(path)))
 
 
 def remove_stale(path: str) -> None:
     """Drop the index of `path` (a writer that cannot index it; readers fall back)."""
     try:
-        os.unlink(index_path(path))
+        posix.unlink(index_path(path))
     except FileNotFoundError:
         pass
 
@@ -232,11 +233,11 @@ class _Reader:
     def get(self, kind: str, name: str) -> str | None:
         key = f"{kind}\t{_esc(name)}\t"
         slot = _fnv(key[:-1].encode()) % self.count
-        raw = os.pread(self.fd, 2 * _ENTRY, self.table + slot * _ENTRY)
+        raw = posix.pread(self.fd, 2 * _ENTRY, self.table + slot * _ENTRY)
         start, end = int(raw[:12], 16), int(raw[_ENTRY:_ENTRY + 12], 16)
         if not 0 <= start <= end or end - start > 1 << 24:
             raise ValueError("bad bucket offsets")
-        raw = os.pread(self.fd, end - start, start)
+        raw = posix.pread(self.fd, end - start, start)
         if len(raw) != end - start:             # a cut file: never a cut record
             raise ValueError("index shorter than its table")
         data = raw.decode()
@@ -296,4 +297,4 @@ def config_for(path: str, user: str, groups: list[str] | tuple[str, ...]) -> Con
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)

@@ -51,10 +51,10 @@ and errno's text ("mount devpts on /srv/j/dev/pts: Operation not permitted").
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import sys
 
-from pam_jail.login import _sys
+from pam_jail.login import _sys, paths
 from pam_jail.login.errors import ConfineError
 
 TYPE_CHECKING = False
@@ -108,7 +108,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 def _fail(action: str, err: int | None) -> ConfineError:
-    return ConfineError(f"{action}: {os.strerror(err or errno.EIO)}")
+    return ConfineError(f"{action}: {posix.strerror(err or errno.EIO)}")
 
 
 def _call(action: str, func: Callable[..., object], *args: object) -> None:
@@ -136,11 +136,11 @@ def close_fds(keep: tuple[int, ...] = ()) -> None:
             continue
         except OSError:
             pass
-        for name in os.listdir("/proc/self/fd"):
+        for name in posix.listdir("/proc/self/fd"):
             fd = int(name)
             if first <= fd <= last:
                 try:
-                    os.close(fd)
+                    posix.close(fd)
                 except OSError:
                     pass
 
@@ -173,9 +173,10 @@ def make_mounts_private() -> None:
 
 def _kept_flags(path: str) -> int:
     """Flags a bind remount must keep (locked in a user namespace)."""
-    f = os.statvfs(path).f_flag
-    pairs = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
-             (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+    f = posix.statvfs(path).f_flag
+    pairs = ((posix.ST_RDONLY, MS_RDONLY), (posix.ST_NOEXEC, MS_NOEXEC),
+             (posix.ST_NOATIME, MS_NOATIME), (posix.ST_NODIRATIME, MS_NODIRATIME),
+             (posix.ST_RELATIME, MS_RELATIME))
     return sum(ms for st, ms in pairs if f & st)
 
 
@@ -193,18 +194,18 @@ def reopen_bound(jail_fd: int, root: str) -> int:
     """After the bind: open the jail path again (it now resolves to the new mount),
     check it is the same directory we checked and that nosuid,nodev took effect."""
     try:  # the path's components were checked root-owned: only root could swap them
-        fd = os.open(root, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = posix.open(root, posix.O_PATH | posix.O_NOFOLLOW | posix.O_DIRECTORY | posix.O_CLOEXEC)
     except OSError as err:
         raise ConfineError(f"reopen {root}: {err}") from None
-    old, new = os.fstat(jail_fd), os.fstat(fd)
-    flags = os.fstatvfs(fd).f_flag
+    old, new = posix.fstat(jail_fd), posix.fstat(fd)
+    flags = posix.fstatvfs(fd).f_flag
     if (old.st_dev, old.st_ino) != (new.st_dev, new.st_ino):
-        os.close(fd)
+        posix.close(fd)
         raise ConfineError(f"reopen {root}: not the directory that was checked")
-    if not (flags & os.ST_NOSUID and flags & os.ST_NODEV):
-        os.close(fd)
+    if not (flags & posix.ST_NOSUID and flags & posix.ST_NODEV):
+        posix.close(fd)
         raise ConfineError(f"remount {root}: nosuid,nodev did not take effect")
-    os.close(jail_fd)
+    posix.close(jail_fd)
     return fd
 
 
@@ -221,7 +222,7 @@ def bind_safe_devices(root: str) -> None:
     for name in SAFE_DEVICES:
         target = f"{root}/dev/{name}"
         try:
-            mode = os.lstat(target).st_mode
+            mode = posix.lstat(target).st_mode
         except FileNotFoundError:
             continue
         if st.S_ISLNK(mode) or st.S_ISDIR(mode):
@@ -234,7 +235,7 @@ def bind_safe_devices(root: str) -> None:
 def mount_devpts(root: str, tty_gid: int) -> None:
     """A private devpts instance for ptys inside the jail (needs JAIL/dev/pts)."""
     target = f"{root}/dev/pts"
-    if not os.path.isdir(target):
+    if not paths.isdir(target):
         raise ConfineError(f"mount devpts on {target}: no such directory",
                            hint="build the jail with the 'ptys' profile")
     mount("devpts", target, "devpts", MS_NOSUID | MS_NOEXEC,
@@ -247,14 +248,14 @@ def mount_devpts_userns(root: str) -> None:
     and new ptys; /dev/tty comes from bind_safe_devices. No gid= option: the tty group is
     not mapped in the user's namespace (the ptys belong to the user's own gid)."""
     target = f"{root}/dev/pts"
-    if os.path.isdir(target) and not os.path.islink(target):
+    if paths.isdir(target) and not paths.islink(target):
         mount("devpts", target, "devpts", MS_NOSUID | MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=0620")
 
 
 def mount_proc(root: str) -> None:
     target = f"{root}/proc"
-    if os.path.isdir(target):
+    if paths.isdir(target):
         mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
@@ -273,25 +274,25 @@ def _node_below(root: str, rel: str, kind: int) -> int | None:
     parts = [p for p in rel.split("/") if p and p != "."]
     if ".." in parts:
         return None
-    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = posix.O_PATH | posix.O_NOFOLLOW | posix.O_CLOEXEC
     try:
-        fd = os.open(root, flags | os.O_DIRECTORY)
+        fd = posix.open(root, flags | posix.O_DIRECTORY)
     except OSError:
         return None
     for part in parts:
         try:
-            nfd = os.open(part, flags, dir_fd=fd)
+            nfd = posix.open(part, flags, dir_fd=fd)
         except OSError:
-            os.close(fd)
+            posix.close(fd)
             return None
-        os.close(fd)
+        posix.close(fd)
         fd = nfd
-        mode = os.fstat(fd).st_mode
+        mode = posix.fstat(fd).st_mode
         if st.S_ISLNK(mode) or (part is not parts[-1] and not st.S_ISDIR(mode)):
-            os.close(fd)
+            posix.close(fd)
             return None
-    if st.S_IFMT(os.fstat(fd).st_mode) != kind:
-        os.close(fd)
+    if st.S_IFMT(posix.fstat(fd).st_mode) != kind:
+        posix.close(fd)
         return None
     return fd
 
@@ -311,7 +312,7 @@ def _cover(root: str, rel: str, keep: tuple[str, ...] = ()) -> None:
     dir_fd = _node_below(root, rel, st.S_IFDIR)
     if dir_fd is None:
         return
-    os.close(dir_fd)
+    posix.close(dir_fd)
     kept: list[tuple[str, int]] = []
     try:
         for name in keep:
@@ -323,24 +324,24 @@ def _cover(root: str, rel: str, keep: tuple[str, ...] = ()) -> None:
         mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
               f"mode=0755,size=16k,nr_inodes={8 + len(kept)}", what=f"tmpfs over {rel}")
         for name, fd in kept:
-            _call(f"mkdir {rel}/{name}", os.mkdir, f"{target}/{name}", 0o755)
+            _call(f"mkdir {rel}/{name}", posix.mkdir, f"{target}/{name}", 0o755)
             _bind_fd(fd, f"{target}/{name}", read_only=False, what=f"{rel}/{name}")
         mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
               | MS_NOEXEC, what=f"read-only remount of {rel}")
     finally:
         for _name, fd in kept:
-            os.close(fd)
+            posix.close(fd)
 
 
 def _write_new(path: str, text: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
+                        | posix.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, text.encode())
-            os.fchmod(fd, 0o644)
+            posix.write(fd, text.encode())
+            posix.fchmod(fd, 0o644)
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError as err:
         raise _fail(f"write {path}", err.errno) from None
 
@@ -360,13 +361,13 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
     if fd is None:
         raise ConfineError(f"private view: {stage} is not a directory",
                            hint="pam-jail update (the builder makes /tmp), or private = no")
-    os.close(fd)
+    posix.close(fd)
     size = "" if tmp_size is None else f",size={tmp_size}"
     mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755{size}",
           what="the session's tmpfs")                       # a. the session's tmpfs
     for name in (".tmp", ".var-tmp", ".shm"):
-        _call(f"mkdir {name}", os.mkdir, f"{stage}/{name}", 0o700)
-        _call(f"chmod {name}", os.chmod, f"{stage}/{name}", 0o1777)
+        _call(f"mkdir {name}", posix.mkdir, f"{stage}/{name}", 0o700)
+        _call(f"chmod {name}", posix.chmod, f"{stage}/{name}", 0o1777)
     for name in ("passwd", "group"):                        # b. etc/passwd, etc/group
         fd = _node_below(root, f"/etc/{name}", st.S_IFREG)
         if fd is None:
@@ -377,7 +378,7 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
         except OSError as err:
             raise _fail(f"read {root}/etc/{name}", err.errno) from None
         finally:
-            os.close(fd)
+            posix.close(fd)
         _write_new(f"{stage}/{name}", view.passwd_view(text, user) if name == "passwd"
                    else view.group_view(text, user, gid))
         target = f"{root}/etc/{name}"
@@ -387,7 +388,7 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
     for name, rel in ((".var-tmp", "/var/tmp"), (".shm", "/dev/shm")):  # c. var/tmp, shm
         fd = _node_below(root, rel, st.S_IFDIR)
         if fd is not None:
-            os.close(fd)
+            posix.close(fd)
             mount(f"{stage}/{name}", f"{root}{rel}", None, MS_BIND, what=f"bind {rel}")
     mount(f"{stage}/.tmp", stage, None, MS_BIND, what="bind /tmp")   # d. stage hidden
     homes = view.homes_dir(home)                            # e. other customers' homes
@@ -401,9 +402,9 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
 def chroot_fd(jail_fd: int, root: str) -> None:
     """chroot into the directory we checked (by fd), then chdir("/") inside it."""
     try:
-        os.fchdir(jail_fd)
-        os.chroot(".")
-        os.chdir("/")
+        posix.fchdir(jail_fd)
+        posix.chroot(".")
+        posix.chdir("/")
     except OSError as err:
         raise _fail(f"chroot {root}", err.errno) from None
 
@@ -411,29 +412,29 @@ def chroot_fd(jail_fd: int, root: str) -> None:
 def pivot_into(jail_fd: int, root: str) -> None:
     """pivot_root into the (bind-mounted) jail and detach the old root entirely."""
     try:
-        os.fchdir(jail_fd)
+        posix.fchdir(jail_fd)
     except OSError as err:
         raise _fail(f"chdir {root}", err.errno) from None
-    os.close(jail_fd)
+    posix.close(jail_fd)
     _call(f"pivot_root {root}", _sys.pivot_root, ".", ".")
     umount(".", MNT_DETACH)
-    os.chdir("/")
+    posix.chdir("/")
 
 
 def chdir_home(home: str) -> None:
     try:
-        os.chdir(home)
+        posix.chdir(home)
     except OSError as err:
         raise _fail(f"chdir {home}", err.errno) from None
 
 
 def write_file(path: str, text: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
         try:
-            os.write(fd, text.encode())
+            posix.write(fd, text.encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError as err:
         raise _fail(f"write {path}", err.errno) from None
 
@@ -460,14 +461,14 @@ def die_with_parent(alive_fd: int) -> None:
     write end only the relay holds: EOF means it died before PDEATHSIG was armed
     (getppid() cannot tell: it is 0 across the PID namespace boundary)."""
     prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), what="prctl PR_SET_PDEATHSIG")
-    os.set_blocking(alive_fd, False)
+    posix.set_blocking(alive_fd, False)
     try:
-        gone = os.read(alive_fd, 1) == b""
+        gone = posix.read(alive_fd, 1) == b""
     except BlockingIOError:
         gone = False
-    os.close(alive_fd)
+    posix.close(alive_fd)
     if gone:
-        os._exit(1)
+        posix._exit(1)
 
 
 def userns_unavailable() -> str | None:
@@ -490,10 +491,10 @@ def confinement_missing() -> str | None:
     jail never holds the host's jails.ini."""
     if prctl(PR_GET_NO_NEW_PRIVS, what="prctl PR_GET_NO_NEW_PRIVS") != 1:
         return "no_new_privs is not set"
-    flags = os.statvfs("/").f_flag
-    if not (flags & os.ST_NOSUID and flags & os.ST_NODEV):
+    flags = posix.statvfs("/").f_flag
+    if not (flags & posix.ST_NOSUID and flags & posix.ST_NODEV):
         return "/ is not a nosuid,nodev jail mount"
-    if os.path.lexists("/etc/pam_jail/jails.ini"):
+    if paths.lexists("/etc/pam_jail/jails.ini"):
         return "/ holds the host's /etc/pam_jail/jails.ini"
     return None
 
@@ -540,19 +541,19 @@ def switch_ids(uid: int, gid: int, groups: list[int]) -> None:
     if uid == 0:
         raise ConfineError("switch to uid 0: refused (never root inside a jail)")
     try:
-        os.setgroups(groups)
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
+        posix.setgroups(groups)
+        posix.setresgid(gid, gid, gid)
+        posix.setresuid(uid, uid, uid)
     except OSError as err:
         raise _fail(f"switch to uid {uid} gid {gid}", err.errno) from None
 
 
 def prove_dropped(uid: int, gid: int) -> None:
     """Try to regain what was dropped; any success aborts the login."""
-    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
-        raise ConfineError(f"verify ids: still {os.getresuid()}/{os.getresgid()}")
+    if posix.getresuid() != (uid, uid, uid) or posix.getresgid() != (gid, gid, gid):
+        raise ConfineError(f"verify ids: still {posix.getresuid()}/{posix.getresgid()}")
     attempts: tuple[tuple[Callable[..., None], tuple[int, ...]], ...] = (
-        (os.setuid, (0,)), (os.setresuid, (-1, 0, -1)), (os.setgid, (0,)))
+        (posix.setuid, (0,)), (posix.setresuid, (-1, 0, -1)), (posix.setgid, (0,)))
     for call, args in attempts:
         try:
             call(*args)
@@ -621,7 +622,7 @@ def scope_ipc(network: bool, jail: str = "") -> None:
     try:
         _call("landlock_restrict_self", _sys.landlock_restrict_self, fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def load_syscall_filter(allow: tuple[str, ...], prog: bytes | None = None) -> None:
@@ -634,7 +635,7 @@ def load_syscall_filter(allow: tuple[str, ...], prog: bytes | None = None) -> No
         try:
             from pam_jail.login import syscalls
 
-            prog = syscalls.program(os.uname().machine, allow)
+            prog = syscalls.program(posix.uname().machine, allow)
         except ImportError:
             raise ConfineError("build seccomp filter: the profile cannot be loaded here "
                                "(not built before the confinement)") from None
@@ -692,7 +693,7 @@ def join_limits_cgroup(limits: Limits, jail: str, user: str) -> list[str]:
                 write_file("/".join([mount, *parts[:depth - 1]]) + "/cgroup.subtree_control",
                            enable)
             try:
-                os.mkdir(path, 0o755)
+                posix.mkdir(path, 0o755)
             except FileExistsError:
                 pass
             except OSError as err:
@@ -700,7 +701,7 @@ def join_limits_cgroup(limits: Limits, jail: str, user: str) -> list[str]:
     for directory, name, value in writes:
         write_file(f"{directory}/{name}", value)
     for directory in directories:
-        write_file(f"{directory}/cgroup.procs", str(os.getpid()))
+        write_file(f"{directory}/cgroup.procs", str(posix.getpid()))
     return missing
 
 
@@ -749,7 +750,7 @@ def chroot_in_namespaces(jail_fd: int, root: str, flags: int, *, devpts: bool, t
     if hostname:
         set_hostname(hostname)                              # 5. jail's own hostname
     chroot_fd(jail_fd, root)                                # 6. enter the checked dir
-    os.close(jail_fd)                                       # 7. no fd to the host left
+    posix.close(jail_fd)                                    # 7. no fd to the host left
 
 
 # The user whose session confine_pam_session() confined this process for (a stack that
@@ -784,7 +785,8 @@ def confine_pam_session(jail_fd: int, plan: Plan) -> list[str]:
     # the host's /proc, for PID 1 to name itself in ps (closed by spawn_namespace_init
     # in both processes right after the fork, or here on failure: no fd of the host
     # outlives step 10)
-    proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if spawn else -1
+    proc_fd = (posix.open("/proc", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
+               if spawn else -1)
     try:
         chroot_in_namespaces(jail_fd, plan.root, flags, devpts=plan.devpts,
                              tty_gid=plan.tty_gid, hostname=plan.hostname,
@@ -797,7 +799,7 @@ def confine_pam_session(jail_fd: int, plan: Plan) -> list[str]:
         #   task outside its domain, and PID 1 would outlive the service)
     except BaseException:
         if proc_fd >= 0:
-            os.close(proc_fd)
+            posix.close(proc_fd)
         raise
     if spawn:
         spawn_namespace_init(uid, gid, proc=plan.proc,      # 10. our PID 1, as the user
@@ -846,18 +848,18 @@ def spawn_namespace_init(uid: int, gid: int, *, proc: bool, title: str = "",
     privilege to the user's ids, closes every fd, then only reaps orphans. It dies with
     the service's process (PR_SET_PDEATHSIG, and a pipe for the race before it is armed);
     the kernel then kills every process left in the namespace."""
-    alive_r, alive_w = os.pipe()
+    alive_r, alive_w = posix.pipe()
     only_namespace = not _has_children()
     try:
-        child = os.fork()
+        child = posix.fork()
     except OSError as err:
         if proc_fd >= 0:
-            os.close(proc_fd)
+            posix.close(proc_fd)
         raise _fail("fork the PID namespace's init", err.errno) from None
     if child:
         if proc_fd >= 0:
-            os.close(proc_fd)
-        os.close(alive_r)
+            posix.close(proc_fd)
+        posix.close(alive_r)
         _INIT_ALIVE.append(alive_w)
         _INIT_PIDS.append(child)
         _ONLY_NAMESPACE_CHILDREN.append(only_namespace)
@@ -865,8 +867,8 @@ def spawn_namespace_init(uid: int, gid: int, *, proc: bool, title: str = "",
     try:                                     # PID 1 of the namespace, inside the jail
         if proc_fd >= 0:
             set_title(title, proc_fd)
-            os.close(proc_fd)
-        os.close(alive_w)
+            posix.close(proc_fd)
+        posix.close(alive_w)
         if proc:
             mount_proc("")
         close_fds(keep=(alive_r,))
@@ -876,15 +878,15 @@ def spawn_namespace_init(uid: int, gid: int, *, proc: bool, title: str = "",
         clear_capabilities()
         prove_dropped(uid, gid)              # like every other drop: else no namespace
         prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), what="prctl PR_SET_PDEATHSIG")
-        os.set_blocking(alive_r, False)
+        posix.set_blocking(alive_r, False)
         try:
-            if os.read(alive_r, 1) == b"":
-                os._exit(0)                  # the service died before PDEATHSIG was armed
+            if posix.read(alive_r, 1) == b"":
+                posix._exit(0)               # the service died before PDEATHSIG was armed
         except BlockingIOError:
             pass
         _reap_forever()
     except BaseException:  # noqa: B036 - PID 1 must never return into the PAM stack
-        os._exit(1)
+        posix._exit(1)
 
 
 # How long close_session waits for the PID 1 it ended: in the sessions seen, it is gone
@@ -916,7 +918,7 @@ def end_namespace_init(wait: float = INIT_REAP_WAIT) -> None:
         pid = _INIT_PIDS.pop()
         everything = _ONLY_NAMESPACE_CHILDREN.pop() if _ONLY_NAMESPACE_CHILDREN else False
         try:
-            os.kill(pid, signal.SIGKILL)
+            posix.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + wait
@@ -927,7 +929,7 @@ def end_namespace_init(wait: float = INIT_REAP_WAIT) -> None:
 def _has_children() -> bool:
     """Whether this process has any child, running or not (waitid reaps nothing)."""
     try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        posix.waitid(posix.P_ALL, 0, posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
     except ChildProcessError:
         return False
     return True
@@ -938,9 +940,9 @@ def _reap(pid: int, everything: bool) -> bool:
     first (all of them are the namespace's). True once `pid` is reaped or gone."""
     try:
         if not everything:
-            return os.waitpid(pid, os.WNOHANG)[0] == pid
+            return posix.waitpid(pid, posix.WNOHANG)[0] == pid
         while True:
-            done, _status = os.waitpid(-1, os.WNOHANG)
+            done, _status = posix.waitpid(-1, posix.WNOHANG)
             if done == pid:
                 return True
             if done == 0:
@@ -959,29 +961,29 @@ def set_title(text: str, proc_fd: int) -> None:
     the system sshd's argv, `/usr/sbin/sshd -D -R`, alone holds 20 characters. Best
     effort: a title is no safety step."""
     def at(name: str, flags: int) -> int:
-        return os.open(f"self/{name}", flags | os.O_CLOEXEC, dir_fd=proc_fd)
+        return posix.open(f"self/{name}", flags | posix.O_CLOEXEC, dir_fd=proc_fd)
 
     try:
-        fd = at("comm", os.O_WRONLY)
+        fd = at("comm", posix.O_WRONLY)
         try:
-            os.write(fd, text.encode()[:15])
+            posix.write(fd, text.encode()[:15])
         finally:
-            os.close(fd)
-        fd = at("stat", os.O_RDONLY)
+            posix.close(fd)
+        fd = at("stat", posix.O_RDONLY)
         try:
-            fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+            fields = posix.read(fd, 4096).rsplit(b")", 1)[1].split()
         finally:
-            os.close(fd)
+            posix.close(fd)
         # arg_start, arg_end, env_start, env_end: fields 48-51 of /proc/PID/stat
         start, end, env_start, env_end = (int(f) for f in fields[45:49])
-        fd = at("mem", os.O_RDWR)
+        fd = at("mem", posix.O_RDWR)
         try:
-            if env_start == end < env_end and os.pread(fd, 1, end - 1) != b"\0":
+            if env_start == end < env_end and posix.pread(fd, 1, end - 1) != b"\0":
                 end = env_end                 # the title's area runs on over the environ
             data = text.encode()[: max(0, end - start - 1)]
-            os.pwrite(fd, data + b"\0" * (end - start - len(data)), start)
+            posix.pwrite(fd, data + b"\0" * (end - start - len(data)), start)
         finally:
-            os.close(fd)
+            posix.close(fd)
     except (OSError, ValueError, IndexError):
         pass
 
@@ -990,19 +992,19 @@ def _quiet_stdio() -> None:
     """fds 0-2 of PID 1 on /dev/null (or closed): it must hold none of the session's
     pipes or sockets, or sshd would wait for an EOF that never comes."""
     try:
-        null = os.open("/dev/null", os.O_RDWR)
+        null = posix.open("/dev/null", posix.O_RDWR)
     except OSError:
         for fd in (0, 1, 2):
             try:
-                os.close(fd)
+                posix.close(fd)
             except OSError:
                 pass
         return
     for fd in (0, 1, 2):
         if fd != null:
-            os.dup2(null, fd)
+            posix.dup2(null, fd)
     if null > 2:
-        os.close(null)
+        posix.close(null)
 
 
 def _reap_forever() -> None:
@@ -1011,7 +1013,7 @@ def _reap_forever() -> None:
     while True:
         while True:
             try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
+                pid, _status = posix.waitpid(-1, posix.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
@@ -1025,7 +1027,7 @@ def confine_unprivileged(jail_fd: int, plan: Plan, on_parent: Callable[[int], in
     its result. plan.program: the filter for plan.seccomp, precomputed (else built in
     the child)."""
     uid, gid, root = plan.uid, plan.gid, plan.root
-    if uid == 0 or os.geteuid() == 0:
+    if uid == 0 or posix.geteuid() == 0:
         raise ConfineError("confine as root: refused (the login shell runs as the user)")
     if plan.limits is not None:
         set_rlimits(plan.limits)                             # 0. NPROC, FSIZE
@@ -1034,18 +1036,18 @@ def confine_unprivileged(jail_fd: int, plan: Plan, on_parent: Callable[[int], in
     unshare(flags, "user/mount/PID/IPC/UTS/net namespaces")  # 1. own namespaces
     map_ids(uid, gid)                                        # 2. user stays itself
     forbid_nested_userns()                                   # 3. no nested userns
-    alive_r, alive_w = os.pipe()                             #    EOF = relay gone
+    alive_r, alive_w = posix.pipe()                          #    EOF = relay gone
     terminal = _terminal_channel()                           #    sshd's pty on 0-2?
-    pid = os.fork()                                          # 4. child = PID 1
+    pid = posix.fork()                                       # 4. child = PID 1
     if pid:
-        os.close(alive_r)
-        os.close(jail_fd)
+        posix.close(alive_r)
+        posix.close(jail_fd)
         drop_bounding_set()
         clear_capabilities()
         set_no_new_privs()
         master = _receive_terminal(terminal)
-        os._exit(on_parent(pid) if master is None else relay_terminal(pid, master, on_parent))
-    os.close(alive_w)
+        posix._exit(on_parent(pid) if master is None else relay_terminal(pid, master, on_parent))
+    posix.close(alive_w)
     die_with_parent(alive_r)                                 #    no orphaned jail
     make_mounts_private()                                    # 5. no propagation
     bind_jail_nosuid(jail_fd, root)                          # 6. jail nosuid,nodev
@@ -1082,10 +1084,10 @@ def _terminal_channel() -> tuple[_socket.socket, _socket.socket] | None:
     jail may lack the modules. The C module _socket, not `socket`: that one costs about
     5 ms of start-up (enum, selectors)."""
     try:
-        ttys = {os.fstat(fd).st_rdev for fd in (0, 1, 2) if os.isatty(fd)}
+        ttys = {posix.fstat(fd).st_rdev for fd in (0, 1, 2) if posix.isatty(fd)}
     except OSError:
         return None
-    if len(ttys) != 1 or not all(os.isatty(fd) for fd in (0, 1, 2)):
+    if len(ttys) != 1 or not all(posix.isatty(fd) for fd in (0, 1, 2)):
         return None
     import _socket
     import fcntl  # noqa: F401 - loaded now, used after the pivot
@@ -1109,7 +1111,7 @@ def take_terminal(channel: tuple[_socket.socket, _socket.socket] | None) -> None
     channel[0].close()
     try:
         try:
-            master, slave = os.openpty()
+            master, slave = posix.openpty()
         except OSError:
             return
         try:
@@ -1118,8 +1120,8 @@ def take_terminal(channel: tuple[_socket.socket, _socket.socket] | None) -> None
             channel[1].sendmsg([b"t"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                          master.to_bytes(4, sys.byteorder, signed=True))])
         finally:
-            os.close(master)
-        os.login_tty(slave)                  # setsid, controlling terminal, fds 0-2
+            posix.close(master)
+        posix.login_tty(slave)               # setsid, controlling terminal, fds 0-2
     finally:
         channel[1].close()
 
@@ -1142,7 +1144,7 @@ def _receive_terminal(channel: tuple[_socket.socket, _socket.socket] | None) -> 
                     for i in range(0, len(data) - len(data) % 4, 4)]
     channel[0].close()
     for extra in fds[1:]:                      # one was sent; never keep a stray fd
-        os.close(extra)
+        posix.close(extra)
     return fds[0] if fds else None
 
 
@@ -1165,7 +1167,7 @@ def relay_terminal(pid: int, master: int, on_parent: Callable[[int], int]) -> in
     saved = termios.tcgetattr(0)
     tty.setraw(0, termios.TCSANOW)
     signal.signal(signal.SIGWINCH, winch)
-    os.set_blocking(master, False)
+    posix.set_blocking(master, False)
     pending = b""                                  # typed, not yet taken by the jail's pty
     try:
         while True:
@@ -1173,7 +1175,7 @@ def relay_terminal(pid: int, master: int, on_parent: Callable[[int], int]) -> in
             ready, writable, _ = select.select(readers, [master] if pending else [], [])
             if master in ready:
                 try:
-                    data = os.read(master, 1 << 16)
+                    data = posix.read(master, 1 << 16)
                 except BlockingIOError:
                     data = None
                 except OSError:                    # EIO: the session's pty is closed
@@ -1182,22 +1184,22 @@ def relay_terminal(pid: int, master: int, on_parent: Callable[[int], int]) -> in
                     break
                 view = memoryview(data or b"")
                 while view:
-                    view = view[os.write(1, view):]
+                    view = view[posix.write(1, view):]
             if 0 in ready:
-                typed = os.read(0, 1 << 16)
+                typed = posix.read(0, 1 << 16)
                 if not typed:                      # hangup of the host's pty
                     _end(pid)
                     break
                 pending += typed
             if master in writable:
                 try:
-                    pending = pending[os.write(master, pending):]
+                    pending = pending[posix.write(master, pending):]
                 except BlockingIOError:
                     pass
     except OSError:
         _end(pid)                                  # the host's pty is gone
     finally:
-        os.close(master)
+        posix.close(master)
         try:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
         except termios.error:
@@ -1207,7 +1209,7 @@ def relay_terminal(pid: int, master: int, on_parent: Callable[[int], int]) -> in
 
 def _end(pid: int) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        posix.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
@@ -1217,8 +1219,8 @@ def relay_child(pid: int) -> int:
     wait for it, return its exit status the way a shell would."""
     def forward(signum: int, _frame: FrameType | None) -> None:
         try:
-            os.kill(pid, signal.SIGKILL if signum in (signal.SIGHUP, signal.SIGTERM)
-                    else signum)
+            posix.kill(pid, signal.SIGKILL if signum in (signal.SIGHUP, signal.SIGTERM)
+                       else signum)
         except ProcessLookupError:
             pass
 
@@ -1226,15 +1228,15 @@ def relay_child(pid: int) -> int:
         signal.signal(sig, forward)
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, status = posix.waitpid(pid, 0)
         except ChildProcessError:
             return 1
         except InterruptedError:
             continue
-        if os.WIFEXITED(status):
-            return os.WEXITSTATUS(status)
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
+        if posix.WIFEXITED(status):
+            return posix.WEXITSTATUS(status)
+        if posix.WIFSIGNALED(status):
+            return 128 + posix.WTERMSIG(status)
 
 
 def confine_launch(jail_fd: int, plan: Plan) -> None:
@@ -1246,7 +1248,7 @@ def confine_launch(jail_fd: int, plan: Plan) -> None:
     keeps the launcher's pid for systemd. Hence no /proc in the jail either (a shared
     /proc leads out through /proc/PID/root of same-uid host processes)."""
     uid, gid, groups = plan.uid, plan.gid, list(plan.groups)
-    if os.geteuid() != 0:
+    if posix.geteuid() != 0:
         raise ConfineError("confine for launch: must run as root")
     if uid == 0 or gid == 0 or 0 in groups:
         raise ConfineError("launch as uid 0 or group 0: refused (never root inside a jail)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 # _socket, not socket: the socket module imports enum and selectors (about 3 ms of the
 # login path's start-up); a connected datagram socket needs none of that.
 import _socket
-import os
+import posix
 import time
 
 LOG_AUTH = 4 << 3
@@ -67,7 +67,7 @@ class SysLog:
         self.sock: _socket.socket | None = None
         # the pid the host sees: taken before confinement, since inside a PID namespace
         # the jailed side is pid 1 (lines name the login's pam-jail-shell or sshd process)
-        self.pid = os.getpid()
+        self.pid = posix.getpid()
 
     def connect(self) -> None:
         if self.sock is not None:

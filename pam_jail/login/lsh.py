@@ -11,12 +11,13 @@ allow-list and the facts the same way (JailFacts with a root prefix).
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 import sys
 
 from pam_jail.login.errors import Denied
 from pam_jail.login.log import LOG_DEBUG, LOG_INFO, LOG_NOTICE, SysLog
+from pam_jail.login.paths import environ, getenv
 from pam_jail.login.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
 from pam_jail.login.resolve import Identity
 from pam_jail.login.safety import LIB_DIRS, MISSING, check_exec
@@ -36,18 +37,18 @@ def read_allow_list(uid: int, path: str = LSH_PATH) -> str:
     a regular file, never through a symlink, not owned by the user, not group/other-
     writable."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     except OSError as err:
         raise Denied(f"read {path}: {err.strerror}") from None
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         if st.st_uid == uid or not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022:
             raise Denied(f"read {path}: owned or writable by the user")
         chunks = []
-        while chunk := os.read(fd, 65536):
+        while chunk := posix.read(fd, 65536):
             chunks.append(chunk)
     finally:
-        os.close(fd)
+        posix.close(fd)
     return b"".join(chunks).decode("utf-8", "replace")
 
 
@@ -60,14 +61,14 @@ class JailFacts(FileFacts):
     def __init__(self, root: str = "", uid: int | None = None,
                  gids: frozenset[int] = frozenset()) -> None:
         self.root = root.rstrip("/")
-        self.uid = os.getuid() if uid is None else uid
+        self.uid = posix.getuid() if uid is None else uid
         self.gids = gids
         self.ask_kernel = uid is None
 
     def stat(self, path: str) -> PathFacts:
         full = self.root + path
         try:
-            st = os.lstat(full)
+            st = posix.lstat(full)
         except OSError as err:
             missing = err.errno in (errno.ENOENT, errno.ENOTDIR)
             return PathFacts("missing" if missing else "unknown")
@@ -77,7 +78,7 @@ class JailFacts(FileFacts):
         if kind == "link":
             writable = False
         elif self.ask_kernel:
-            writable = os.access(full, os.W_OK, follow_symlinks=False)
+            writable = posix.access(full, posix.W_OK, follow_symlinks=False)
         else:
             writable = bool(mode & 0o002 or (mode & 0o020 and st.st_gid in self.gids)
                             or (mode & 0o200 and st.st_uid == self.uid))
@@ -85,7 +86,7 @@ class JailFacts(FileFacts):
 
     def entries(self, path: str) -> tuple[str, ...]:
         try:
-            names = os.listdir(self.root + path)
+            names = posix.listdir(self.root + path)
         except OSError:
             return ()
         return tuple(sorted(names))  # all of them: an entry left out would go unchecked
@@ -118,9 +119,9 @@ class Session:
     __slots__ = ("user", "jail", "rhost")
 
     def __init__(self) -> None:
-        self.user: object = os.getuid()
+        self.user: object = posix.getuid()
         self.jail = "-"
-        self.rhost = os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None
+        self.rhost = (getenv("SSH_CONNECTION") or "").split(" ")[0] or None
 
 
 def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
@@ -138,7 +139,7 @@ def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
     policy = select_policy(parse_lsh(read_allow_list(ident.uid), LSH_PATH),
                            ident.name, [g for g in (ident.group, *ident.groups) if g])
     decision = decide(policy, command, user=ident.name, home=home,
-                      client_env=client_environment(os.environ), facts=JailFacts())
+                      client_env=client_environment(environ()), facts=JailFacts())
     if not decision.allowed:
         log.decision(LOG_DEBUG if decision.quiet else LOG_NOTICE, "command refused",
                      user=session.user, jail=session.jail,
@@ -158,9 +159,9 @@ def limited_shell(ident: Identity, home: str, command: str | None, log: SysLog,
                  user=session.user, jail=session.jail, command=command, rule=decision.rule,
                  rhost=session.rhost)
     log.close()
-    os.umask(decision.umask)
+    posix.umask(decision.umask)
     try:
-        os.execve(decision.argv[0], list(decision.argv), decision.env)
+        posix.execve(decision.argv[0], list(decision.argv), decision.env)
     except OSError as err:
         raise Denied(f"execute {decision.argv[0]}: {err.strerror}") from None
     return EXIT_REFUSED  # not reached

@@ -40,7 +40,10 @@ it, where an sftp client reads them as a packet ("Received message too long").
 from __future__ import annotations
 
 import grp
+import posix
+import sys
 
+from pam_jail.login import paths
 from pam_jail.login.admission import admit
 from pam_jail.login.errors import ConfigError, Denied, PamJailError
 from pam_jail.login.log import LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, SysLog
@@ -146,10 +149,8 @@ def _run(pamh: Any, argv: list[str], phase: str, fail: int) -> int:
 
 
 def _process_is_sshd() -> bool:
-    import os
-
     try:
-        return os.path.basename(os.readlink("/proc/self/exe")).startswith("sshd")
+        return paths.basename(posix.readlink("/proc/self/exe")).startswith("sshd")
     except OSError:
         return False
 
@@ -167,16 +168,12 @@ def _end_refused_sshd_session(in_sshd: bool) -> None:
     refusal is returned to them as before. `in_sshd`: a session of sshd (sshd-session),
     as /proc/self/exe said before the refused step began."""
     if in_sshd:
-        import os
-
         _log.close()
-        os._exit(255)
+        posix._exit(255)
 
 
 def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) -> None:
     """Step 4: what sshd will do for this connection, read from sshd itself."""
-    import os
-
     from pam_jail.login.sshd_rules import (
         SSHD,
         SYSTEM_SSHD_CONFIG,
@@ -187,11 +184,11 @@ def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) ->
     )
 
     try:
-        exe = os.readlink("/proc/self/exe")
+        exe = posix.readlink("/proc/self/exe")
     except OSError:
         exe = SSHD
-    sshd = exe if os.path.basename(exe).startswith("sshd") else SSHD
-    config = listener_config(os.getppid()) or opts.get("sshd_config") or SYSTEM_SSHD_CONFIG
+    sshd = exe if paths.basename(exe).startswith("sshd") else SSHD
+    config = listener_config(posix.getppid()) or opts.get("sshd_config") or SYSTEM_SSHD_CONFIG
     conn = own_connection()     # from the kernel, never from the PAM environment
     if conn is None:
         raise Denied("read sshd's settings for this connection: no single TCP "
@@ -215,13 +212,12 @@ def _check_sshd(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str]) ->
 
 def _lsh_runtime() -> tuple[str, ...]:
     """The directories pam-jail-lsh imports from, as paths inside the jail: the lsh
-    profile puts them at the host's own paths (this package, Debian's stdlib)."""
-    import os
-
-    login = os.path.dirname(os.path.abspath(__file__))          # LIBDIR/pam_jail/login
-    package = os.path.dirname(login)
-    stdlib = os.path.dirname(os.__file__)
-    return (os.path.dirname(package), package, f"{package}/__pycache__", login,
+    profile puts them at the host's own paths (this package, Debian's stdlib: the
+    directory of the encodings package, which every interpreter loads at start-up)."""
+    login = paths.dirname(paths.abspath(__file__))              # LIBDIR/pam_jail/login
+    package = paths.dirname(login)
+    stdlib = paths.dirname(paths.dirname(sys.modules["encodings"].__file__ or ""))
+    return (paths.dirname(package), package, f"{package}/__pycache__", login,
             f"{login}/__pycache__", f"{login}/policy", f"{login}/policy/__pycache__",
             stdlib, f"{stdlib}/__pycache__", f"{stdlib}/encodings", f"{stdlib}/lib-dynload")
 
@@ -229,12 +225,10 @@ def _lsh_runtime() -> tuple[str, ...]:
 def _check_login_shell(pamh: Any, jail: Jail, ident: Identity) -> None:
     """Step 5a, mode pam: the login shell, its interpreter, the limited shell's runtime
     and the library directories in the jail must be root's and not writable."""
-    import os
-
     from pam_jail.login.safety import LIB_DIRS, check_exec
 
     runtime = _lsh_runtime()
-    told = {JAIL_ENV: jail.name, HOST_PID_ENV: str(os.getpid())}   # its log lines' fields
+    told = {JAIL_ENV: jail.name, HOST_PID_ENV: str(posix.getpid())}  # its log lines' fields
     if not jail.allow_shell:       # pam-jail-lsh refuses interactive logins seeing it
         told[NO_SHELL_ENV] = "1"
     for name, value in told.items():

@@ -76,12 +76,12 @@ class Plan:
         None, and confine.load_syscall_filter refuses, naming the problem."""
         if self.seccomp is None or self.program is not None:
             return
-        import os
+        import posix
 
         from pam_jail.login import syscalls
 
         try:
-            self.program = syscalls.program(os.uname().machine, self.seccomp)
+            self.program = syscalls.program(posix.uname().machine, self.seccomp)
         except ValueError:
             self.program = None
 

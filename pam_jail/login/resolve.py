@@ -10,8 +10,7 @@ and the real passwd database.
 
 from __future__ import annotations
 
-import posixpath
-
+from pam_jail.login import paths
 from pam_jail.login.config import Config, JailDef
 from pam_jail.login.errors import Denied
 
@@ -106,8 +105,8 @@ def split_marker(home: str) -> tuple[str, str] | None:
     idx = home.rfind("/./")
     if idx <= 0:
         return None
-    root = posixpath.normpath(home[:idx])
-    inner = posixpath.normpath("/" + home[idx + 3:])
+    root = paths.normpath(home[:idx])
+    inner = paths.normpath("/" + home[idx + 3:])
     if inner.startswith(STUB_HOMES + "/") and inner.count("/") == 2:
         inner = "/home/" + inner[len(STUB_HOMES) + 1:]
     return root, inner
@@ -118,17 +117,17 @@ def is_stub_home(home: str) -> bool:
     idx = home.rfind("/./")
     if idx <= 0:
         return False
-    inner = posixpath.normpath("/" + home[idx + 3:])
+    inner = paths.normpath("/" + home[idx + 3:])
     return inner.startswith(STUB_HOMES + "/") and inner.count("/") == 2
 
 
 def is_shell_entry(shell: str) -> bool:
-    return posixpath.basename(shell) in SHELL_ENTRY_NAMES
+    return paths.basename(shell) in SHELL_ENTRY_NAMES
 
 
 def is_jailing_shell(mode: str, shell: str) -> bool:
     """Does `shell` (a passwd pw_shell) refuse to run outside a jail of `mode`?"""
-    return posixpath.basename(shell) in JAILING_SHELLS.get(mode, ())
+    return paths.basename(shell) in JAILING_SHELLS.get(mode, ())
 
 
 # pam_jail's own login shells: whoever has one is meant to be jailed (nologin and false
@@ -138,7 +137,7 @@ PAM_JAIL_SHELLS = ("pam-jail-shell", "pam-jail-lsh")
 
 def jailing_anywhere(shell: str) -> bool:
     """Is `shell` one of pam_jail's own login shells (its user is meant to be jailed)?"""
-    return posixpath.basename(shell) in PAM_JAIL_SHELLS
+    return paths.basename(shell) in PAM_JAIL_SHELLS
 
 
 def resolve(ident: Identity, cfg: Config) -> Jail | None:
@@ -158,7 +157,7 @@ def resolve(ident: Identity, cfg: Config) -> Jail | None:
         definition, source = cfg.jails[cfg.default], "default"
 
     if definition is None and marker is not None \
-            and posixpath.basename(ident.shell) in JAILKIT_SHELL_NAMES:
+            and paths.basename(ident.shell) in JAILKIT_SHELL_NAMES:
         return None
     if definition is None and marker is None:
         if jailing_anywhere(ident.shell):
@@ -187,7 +186,7 @@ def resolve(ident: Identity, cfg: Config) -> Jail | None:
 def identity_from_passwd(name_or_uid: str | int) -> Identity:
     """Look the user up in the real passwd/group databases. Raises Denied if unknown."""
     import grp
-    import os
+    import posix
     import pwd
 
     try:
@@ -202,7 +201,7 @@ def identity_from_passwd(name_or_uid: str | int) -> Identity:
             return ""
 
     # getgrouplist: one NSS lookup, not a scan of every group on each login
-    gids = set(os.getgrouplist(pw.pw_name, pw.pw_gid)) - {pw.pw_gid}
+    gids = set(posix.getgrouplist(pw.pw_name, pw.pw_gid)) - {pw.pw_gid}
     primary = group_name(pw.pw_gid)
     groups = tuple(sorted(name for name in map(group_name, gids) if name))
     return Identity(name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir,

@@ -14,8 +14,10 @@ O_PATH|O_NOFOLLOW and checks each fd, so the login enters exactly what was check
 
 from __future__ import annotations
 
-import os
+import posix
 import stat
+
+from pam_jail.login import paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ SYSTEM_ENTRIES = (
     "lib/x86_64-linux-gnu", "dev",
 )
 
-_O_PATH = getattr(os, "O_PATH", 0o10000000)
+_O_PATH = getattr(posix, "O_PATH", 0o10000000)
 
 
 def judge_component(path: str, mode: int, uid: int, *, final: bool = True) -> str | None:
@@ -71,7 +73,7 @@ def check_path_chain(path: str) -> list[str]:
     problems: list[str] = []
     for comp in components(path):
         try:
-            st = os.lstat(comp)
+            st = posix.lstat(comp)
         except OSError as err:
             return problems + [f"{comp}: {err.strerror}"]
         problem = judge_component(comp, st.st_mode, st.st_uid)
@@ -87,7 +89,7 @@ def check_system_entries(root: str, entries: Iterable[str] = SYSTEM_ENTRIES) -> 
     for rel in entries:
         path = f"{root}/{rel}"
         try:
-            st = os.lstat(path)
+            st = posix.lstat(path)
         except FileNotFoundError:
             continue
         except OSError as err:
@@ -112,8 +114,8 @@ def open_checked(path: str) -> int:
     fstat each fd and apply judge_component to it. Returns an O_PATH fd of the last
     component: the caller enters exactly the directory that was checked. Raises OSError
     (with the problem as text) on the first unsafe component."""
-    flags = _O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
-    fd = os.open("/", flags)
+    flags = _O_PATH | posix.O_NOFOLLOW | posix.O_DIRECTORY | posix.O_CLOEXEC
+    fd = posix.open("/", flags)
     try:
         _judge_fd(fd, "/")
         current = ""
@@ -122,20 +124,20 @@ def open_checked(path: str) -> int:
                 raise OSError(f"{path}: contains '.' or '..' components")
             current += "/" + part
             try:
-                nfd = os.open(part, flags, dir_fd=fd)
+                nfd = posix.open(part, flags, dir_fd=fd)
             except OSError as err:
                 raise OSError(f"{current}: {err.strerror}") from None
-            os.close(fd)
+            posix.close(fd)
             fd = nfd
             _judge_fd(fd, current)
         return fd
     except BaseException:
-        os.close(fd)
+        posix.close(fd)
         raise
 
 
 def _judge_fd(fd: int, path: str) -> None:
-    st = os.fstat(fd)
+    st = posix.fstat(fd)
     problem = judge_component(path, st.st_mode, st.st_uid)
     if problem:
         raise OSError(problem)
@@ -186,7 +188,7 @@ def judge_device(rel: str, mode: int, rdev: int) -> str | None:
     if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
         return None
     kind = "block" if stat.S_ISBLK(mode) else "character"
-    numbers = (os.major(rdev), os.minor(rdev))
+    numbers = (posix.major(rdev), posix.minor(rdev))
     expected = ALLOWED_DEVICES.get(rel)
     if expected is None:
         return f"{rel}: {kind} device {numbers[0]},{numbers[1]} not in the allow-list " \
@@ -302,13 +304,13 @@ def judge_exec_entry(rel: str, mode: int, uid: int, user: int | None = None) -> 
     return None
 
 
-def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, os.stat_result]]]:
+def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, posix.stat_result]]]:
     """Resolve `rel` as a process chrooted to `root` would (like resolve_in_jail) and
     return the host path reached (None: it does not exist) and every (jail path, lstat)
     visited: each directory, each symlink and the final entry."""
-    seen: list[tuple[str, os.stat_result]] = []
+    seen: list[tuple[str, posix.stat_result]] = []
     try:
-        seen.append(("/", os.lstat(root or "/")))
+        seen.append(("/", posix.lstat(root or "/")))
     except OSError:
         return None, seen
     resolved = ""
@@ -319,12 +321,12 @@ def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, os.s
         if part == ".":
             continue
         if part == "..":
-            resolved = os.path.dirname(resolved) if resolved else ""
+            resolved = paths.dirname(resolved) if resolved else ""
             resolved = "" if resolved == "/" else resolved
             continue
         candidate = f"{resolved}/{part}"
         try:
-            st = os.lstat(root + candidate)
+            st = posix.lstat(root + candidate)
         except OSError:
             return None, seen
         seen.append((candidate, st))
@@ -332,7 +334,7 @@ def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, os.s
             hops += 1
             if hops > 40:
                 return None, seen
-            target = os.readlink(root + candidate)
+            target = posix.readlink(root + candidate)
             if target.startswith("/"):
                 resolved = ""
             parts = [p for p in target.split("/") if p] + parts
@@ -374,13 +376,13 @@ def _interpreter_of(path: str) -> str | None:
     """The program that runs `path` (a host path): a script's #! line or an ELF's
     PT_INTERP; None if neither."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
-        data = os.pread(fd, 8192, 0)
+        data = posix.pread(fd, 8192, 0)
     finally:
-        os.close(fd)
+        posix.close(fd)
     if data.startswith(b"#!"):
         line = data[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
         return line.split()[0] if line else None

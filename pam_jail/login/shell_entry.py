@@ -27,7 +27,7 @@ Everything the confined part needs is imported here, before confinement.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from pam_jail.login.admission import admit
@@ -42,6 +42,7 @@ from pam_jail.login.errors import Denied, PamJailError
 from pam_jail.login.limits import cgroups_missing, in_cgroup
 from pam_jail.login.log import LOG_ERR, LOG_NOTICE, SysLog
 from pam_jail.login.lsh import EXIT_REFUSED, Session, limited_shell
+from pam_jail.login.paths import environ, getenv
 from pam_jail.login.plan import plan_login
 from pam_jail.login.policy import hold_families
 from pam_jail.login.resolve import (
@@ -66,7 +67,7 @@ def _parse_args(args: list[str], own: str = "pam-jail-shell") -> str | None:
     subsystems included, is in SSH_ORIGINAL_COMMAND; sshd names the sftp subsystem
     `internal-sftp` there, which is the jail's sftp-server. Either way the text is the
     user's own request and goes through the allow-list like any other."""
-    forced = os.environ.get("SSH_ORIGINAL_COMMAND")
+    forced = getenv("SSH_ORIGINAL_COMMAND")
     if not args or (len(args) == 2 and args[0] == "-c" and " " not in args[1]
                     and args[1].rsplit("/", 1)[-1] == own):
         if forced is None:
@@ -92,9 +93,9 @@ def _no_shell_why(jail: Jail, user: str) -> str:
 def confine_and_run(args: list[str], log: SysLog, session: Session) -> int:
     """pam-jail-shell: steps 1-7."""
     command = _parse_args(args)
-    if os.getuid() == 0 or os.geteuid() == 0:
+    if posix.getuid() == 0 or posix.geteuid() == 0:
         raise Denied("root is never put in a jail")
-    ident = identity_from_passwd(os.getuid())                       # 1
+    ident = identity_from_passwd(posix.getuid())                    # 1
     session.user = ident.name
     jail = admit(ident)[2]                                          # 2
     if jail is None:
@@ -147,7 +148,7 @@ def run_in_jail(args: list[str], log: SysLog, session: Session) -> int:
     """pam-jail-lsh: the limited shell alone, for a session the PAM module has already
     confined (it is the login shell INSIDE the jail; identity from the jail's passwd)."""
     command = _parse_args(args, "pam-jail-lsh")
-    if os.getuid() == 0 or os.geteuid() == 0:
+    if posix.getuid() == 0 or posix.geteuid() == 0:
         raise Denied("the limited shell never runs as root")
     outside = confinement_missing()                                 # not confined: refuse
     if outside:
@@ -155,15 +156,15 @@ def run_in_jail(args: list[str], log: SysLog, session: Session) -> int:
                      "the pam_jail PAM module confined",
                      hint="the PAM session line is missing, optional or skipped for this "
                           "service (etc/pam.d/pam_jail)")
-    told_by_pam(log, session, os.environ)          # jail= and the host pid of its lines
-    ident = identity_from_passwd(os.getuid())
+    told_by_pam(log, session, environ())           # jail= and the host pid of its lines
+    ident = identity_from_passwd(posix.getuid())
     session.user = ident.name
     try:   # the rules read relative paths against the home: the program must start there
-        os.chdir(ident.home)   # (sshd chdirs to the passwd home, a root-owned stub)
+        posix.chdir(ident.home)   # (sshd chdirs to the passwd home, a root-owned stub)
     except OSError as err:
         raise Denied(f"chdir {ident.home[:128]}: {err.strerror}") from None
     return limited_shell(ident, ident.home, command, log, session, in_userns=False,
-                         shell_ok=NO_SHELL_ENV not in os.environ)
+                         shell_ok=getenv(NO_SHELL_ENV) is None)
 
 
 def run(args: list[str], log: SysLog,
@@ -195,7 +196,7 @@ def main(body: Callable[[list[str], SysLog, Session], int] = confine_and_run,
     log.connect()
     status = run(sys.argv[1:], log, body)
     sys.stdout.flush()
-    os._exit(status)
+    posix._exit(status)
 
 
 def lsh_main() -> int:

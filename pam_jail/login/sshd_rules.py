@@ -16,7 +16,9 @@ Lean on purpose: the PAM module imports this on every jailed login.
 
 from __future__ import annotations
 
-import os
+import posix
+
+from pam_jail.login import paths
 
 SSHD = "/usr/sbin/sshd"
 SYSTEM_SSHD_CONFIG = "/etc/ssh/sshd_config"
@@ -62,14 +64,14 @@ def shell_entry_path() -> str:
     """pam-jail-shell beside this installed package (pam_jail.install_dirs)."""
     from pam_jail import install_dirs
 
-    return os.path.join(install_dirs()[1], "pam-jail-shell")
+    return paths.join(install_dirs()[1], "pam-jail-shell")
 
 
 def lsh_entry_path() -> str:
     """pam-jail-lsh beside this installed package (pam_jail.install_dirs)."""
     from pam_jail import install_dirs
 
-    return os.path.join(install_dirs()[1], "pam-jail-lsh")
+    return paths.join(install_dirs()[1], "pam-jail-lsh")
 
 
 def routes_through_shell_entry(forcecommand: list[str]) -> bool:
@@ -77,7 +79,7 @@ def routes_through_shell_entry(forcecommand: list[str]) -> bool:
     subsystems included, goes through it (sshd hands the original in
     SSH_ORIGINAL_COMMAND)."""
     words = " ".join(forcecommand).split()
-    return len(words) == 1 and os.path.basename(words[0]) == "pam-jail-shell"
+    return len(words) == 1 and paths.basename(words[0]) == "pam-jail-shell"
 
 
 def expected_settings(mode: str, root: str) -> dict[str, str]:
@@ -163,9 +165,9 @@ def own_connection() -> tuple[str, str, str, str] | None:
     import _socket
 
     found: list[tuple[str, str, str, str]] = []
-    for name in os.listdir("/proc/self/fd"):
+    for name in posix.listdir("/proc/self/fd"):
         try:
-            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:["):
+            if not posix.readlink(f"/proc/self/fd/{name}").startswith("socket:["):
                 continue
             sock = _socket.socket(fileno=int(name))
         except (OSError, ValueError):
@@ -208,29 +210,29 @@ def listener_config(ppid: int) -> str | None:
 def effective_settings(sshd: str, config: str, spec: str) -> dict[str, list[str]]:
     """Run `sshd -T -f CONFIG -C SPEC` (no shell, clean environment) and parse it.
     Raises OSError naming what failed (the caller refuses the login)."""
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = posix.pipe()
     try:
-        null = os.open("/dev/null", os.O_RDWR)
+        null = posix.open("/dev/null", posix.O_RDWR)
         try:
-            pid = os.posix_spawn(sshd, [sshd, "-T", "-f", config, "-C", spec],
-                                 {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
-                                               (os.POSIX_SPAWN_DUP2, write_fd, 1),
-                                               (os.POSIX_SPAWN_DUP2, null, 2)])
+            pid = posix.posix_spawn(sshd, [sshd, "-T", "-f", config, "-C", spec],
+                                    {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                    file_actions=[(posix.POSIX_SPAWN_DUP2, null, 0),
+                                                  (posix.POSIX_SPAWN_DUP2, write_fd, 1),
+                                                  (posix.POSIX_SPAWN_DUP2, null, 2)])
         finally:
-            os.close(null)
+            posix.close(null)
     except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
+        posix.close(read_fd)
+        posix.close(write_fd)
         raise
-    os.close(write_fd)
+    posix.close(write_fd)
     chunks = []
     try:
-        while chunk := os.read(read_fd, 65536):
+        while chunk := posix.read(read_fd, 65536):
             chunks.append(chunk)
     finally:
-        os.close(read_fd)
-        _, status = os.waitpid(pid, 0)
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        posix.close(read_fd)
+        _, status = posix.waitpid(pid, 0)
+    if not posix.WIFEXITED(status) or posix.WEXITSTATUS(status) != 0:
         raise OSError(f"{sshd} -T -f {config} failed (status {status})")
     return parse_sshd_T(b"".join(chunks).decode("utf-8", "replace"))

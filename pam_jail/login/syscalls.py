@@ -287,7 +287,7 @@ def _arch_block(arch: int, index: int, rules: list[Rule], newer: bool,
 
 def build(machine: str, allow: frozenset[str] | set[str] | tuple[str, ...] = frozenset(),
           ) -> list[tuple[int, int, int, int]]:
-    """The filter for `machine` (os.uname().machine) as (code, jt, jf, k) instructions,
+    """The filter for `machine` (posix.uname().machine) as (code, jt, jf, k) instructions,
     with the rules and groups named in `allow` left out. ValueError: no table for this
     machine, or a name outside ALLOWABLE."""
     arches = MACHINES.get(machine)

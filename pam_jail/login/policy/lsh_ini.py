@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import posixpath
-
 from pam_jail.login.config import read_ini
 from pam_jail.login.errors import ConfigError
+from pam_jail.login.paths import basename
 from pam_jail.login.policy.env import _DENY_EXACT, _DENY_PREFIX, _FIXED_ENV, _denied_name
 from pam_jail.login.policy.records import (
     _DIGIT_CHARS,
@@ -164,8 +163,8 @@ def _parse_section(
             bad("programs", f"{prog!r} {problem}")
         elif prog in programs:
             bad("programs", f"{prog} is listed twice")
-        elif any(posixpath.basename(p) == posixpath.basename(prog) for p in programs):
-            bad("programs", f"{prog}: two programs named {posixpath.basename(prog)!r}; "
+        elif any(basename(p) == basename(prog) for p in programs):
+            bad("programs", f"{prog}: two programs named {basename(prog)!r}; "
                 "a bare name could not tell them apart")
         else:
             programs.append(prog)
@@ -184,7 +183,7 @@ def _parse_section(
             explicit[prog] = " ".join(words)
     bound: list[tuple[str, str]] = []
     for prog in programs:
-        rule_name = explicit.get(prog) or _RULE_BY_BASENAME.get(posixpath.basename(prog))
+        rule_name = explicit.get(prog) or _RULE_BY_BASENAME.get(basename(prog))
         if rule_name is None:
             bad("programs", f"{prog} has no rule: name one under [[rules]] "
                 "('none' allows it without arguments)")

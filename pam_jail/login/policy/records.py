@@ -8,9 +8,8 @@ it (decide imports that module when a command needs it).
 
 from __future__ import annotations
 
-import posixpath
-
 from pam_jail.login.errors import Denied
+from pam_jail.login.paths import basename, normpath
 
 # Start-up time matters here (the login path imports this package): no re, shlex,
 # configobj, dataclasses or typing at run time. Type-only names come from here:
@@ -126,7 +125,7 @@ class Policy(_Record):
     def program_named(self, name: str) -> str | None:
         """The allowed program whose basename is `name` (what real clients send)."""
         for prog, _rule in self.programs:
-            if posixpath.basename(prog) == name:
+            if basename(prog) == name:
                 return prog
         return None
 
@@ -235,7 +234,7 @@ class _Ctx:
 
 
 def _norm(path: str) -> str:
-    out = posixpath.normpath(path)
+    out = normpath(path)
     if out.startswith("//"):  # normpath keeps a leading "//"
         out = "/" + out.lstrip("/")
     return out

@@ -4,8 +4,7 @@ it neither the user's nor writable by the user."""
 
 from __future__ import annotations
 
-import posixpath
-
+from pam_jail.login.paths import basename
 from pam_jail.login.policy.options import (
     _check_path,
     _has,
@@ -183,7 +182,7 @@ def _rule_git(argv: Sequence[str], ctx: _Ctx) -> None:
     """
     args = list(argv[1:])
     service: list[str] = []
-    if posixpath.basename(ctx.program) == "git":
+    if basename(ctx.program) == "git":
         if not args or "git-" + args[0] not in _GIT_SERVICES:
             raise _Bad("only 'git upload-pack|receive-pack|upload-archive PATH' is allowed")
         service, args = args[:1], args[1:]
