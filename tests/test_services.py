@@ -398,7 +398,10 @@ def test_root_su_without_allow_shell_says_why_in_one_line(world: World, mode: st
             said = [line for line in out.splitlines() if line.strip()]
             assert status == 126 and len(said) == 1, (command, status, out)
             assert said[0].startswith("pam_jail: refused: interactive login is not allowed"), said
-            assert "allow_shell = no" in said[0], said
+            assert f"allow_shell = no for jail {jail}" in said[0], said
+            if mode == "pam":           # root is told how to get a shell there instead
+                assert f"as root: pam-jail chrootlaunch -j {jail} -u {user.name} -- " \
+                    "/bin/sh" in said[0], said
             assert "passwd" not in out and os.path.basename(world.host_marker) not in out, out
         status, out = on_pty(private(both + f"exec su - {user.name} -c 'ls /etc'"))
         assert status == 0 and listing_is_jailed(world, out), out

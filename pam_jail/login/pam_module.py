@@ -222,7 +222,23 @@ def _lsh_runtime() -> tuple[str, ...]:
             stdlib, f"{stdlib}/__pycache__", f"{stdlib}/encodings", f"{stdlib}/lib-dynload")
 
 
-def _check_login_shell(pamh: Any, jail: Jail, ident: Identity) -> None:
+# The services through which root takes on a user (su's refusal of an interactive login
+# then says how root gets a shell in the jail instead)
+ROOT_SWITCH_SERVICES = frozenset({"su", "su-l", "runuser", "runuser-l"})
+
+
+def no_shell_why(jail: Jail, ident: Identity, service: str, uid: int) -> str:
+    """Why an interactive login into a mode-pam jail is refused when jails.ini's
+    allow_shell is off (pam-jail-lsh prints it): for root's su/runuser, with the command
+    that gives root a shell as the user in the jail."""
+    why = f"jails.ini: allow_shell = no for jail {jail.name}"
+    if uid == 0 and service in ROOT_SWITCH_SERVICES:
+        why += (f"; as root: pam-jail chrootlaunch -j {jail.name} -u {ident.name} -- "
+                "/bin/sh")
+    return why
+
+
+def _check_login_shell(pamh: Any, jail: Jail, ident: Identity, service: str) -> None:
     """Step 5a, mode pam: the login shell, its interpreter, the limited shell's runtime
     and the library directories in the jail must be root's and not writable."""
     from pam_jail.login.safety import LIB_DIRS, check_exec
@@ -230,7 +246,7 @@ def _check_login_shell(pamh: Any, jail: Jail, ident: Identity) -> None:
     runtime = _lsh_runtime()
     told = {JAIL_ENV: jail.name, HOST_PID_ENV: str(posix.getpid())}  # its log lines' fields
     if not jail.allow_shell:       # pam-jail-lsh refuses interactive logins seeing it
-        told[NO_SHELL_ENV] = "1"
+        told[NO_SHELL_ENV] = no_shell_why(jail, ident, service, posix.getuid())
     for name, value in told.items():
         try:
             pamh.env[name] = value
@@ -262,7 +278,7 @@ def _open_session(pamh: Any, jail: Jail, ident: Identity, opts: dict[str, str],
             _check_sshd(pamh, jail, ident, opts)                                # 4
         if jail.mode != "pam":
             return isolate_session(plan_login("isolate", jail, ident))         # 5
-        _check_login_shell(pamh, jail, ident)                                   # 5a
+        _check_login_shell(pamh, jail, ident, service)                          # 5a
     try:
         tty_gid = grp.getgrnam("tty").gr_gid
     except KeyError:

@@ -40,7 +40,7 @@ from pam_jail.login.confine import (
 )
 from pam_jail.login.errors import Denied, PamJailError
 from pam_jail.login.limits import cgroups_missing, in_cgroup
-from pam_jail.login.log import LOG_ERR, LOG_NOTICE, SysLog
+from pam_jail.login.log import LOG_ERR, LOG_NOTICE, SysLog, escape
 from pam_jail.login.lsh import EXIT_REFUSED, Session, limited_shell
 from pam_jail.login.paths import environ, getenv
 from pam_jail.login.plan import plan_login
@@ -144,6 +144,14 @@ def told_by_pam(log: SysLog, session: Session, environ: Mapping[str, str]) -> No
         log.pid = int(pid)
 
 
+def _told_why(told: str | None) -> str:
+    """The PAM module's reason for refusing an interactive login (NO_SHELL_ENV), as one
+    escaped line of at most 200 characters; a bare marker gives the general reason."""
+    if told is None or told in ("", "1"):
+        return "jails.ini: allow_shell = no"
+    return escape(told, 200)
+
+
 def run_in_jail(args: list[str], log: SysLog, session: Session) -> int:
     """pam-jail-lsh: the limited shell alone, for a session the PAM module has already
     confined (it is the login shell INSIDE the jail; identity from the jail's passwd)."""
@@ -163,8 +171,9 @@ def run_in_jail(args: list[str], log: SysLog, session: Session) -> int:
         posix.chdir(ident.home)   # (sshd chdirs to the passwd home, a root-owned stub)
     except OSError as err:
         raise Denied(f"chdir {ident.home[:128]}: {err.strerror}") from None
+    told = getenv(NO_SHELL_ENV)        # set by the PAM module: allow_shell = no, and why
     return limited_shell(ident, ident.home, command, log, session, in_userns=False,
-                         shell_ok=getenv(NO_SHELL_ENV) is None)
+                         shell_ok=told is None, no_shell_why=_told_why(told))
 
 
 def run(args: list[str], log: SysLog,
