@@ -25,7 +25,14 @@ login shell; a renamed stack would otherwise be confined like cron's jobs, and s
 own check needs a real connection). Root only. Users, jails, /etc/pam_jail/jails.ini and
 the /etc/pam.d services are made for the run and removed at the end, also on failure.
 Measures the installed copy (scripts/install): pam_python loads
-/usr/local/lib/pam_jail/pam_jail_pam.py.
+/usr/local/lib/pam_jail/pam_jail_pam.py. jails.ini's lookup index is written, as
+`pam-jail jailuser` leaves it.
+
+Of what a jailed login pays here, the move into the user's cgroup of the jail (the first
+write to cgroup.procs) is kernel time that depends on the pace of logins: the kernel
+waits for an RCU grace period (5-20 ms on this VM) when no other cgroup migration
+happened in the last ~20 ms, and ~50 µs when one did (docs/benchmarks.md); rounds here
+are spaced, so every login pays it.
 """
 
 from __future__ import annotations
@@ -41,7 +48,15 @@ from collections.abc import Callable
 
 from bench_jailkit import LSH, installed_note, rounds_of
 from sshd_harness import make_user, remove_user
-from testbed import LSH_SHELL, PAM_MODULE, add_twin, make_jailed_pair, pam_lines, unique
+from testbed import (
+    LSH_SHELL,
+    PAM_MODULE,
+    add_twin,
+    make_jailed_pair,
+    pam_lines,
+    unique,
+    write_login_index,
+)
 
 NOOP_MODULE = """\
 def pam_sm_acct_mgmt(pamh, flags, argv):
@@ -100,6 +115,7 @@ def main() -> int:
     try:
         pair = make_jailed_pair(LSH, undo)
         shared = add_twin(pair.pam_jail, LSH_SHELL, "pamj_shared", "private = no", undo)
+        write_login_index()                       # as jailuser leaves it (one lookup)
         plain = make_user(unique("pjn"), "/bin/bash")
         undo.append(lambda: remove_user(plain.name, remove_home=True))
         noop = f"/etc/pam_jail-bench-noop-{unique('')}.py"
