@@ -5,6 +5,7 @@ probe (tests/escape/pjescape.c) run inside the jail."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -214,6 +215,38 @@ def test_uchroot_enters_own_jail_unprivileged(world: World) -> None:
     lines = r.stdout.split()
     assert lines[0] == f"/home/{world.user.name}" and "usr" in lines
     assert "var" not in lines and "work" not in lines
+
+
+@pytest.mark.parametrize("private", ["yes", "no"])
+def test_uchroot_gets_the_customers_private_view(world: World, private: str) -> None:
+    """A shared jail entered with uchroot shows the user what a login shows (plan
+    "userns", private = yes by default): other customers' homes hidden, /tmp the
+    session's own, etc/passwd naming the user alone; private = no shows the jail as it
+    is (the test can fail)."""
+    neighbour = f"{world.root}/home/pjneighbour"
+    os.makedirs(neighbour, mode=0o755, exist_ok=True)
+    with open(f"{neighbour}/notes.txt", "w") as fh:
+        fh.write("a neighbour's\n")
+    with open(f"{world.root}/tmp/planted", "w") as fh:
+        fh.write("planted\n")
+    with open(world.config) as fh:
+        saved = fh.read()
+    try:
+        with open(world.config, "w") as fh:
+            fh.write(saved.replace("  mode = pam\n", f"  mode = pam\n  private = {private}\n"))
+        r = pam_jail("uchroot", "--", "/bin/bash", "-c", "ls /home; echo ==; ls /tmp",
+                     user=world.user.name)
+        assert r.returncode == 0, r.stderr
+        homes, _, tmp = r.stdout.partition("==")
+        if private == "yes":
+            assert homes.split() == [world.user.name] and tmp.split() == [], r.stdout
+        else:
+            assert "pjneighbour" in homes.split() and "planted" in tmp.split(), r.stdout
+    finally:
+        with open(world.config, "w") as fh:
+            fh.write(saved)
+        shutil.rmtree(neighbour, ignore_errors=True)
+        os.unlink(f"{world.root}/tmp/planted")
 
 
 def test_uchroot_refusals(world: World) -> None:

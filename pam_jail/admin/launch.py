@@ -3,8 +3,10 @@
 uchroot: a user enters a jail the configuration allows them and runs a program there.
 It runs as the user, without any privilege (no setuid bit): the login shell's sequence,
 confine.confine_unprivileged (user namespace mapping the user to itself, mount/PID/IPC/
-UTS/net namespaces, nosuid,nodev bind, pivot_root, no capabilities, no_new_privs, the
-drop proven). Root is refused. The jails allowed (allowed_jails, pure): the one
+UTS/net namespaces, nosuid,nodev bind, the customer's private view of a shared jail
+(jails.ini `private`), pivot_root, no capabilities, no_new_privs, the drop proven, the
+jail's rlimits and seccomp filter: plan.plan_login's "userns" plan, as pam-jail-shell's).
+Root is refused. The jails allowed (allowed_jails, pure): the one
 jails.ini resolves for the user (per user, per group, default, or a `/./` home marker),
 the same decision as at login, then those the optional root-owned
 /etc/pam_jail/uchroot.ini lists for the user and for their groups (jailkit's
@@ -284,8 +286,10 @@ def _uchroot(args: argparse.Namespace, ident: Identity, log: SysLog) -> int:
         raise err from None
     log.decision(LOG_INFO, "uchroot", user=ident.name, jail=jail.name, via=jail.source,
                  command=" ".join(argv))
-    plan = plan_login("userns", jail, ident)     # as pam-jail-shell's, without limits
-    plan.home, plan.limits, plan.view = home, None, None   # and view (as before)
+    plan = plan_login("userns", jail, ident)     # as pam-jail-shell's: the customer's
+    plan.home = home                              # private view, the rlimits (no cgroup:
+    if plan.limits is not None:                   # root makes those at login)
+        plan.limits.memory, plan.limits.cpu = None, 0
     plan.build_program()
     try:
         confine_unprivileged(jail_fd, plan, relay_child)
