@@ -364,5 +364,17 @@ static struct PyModuleDef sys_module = {
 PyMODINIT_FUNC
 PyInit__sys(void)
 {
-    return PyModule_Create(&sys_module);
+    PyObject *module = PyModule_Create(&sys_module);
+
+    if (module == NULL)
+        return NULL;
+    /* the resource numbers of this architecture (mips and sparc number them otherwise) */
+    if (PyModule_AddIntConstant(module, "RLIMIT_FSIZE", RLIMIT_FSIZE) != 0
+            || PyModule_AddIntConstant(module, "RLIMIT_NPROC", RLIMIT_NPROC) != 0
+            || PyModule_AddIntConstant(module, "RLIM_INFINITY",
+                                       (long)(long long)RLIM_INFINITY) != 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

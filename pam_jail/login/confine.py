@@ -94,9 +94,9 @@ MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
-RLIMIT_FSIZE = 1        # <asm-generic/resource.h>: x86_64 and arm64 alike
-RLIMIT_NPROC = 6
-RLIM_INFINITY = -1        # as _sys (and Python's resource module) give it
+RLIMIT_FSIZE = _sys.RLIMIT_FSIZE    # this architecture's numbers (<sys/resource.h>)
+RLIMIT_NPROC = _sys.RLIMIT_NPROC
+RLIM_INFINITY = _sys.RLIM_INFINITY  # -1, as Python's resource module gives it
 
 PR_CAPBSET_DROP = 24
 PR_GET_SECCOMP = 21
