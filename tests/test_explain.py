@@ -206,3 +206,5 @@ def test_the_plan_a_login_would_get(pair: object,
     out = capsys.readouterr().out
     assert "plan:     confinement: userns (user, mount, IPC, UTS, net, PID namespaces)" in out
     assert "plan:     steps: " in out and "pivot_root" in out
+    assert "plan:     before it, the PAM module (where the service's stack has pam_jail's " \
+        "lines): limits (cgroup, rlimits); empty network namespace; no_new_privs" in out

@@ -174,7 +174,12 @@ def login_plan(jail: Jail, ident: Identity, config_path: str) -> dict[str, objec
     if plan.seccomp is not None:
         plan.program = seccomp_program(config_path, plan.seccomp)
     info = plan.as_dict()
-    info["lines"] = plan.lines()
+    lines = plan.lines()
+    if kind == "userns":     # sshd's session process first, where its stack has our lines
+        first = plan_login("isolate", jail, ident)
+        lines.append("before it, the PAM module (where the service's stack has pam_jail's "
+                     "lines): " + "; ".join(first.steps()))
+    info["lines"] = lines
     return info
 
 
