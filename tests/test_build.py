@@ -796,8 +796,9 @@ def test_update_all_jails_of_the_config(base: str) -> None:
 def test_the_limited_shells_runtime_is_the_packages_not_a_profiles_list(base: str) -> None:
     """A profiles.ini kept from an older version lists that version's modules (flat
     pam_jail/*.py): whoever names any runtime path gets today's runtime whole; update
-    brings a jail built with an older runtime to today's: new modules arrive, modules
-    the package no longer has go (not only with --prune), the manifest follows."""
+    brings a jail built with an older runtime to today's: new modules arrive and are
+    recorded; modules the package no longer has stay (a downgrade's update refreshes
+    them) until --prune."""
     lib = "/usr/local/lib/pam_jail"
     old_profiles = f"{base}/profiles-0.1.ini"
     Path(old_profiles).write_text(
@@ -819,10 +820,20 @@ def test_the_limited_shells_runtime_is_the_packages_not_a_profiles_list(base: st
         fh.write(f"{lib}/pam_jail/confine.py\n")
     report = build.update_jail(root)
     assert os.path.isfile(f"{root}{lib}/pam_jail/login/shell_entry.py")
-    assert not os.path.exists(old)
-    assert f"{lib}/pam_jail/confine.py" in report.removed_paths
+    assert os.path.exists(old) and report.removed_paths == []
+    assert any("confine.py: not on the host any more" in w for w in report.warnings)
     placed = build.read_manifest(root) or set()
     assert f"{lib}/pam_jail/login/shell_entry.py" in placed
-    assert f"{lib}/pam_jail/confine.py" not in placed
     again = build.update_jail(root)                       # up to date: nothing to do
     assert again.removed_paths == [] and again.files == 0
+    # before a downgrade to the flat layout: this version's directory goes, the old stays
+    dropped = build.drop_runtime(root)
+    assert not os.path.exists(f"{root}{lib}/pam_jail/login") and os.path.exists(old)
+    assert f"{lib}/pam_jail/login/shell_entry.py" in dropped.removed_paths
+    assert not [p for p in build.read_manifest(root) or set()
+                if p.startswith(f"{lib}/pam_jail/login/")]
+    build.update_jail(root)                     # and the upgrade after it brings it back
+    assert os.path.isfile(f"{root}{lib}/pam_jail/login/shell_entry.py")
+    pruned = build.update_jail(root, prune=True)
+    assert not os.path.exists(old) and f"{lib}/pam_jail/confine.py" in pruned.removed_paths
+    assert f"{lib}/pam_jail/confine.py" not in (build.read_manifest(root) or set())

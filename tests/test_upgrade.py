@@ -1,8 +1,8 @@
 """The upgrade path from the previous round's package, for real (issue 21: real versions).
 
-The previous package is built from git: commit OLD_COMMIT (the last landing of the
-previous round, version 0.1.0), `git archive`d into a temporary directory and built with
-that tree's own packaging/build-deb; the .deb is cached under
+Each earlier package is built from git: the commits of RELEASES (the last landing of
+each round: 0.1.0, and 0.2.0 with the flat layout), `git archive`d into a temporary
+directory and built with that tree's own packaging/build-deb; the .deb is cached under
 /var/lib/pam_jail-test/old-deb/COMMIT so later runs reuse it. Today's package is the
 working tree's (test_package.py's `deb` fixture).
 
@@ -32,22 +32,31 @@ from util import SAFE_BASE, safe_tmpdir
 
 pytestmark = pytest.mark.root
 
-OLD_COMMIT = "284a18e"          # the previous round's last landing: pam-jail 0.1.0
-OLD_VERSION = "0.1.0"
+# Every earlier release, each the last landing of its round: (commit, version). 0.2.0 is
+# the last one with the flat package layout (pam_jail/*.py, the lsh runtime listed file
+# by file in profiles.ini); 0.1.0 the first package.
+RELEASES = [("284a18e", "0.1.0"), ("87de37d", "0.2.0")]
 
 
-@pytest.fixture(scope="module")
-def old_deb() -> str:
-    """The previous round's .deb, built from git with its own packaging/build-deb."""
-    full = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", f"{OLD_COMMIT}^{{commit}}"],
+@pytest.fixture(scope="module", params=RELEASES, ids=[v for _c, v in RELEASES])
+def old_release(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(the .deb, its version) of an earlier release, built from git with its own
+    packaging/build-deb."""
+    commit, version = request.param
+    return _old_deb(commit, version), version
+
+
+def _old_deb(old_commit: str, old_version: str) -> str:
+    full = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify",
+                           f"{old_commit}^{{commit}}"],
                           capture_output=True, text=True, check=False)
     if full.returncode != 0:
-        pytest.fail(f"commit {OLD_COMMIT} is not in {REPO} (a shallow clone?): {full.stderr}")
+        pytest.fail(f"commit {old_commit} is not in {REPO} (a shallow clone?): {full.stderr}")
     commit = full.stdout.strip()
     arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
                           check=True).stdout.strip()
     cache = f"{SAFE_BASE}/old-deb/{commit}"
-    path = f"{cache}/pam-jail_{OLD_VERSION}_{arch}.deb"
+    path = f"{cache}/pam-jail_{old_version}_{arch}.deb"
     if os.path.isfile(path):
         return path
     os.makedirs(f"{SAFE_BASE}/old-deb", mode=0o755, exist_ok=True)
@@ -60,7 +69,7 @@ def old_deb() -> str:
         proc = subprocess.run([f"{src}/packaging/build-deb", out], capture_output=True,
                               text=True, timeout=900, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert os.path.isfile(f"{out}/pam-jail_{OLD_VERSION}_{arch}.deb"), os.listdir(out)
+        assert os.path.isfile(f"{out}/pam-jail_{old_version}_{arch}.deb"), os.listdir(out)
         os.rename(out, cache)
     finally:
         shutil.rmtree(src, ignore_errors=True)
@@ -117,6 +126,7 @@ ini_intact() { cmp -s /etc/pam_jail/jails.ini $P/jails.ini.edited && echo "ini-$
 runtime() {
   stale=0 n=0
   for f in $(find /srv/pjj/pamj/usr/lib/pam_jail -name '*.py'); do
+    [ -e "${f#/srv/pjj/pamj}" ] || continue      # an older version's module, kept
     n=$((n + 1))
     cmp -s "$f" "${f#/srv/pjj/pamj}" || stale=$((stale + 1))
   done
@@ -297,7 +307,9 @@ def _facts(out: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^([a-z0-9-]+)=(.*)$", out, re.M)}
 
 
-def test_upgrade_downgrade_purge_reinstall(old_deb: str, deb: str) -> None:  # noqa: F811
+def test_upgrade_downgrade_purge_reinstall(old_release: tuple[str, str],
+                                           deb: str) -> None:  # noqa: F811
+    old_deb, old_version = old_release
     # the premise of "purge keeps jails.ini" here: neither package lists /etc/pam_jail
     # files as conffiles (dpkg would purge an obsolete one after an upgrade)
     for package in (old_deb, deb):
@@ -321,7 +333,7 @@ def test_upgrade_downgrade_purge_reinstall(old_deb: str, deb: str) -> None:  # n
         assert "== done" in out, report
         facts = _facts(out)
         from pam_jail import __version__
-        assert facts["version-old"] == f"{OLD_VERSION} install ok installed", report
+        assert facts["version-old"] == f"{old_version} install ok installed", report
         assert facts["sshd-pam-lines"] == "2", report      # the old postinst's pam-setup
         # every step: both old users log in through the real sshd and through libpam
         for step in ("old", "up", "down", "up2", "re"):
@@ -332,7 +344,7 @@ def test_upgrade_downgrade_purge_reinstall(old_deb: str, deb: str) -> None:  # n
                 assert facts[f"pamtester-{step}-{user}"] == "0", (step, user, report)
         for step in ("up", "up2", "re"):
             assert facts[f"version-{step}"] == f"{__version__} install ok installed", report
-        assert facts["version-down"] == f"{OLD_VERSION} install ok installed", report
+        assert facts["version-down"] == f"{old_version} install ok installed", report
         assert facts["dpkg-up"] == facts["dpkg-up2"] == facts["dpkg-down"] == "0", report
         # the edited jails.ini: untouched by upgrade, downgrade, purge and reinstall
         for step in ("up", "down", "up2", "purged", "re"):
@@ -346,7 +358,7 @@ def test_upgrade_downgrade_purge_reinstall(old_deb: str, deb: str) -> None:  # n
         # postinst says what it did and what the admin must migrate
         upgrade = "\n".join(line[len("upgrade| "):] for line in out.splitlines()
                             if line.startswith("upgrade| "))
-        assert f"upgraded from {OLD_VERSION}" in upgrade, upgrade
+        assert f"upgraded from {old_version}" in upgrade, upgrade
         assert re.search(r"update /srv/pjj/pamj: ", upgrade), upgrade
         assert re.search(r"/etc/pam\.d/pjold:\d+: .*before", upgrade), upgrade
         assert "pam-jail doctor" in upgrade, upgrade

@@ -519,7 +519,7 @@ def is_runtime_path(path: str) -> bool:
     """A path of pam_jail's own runtime (the package's files and its two entries): the
     package's business, never a profile's list. A profiles.ini kept from an older version
     names that version's modules; whoever names any of them gets today's runtime whole
-    (runtime_paths), and update replaces the old one."""
+    (runtime_paths), and update adds what an upgrade brought."""
     from pam_jail import install_dirs
 
     libdir, sbindir = install_dirs()
@@ -1309,9 +1309,9 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
     if not shared:
         _refuse_unsharing(root, linked, unshare)
     # the limited shell's runtime is the package's: today's whole (files a new version
-    # added arrive), and what the package no longer has goes (not only with --prune)
+    # added arrive). What the package no longer has stays until --prune: a downgrade's
+    # update then finds its own modules again (it refreshes, it does not add)
     runtime = any(is_runtime_path(rel) for rel in placed)
-    gone = {rel for rel in stale if is_runtime_path(rel)}
     planner = _Planner()
     for rel in present:
         if os.path.islink(rel):
@@ -1326,7 +1326,7 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
     report.shared = base.root if base else ""
     _Writer(root, report, dry_run, shared=base).apply(plan)
     for rel in stale:
-        if prune or rel in gone:
+        if prune:
             report.removed += 1
             report.removed_paths.append(rel)
             if not dry_run:
@@ -1334,9 +1334,45 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
         else:
             report.warnings.append(f"update {root}{rel}: not on the host any more "
                                    "(--prune removes it)")
-    if not dry_run and report.removed_paths:
+    if prune and not dry_run and report.removed_paths:
         known = read_manifest(root) or set()
         data = ("\n".join(sorted(known - set(report.removed_paths))) + "\n").encode()
+        _Writer(root, BuildReport(root=root), False)._replace_file(
+            root + MANIFEST, 0o644, lambda fd: _write_all(fd, data))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def drop_runtime(root: str, *, dry_run: bool = False) -> BuildReport:
+    """Remove this version's limited-shell runtime directory (LIBDIR/pam_jail/login,
+    what pam_jail placed there) from the jail, and from its record. The package's prerm
+    runs it before a downgrade to 0.2.x (the flat layout), whose postinst's update puts
+    0.2's entry scripts into the jail: the package directory pam_jail/login would then
+    shadow 0.2's module pam_jail/login.py (that update refreshes files, never removes). The
+    older version's own modules were kept by update (they are refreshed by its own)."""
+    from pam_jail import install_dirs
+
+    start = time.perf_counter()
+    root = _normalize_root(root)
+    _check_root(root, must_exist=True)
+    placed = read_manifest(root)
+    if placed is None:
+        raise BuildError(f"update {root}: no record of what pam_jail placed in it ({MANIFEST})")
+    prefix = f"{install_dirs()[0]}/pam_jail/login/"
+    report = BuildReport(root=root, dry_run=dry_run)
+    gone = sorted(rel for rel in placed if rel.startswith(prefix))
+    for rel in gone:
+        report.removed += 1
+        report.removed_paths.append(rel)
+        if not dry_run and os.path.lexists(root + rel) and not os.path.isdir(root + rel):
+            os.unlink(root + rel)
+    if not dry_run and gone:
+        for dirpath, _dirs, _files in sorted(os.walk(root + prefix), reverse=True):
+            try:
+                os.rmdir(dirpath)                    # empty now, or someone else's files
+            except OSError:
+                pass
+        data = ("\n".join(sorted(placed - set(gone))) + "\n").encode()
         _Writer(root, BuildReport(root=root), False)._replace_file(
             root + MANIFEST, 0o644, lambda fd: _write_all(fd, data))
     report.seconds = time.perf_counter() - start
@@ -1449,6 +1485,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                              "from the host become the jail's own copies)")
     update.add_argument("--unshare", action="store_true",
                         help="replace the jail's hard links by copies of its own")
+    update.add_argument("--drop-runtime", action="store_true",
+                        help="only remove this version's limited-shell runtime directory "
+                             "(LIBDIR/pam_jail/login) from the jail: what the package does "
+                             "before a downgrade to 0.2.x")
     update.add_argument("-n", "--dry-run", action="store_true",
                         help="list the paths that would be written or removed; write nothing")
     update.add_argument("--json", action="store_true",
@@ -1498,8 +1538,9 @@ def _cmd_update(args: argparse.Namespace) -> int:
     if args.all:
         return _update_all(args)
     with admin_lock():
-        report = update_jail(args.jail, prune=args.prune, dry_run=args.dry_run,
-                             shared=args.shared, unshare=args.unshare)
+        report = drop_runtime(args.jail, dry_run=args.dry_run) if args.drop_runtime else \
+            update_jail(args.jail, prune=args.prune, dry_run=args.dry_run,
+                        shared=args.shared, unshare=args.unshare)
     return _print_report(report, "update", args.json)
 
 
@@ -1513,7 +1554,8 @@ def _update_all(args: argparse.Namespace) -> int:
     with admin_lock():
         for index, root in enumerate(roots, 1):
             try:
-                report = update_jail(root, prune=args.prune, dry_run=args.dry_run)
+                report = drop_runtime(root, dry_run=args.dry_run) if args.drop_runtime \
+                    else update_jail(root, prune=args.prune, dry_run=args.dry_run)
             except PamJailError as err:
                 failed += 1
                 results.append({"root": root, "error": str(err)})
