@@ -32,7 +32,7 @@ change the exit status: the login path binds every jail nosuid,nodev itself).
 Speed: one walk (os.scandir on directory fds, one lstat per entry); the judges run only
 for entries a rule can apply to (_QUIET_BITS); files are opened relative to the
 directory fds of the jail and of the host and compared with os.pread (see compare_fds).
-A big jail is split between forked worker processes (-j): each walks all pending
+A big jail is split between forked worker processes (--jobs): each walks all pending
 directories but looks only at the entries whose path hashes to its number, and hands its
 results back through a pipe; a worker that fails fails the whole check (PamJailError),
 it never passes silently. docs/check.md has the numbers.
@@ -1062,7 +1062,7 @@ examples:
   pam-jail check --json web | jq '.jails[].findings[] | select(.kind=="setuid")'
   pam-jail check --fix --dry-run web  show the chmods that --fix would do
 
-A big jail is split between worker processes (-j, default one per CPU): each takes
+A big jail is split between worker processes (--jobs, default one per CPU): each takes
 the entries whose path hashes to its number; a worker that fails fails the check.
 See docs/check.md for every finding kind, how files are compared and what --fix
 changes."""
