@@ -28,6 +28,7 @@ from testbed import (  # noqa: F401 - re-exported for the tests
     remove_user,
     restore_config,
     save_config,
+    undoing,
     unique,
     write_config,
 )

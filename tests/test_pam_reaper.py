@@ -22,11 +22,11 @@ import ast
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import LIBDIR, PAM_STACK, make_jailed_pair
+from jail_fixtures import LIBDIR, PAM_STACK, make_jailed_pair, undoing
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
 from util import safe_tmpdir, wait_until
@@ -125,10 +125,9 @@ def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    syslog = SyslogCapture().start()
-    undo.append(syslog.stop)
-    try:
+    with undoing() as undo:
+        syslog = SyslogCapture().start()
+        undo.append(syslog.stop)
         pair = make_jailed_pair(LSH, undo, pam_lsh=LSH)
         sshd = Sshd(PAM_STACK, "AcceptEnv LANG\n" + generate(load_config()),
                     wrapper=["/usr/bin/python3", "-I", "-c", SUBREAPER])
@@ -139,9 +138,6 @@ def world() -> Iterator[World]:
         listeners = [pid for pid, _state in _children(wrapper)]
         assert len(listeners) == 1, listeners
         yield World(sshd, pair.pam_user, wrapper, listeners[0])
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def _init_of(world: World) -> tuple[int, int]:

@@ -12,10 +12,10 @@ pam_module: it runs only at open_session): this sshd has no Match blocks for the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from jail_fixtures import make_jailed_pair, pam_lines
+from jail_fixtures import make_jailed_pair, pam_lines, undoing
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
 
@@ -59,17 +59,13 @@ def _motd_lines() -> list[str]:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    undo: list[Callable[[], object]] = []
-    syslog = SyslogCapture().start()
-    undo.append(syslog.stop)
-    try:
+    with undoing() as undo:
+        syslog = SyslogCapture().start()
+        undo.append(syslog.stop)
         pair = make_jailed_pair(LSH, undo, pam_lsh=LSH)
         sshd = Sshd(debian_sshd_stack(), "").start()      # no Match blocks: refused
         undo.append(sshd.stop)
         yield sshd, pair.pam_user, syslog
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def test_the_stack_is_debians_with_pam_motd_before_pam_jail() -> None:

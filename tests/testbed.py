@@ -8,12 +8,13 @@ fixtures in jail_fixtures.py wrap it."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sshd_harness import PERMIT_PAM, Sshd, User, make_user, remove_user
@@ -46,6 +47,24 @@ def write_login_index() -> None:
         "from pam_jail.login.config import DEFAULT_PATH, load_config; "
         "from pam_jail.login.config_index import write_index; "
         "write_index(DEFAULT_PATH, load_config(DEFAULT_PATH))")], check=True)
+
+
+@contextlib.contextmanager
+def undoing() -> Iterator[list[Callable[[], object]]]:
+    """A list to push undo steps on (make_jailed_pair, add_twin ... push theirs): run in
+    reverse when the block ends, also after a failure; every step runs."""
+    undo: list[Callable[[], object]] = []
+    try:
+        yield undo
+    finally:
+        errors = []
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception as err:  # noqa: BLE001 - undo the rest regardless
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
 
 def unique(prefix: str) -> str:
