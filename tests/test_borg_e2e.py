@@ -12,11 +12,11 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import PAM_STACK, REPO, make_jailed_pair
+from jail_fixtures import PAM_STACK, REPO, make_jailed_pair, undoing
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
 from util import safe_tmpdir
@@ -60,10 +60,9 @@ def bw() -> Iterator[BorgWorld]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    syslog = SyslogCapture().start()
-    undo.append(syslog.stop)
-    try:
+    with undoing() as undo:
+        syslog = SyslogCapture().start()
+        undo.append(syslog.stop)
         pair = make_jailed_pair(LSH, undo)
         user, jail = pair.shell_user, pair.shell_jail
         init_jail(jail, ["borg"], users=[user.name],
@@ -81,9 +80,6 @@ def bw() -> Iterator[BorgWorld]:
         sshd = Sshd(PAM_STACK, generate(load_config())).start()
         undo.append(sshd.stop)
         yield BorgWorld(sshd, user, jail, work, syslog)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def test_borg_init_create_list_extract(bw: BorgWorld) -> None:

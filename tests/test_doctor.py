@@ -15,7 +15,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -27,6 +27,7 @@ from jail_fixtures import (
     build_jail,
     pam_lines,
     remove_jail,
+    undoing,
     unique,
 )
 from sshd_harness import Sshd, make_user, remove_user
@@ -77,8 +78,7 @@ def wiring() -> Iterator[Wiring]:
     for tool in ("/usr/sbin/sshd", "/usr/bin/unshare", PAM_MODULE, SHELL_ENTRY):
         if not os.path.exists(tool):
             pytest.fail(f"{tool} missing: run scripts/setup")
-    undo: list[Callable[[], object]] = []
-    try:
+    with undoing() as undo:
         base = safe_tmpdir("doctor")
         undo.append(lambda: shutil.rmtree(base, ignore_errors=True))
         pam_name, shell_name, sftp_name = unique("pjdp"), unique("pjds"), unique("pjdf")
@@ -113,9 +113,6 @@ def wiring() -> Iterator[Wiring]:
         w.sshd_config = sshd.config_path
         w.sshd_text = sshd.config_text()
         yield w
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def doctor_json(capsys: pytest.CaptureFixture[str], w: Wiring, user: str | None, *,

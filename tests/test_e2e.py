@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import PAM_STACK, make_jailed_pair
+from jail_fixtures import PAM_STACK, make_jailed_pair, undoing
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
 from util import wait_until
@@ -72,10 +72,9 @@ def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    syslog = SyslogCapture().start()
-    undo.append(syslog.stop)
-    try:
+    with undoing() as undo:
+        syslog = SyslogCapture().start()
+        undo.append(syslog.stop)
         pair = make_jailed_pair(LSH, undo, pam_lsh=PAM_LSH)
         for root in (pair.pam_jail, pair.shell_jail):
             _install_escape_tool(root)
@@ -94,9 +93,6 @@ def world() -> Iterator[World]:
         undo.append(lambda: subprocess.run(["ipcrm", "--all=shm"], check=False))
         yield World(sshd, pair.pam_user, pair.shell_user, pair.pam_jail, pair.shell_jail,
                     syslog, sleeper)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 PATHS = ["pam", "shell"]

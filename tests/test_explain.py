@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import redirect_stdout
 
 import pytest
-from jail_fixtures import make_jailed_pair
+from jail_fixtures import make_jailed_pair, undoing
 
 from pam_jail.admin.cli import main
 
@@ -27,12 +27,8 @@ umask = 0027
 def pair() -> Iterator[object]:
     if os.geteuid() != 0:
         pytest.fail("run as root: scripts/test")
-    undo: list[Callable[[], object]] = []
-    try:
+    with undoing() as undo:
         yield make_jailed_pair(LSH, undo)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def explain(*argv: str) -> tuple[int, dict[str, object]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -25,6 +25,7 @@ from jail_fixtures import (
     remove_user,
     restore_config,
     save_config,
+    undoing,
     unique,
     write_config,
 )
@@ -55,10 +56,9 @@ def hosting() -> Iterator[Hosting]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    saved = save_config()
-    undo.append(lambda: restore_config(saved))
-    try:
+    with undoing() as undo:
+        saved = save_config()
+        undo.append(lambda: restore_config(saved))
         users: dict[str, User] = {}
         jails: dict[str, str] = {}
         for path, shell in (("pam", LSH_SHELL), ("shell", SHELL_ENTRY)):
@@ -81,9 +81,6 @@ def hosting() -> Iterator[Hosting]:
         sshd = Sshd(PAM_STACK, "AcceptEnv LANG LC_* \n" + generate(load_config())).start()
         undo.append(sshd.stop)
         yield Hosting(sshd, users, jails)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def session(hosting: Hosting, path: str, script: str) -> str:

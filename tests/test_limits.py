@@ -8,11 +8,11 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import PAM_STACK, make_jailed_pair
+from jail_fixtures import PAM_STACK, make_jailed_pair, undoing
 from sshd_harness import Sshd, User, make_user, remove_user
 
 from pam_jail.login.config import parse_config
@@ -136,8 +136,7 @@ def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    try:
+    with undoing() as undo:
         pair = make_jailed_pair(LSH, undo)
         undo.append(lambda: _remove_cgroups(pair.pam_user.name, pair.shell_user.name))
         for root in (pair.pam_jail, pair.shell_jail):
@@ -154,9 +153,6 @@ def world() -> Iterator[World]:
         sshd = Sshd(PAM_STACK, "AcceptEnv LANG\n" + generate(load_config())).start()
         undo.append(sshd.stop)
         yield World(sshd, pair.pam_user, pair.shell_user, plain)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 

@@ -20,6 +20,7 @@ from jail_fixtures import (
     build_jail,
     make_jailed_pair,
     remove_jail,
+    undoing,
 )
 from sshd_harness import User
 
@@ -52,12 +53,8 @@ time.sleep(300)
 def pair() -> Iterator[JailedPair]:
     if os.geteuid() != 0:
         pytest.fail("run as root: scripts/test")
-    undo: list[Callable[[], object]] = []
-    try:
+    with undoing() as undo:
         yield make_jailed_pair(LSH, undo)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def lsns(pid: int) -> dict[str, int]:

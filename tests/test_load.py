@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -33,6 +33,7 @@ from jail_fixtures import (
     remove_jail,
     restore_config,
     save_config,
+    undoing,
     unique,
     write_config,
 )
@@ -176,10 +177,9 @@ def load() -> Iterator[Load]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    saved = save_config()
-    undo.append(lambda: restore_config(saved))
-    try:
+    with undoing() as undo:
+        saved = save_config()
+        undo.append(lambda: restore_config(saved))
         pam_names = [unique("pjlp") for _ in range(USERS_PER_PATH)]
         shell_names = [unique("pjls") for _ in range(USERS_PER_PATH)]
         made: list[tuple[User, str]] = []
@@ -209,9 +209,6 @@ def load() -> Iterator[Load]:
         jails = {"pam": pam_jail, "shell": shell_jail}
         users = [Jailed(user, path, jails[path]) for user, path in made]
         yield Load(sshd, users, local, jails)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 # --------------------------------------------------------------------------- sessions

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import LSH_SHELL, SBINDIR, SHELL_ENTRY, make_jailed_pair
+from jail_fixtures import LSH_SHELL, SBINDIR, SHELL_ENTRY, make_jailed_pair, undoing
 from sshd_harness import PERMIT_PAM, Sshd, User
 from util import safe_tmpdir
 
@@ -66,8 +66,7 @@ def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    try:
+    with undoing() as undo:
         pair = make_jailed_pair(LSH, undo)
         base = safe_tmpdir("loader")
         undo.append(lambda: shutil.rmtree(base, ignore_errors=True))
@@ -87,9 +86,6 @@ def world() -> Iterator[World]:
         undo.append(sshd.stop)
         yield World(sshd, pair.shell_user, pair.pam_user, pair.shell_jail, pair.pam_jail,
                     evil)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def test_the_library_really_preloads(world: World) -> None:

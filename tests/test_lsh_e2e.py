@@ -13,13 +13,13 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jail_fixtures import PAM_STACK, SHELL_ENTRY, make_jailed_pair
+from jail_fixtures import PAM_STACK, SHELL_ENTRY, make_jailed_pair, undoing
 from sshd_harness import Sshd, User
 from syslog_capture import SyslogCapture
 from test_lsh_home import GIT_CORE, add_server_tools, as_user, seed_repo
@@ -118,10 +118,9 @@ def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    syslog = SyslogCapture().start()
-    undo.append(syslog.stop)
-    try:
+    with undoing() as undo:
+        syslog = SyslogCapture().start()
+        undo.append(syslog.stop)
         pair = make_jailed_pair(LSH, undo)
         user, jail = pair.shell_user, pair.shell_jail
         add_server_tools(jail, user.name)
@@ -148,9 +147,6 @@ def world() -> Iterator[World]:
         sshd = Sshd(PAM_STACK, extra).start()
         undo.append(sshd.stop)
         yield World(sshd, user, jail, home, work, syslog)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 # --- the bypass table ---------------------------------------------------------------

@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import REPO, SHELL_ENTRY, make_jailed_pair
+from jail_fixtures import REPO, SHELL_ENTRY, make_jailed_pair, undoing
 from sshd_harness import User
 from util import safe_tmpdir
 
@@ -127,8 +127,7 @@ def client(*argv: str, cwd: str, env: dict[str, str] | None = None
 
 @pytest.fixture(scope="module")
 def hw() -> Iterator[HomeWorld]:
-    undo: list[Callable[[], object]] = []
-    try:
+    with undoing() as undo:
         pair = make_jailed_pair(LSH, undo)
         user, jail = pair.shell_user, pair.shell_jail
         add_server_tools(jail, user.name)
@@ -140,9 +139,6 @@ def hw() -> Iterator[HomeWorld]:
         subprocess.run(["cvs", "-Q", "-d", f"{jail}/srv/cvs", "init"], check=True)
         inner = f"/home/{user.name}"
         yield HomeWorld(user, jail, f"{jail}{inner}", inner, work, rsh)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 @pytest.fixture

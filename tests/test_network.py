@@ -34,6 +34,7 @@ from jail_fixtures import (
     remove_user,
     restore_config,
     save_config,
+    undoing,
     unique,
     write_config,
 )
@@ -221,8 +222,7 @@ def net() -> Iterator[Net]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    try:
+    with undoing() as undo:
         saved = save_config()
         undo.append(lambda: restore_config(saved))
         users: dict[str, tuple[User, User]] = {}
@@ -265,9 +265,6 @@ def net() -> Iterator[Net]:
         undo.append(sshd.stop)
         port = _git_server(undo)
         yield Net(sshd, users, jails, port, set_network)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 MODES = ["pam", "shell"]

@@ -12,11 +12,11 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from jail_fixtures import PAM_STACK
+from jail_fixtures import PAM_STACK, undoing
 from sshd_harness import Sshd, User, make_group, make_user, remove_group, remove_user
 from testbed import (
     LSH_SHELL,
@@ -64,10 +64,9 @@ def tenants() -> Iterator[Tenants]:
     from pam_jail.admin.sshd_config import generate
     from pam_jail.login.config import load_config
 
-    undo: list[Callable[[], object]] = []
-    saved = save_config()
-    undo.append(lambda: restore_config(saved))
-    try:
+    with undoing() as undo:
+        saved = save_config()
+        undo.append(lambda: restore_config(saved))
         jails: dict[str, str] = {}
         users: dict[str, tuple[User, User]] = {}
         for mode, shell in (("pam", LSH_SHELL), ("shell", SHELL_ENTRY), ("sftp", SHELL_ENTRY)):
@@ -120,9 +119,6 @@ def tenants() -> Iterator[Tenants]:
         sshd = Sshd(PAM_STACK, generate(load_config())).start()
         undo.append(sshd.stop)
         yield Tenants(sshd, jails, users)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -27,6 +27,7 @@ from jail_fixtures import (
     make_jailed_pair,
     pam_lines,
     remove_jail,
+    undoing,
     write_config,
 )
 from sshd_harness import PERMIT_PAM, Sshd, User, make_user, remove_user
@@ -76,10 +77,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    undo: list[Callable[[], object]] = []
-    syslog = SyslogCapture().start()
-    undo.append(syslog.stop)
-    try:
+    with undoing() as undo:
+        syslog = SyslogCapture().start()
+        undo.append(syslog.stop)
         pair = make_jailed_pair(LSH, undo, pam_lsh=PAM_LSH)
         sftp_name, plain_name = f"pjf{os.getpid() % 100000}", f"pjn{os.getpid() % 100000}"
         sftp_jail = build_jail(["uidbasics"], [])
@@ -102,9 +102,6 @@ def world() -> Iterator[World]:
         undo.append(lambda: os.unlink(MARKER))
         yield World(pair.pam_user, pair.shell_user, sftp, plain, pair.pam_jail,
                     pair.shell_jail, sftp_jail, config, syslog)
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 @pytest.fixture
