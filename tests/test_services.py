@@ -189,8 +189,17 @@ def where_it_ran(world: World, mode: str, tag: str) -> str:
 
 
 def assert_ran_in_the_jail(world: World, mode: str, tag: str) -> None:
+    """The job left its marks in the jail, all of them (it writes the listing last: a
+    test that reads it must not race the job), and none on the host."""
     user = world.users[mode]
-    ran = wait_until(lambda: where_it_ran(world, mode, tag) != "nowhere", 20)
+    listing = marks(world, mode, tag)[2]
+    def listed() -> bool:
+        try:
+            return os.path.getsize(listing) > 0      # `ls / > FILE`: written when ls ends
+        except OSError:
+            return False
+
+    ran = wait_until(lambda: where_it_ran(world, mode, tag) == "host" or listed(), 20)
     assert ran and where_it_ran(world, mode, tag) == "jail", (
         where_it_ran(world, mode, tag), "\n".join(
             line for line in world.syslog.lines if user.name in line or "CRON" in line
@@ -286,8 +295,15 @@ def test_at_job_runs_in_the_jail_and_leaves_nothing(world: World, mode: str) -> 
     proc = subprocess.Popen(private(script), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: os.path.exists(f"/proc/{proc.pid}/root/run/atd.pid")
-                          or proc.poll() is not None, 10)
+        pid_file = f"/proc/{proc.pid}/root/run/atd.pid"      # written, not only made
+
+        def started() -> bool:
+            try:
+                return os.path.getsize(pid_file) > 0
+            except OSError:
+                return False
+
+        assert wait_until(lambda: started() or proc.poll() is not None, 10)
         assert proc.poll() is None
         # the job is the user's own, submitted in atd's namespace (its spool, its pid file)
         submit = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "--", "setpriv",
