@@ -280,9 +280,10 @@ def test_install_run_purge_in_an_overlay(deb: str) -> None:
 # needs); /dev is a private tmpfs with the few device nodes the demo needs, so the demo's
 # syslog receiver (--syslog) owns a /dev/log no other test or daemon sees; users, jails,
 # /etc/pam_jail, /etc/pam.d and the sshd all live in the overlay and vanish with it.
-DEMO_SCRIPT = r"""
-set -eu
-deb=$1; base=$2; repo=$3
+# The throw-away view (bash, $base set): an overlay of / at $R=$base/root with its own
+# /proc, /dev (a few nodes, its own devpts), /run and /var/lib/pam_jail-test, loopback up;
+# test_upgrade.py enters the same view.
+OVERLAY_VIEW = r"""
 mount -t tmpfs tmpfs "$base"
 mkdir "$base/upper" "$base/work" "$base/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
@@ -301,7 +302,12 @@ for i in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${i%%:*}" "$R/dev/${
 mount -t tmpfs -o mode=0755 tmpfs "$R/run"
 mount -t tmpfs -o mode=0755 tmpfs "$R/var/lib/pam_jail-test"
 ip link set lo up
-cp "$deb" "$R/tmp/pam-jail.deb"
+"""
+
+DEMO_SCRIPT = r"""
+set -eu
+deb=$1; base=$2; repo=$3
+""" + OVERLAY_VIEW + r"""cp "$deb" "$R/tmp/pam-jail.deb"
 # a fresh host: no pam_jail installed by scripts/install (only in this overlay view)
 rm -rf "$R/etc/pam_jail" "$R/usr/local/lib/pam_jail" "$R/usr/local/sbin/pam-jail" \
        "$R/usr/local/sbin/pam-jail-shell" "$R/usr/local/sbin/pam-jail-lsh"

@@ -419,9 +419,11 @@ CASES: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 
 
-def _in_filtered_child(allow: tuple[str, ...] | None) -> dict[str, list[int]]:
+def _in_filtered_child(allow: tuple[str, ...] | None,
+                       prog: bytes | None = None) -> dict[str, list[int]]:
     """Fork; the child sets no_new_privs, loads the filter with the login paths' own
-    step (confine.load_syscall_filter) and makes each CASES call; (result, errno)."""
+    step (confine.load_syscall_filter: `prog` when given, else the profile less `allow`;
+    none when `allow` is None) and makes each CASES call; (result, errno)."""
     from pam_jail.login import confine
 
     r, w = os.pipe()
@@ -433,7 +435,7 @@ def _in_filtered_child(allow: tuple[str, ...] | None) -> dict[str, list[int]]:
             libc.syscall.restype = ctypes.c_long
             confine.set_no_new_privs()
             if allow is not None:
-                confine.load_syscall_filter(allow)
+                confine.load_syscall_filter(allow, prog)
             out = {}
             for name, (nr, args) in CASES.items():
                 ctypes.set_errno(0)
@@ -490,9 +492,8 @@ def test_kernel_seccomp_allow_re_allows_only_what_it_names() -> None:
 @X86_64_ONLY
 def test_a_precomputed_program_is_the_one_loaded() -> None:
     """load_syscall_filter(allow, prog) loads `prog` itself (jails.ini's index holds the
-    program, config_index.seccomp_program), not a program it builds: here a program that
+    program: config_index.config_for), not a program it builds: here a program that
     denies getppid alone, which the profile never denies."""
-    from pam_jail.login import confine
 
     def insn(code: int, jt: int, jf: int, k: int) -> bytes:
         return code.to_bytes(2, "little") + bytes((jt, jf)) + k.to_bytes(4, "little")
@@ -502,25 +503,6 @@ def test_a_precomputed_program_is_the_one_loaded() -> None:
             + insn(0x15, 0, 1, getppid)                          # nr == getppid?
             + insn(0x06, 0, 0, 0x00050000 | errno.EPERM)         # ERRNO(EPERM)
             + insn(0x06, 0, 0, 0x7FFF0000))                      # ALLOW
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.syscall.restype = ctypes.c_long
-            confine.set_no_new_privs()
-            confine.load_syscall_filter((), prog)
-            ctypes.set_errno(0)
-            rc = libc.syscall(ctypes.c_long(getppid))
-            os.write(w, json.dumps([rc, ctypes.get_errno()]).encode())
-            os._exit(0)
-        except BaseException as err:  # noqa: BLE001 - report it to the parent
-            os.write(w, json.dumps({"error": repr(err)}).encode())
-            os._exit(1)
-    os.close(w)
-    got = json.loads(os.read(r, 65536))
-    os.close(r)
-    os.waitpid(pid, 0)
+    got = _in_filtered_child((), prog)["getppid"]
     assert got == [-1, errno.EPERM], got
     assert _in_filtered_child(())["getppid"][0] > 0      # the profile allows it

@@ -27,7 +27,7 @@ import tempfile
 
 import pytest
 from jail_fixtures import REPO
-from test_package import _fingerprint, deb  # noqa: F401  (deb: today's package, a fixture)
+from test_package import OVERLAY_VIEW, _fingerprint, deb  # noqa: F401  (deb: a fixture)
 from util import SAFE_BASE, safe_tmpdir
 
 pytestmark = pytest.mark.root
@@ -81,25 +81,7 @@ def _old_deb(old_commit: str, old_version: str) -> str:
 ENTER = r"""
 set -eu
 base=$1; old=$2; new=$3
-mount -t tmpfs tmpfs "$base"
-mkdir "$base/upper" "$base/work" "$base/root"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
-R=$base/root
-mount -t proc proc "$R/proc"
-mount --rbind /sys "$R/sys"
-mount -t tmpfs -o mode=0755 tmpfs "$R/dev"
-for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
-  IFS=: read -r name major minor <<<"$n"
-  mknod -m 0666 "$R/dev/$name" c "$major" "$minor"
-done
-mkdir -m 0755 "$R/dev/pts"; mkdir -m 1777 "$R/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$R/dev/pts"
-ln -s pts/ptmx "$R/dev/ptmx"; ln -s /proc/self/fd "$R/dev/fd"
-for i in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${i%%:*}" "$R/dev/${i#*:}"; done
-mount -t tmpfs -o mode=0755 tmpfs "$R/run"
-mount -t tmpfs -o mode=0755 tmpfs "$R/var/lib/pam_jail-test"
-mkdir -p "$R/srv"; mount -t tmpfs -o mode=0755 tmpfs "$R/srv"
-ip link set lo up
+""" + OVERLAY_VIEW + r"""mkdir -p "$R/srv"; mount -t tmpfs -o mode=0755 tmpfs "$R/srv"
 mkdir -m 0700 "$R/tmp/pju"
 cp "$old" "$R/tmp/pju/old.deb"; cp "$new" "$R/tmp/pju/new.deb"
 printf '%s' "$UPGRADE_SCRIPT" > "$R/tmp/pju/upgrade.sh"

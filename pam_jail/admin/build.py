@@ -499,19 +499,23 @@ def _raise_walk_error(err: OSError) -> None:
     raise BuildError(f"copy {err.filename}: {err.strerror}") from err
 
 
+def _runtime() -> tuple[str, list[str]]:
+    """(this install's package directory, the two entries with their scripts)."""
+    from pam_jail import install_dirs
+
+    libdir, sbindir = install_dirs()
+    return f"{libdir}/pam_jail", [f"{sbindir}/pam-jail-shell", f"{sbindir}/pam-jail-lsh",
+                                  f"{libdir}/pam-jail-shell.py", f"{libdir}/pam-jail-lsh.py"]
+
+
 def runtime_paths() -> tuple[list[str], list[str]]:
     """The limited shell's runtime as this very install has it: (paths, optional paths).
     The whole pam_jail/login directory (what a login runs, pam_jail/login/__init__.py),
     the package's __init__ with its byte-code, and the two entries with their scripts."""
     import importlib.util
 
-    from pam_jail import install_dirs
-
-    libdir, sbindir = install_dirs()
-    package = f"{libdir}/pam_jail"
-    return ([f"{package}/__init__.py", f"{package}/login", f"{sbindir}/pam-jail-shell",
-             f"{sbindir}/pam-jail-lsh", f"{libdir}/pam-jail-shell.py",
-             f"{libdir}/pam-jail-lsh.py"],
+    package, entries = _runtime()
+    return ([f"{package}/__init__.py", f"{package}/login", *entries],
             [importlib.util.cache_from_source(f"{package}/__init__.py")])
 
 
@@ -520,12 +524,8 @@ def is_runtime_path(path: str) -> bool:
     package's business, never a profile's list. A profiles.ini kept from an older version
     names that version's modules; whoever names any of them gets today's runtime whole
     (runtime_paths), and update adds what an upgrade brought."""
-    from pam_jail import install_dirs
-
-    libdir, sbindir = install_dirs()
-    return (path.startswith(f"{libdir}/pam_jail/") or path == f"{libdir}/pam_jail"
-            or path in (f"{sbindir}/pam-jail-shell", f"{sbindir}/pam-jail-lsh",
-                        f"{libdir}/pam-jail-shell.py", f"{libdir}/pam-jail-lsh.py"))
+    package, entries = _runtime()
+    return path == package or path.startswith(f"{package}/") or path in entries
 
 
 def _add_runtime(planner: _Planner, what: str) -> None:
@@ -881,7 +881,11 @@ class _Writer:
         known = read_manifest(self.root) or set()
         if paths <= known:
             return
-        data = ("\n".join(sorted(known | paths)) + "\n").encode()
+        self.write_manifest(known | paths)
+
+    def write_manifest(self, paths: set[str]) -> None:
+        """The jail's record of what pam_jail placed is `paths` (by rename)."""
+        data = ("\n".join(sorted(paths)) + "\n").encode()
         self._replace_file(self.jail(MANIFEST), 0o644, lambda fd: _write_all(fd, data))
 
     def finish(self) -> None:
@@ -1336,9 +1340,8 @@ def update_jail(root: str, *, prune: bool = False, dry_run: bool = False,
                                    "(--prune removes it)")
     if prune and not dry_run and report.removed_paths:
         known = read_manifest(root) or set()
-        data = ("\n".join(sorted(known - set(report.removed_paths))) + "\n").encode()
-        _Writer(root, BuildReport(root=root), False)._replace_file(
-            root + MANIFEST, 0o644, lambda fd: _write_all(fd, data))
+        _Writer(root, BuildReport(root=root), False).write_manifest(
+            known - set(report.removed_paths))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -1350,15 +1353,13 @@ def drop_runtime(root: str, *, dry_run: bool = False) -> BuildReport:
     0.2's entry scripts into the jail: the package directory pam_jail/login would then
     shadow 0.2's module pam_jail/login.py (that update refreshes files, never removes). The
     older version's own modules were kept by update (they are refreshed by its own)."""
-    from pam_jail import install_dirs
-
     start = time.perf_counter()
     root = _normalize_root(root)
     _check_root(root, must_exist=True)
     placed = read_manifest(root)
     if placed is None:
         raise BuildError(f"update {root}: no record of what pam_jail placed in it ({MANIFEST})")
-    prefix = f"{install_dirs()[0]}/pam_jail/login/"
+    prefix = f"{_runtime()[0]}/login/"
     report = BuildReport(root=root, dry_run=dry_run)
     gone = sorted(rel for rel in placed if rel.startswith(prefix))
     for rel in gone:
@@ -1372,9 +1373,7 @@ def drop_runtime(root: str, *, dry_run: bool = False) -> BuildReport:
                 os.rmdir(dirpath)                    # empty now, or someone else's files
             except OSError:
                 pass
-        data = ("\n".join(sorted(placed - set(gone))) + "\n").encode()
-        _Writer(root, BuildReport(root=root), False)._replace_file(
-            root + MANIFEST, 0o644, lambda fd: _write_all(fd, data))
+        _Writer(root, BuildReport(root=root), False).write_manifest(placed - set(gone))
     report.seconds = time.perf_counter() - start
     return report
 
