@@ -70,6 +70,20 @@ def test_drop_in_a_child_is_proven() -> None:
     assert proc.stdout.splitlines()[1] == str(errno.EPERM)
 
 
+def test_bounding_set_drop_without_privilege_fails_with_the_capability() -> None:
+    """Without CAP_SETPCAP the first drop fails: one line naming capability 0 and the
+    kernel's error, never a silent half-dropped set (capbset_drop_all skips only EINVAL,
+    a capability the kernel does not have)."""
+    proc = in_child(
+        "import os\nfrom pam_jail.login import confine\n"
+        "confine.drop_bounding_set()\nos.setgroups([]); os.setresgid(65534, 65534, 65534)\n"
+        "os.setresuid(65534, 65534, 65534)\n"
+        "try:\n    confine.drop_bounding_set()\nexcept confine.ConfineError as e:\n    print(e)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("drop capability 0 from the bounding set: Operation not "
+                                   "permitted"), proc.stdout
+
+
 def test_unshare_and_mount_in_a_child() -> None:
     """unshare + mount + umount2: a tmpfs in a private mount namespace, seen only there."""
     if os.geteuid() != 0:

@@ -177,6 +177,27 @@ sys_prctl(PyObject *self, PyObject *args)
     return PyLong_FromLong(rc);
 }
 
+PyDoc_STRVAR(capbset_drop_all_doc,
+    "capbset_drop_all(): every capability dropped from this thread's bounding set "
+    "(prctl PR_CAPBSET_DROP for 0..63; EINVAL, a capability this kernel does not have, "
+    "is skipped). OSError(errno, strerror, CAP) on any other failure. One call instead "
+    "of ~41 from Python: ~0.1 ms of every login.");
+static PyObject *
+sys_capbset_drop_all(PyObject *self, PyObject *noargs)
+{
+    for (unsigned long cap = 0; cap < 64; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0UL, 0UL, 0UL) == 0 || errno == EINVAL)
+            continue;
+        PyObject *which = PyLong_FromUnsignedLong(cap);
+        if (which == NULL)
+            return NULL;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, which);
+        Py_DECREF(which);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(capget_doc,
     "capget() -> (effective, permitted, inheritable): this thread's capability sets as "
     "64-bit masks (capget(2), version 3).");
@@ -341,6 +362,7 @@ static PyMethodDef sys_methods[] = {
     {"getrlimit", sys_getrlimit, METH_VARARGS, getrlimit_doc},
     {"setrlimit", sys_setrlimit, METH_VARARGS, setrlimit_doc},
     {"prctl", sys_prctl, METH_VARARGS, prctl_doc},
+    {"capbset_drop_all", sys_capbset_drop_all, METH_NOARGS, capbset_drop_all_doc},
     {"capget", sys_capget, METH_NOARGS, capget_doc},
     {"capset", sys_capset, METH_VARARGS, capset_doc},
     {"close_range", sys_close_range, METH_VARARGS, close_range_doc},

@@ -503,22 +503,13 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl PR_SET_NO_NEW_PRIVS")
 
 
-def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as fh:
-            return int(fh.read())
-    except OSError:
-        return 40
-
-
 def drop_bounding_set() -> None:
-    for cap in range(_last_cap() + 1):
-        try:
-            _sys.prctl(PR_CAPBSET_DROP, cap)
-        except OSError as err:
-            if err.errno != errno.EINVAL:   # EINVAL: no such capability on this kernel
-                raise _fail(f"drop capability {cap} from the bounding set",
-                            err.errno) from None
+    """Every capability out of the bounding set (one call into _sys: ~41 prctl calls)."""
+    try:
+        _sys.capbset_drop_all()
+    except OSError as err:
+        raise _fail(f"drop capability {err.filename} from the bounding set",
+                    err.errno) from None
 
 
 def _capget() -> tuple[int, int, int]:
