@@ -6,7 +6,8 @@ a real jail (tests/jail_fixtures.make_jailed_pair); everything it makes is remov
 
 Rows (medians of N interleaved rounds, one machine, one run; ratios to row 1):
   1. `/usr/bin/python3 -I -S -c pass`: the floor any Python entry pays
-  2. the same interpreter importing pam_jail.login.shell_entry (the installed copy)
+  2. the same interpreter importing pam_jail.login.shell_entry (the installed copy) as
+     the entry script does: from its login bundle (pam_jail.login.preload)
   3. start-to-exec: `setpriv ... pam-jail-shell -c /usr/local/bin/pjstamp` as the
      user. pjstamp is a static program in the jail that prints CLOCK_MONOTONIC the
      moment it runs; start-to-exec = its stamp minus a stamp taken just before fork.
@@ -123,6 +124,7 @@ def main() -> int:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
         imp = (f"import sys; sys.path[:0]=[{LIBDIR!r}]; sys.path += "
                "['/usr/local/lib/python3/dist-packages', '/usr/lib/python3/dist-packages']; "
+               "import pam_jail.login; pam_jail.login.preload('pam-jail-shell'); "
                "import pam_jail.login.shell_entry")
         variants: dict[str, Callable[[], float]] = {
             "python3 -I -S -c pass": lambda: wall(["/usr/bin/python3", "-I", "-S", "-c",

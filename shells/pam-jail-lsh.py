@@ -6,6 +6,8 @@ import sys
 sys.path[:0] = ["@LIBDIR@"]
 sys.path += ["/usr/local/lib/python3/dist-packages", "/usr/lib/python3/dist-packages"]
 try:
+    import pam_jail.login
+    pam_jail.login.preload("pam-jail-lsh")   # the login bundle: one file, when current
     from pam_jail.login.shell_entry import lsh_main
 except BaseException as err:  # never a traceback on the user's terminal; fail closed
     print(f"pam_jail: login refused: installation broken ({type(err).__name__})",

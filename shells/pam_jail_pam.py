@@ -6,6 +6,9 @@ import sys
 
 if "@LIBDIR@" not in sys.path:
     sys.path.insert(0, "@LIBDIR@")
+import pam_jail.login  # noqa: E402
+
+pam_jail.login.preload("pam_jail_pam")   # the login bundle: one file, when current
 from pam_jail.login.pam_module import (  # noqa: E402,F401
     pam_sm_acct_mgmt,
     pam_sm_authenticate,

@@ -189,6 +189,13 @@ chroot "$R" /usr/bin/python3 -IS -c 'exec(open("/usr/lib/pam_jail/pam_jail_pam.p
 print("pam-entry=" + pam_sm_open_session.__module__)'
 find "$R/usr/lib/pam_jail/pam_jail" -name '*.pyc' | grep -c . | sed 's/^/pyc=/'
 find "$R/usr/lib/pam_jail/pam_jail/login" -name '*.pyc' | grep -c . | sed 's/^/login-pyc=/'
+find "$R/usr/lib/pam_jail/pam_jail/login/__pycache__" -name '*.bundle' | grep -c . \
+  | sed 's/^/bundles=/'
+chroot "$R" /usr/bin/python3 -IS -c 'import sys
+sys.path[:0] = ["/usr/lib/pam_jail"]
+import pam_jail.login
+print("preloaded=%s" % pam_jail.login.preload("pam-jail-shell"))
+print("from-bundle=%s" % (sys.modules["pam_jail.login.confine"].__loader__.__name__))'
 echo "== pam lines, then removal"
 chroot "$R" useradd -M -s /bin/sh pjpkgplain
 { echo "auth required pam_permit.so"; echo "account required pam_permit.so";
@@ -259,6 +266,10 @@ def test_install_run_purge_in_an_overlay(deb: str) -> None:
         assert pyc is not None and int(pyc.group(1)) > 10  # py3compile ran in postinst
         login_pyc = re.search(r"^login-pyc=(\d+)$", out, re.M)   # the trusted core too
         assert login_pyc is not None and int(login_pyc.group(1)) > 10
+        # postinst wrote the login bundles, and a login reads them (prerm removes them:
+        # nothing is left of /usr/lib/pam_jail after the purge below)
+        assert "bundles=3" in out and "preloaded=True" in out, out
+        assert "from-bundle=MemoryFinder" in out, out
         assert "left=" not in out, out
         # removal comments pam_jail's pam.d lines out: root and unjailed users log in
         assert "commented=4" in out and "root-after-remove=0" in out, out

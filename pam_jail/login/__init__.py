@@ -11,3 +11,136 @@ this directory is also the limited shell's runtime inside a PAM-path jail (the `
 profile copies the directory whole), so the file list is written nowhere else.
 tests/test_layout.py reads the code and keeps these rules.
 """
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
+# importlib's own, loaded at start-up (no `import importlib`, no file read)
+_BOOTSTRAP = sys.modules["_frozen_importlib"]
+_EXTERNAL = sys.modules["_frozen_importlib_external"]
+BUNDLE_MAGIC = b"pam_jail-bundle\n"
+
+
+class MemoryFinder:
+    """Finder and loader, first on sys.meta_path, of modules whose byte-code is already in
+    memory: the login bundle's modules not run at start-up (preload) and the rule
+    families policy.held reads before pam-jail-shell's pivot. name -> (source path,
+    marshalled code). Every other name goes on to the finders that read files."""
+
+    code: dict[str, tuple[str, bytes]] = {}
+
+    @classmethod
+    def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
+        held = cls.code.get(name)
+        if held is None:
+            return None
+        spec = _BOOTSTRAP.ModuleSpec(name, cls, origin=held[0],
+                                     is_package=held[0].endswith("/__init__.py"))
+        spec.has_location = True
+        if spec.submodule_search_locations is not None:
+            spec.submodule_search_locations.append(held[0].rpartition("/")[0])
+        return spec
+
+    @staticmethod
+    def create_module(spec: object) -> None:
+        return None
+
+    @classmethod
+    def exec_module(cls, module: ModuleType) -> None:
+        import marshal
+
+        _origin, data = cls.code.pop(module.__name__)
+        exec(marshal.loads(data), module.__dict__)  # noqa: S102, S302
+
+    @classmethod
+    def serve(cls) -> None:
+        finders: list[object] = sys.meta_path  # type: ignore[assignment]
+        if cls not in finders:
+            finders.insert(0, cls)
+
+
+def bundle_path(name: str) -> str:
+    """Where the install leaves login bundle `name` (pam-jail-shell, pam-jail-lsh,
+    pam_jail_pam): beside the package's byte-code, for this interpreter."""
+    return f"{__path__[0]}/__pycache__/{name}.{sys.implementation.cache_tag}.bundle"
+
+
+_PRELOADED: set[str] = set()
+
+
+def preload(name: str) -> bool:
+    """The entries' start-up: the login modules from one file instead of one import each.
+
+    Bundle `name` (written by pam_jail/admin/bundle.py at install) holds the byte-code of
+    the modules that entry runs, each with its source's size and mtime, in the order they
+    complete, and may hold further modules marshalled (the rule families pam-jail-shell
+    holds across its pivot), served by MemoryFinder when imported. Used only when the
+    file is root's and not writable by others, carries this interpreter's magic number,
+    and every source is still the one compiled (as a .pyc is checked); else False and
+    nothing is loaded: the import statements that follow read the files as always. About
+    1 ms less per login than ~20 imports through importlib (each finds, stats, reads and
+    unmarshals a file)."""
+    import marshal
+    import posix
+
+    if name in _PRELOADED:
+        return True
+    try:
+        fd = posix.open(bundle_path(name), posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = posix.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != 0 or st.st_mode & 0o022:
+            return False
+        data = posix.read(fd, st.st_size)
+    except OSError:
+        return False
+    finally:
+        posix.close(fd)
+    head = len(BUNDLE_MAGIC) + 4
+    if len(data) != st.st_size or data[:head] != BUNDLE_MAGIC + _EXTERNAL.MAGIC_NUMBER:
+        return False
+    here = __path__[0]
+    try:
+        entries = marshal.loads(memoryview(data)[head:])  # noqa: S302 (root's, checked)
+        for _module, relpath, mtime_ns, size, _code in entries:
+            src = posix.stat(f"{here}/{relpath}")
+            if src.st_mtime_ns != mtime_ns or src.st_size != size:
+                return False
+    except (OSError, ValueError, TypeError, EOFError):
+        return False
+    entries = [entry for entry in entries if entry[0] not in sys.modules]
+    made: dict[str, ModuleType] = {}
+    for module, relpath, _mtime, _size, code in entries:
+        if isinstance(code, bytes):
+            MemoryFinder.code[module] = (f"{here}/{relpath}", code)
+        elif relpath.endswith("/__init__.py"):
+            made[module] = _new_module(module, f"{here}/{relpath}")
+    MemoryFinder.serve()
+    for module, relpath, _mtime, _size, code in entries:
+        if not isinstance(code, bytes):
+            new = made.get(module) or _new_module(module, f"{here}/{relpath}")
+            exec(code, new.__dict__)  # noqa: S102
+    _PRELOADED.add(name)
+    return True
+
+
+def _new_module(name: str, origin: str) -> ModuleType:
+    """A module as importlib makes it for a source file, registered (its parent, a
+    package of the bundle or this one, is registered before it)."""
+    package = origin.endswith("/__init__.py")
+    spec = _BOOTSTRAP.ModuleSpec(name, MemoryFinder, origin=origin, is_package=package)
+    spec.has_location = True
+    module: ModuleType = _BOOTSTRAP.module_from_spec(spec)
+    if package:
+        module.__path__.append(origin.rpartition("/")[0])
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)
+    return module

@@ -8,46 +8,17 @@ of that. `hold()` reads it, checked as Python's own loader checks a .pyc against
 source (magic number, source mtime and size), and puts a finder first on sys.meta_path
 that serves those modules from memory: the import statement in policy.decide works as
 anywhere else. A family without a current .pyc (a source tree, a stale cache) is
-imported at once instead, so nothing is missing after the pivot either way.
+imported at once instead, so nothing is missing after the pivot either way. With the
+login bundle (pam_jail.login.preload) every family is in memory already: nothing to read.
 """
 
 from __future__ import annotations
 
-import marshal
 import sys
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from types import ModuleType
+from pam_jail.login import MemoryFinder
 
-# importlib's own, already loaded at start-up (no `import importlib`, no file read)
-_BOOTSTRAP = sys.modules["_frozen_importlib"]
-_EXTERNAL = sys.modules["_frozen_importlib_external"]
-
-
-class HeldFinder:
-    """Finder and loader of the modules hold() read: name -> (source path, byte-code)."""
-
-    code: dict[str, tuple[str, bytes]] = {}
-
-    @classmethod
-    def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
-        held = cls.code.get(name)
-        if held is None:
-            return None
-        spec = _BOOTSTRAP.ModuleSpec(name, cls, origin=held[0])
-        spec.has_location = True
-        return spec
-
-    @staticmethod
-    def create_module(spec: object) -> None:
-        return None
-
-    @classmethod
-    def exec_module(cls, module: ModuleType) -> None:
-        _origin, data = cls.code.pop(module.__name__)
-        # the module's own byte-code, read from its checked .pyc as importlib reads it
-        exec(marshal.loads(data), module.__dict__)  # noqa: S102, S302
+_EXTERNAL = sys.modules["_frozen_importlib_external"]   # importlib's own (no file read)
 
 
 def _current_bytecode(source: str) -> bytes | None:
@@ -62,15 +33,15 @@ def _current_bytecode(source: str) -> bytes | None:
         fd = posix.open(cached, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
         return None
-    try:
-        chunks = []
-        while chunk := posix.read(fd, 1 << 20):
-            chunks.append(chunk)
+    try:   # one read of its size (importlib replaces a .pyc whole, never rewrites it)
+        size = posix.fstat(fd).st_size
+        data = posix.read(fd, size)
     except OSError:
         return None
     finally:
         posix.close(fd)
-    data = b"".join(chunks)
+    if len(data) != size:
+        return None
     if len(data) < 16 or data[:4] != _EXTERNAL.MAGIC_NUMBER \
             or int.from_bytes(data[4:8], "little") != 0 \
             or int.from_bytes(data[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF \
@@ -81,18 +52,18 @@ def _current_bytecode(source: str) -> bytes | None:
 
 def hold(package: str, names: set[str]) -> None:
     """Before a pivot: every module `package`.NAME of `names` not loaded yet is either
-    held (its current byte-code in memory, served by HeldFinder) or imported now."""
+    held (its current byte-code in memory, served by pam_jail.login.MemoryFinder) or
+    imported now."""
     directory = sys.modules[package].__path__[0]
     for name in sorted(names):
         full = f"{package}.{name}"
-        if full in sys.modules or full in HeldFinder.code:
+        if full in sys.modules or full in MemoryFinder.code:
             continue
         source = f"{directory}/{name}.py"
         code = _current_bytecode(source)
         if code is None:
             __import__(full)
         else:
-            HeldFinder.code[full] = (source, code)
-    finders: list[object] = sys.meta_path  # type: ignore[assignment]
-    if HeldFinder.code and HeldFinder not in finders:
-        finders.insert(0, HeldFinder)
+            MemoryFinder.code[full] = (source, code)
+    if MemoryFinder.code:
+        MemoryFinder.serve()

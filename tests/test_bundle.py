@@ -1,0 +1,152 @@
+"""The login bundles: pam_jail/admin/bundle.py writes them, pam_jail.login.preload reads
+them at the start of every login (pam-jail-shell, pam-jail-lsh, the PAM module).
+
+A bundle is a cache: used only when current, root's and from this Python; anything else
+and the login imports its modules from their files, as before. These tests build bundles
+of a copy of the package, load them under Debian's python3 -IS as the entry scripts do,
+and compare the result with plain imports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pam_jail.admin import bundle
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALLED = "/usr/local/lib/pam_jail"      # scripts/install's LIBDIR (scripts/test installs)
+
+# Run under /usr/bin/python3 -IS with argv LIBDIR NAME PRELOAD(0/1): what a login of
+# entry NAME has loaded, as "module loader names..." lines, after preload (or not).
+PROBE = """\
+import sys
+sys.path[:0] = [sys.argv[1]]
+import pam_jail.login
+from pam_jail.admin.bundle import BUNDLES
+root, also, _hold = BUNDLES[sys.argv[2]]
+ok = pam_jail.login.preload(sys.argv[2]) if sys.argv[3] == "1" else None
+for name in (root, *also):
+    __import__("pam_jail.login." + name)
+print("preloaded", ok)
+for name, module in sorted(sys.modules.items()):
+    if name.startswith("pam_jail.login."):
+        public = sorted(k for k in vars(module) if not k.startswith("__"))
+        print(name, type(module.__loader__).__name__ if not isinstance(module.__loader__,
+              type) else module.__loader__.__name__, module.__file__, *public)
+"""
+
+
+def probe(libdir: str, name: str, preload: bool) -> list[str]:
+    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", PROBE, libdir, name,
+                          "1" if preload else "0"], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+@pytest.fixture()
+def libdir(tmp_path: Path) -> Iterator[str]:
+    """A root-owned copy of the package (with its built extension), its bundles written."""
+    if os.geteuid() != 0:
+        pytest.fail("run as root: scripts/test")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copytree(REPO / "pam_jail", lib / "pam_jail",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    os.chmod(tmp_path, 0o755)
+    assert len(bundle.write(str(lib))) == len(bundle.BUNDLES)
+    yield str(lib)
+
+
+@pytest.mark.parametrize("name", sorted(bundle.BUNDLES))
+def test_a_bundle_loads_what_the_imports_would(libdir: str, name: str) -> None:
+    """Same modules, same names in each, same files; served by MemoryFinder."""
+    plain = probe(libdir, name, preload=False)
+    loaded = probe(libdir, name, preload=True)
+    assert plain[0] == "preloaded None" and loaded[0] == "preloaded True"
+
+    def strip(lines: list[str]) -> list[tuple[str, ...]]:
+        return [(w[0], *w[2:]) for w in (line.split() for line in lines[1:])]
+
+    assert strip(loaded) == strip(plain)
+    loaders = {line.split()[0]: line.split()[1] for line in loaded[1:]}
+    root = f"pam_jail.login.{bundle.BUNDLES[name][0]}"
+    assert loaders[root] == "MemoryFinder"
+    assert {m: v for m, v in loaders.items() if v != "MemoryFinder"} == \
+        {m: "ExtensionFileLoader" for m in loaders if m.endswith("._sys")}  # (a .so: its file)
+    assert len(loaders) >= 8
+
+
+def _preloads(libdir: str, name: str = "pam-jail-shell") -> str:
+    return probe(libdir, name, preload=True)[0]
+
+
+def test_a_stale_bundle_is_not_used(libdir: str) -> None:
+    """A source changed after the bundle was written (size or mtime): the login imports
+    the files, and gets the changed module."""
+    source = Path(libdir) / "pam_jail/login/errors.py"
+    source.write_text(source.read_text() + "\nEDITED = True\n")
+    out = probe(libdir, "pam-jail-shell", preload=True)
+    assert out[0] == "preloaded False"
+    errors = next(line for line in out if line.startswith("pam_jail.login.errors "))
+    assert "EDITED" in errors.split() and "SourceFileLoader" in errors.split()
+    st = source.stat()
+    bundle.write(libdir)
+    assert _preloads(libdir) == "preloaded True"
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1))     # same size, newer
+    assert _preloads(libdir) == "preloaded False"
+
+
+def test_a_bundle_that_is_not_roots_or_not_this_pythons_is_not_used(libdir: str) -> None:
+    path = bundle.path_of(libdir, "pam-jail-shell")
+    os.chmod(path, 0o664)
+    assert _preloads(libdir) == "preloaded False"                   # group-writable
+    os.chmod(path, 0o644)
+    os.chown(path, 65534, 0)
+    assert _preloads(libdir) == "preloaded False"                   # not root's
+    os.chown(path, 0, 0)
+    assert _preloads(libdir) == "preloaded True"
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:16] + b"\x00\x00\r\n" + data[20:])  # another magic
+    assert _preloads(libdir) == "preloaded False"
+    Path(path).write_bytes(data[:len(data) // 2])                   # cut short
+    assert _preloads(libdir) == "preloaded False"
+    os.unlink(path)
+    os.symlink(f"{path}.elsewhere", path)
+    Path(f"{path}.elsewhere").write_bytes(data)
+    assert _preloads(libdir) == "preloaded False"                   # a link: not followed
+
+
+def test_the_shell_bundle_holds_the_rule_families_across_the_pivot(libdir: str) -> None:
+    """pam-jail-shell's bundle carries every rule family marshalled: hold_families then
+    reads no file, and with every file finder gone (as after the pivot) each rule's
+    family still loads, from memory."""
+    code = (
+        "import sys\nsys.path[:0] = [sys.argv[1]]\nimport pam_jail.login\n"
+        "assert pam_jail.login.preload('pam-jail-shell')\n"
+        "import posix\nopened = []\n_open = posix.open\n"
+        "def counting(path, *a, **k):\n    opened.append(path)\n    return _open(path, *a, **k)\n"
+        "posix.open = counting\n"
+        "from pam_jail.login.policy import RULES, Policy, decide, hold_families\n"
+        "hold_families()\nassert opened == [], opened\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if f.__name__ != 'PathFinder']\n"
+        "sys.path[:] = []\n"
+        "for rule in sorted(RULES):\n"
+        "    policy = Policy('t', programs=(('/usr/bin/prog', rule),))\n"
+        "    d = decide(policy, 'prog', user='u', home='/home/u', client_env={})\n"
+        "    assert d.rule.startswith('program /usr/bin/prog'), (rule, d.rule)\n"
+        "print('ok')\n")
+    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, libdir],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+
+
+@pytest.mark.parametrize("name", sorted(bundle.BUNDLES))
+def test_the_install_leaves_current_bundles(name: str) -> None:
+    """scripts/install (which scripts/test runs) writes them for what it installed."""
+    assert _preloads(INSTALLED, name) == "preloaded True"
