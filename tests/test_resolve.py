@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from sshd_harness import make_group, make_user, remove_group, remove_user, unique_name
 
 from pam_jail.login.config import parse_config
 from pam_jail.login.errors import Denied
-from pam_jail.login.resolve import Identity, resolve, split_marker
+from pam_jail.login.resolve import Identity, identity_from_passwd, resolve, split_marker
 
 CFG = parse_config("""
 [jails]
@@ -112,3 +115,28 @@ def test_an_interactive_refusal_names_the_real_reason() -> None:
     assert "maps ann to no jail" in _no_shell_why(marker, "ann")
     mapped = Jail("web", "/srv/web", "/home/ann", "shell", False, "user")
     assert _no_shell_why(mapped, "ann") == "jails.ini: allow_shell = no for jail web"
+
+
+def test_the_groups_are_the_ones_the_login_service_gave_the_session() -> None:
+    """pam-jail-shell passes its own getgroups(): used when it is what initgroups() sets
+    (the primary group among them, not group root), else NSS's getgrouplist answers
+    (a cleared list, root's inherited one)."""
+    if os.geteuid() != 0:
+        pytest.fail("run as root: scripts/test")
+    extra, name = unique_name("pjg"), unique_name("pjr")
+    extra_gid = make_group(extra)
+    try:
+        user = make_user(name, groups=(extra,), create_home=False)
+        try:
+            assert identity_from_passwd(name).groups == (extra,)             # NSS
+            for session, want in (([user.gid, extra_gid], (extra,)),        # initgroups
+                                  ([user.gid], ()),                         # the service's
+                                  ([], (extra,)),                           # cleared: NSS
+                                  ([0, user.gid], (extra,)),                # root's: NSS
+                                  ([extra_gid], (extra,))):                 # no primary
+                got = identity_from_passwd(user.uid, session)
+                assert (got.groups, got.group) == (want, name), session
+        finally:
+            remove_user(name, remove_home=False)
+    finally:
+        remove_group(extra)

@@ -4,7 +4,8 @@ It is the user's shell in the real /etc/passwd and runs as the user, with no set
 sshd starts it as `pam-jail-shell -c COMMAND` (commands, scp, rsync, sftp subsystem) or
 with no arguments for an interactive login. The sequence, top to bottom:
 
-  1. identity from getuid() and the real passwd; never from the environment
+  1. identity from getuid() and the real passwd (groups: those the login service gave
+     the session, resolve.identity_from_passwd); never from the environment
   2. jail from root-owned /etc/pam_jail/jails.ini; jail checked (safety.check_jail)
   3. every inherited fd above 2 closed; syslog connected (close-on-exec)
   4. the jail path opened component by component (O_PATH|O_NOFOLLOW), each checked
@@ -95,7 +96,7 @@ def confine_and_run(args: list[str], log: SysLog, session: Session) -> int:
     command = _parse_args(args)
     if posix.getuid() == 0 or posix.geteuid() == 0:
         raise Denied("root is never put in a jail")
-    ident = identity_from_passwd(posix.getuid())                    # 1
+    ident = identity_from_passwd(posix.getuid(), posix.getgroups())  # 1
     session.user = ident.name
     jail = admit(ident)[2]                                          # 2
     if jail is None:
