@@ -8,6 +8,7 @@ import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,36 @@ def test_rlimits_agree_with_the_resource_module() -> None:
     assert lines[1] == "(77, 77) (4096, 4096)"   # capped at the hard limit: 4096 < 23456
     if os.geteuid() != 0:
         assert lines[2] == f"errno {errno.EPERM}"   # raising the hard limit needs root
+
+
+def test_dgram_connect_gives_a_syslog_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             ) -> None:
+    """log.SysLog's socket: made and connected by _sys, close-on-exec, written with
+    write(2); a path nobody listens on, or too long for a unix address, is OSError."""
+    import socket
+
+    from pam_jail.login import log
+
+    path = str(tmp_path / "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        fd = _sys.dgram_connect(path)
+        try:
+            assert not os.get_inheritable(fd)
+            os.write(fd, b"<38>hello")
+            assert server.recv(100) == b"<38>hello"
+        finally:
+            os.close(fd)
+        monkeypatch.setattr(log, "DEVLOG", path)
+        syslog = log.SysLog("pam-jail-test")
+        syslog.decision(log.LOG_NOTICE, "login refused", user="u\n1", jail="j", reason="r")
+        line = server.recv(4096).decode()
+        assert line.startswith(f"<{log.LOG_AUTH | log.LOG_NOTICE}>")
+        assert line.endswith(f'pam-jail-test[{os.getpid()}]: login refused user=u\\x0a1 jail=j '
+                             'reason="r"'), line
+        syslog.close()
+        assert syslog.fileno() == -1
+    with pytest.raises(FileNotFoundError):
+        _sys.dgram_connect(str(tmp_path / "nobody"))
+    with pytest.raises(OSError, match="too long"):
+        _sys.dgram_connect("/" + "x" * 200)

@@ -14,11 +14,13 @@ the login path needs it and must stay lean (no `re`, nothing imported for it).
 
 from __future__ import annotations
 
-# _socket, not socket: the socket module imports enum and selectors (about 3 ms of the
-# login path's start-up); a connected datagram socket needs none of that.
-import _socket
 import posix
 import time
+
+# Not socket, nor _socket: socket imports enum and selectors (about 3 ms of the login
+# path's start-up) and _socket is one more extension to load (~0.1 ms); the socket is
+# made and connected by _sys, which every login loads anyway, and written with write(2).
+from pam_jail.login import _sys
 
 LOG_AUTH = 4 << 3
 LOG_AUTHPRIV = 10 << 3
@@ -64,33 +66,30 @@ def clip(value: object, limit: int = 80) -> str:
 class SysLog:
     def __init__(self, ident: str = "pam_jail") -> None:
         self.ident = ident
-        self.sock: _socket.socket | None = None
+        self.fd = -1
         # the pid the host sees: taken before confinement, since inside a PID namespace
         # the jailed side is pid 1 (lines name the login's pam-jail-shell or sshd process)
         self.pid = posix.getpid()
 
     def connect(self) -> None:
-        if self.sock is not None:
+        if self.fd >= 0:
             return
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
         try:
-            sock.connect(DEVLOG)
+            self.fd = _sys.dgram_connect(DEVLOG)
         except OSError:
-            sock.close()
             return
-        self.sock = sock
 
     def fileno(self) -> int:
-        return -1 if self.sock is None else self.sock.fileno()
+        return self.fd
 
     def send(self, priority: int, message: str) -> None:
         self.connect()
-        if self.sock is None:
+        if self.fd < 0:
             return
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
         line = f"<{LOG_AUTH | priority}>{stamp} {self.ident}[{self.pid}]: {message}"
         try:
-            self.sock.send(line.encode("utf-8", "replace")[:2048])
+            posix.write(self.fd, line.encode("utf-8", "replace")[:2048])
         except OSError:
             pass
 
@@ -103,6 +102,9 @@ class SysLog:
         self.send(priority, " ".join(parts))
 
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        if self.fd >= 0:
+            try:
+                posix.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
