@@ -155,3 +155,18 @@ def test_environ_decodes_as_os_environ_does(lang: str) -> None:
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[:3] == ["'a\\udcff\\udcfe", "b\\xe9'", "'\\udc80'"]
+
+
+@given(mode=st.one_of(st.integers(0, 0o177777),
+                      st.sampled_from([0o040755, 0o100644, 0o120777, 0o020620, 0o060660,
+                                       0o010644, 0o140755, 0o104755, 0o102755, 0o041777])))
+def test_the_stat_helpers_are_the_stat_modules(mode: int) -> None:
+    """paths' copies of the stat module's file-type tests and constants (the login path
+    does not import stat)."""
+    import stat
+
+    for name in ("S_IMODE", "S_IFMT", "S_ISDIR", "S_ISREG", "S_ISLNK", "S_ISCHR", "S_ISBLK"):
+        assert getattr(paths, name)(mode) == getattr(stat, name)(mode), (name, oct(mode))
+    for name in ("S_IFDIR", "S_IFCHR", "S_IFBLK", "S_IFREG", "S_IFLNK", "S_ISUID",
+                 "S_ISGID", "S_ISVTX"):
+        assert getattr(paths, name) == getattr(stat, name), name

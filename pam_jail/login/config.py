@@ -40,11 +40,11 @@ defaults are defined once, in JAIL_KEYS and OPTION_KEYS below.
 from __future__ import annotations
 
 import posix
-import stat
 
 from pam_jail.login import paths
 from pam_jail.login.errors import ConfigError
 from pam_jail.login.limits import parse_size
+from pam_jail.login.paths import S_IMODE, S_ISREG
 
 DEFAULT_PATH = "/etc/pam_jail/jails.ini"
 MODES = ("pam", "shell", "sftp")
@@ -525,12 +525,12 @@ def check_config_file(path: str) -> list[str]:
         st = posix.lstat(path)
     except OSError as err:
         return problems + [f"{path}: {err.strerror}"]
-    if not stat.S_ISREG(st.st_mode):
+    if not S_ISREG(st.st_mode):
         problems.append(f"{path}: not a regular file")
     if st.st_uid != 0:
         problems.append(f"{path}: owned by uid {st.st_uid}, not root")
     if st.st_mode & 0o022:
-        problems.append(f"{path}: writable by group or other (mode {stat.S_IMODE(st.st_mode):04o})")
+        problems.append(f"{path}: writable by group or other (mode {S_IMODE(st.st_mode):04o})")
     return problems
 
 

@@ -41,7 +41,6 @@ filter: only one built by this very profile for these very options.
 from __future__ import annotations
 
 import posix
-import stat
 
 from pam_jail.login import paths
 from pam_jail.login.config import (
@@ -51,6 +50,7 @@ from pam_jail.login.config import (
     seccomp_of,
     write_atomically,
 )
+from pam_jail.login.paths import S_ISREG
 
 MAGIC = "pam_jail-index 1"
 SUFFIX = ".index"
@@ -195,7 +195,7 @@ def _open_matching(path: str) -> tuple[int, list[str]] | None:
     except OSError:
         posix.close(fd)
         return None
-    if (not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022
+    if (not S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022
             or len(head) < 6 or head[0] != MAGIC
             or head[1] != f"source {_identity(source)}"):
         posix.close(fd)

@@ -56,6 +56,7 @@ import sys
 
 from pam_jail.login import _sys, paths
 from pam_jail.login.errors import ConfineError
+from pam_jail.login.paths import S_IFDIR, S_IFMT, S_IFREG, S_ISDIR, S_ISLNK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -217,15 +218,13 @@ SAFE_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 def bind_safe_devices(root: str) -> None:
     """For each SAFE_DEVICES name present in JAIL/dev (a root-owned dir: checked), bind
     the host's node over it. Absent names are skipped; a symlink there is refused."""
-    import stat as st
-
     for name in SAFE_DEVICES:
         target = f"{root}/dev/{name}"
         try:
             mode = posix.lstat(target).st_mode
         except FileNotFoundError:
             continue
-        if st.S_ISLNK(mode) or st.S_ISDIR(mode):
+        if S_ISLNK(mode) or S_ISDIR(mode):
             raise ConfineError(f"bind /dev/{name} on {target}: target is a link or directory")
         mount(f"/dev/{name}", target, None, MS_BIND, what=f"bind /dev/{name}")
         mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC,
@@ -269,8 +268,6 @@ _NEVER_COVER = frozenset(("/bin", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/
 def _node_below(root: str, rel: str, kind: int) -> int | None:
     """O_PATH fd of ROOT/REL opened one component at a time with O_NOFOLLOW (no link,
     no '..' anywhere), when its last component is of file type `kind`; else None."""
-    import stat as st
-
     parts = [p for p in rel.split("/") if p and p != "."]
     if ".." in parts:
         return None
@@ -288,10 +285,10 @@ def _node_below(root: str, rel: str, kind: int) -> int | None:
         posix.close(fd)
         fd = nfd
         mode = posix.fstat(fd).st_mode
-        if st.S_ISLNK(mode) or (part is not parts[-1] and not st.S_ISDIR(mode)):
+        if S_ISLNK(mode) or (part is not parts[-1] and not S_ISDIR(mode)):
             posix.close(fd)
             return None
-    if st.S_IFMT(posix.fstat(fd).st_mode) != kind:
+    if S_IFMT(posix.fstat(fd).st_mode) != kind:
         posix.close(fd)
         return None
     return fd
@@ -307,9 +304,7 @@ def _bind_fd(fd: int, target: str, *, read_only: bool, what: str) -> None:
 def _cover(root: str, rel: str, keep: tuple[str, ...] = ()) -> None:
     """An empty read-only tmpfs over ROOT/REL (a real directory, else nothing to do),
     with each ROOT/REL/NAME of `keep` that is a real directory bound back in."""
-    import stat as st
-
-    dir_fd = _node_below(root, rel, st.S_IFDIR)
+    dir_fd = _node_below(root, rel, S_IFDIR)
     if dir_fd is None:
         return
     posix.close(dir_fd)
@@ -317,7 +312,7 @@ def _cover(root: str, rel: str, keep: tuple[str, ...] = ()) -> None:
     try:
         for name in keep:
             if name and "/" not in name and name not in (".", ".."):
-                fd = _node_below(root, f"{rel}/{name}", st.S_IFDIR)
+                fd = _node_below(root, f"{rel}/{name}", S_IFDIR)
                 if fd is not None:
                     kept.append((name, fd))
         target = f"{root}{rel}"
@@ -352,12 +347,10 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
     jail (pam_jail/login/view.py says what and why). The session's tmpfs is staged on
     JAIL/tmp: its subdirectories become /tmp, /var/tmp and /dev/shm, its files etc/passwd
     and etc/group; the bind of .tmp over JAIL/tmp itself then hides the stage."""
-    import stat as st
-
     from pam_jail.login import view
 
     stage = f"{root}/tmp"
-    fd = _node_below(root, "/tmp", st.S_IFDIR)
+    fd = _node_below(root, "/tmp", S_IFDIR)
     if fd is None:
         raise ConfineError(f"private view: {stage} is not a directory",
                            hint="pam-jail update (the builder makes /tmp), or private = no")
@@ -369,7 +362,7 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
         _call(f"mkdir {name}", posix.mkdir, f"{stage}/{name}", 0o700)
         _call(f"chmod {name}", posix.chmod, f"{stage}/{name}", 0o1777)
     for name in ("passwd", "group"):                        # b. etc/passwd, etc/group
-        fd = _node_below(root, f"/etc/{name}", st.S_IFREG)
+        fd = _node_below(root, f"/etc/{name}", S_IFREG)
         if fd is None:
             continue
         try:
@@ -386,7 +379,7 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
         mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
               | MS_NOEXEC, what=f"read-only remount of /etc/{name}")
     for name, rel in ((".var-tmp", "/var/tmp"), (".shm", "/dev/shm")):  # c. var/tmp, shm
-        fd = _node_below(root, rel, st.S_IFDIR)
+        fd = _node_below(root, rel, S_IFDIR)
         if fd is not None:
             posix.close(fd)
             mount(f"{stage}/{name}", f"{root}{rel}", None, MS_BIND, what=f"bind {rel}")

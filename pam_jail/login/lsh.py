@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import errno
 import posix
-import stat
 import sys
 
 from pam_jail.login.errors import Denied
 from pam_jail.login.log import LOG_DEBUG, LOG_INFO, LOG_NOTICE, SysLog
-from pam_jail.login.paths import environ, getenv
+from pam_jail.login.paths import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG, environ, getenv
 from pam_jail.login.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
 from pam_jail.login.resolve import Identity
 from pam_jail.login.safety import LIB_DIRS, MISSING, check_exec
@@ -42,7 +41,7 @@ def read_allow_list(uid: int, path: str = LSH_PATH) -> str:
         raise Denied(f"read {path}: {err.strerror}") from None
     try:
         st = posix.fstat(fd)
-        if st.st_uid == uid or not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022:
+        if st.st_uid == uid or not S_ISREG(st.st_mode) or st.st_mode & 0o022:
             raise Denied(f"read {path}: owned or writable by the user")
         chunks = []
         while chunk := posix.read(fd, 65536):
@@ -73,8 +72,8 @@ class JailFacts(FileFacts):
             missing = err.errno in (errno.ENOENT, errno.ENOTDIR)
             return PathFacts("missing" if missing else "unknown")
         mode = st.st_mode
-        kind = ("dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode)
-                else "link" if stat.S_ISLNK(mode) else "other")
+        kind = ("dir" if S_ISDIR(mode) else "file" if S_ISREG(mode)
+                else "link" if S_ISLNK(mode) else "other")
         if kind == "link":
             writable = False
         elif self.ask_kernel:
@@ -82,7 +81,7 @@ class JailFacts(FileFacts):
         else:
             writable = bool(mode & 0o002 or (mode & 0o020 and st.st_gid in self.gids)
                             or (mode & 0o200 and st.st_uid == self.uid))
-        return PathFacts(kind, st.st_uid == self.uid, writable, stat.S_IMODE(mode))
+        return PathFacts(kind, st.st_uid == self.uid, writable, S_IMODE(mode))
 
     def entries(self, path: str) -> tuple[str, ...]:
         try:

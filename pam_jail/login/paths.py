@@ -13,10 +13,44 @@ with links.
 from __future__ import annotations
 
 import posix
-import stat
 import sys
 
 SEP = "/"
+
+# The stat module's file types and tests that the login path uses (stat.py is one more
+# import at every login): its values, compared with it by tests/test_paths.py.
+S_IFMT_BITS = 0o170000
+S_IFDIR, S_IFCHR, S_IFBLK, S_IFREG = 0o040000, 0o020000, 0o060000, 0o100000
+S_IFLNK = 0o120000
+S_ISUID, S_ISGID, S_ISVTX = 0o4000, 0o2000, 0o1000
+
+
+def S_IMODE(mode: int) -> int:  # noqa: N802 (the stat module's names)
+    return mode & 0o7777
+
+
+def S_IFMT(mode: int) -> int:  # noqa: N802
+    return mode & S_IFMT_BITS
+
+
+def S_ISDIR(mode: int) -> bool:  # noqa: N802
+    return mode & S_IFMT_BITS == S_IFDIR
+
+
+def S_ISREG(mode: int) -> bool:  # noqa: N802
+    return mode & S_IFMT_BITS == S_IFREG
+
+
+def S_ISLNK(mode: int) -> bool:  # noqa: N802
+    return mode & S_IFMT_BITS == S_IFLNK
+
+
+def S_ISCHR(mode: int) -> bool:  # noqa: N802
+    return mode & S_IFMT_BITS == S_IFCHR
+
+
+def S_ISBLK(mode: int) -> bool:  # noqa: N802
+    return mode & S_IFMT_BITS == S_IFBLK
 
 
 def isabs(path: str) -> bool:
@@ -87,7 +121,7 @@ def isdir(path: str) -> bool:
         st = posix.stat(path)
     except (OSError, ValueError):
         return False
-    return stat.S_ISDIR(st.st_mode)
+    return S_ISDIR(st.st_mode)
 
 
 def islink(path: str) -> bool:
@@ -96,7 +130,7 @@ def islink(path: str) -> bool:
         st = posix.lstat(path)
     except (OSError, ValueError, AttributeError):
         return False
-    return stat.S_ISLNK(st.st_mode)
+    return S_ISLNK(st.st_mode)
 
 
 def lexists(path: str) -> bool:

@@ -15,9 +15,19 @@ O_PATH|O_NOFOLLOW and checks each fd, so the login enters exactly what was check
 from __future__ import annotations
 
 import posix
-import stat
 
 from pam_jail.login import paths
+from pam_jail.login.paths import (
+    S_IMODE,
+    S_ISBLK,
+    S_ISCHR,
+    S_ISDIR,
+    S_ISGID,
+    S_ISLNK,
+    S_ISREG,
+    S_ISUID,
+    S_ISVTX,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,14 +47,14 @@ _O_PATH = getattr(posix, "O_PATH", 0o10000000)
 
 def judge_component(path: str, mode: int, uid: int, *, final: bool = True) -> str | None:
     """One component of a jail path. Pure."""
-    if stat.S_ISLNK(mode):
+    if S_ISLNK(mode):
         return f"{path}: is a symlink (a jail path may not pass through links)"
-    if not stat.S_ISDIR(mode):
+    if not S_ISDIR(mode):
         return f"{path}: not a directory"
     if uid != 0:
         return f"{path}: owned by uid {uid}, not root"
     if mode & 0o022:
-        return f"{path}: writable by group or other (mode {stat.S_IMODE(mode):04o})"
+        return f"{path}: writable by group or other (mode {S_IMODE(mode):04o})"
     return None
 
 
@@ -53,8 +63,8 @@ def judge_system_entry(path: str, mode: int, uid: int) -> str | None:
     resolve inside the jail after chroot and only root could change them. Pure."""
     if uid != 0:
         return f"{path}: owned by uid {uid}, not root (a jailed user could replace it)"
-    if not stat.S_ISLNK(mode) and mode & 0o022:
-        return f"{path}: writable by group or other (mode {stat.S_IMODE(mode):04o})"
+    if not S_ISLNK(mode) and mode & 0o022:
+        return f"{path}: writable by group or other (mode {S_IMODE(mode):04o})"
     return None
 
 
@@ -79,7 +89,7 @@ def check_path_chain(path: str) -> list[str]:
         problem = judge_component(comp, st.st_mode, st.st_uid)
         if problem:
             problems.append(problem)
-            if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            if S_ISLNK(st.st_mode) or not S_ISDIR(st.st_mode):
                 break
     return problems
 
@@ -173,21 +183,21 @@ def is_system_path(rel: str) -> bool:
 def judge_setid(rel: str, mode: int) -> str | None:
     """setuid/setgid bits on anything but a directory (setgid on a directory only sets
     the group of new files). Any owner counts: a user-owned setuid file is still one."""
-    if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+    if S_ISDIR(mode) or S_ISLNK(mode):
         return None
-    bits = [name for bit, name in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
+    bits = [name for bit, name in ((S_ISUID, "setuid"), (S_ISGID, "setgid"))
             if mode & bit]
     if not bits:
         return None
-    return f"{rel}: {' and '.join(bits)} (mode {stat.S_IMODE(mode):04o})"
+    return f"{rel}: {' and '.join(bits)} (mode {S_IMODE(mode):04o})"
 
 
 def judge_device(rel: str, mode: int, rdev: int) -> str | None:
     """A device node passes only when it is one of ALLOWED_DEVICES, at its own path, as
     a character device with the right major/minor numbers."""
-    if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+    if not (S_ISCHR(mode) or S_ISBLK(mode)):
         return None
-    kind = "block" if stat.S_ISBLK(mode) else "character"
+    kind = "block" if S_ISBLK(mode) else "character"
     numbers = (posix.major(rdev), posix.minor(rdev))
     expected = ALLOWED_DEVICES.get(rel)
     if expected is None:
@@ -203,21 +213,21 @@ def judge_writable(rel: str, mode: int) -> str | None:
     """Group- or other-writable files and directories. Symlinks (always 0777) and device
     nodes (judged by judge_device) are not judged here; a sticky STICKY_DIRS directory
     may be world-writable."""
-    if stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+    if S_ISLNK(mode) or S_ISCHR(mode) or S_ISBLK(mode):
         return None
     if not mode & 0o022:
         return None
-    if stat.S_ISDIR(mode) and mode & stat.S_ISVTX and rel in STICKY_DIRS:
+    if S_ISDIR(mode) and mode & S_ISVTX and rel in STICKY_DIRS:
         return None
-    what = "directory" if stat.S_ISDIR(mode) else "file"
-    return f"{rel}: {what} writable by group or other (mode {stat.S_IMODE(mode):04o})"
+    what = "directory" if S_ISDIR(mode) else "file"
+    return f"{rel}: {what} writable by group or other (mode {S_IMODE(mode):04o})"
 
 
 def private_home_mode(mode: int, group_private: bool) -> int:
     """The mode a home in a jail gets (jailuser) or should have (check): nothing for
     others, and the group's r/x bits only when the group is the user's own (0750 at
     most), else none (0700 at most). Special bits are dropped."""
-    return stat.S_IMODE(mode) & (0o750 if group_private else 0o700)
+    return S_IMODE(mode) & (0o750 if group_private else 0o700)
 
 
 def judge_home_privacy(rel: str, mode: int, group: str, sharing: Iterable[str]) -> str | None:
@@ -226,10 +236,10 @@ def judge_home_privacy(rel: str, mode: int, group: str, sharing: Iterable[str]) 
     home's group. Sharing on purpose goes through a group directory, never a home."""
     shown = sorted(sharing)
     if mode & 0o007:
-        return f"{rel}: home readable by every user of the jail (mode {stat.S_IMODE(mode):04o})"
+        return f"{rel}: home readable by every user of the jail (mode {S_IMODE(mode):04o})"
     if mode & 0o070 and shown:
         more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
-        return (f"{rel}: home open to group {group} (mode {stat.S_IMODE(mode):04o}), a group "
+        return (f"{rel}: home open to group {group} (mode {S_IMODE(mode):04o}), a group "
                 f"of {', '.join(shown[:5])}{more}, customers of the same jail")
     return None
 
@@ -298,8 +308,8 @@ def judge_exec_entry(rel: str, mode: int, uid: int, user: int | None = None) -> 
     ownership is refused; else (user None) the owner must be root."""
     if (uid != 0) if user is None else (uid == user):
         return f"{rel}: owned by uid {uid}, not root (it could replace what this login runs)"
-    if not stat.S_ISLNK(mode) and mode & 0o022:
-        return f"{rel}: writable by group or other (mode {stat.S_IMODE(mode):04o}; it " \
+    if not S_ISLNK(mode) and mode & 0o022:
+        return f"{rel}: writable by group or other (mode {S_IMODE(mode):04o}; it " \
                "could replace what this login runs)"
     return None
 
@@ -330,7 +340,7 @@ def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, posi
         except OSError:
             return None, seen
         seen.append((candidate, st))
-        if stat.S_ISLNK(st.st_mode):
+        if S_ISLNK(st.st_mode):
             hops += 1
             if hops > 40:
                 return None, seen
@@ -401,7 +411,7 @@ def check_exec(root: str, rel: str, *, dirs: tuple[str, ...] = (), depth: int = 
     if host is None:
         problems.append(f"{rel}: {MISSING}")
         return problems
-    if not stat.S_ISREG(seen[-1][1].st_mode):
+    if not S_ISREG(seen[-1][1].st_mode):
         problems.append(f"{rel}: not a regular file")
         return problems
     interpreter = _interpreter_of(host)
