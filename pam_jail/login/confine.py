@@ -51,6 +51,7 @@ and errno's text ("mount devpts on /srv/j/dev/pts: Operation not permitted").
 from __future__ import annotations
 
 import errno
+import gc
 import posix
 import sys
 
@@ -328,6 +329,18 @@ def _cover(root: str, rel: str, keep: tuple[str, ...] = ()) -> None:
             posix.close(fd)
 
 
+def _read_all(path: str) -> bytes:
+    """A whole file's bytes through posix (no io text layer: ~0.1 ms less per login)."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        chunks = [posix.read(fd, posix.fstat(fd).st_size + 1)]
+        while chunks[-1]:
+            chunks.append(posix.read(fd, 1 << 16))
+    finally:
+        posix.close(fd)
+    return b"".join(chunks)
+
+
 def _write_new(path: str, text: str) -> None:
     try:
         fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
@@ -366,8 +379,7 @@ def private_view(root: str, home: str, user: str, gid: int, tmp_size: int | None
         if fd is None:
             continue
         try:
-            with open(f"/proc/self/fd/{fd}", encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
+            text = _read_all(f"/proc/self/fd/{fd}").decode("utf-8", "replace")
         except OSError as err:
             raise _fail(f"read {root}/etc/{name}", err.errno) from None
         finally:
@@ -1024,6 +1036,7 @@ def confine_unprivileged(jail_fd: int, plan: Plan, on_parent: Callable[[int], in
     terminal = _terminal_channel()                           #    sshd's pty on 0-2?
     pid = posix.fork()                                       # 4. child = PID 1
     if pid:
+        gc.enable()      # the relay lives as long as the session (the entry disabled it)
         posix.close(alive_r)
         posix.close(jail_fd)
         drop_bounding_set()
