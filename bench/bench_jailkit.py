@@ -157,7 +157,7 @@ def tree_stats(root: str) -> tuple[int, int, int, set[str]]:
 def tree_digest(root: str) -> str:
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")  # .pyc, bundles
         for name in sorted(filenames):
             if name.endswith((".pyc", ".c")):   # scripts/install leaves out _sys.c
                 continue
