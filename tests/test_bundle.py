@@ -21,30 +21,32 @@ from pam_jail.admin import bundle
 REPO = Path(__file__).resolve().parent.parent
 INSTALLED = "/usr/local/lib/pam_jail"      # scripts/install's LIBDIR (scripts/test installs)
 
-# Run under /usr/bin/python3 -IS with argv LIBDIR NAME PRELOAD(0/1): what a login of
-# entry NAME has loaded, as "module loader names..." lines, after preload (or not).
+# Run under /usr/bin/python3 -IS with argv LIBDIR NAME PRELOAD(0/1) MODULE...: what a
+# login of entry NAME has loaded, as "module loader file names..." lines, after preload
+# (or not) and importing each MODULE as that entry does.
 PROBE = """\
 import sys
 sys.path[:0] = [sys.argv[1]]
 import pam_jail.login
-from pam_jail.admin.bundle import BUNDLES
-root, also, _hold = BUNDLES[sys.argv[2]]
 ok = pam_jail.login.preload(sys.argv[2]) if sys.argv[3] == "1" else None
-for name in (root, *also):
+for name in sys.argv[4:]:           # the entry module, and what its logins import later
     __import__("pam_jail.login." + name)
 print("preloaded", ok)
+def kind(loader):
+    return loader.__name__ if isinstance(loader, type) else type(loader).__name__
+print("__future__", kind(sys.modules["__future__"].__loader__))
 for name, module in sorted(sys.modules.items()):
     if name.startswith("pam_jail.login."):
         public = sorted(k for k in vars(module) if not k.startswith("__"))
-        print(name, type(module.__loader__).__name__ if not isinstance(module.__loader__,
-              type) else module.__loader__.__name__, module.__file__, *public)
+        print(name, kind(module.__loader__), module.__file__, *public)
 """
 
 
 def probe(libdir: str, name: str, preload: bool) -> list[str]:
+    root, also, _hold = bundle.BUNDLES[name]
     out = subprocess.run(["/usr/bin/python3", "-IS", "-c", PROBE, libdir, name,
-                          "1" if preload else "0"], capture_output=True, text=True,
-                         check=False)
+                          "1" if preload else "0", root, *also], capture_output=True,
+                         text=True, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
@@ -69,12 +71,15 @@ def test_a_bundle_loads_what_the_imports_would(libdir: str, name: str) -> None:
     plain = probe(libdir, name, preload=False)
     loaded = probe(libdir, name, preload=True)
     assert plain[0] == "preloaded None" and loaded[0] == "preloaded True"
+    # the standard library's __future__ (every module says `from __future__ import
+    # annotations`) comes from the bundle too
+    assert plain[1] == "__future__ SourceFileLoader" and loaded[1] == "__future__ MemoryFinder"
 
     def strip(lines: list[str]) -> list[tuple[str, ...]]:
-        return [(w[0], *w[2:]) for w in (line.split() for line in lines[1:])]
+        return [(w[0], *w[2:]) for w in (line.split() for line in lines[2:])]
 
     assert strip(loaded) == strip(plain)
-    loaders = {line.split()[0]: line.split()[1] for line in loaded[1:]}
+    loaders = {line.split()[0]: line.split()[1] for line in loaded[2:]}
     root = f"pam_jail.login.{bundle.BUNDLES[name][0]}"
     assert loaders[root] == "MemoryFinder"
     assert {m: v for m, v in loaders.items() if v != "MemoryFinder"} == \
@@ -99,6 +104,11 @@ def test_a_stale_bundle_is_not_used(libdir: str) -> None:
     bundle.write(libdir)
     assert _preloads(libdir) == "preloaded True"
     os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1))     # same size, newer
+    assert _preloads(libdir) == "preloaded False"
+    bundle.write(libdir)
+    ext = next((Path(libdir) / "pam_jail/login").glob("_sys.*.so"))   # loaded from its
+    st = ext.stat()                                                   # file: checked too
+    os.utime(ext, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert _preloads(libdir) == "preloaded False"
 
 

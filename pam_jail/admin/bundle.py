@@ -1,12 +1,13 @@
 """Write the login bundles that pam_jail.login.preload reads at every login.
 
 A bundle is one file per entry (BUNDLES: pam-jail-shell, pam-jail-lsh, the PAM module),
-beside the package's byte-code: the byte-code of the login modules that entry runs, each
-with its source's size and mtime, as code objects in the order they complete (recorded
-by importing the entry module, and what every login of it imports later, in a fresh
-/usr/bin/python3 -IS, as the entry scripts run it); for pam-jail-shell also the rule
-families it holds across its pivot, marshalled, run only if imported. The other modules
-are imported from their files when needed. Like a .pyc it is a cache: a bundle that is
+beside the package's byte-code: the modules that entry loads from files, in the order
+they complete (recorded by importing the entry module, and what every login of it
+imports later, in a fresh /usr/bin/python3 -IS, as the entry scripts run it), each with
+its file's size and mtime: source modules (pam_jail's, the standard library's
+__future__) as code objects, the C extension as its path; for pam-jail-shell also the
+rule families it holds across its pivot, marshalled, run only if imported. The other
+modules are imported from their files when needed. Like a .pyc it is a cache: a bundle that is
 missing, not root's, from another Python or older than any source is not used, and the
 login imports the files one by one as before (about 1 ms slower).
 
@@ -37,9 +38,10 @@ BUNDLES: dict[str, tuple[str, tuple[str, ...], bool]] = {
 }
 PYTHON = "/usr/bin/python3"
 
-# Run by PYTHON -IS with argv LIBDIR ROOT HOLD ALSO...: prints the pam_jail modules that
-# importing ROOT and then each ALSO runs from source files, in the order they complete
-# (extensions are not recorded), then "--" and, if HOLD is 1, what hold_families holds.
+# Run by PYTHON -IS with argv LIBDIR ROOT HOLD ALSO...: prints, a "NAME\tPATH\tKIND" line
+# each, the modules that importing ROOT and then each ALSO loads from files (KIND source
+# or extension), in the order they complete, then "--" and, if HOLD is 1, the names of
+# what hold_families holds (or imports, without .pyc files).
 _RECORD = """\
 import sys
 sys.path[:0] = [sys.argv[1]]
@@ -47,19 +49,23 @@ sys.path += ["/usr/local/lib/python3/dist-packages", "/usr/lib/python3/dist-pack
 import pam_jail.login
 ext = sys.modules["_frozen_importlib_external"]
 done = []
-run = ext._LoaderBasics.exec_module
-def exec_module(self, module):
-    run(self, module)
-    done.append(module.__name__)
-ext._LoaderBasics.exec_module = exec_module
+def recording(run, kind):
+    def exec_module(self, module):
+        run(self, module)
+        done.append(f"{module.__name__}\\t{module.__file__}\\t{kind}")
+    return exec_module
+ext._LoaderBasics.exec_module = recording(ext._LoaderBasics.exec_module, "source")
+ext.ExtensionFileLoader.exec_module = recording(ext.ExtensionFileLoader.exec_module,
+                                                "extension")
 for name in [sys.argv[2], *sys.argv[4:]]:
     __import__("pam_jail.login." + name)
-done.append("--")
-if sys.argv[3] == "1":
+out = [*done, "--"]
+if sys.argv[3] == "1":   # held from .pyc files, or imported when there are none
     from pam_jail.login.policy import hold_families
+    before = set(sys.modules)
     hold_families()
-    done += sorted(pam_jail.login.MemoryFinder.code)
-print("\\n".join(done))
+    out += sorted(set(pam_jail.login.MemoryFinder.code) | (set(sys.modules) - before))
+print("\\n".join(out))
 """
 
 
@@ -83,41 +89,48 @@ def _module(relpath: str) -> str:
     return f"pam_jail.login.{name}"
 
 
-def run_order(libdir: str, name: str) -> tuple[list[str], list[str]]:
-    """(the login modules bundle NAME runs at start-up, as they complete; those it
-    holds marshalled)."""
+def run_order(libdir: str, name: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """([(module, file, kind)] that bundle NAME loads at start-up, as they complete; the
+    login modules it holds marshalled)."""
     root, also, hold = BUNDLES[name]
     proc = subprocess.run([PYTHON, "-IS", "-c", _RECORD, libdir, root, "1" if hold else "0",
                            *also], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise BundleError(f"import pam_jail.login.{root} under {PYTHON}: {last}")
-    out = proc.stdout.split()
-    cut = out.index("--")
-    return ([m for m in out[:cut] if m.startswith("pam_jail.login.")],
-            [m for m in out[cut + 1:] if m.startswith("pam_jail.login.")])
+    lines = proc.stdout.splitlines()
+    cut = lines.index("--")
+    loaded = [(m, f, k) for m, f, k in (line.split("\t") for line in lines[:cut])]
+    return loaded, [m for m in lines[cut + 1:] if m.startswith("pam_jail.login.")]
 
 
 def build(libdir: str, name: str) -> bytes:
-    """Bundle NAME (BUNDLES) of the install in LIBDIR."""
+    """Bundle NAME (BUNDLES) of the install in LIBDIR: (module, path, mtime_ns, size,
+    payload) in load order. path: relative to pam_jail/login for its own modules (a
+    jail's copy of the runtime sits elsewhere on the host), else absolute; payload: a
+    code object, None for an extension (loaded from its file), or marshalled code for a
+    module held for later."""
     login = f"{libdir}/pam_jail/login"
     by_name = {_module(rel): rel for rel in _sources(login)}
-    order, held = run_order(libdir, name)
+    loaded, held = run_order(libdir, name)
     root = f"pam_jail.login.{BUNDLES[name][0]}"
-    if root not in order:
+    if root not in [m for m, _f, _k in loaded]:
         raise BundleError(f"{root} was not imported from {login}")
-    entries = []
-    for module in [*order, *(m for m in held if m not in order)]:
-        rel = by_name.get(module)
-        if rel is None:
-            raise BundleError(f"{module} ran from outside {login}")
-        path = f"{login}/{rel}"
+    entries: list[tuple[str, str, int, int, object]] = []
+    for module, path, kind in [*loaded, *((m, f"{login}/{by_name[m]}", "held")
+                                          for m in held if m in by_name)]:
+        rel = os.path.relpath(path, login)
+        stored = path if rel.startswith("..") else rel
+        if module.startswith("pam_jail.") and rel.startswith(".."):
+            raise BundleError(f"{module} ran from {path}, outside {login}")
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
-            source = fh.read()
-        code = compile(source, path, "exec", dont_inherit=True, optimize=0)
-        entries.append((module, rel, st.st_mtime_ns, st.st_size,
-                        code if module in order else marshal.dumps(code)))
+            data = fh.read()
+        payload: object = None
+        if kind != "extension":
+            code = compile(data, path, "exec", dont_inherit=True, optimize=0)
+            payload = code if kind == "source" else marshal.dumps(code)
+        entries.append((module, stored, st.st_mtime_ns, st.st_size, payload))
     return BUNDLE_MAGIC + MAGIC_NUMBER + marshal.dumps(entries)
 
 

@@ -12,8 +12,9 @@ profile copies the directory whole), so the file list is written nowhere else.
 tests/test_layout.py reads the code and keeps these rules.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here (the annotations below are strings): the
+# entries import this package before preload, which can then run __future__ from the
+# bundle like the modules that use it.
 import sys
 
 TYPE_CHECKING = False
@@ -32,7 +33,7 @@ class MemoryFinder:
     families policy.held reads before pam-jail-shell's pivot. name -> (source path,
     marshalled code). Every other name goes on to the finders that read files."""
 
-    code: dict[str, tuple[str, bytes]] = {}
+    code: "dict[str, tuple[str, bytes | memoryview]]" = {}
 
     @classmethod
     def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
@@ -51,7 +52,7 @@ class MemoryFinder:
         return None
 
     @classmethod
-    def exec_module(cls, module: ModuleType) -> None:
+    def exec_module(cls, module: "ModuleType") -> None:
         import marshal
 
         _origin, data = cls.code.pop(module.__name__)
@@ -70,21 +71,24 @@ def bundle_path(name: str) -> str:
     return f"{__path__[0]}/__pycache__/{name}.{sys.implementation.cache_tag}.bundle"
 
 
-_PRELOADED: set[str] = set()
+_PRELOADED: "set[str]" = set()
 
 
 def preload(name: str) -> bool:
-    """The entries' start-up: the login modules from one file instead of one import each.
+    """The entries' start-up: the modules a login runs from one file instead of one import
+    each (pam_jail/admin/bundle.py writes the file at install).
 
-    Bundle `name` (written by pam_jail/admin/bundle.py at install) holds the byte-code of
-    the modules that entry runs, each with its source's size and mtime, in the order they
-    complete, and may hold further modules marshalled (the rule families pam-jail-shell
-    holds across its pivot), served by MemoryFinder when imported. Used only when the
-    file is root's and not writable by others, carries this interpreter's magic number,
-    and every source is still the one compiled (as a .pyc is checked); else False and
-    nothing is loaded: the import statements that follow read the files as always. About
-    1 ms less per login than ~20 imports through importlib (each finds, stats, reads and
-    unmarshals a file)."""
+    Bundle `name` holds, in the order they complete when the entry is imported, the
+    modules that import runs: source modules as code objects (pam_jail's, and the
+    standard library's __future__), extension modules (_sys) as the path of their file,
+    loaded from there without a search of sys.path; it may hold further modules
+    marshalled (the rule families pam-jail-shell holds across its pivot), served by
+    MemoryFinder when imported. Each with its file's size and mtime. Used only when the
+    bundle is root's and not writable by others, carries this interpreter's magic number
+    and every file is still the one recorded (as a .pyc is checked against its source);
+    else False and nothing is loaded: the import statements that follow read the files
+    as always. About 1 ms less per login than ~20 imports through importlib (each finds,
+    stats, reads and unmarshals a file)."""
     import marshal
     import posix
 
@@ -107,31 +111,49 @@ def preload(name: str) -> bool:
     if len(data) != st.st_size or data[:head] != BUNDLE_MAGIC + _EXTERNAL.MAGIC_NUMBER:
         return False
     here = __path__[0]
+    entries = []
     try:
-        entries = marshal.loads(memoryview(data)[head:])  # noqa: S302 (root's, checked)
-        for _module, relpath, mtime_ns, size, _code in entries:
-            src = posix.stat(f"{here}/{relpath}")
+        for module, path, mtime_ns, size, payload in marshal.loads(  # noqa: S302 (checked)
+                memoryview(data)[head:]):
+            path = path if path[0] == "/" else f"{here}/{path}"
+            src = posix.stat(path)
             if src.st_mtime_ns != mtime_ns or src.st_size != size:
                 return False
-    except (OSError, ValueError, TypeError, EOFError):
+            entries.append((module, path, payload))
+    except (OSError, ValueError, TypeError, EOFError, IndexError):
         return False
     entries = [entry for entry in entries if entry[0] not in sys.modules]
     made: dict[str, ModuleType] = {}
-    for module, relpath, _mtime, _size, code in entries:
-        if isinstance(code, bytes):
-            MemoryFinder.code[module] = (f"{here}/{relpath}", code)
-        elif relpath.endswith("/__init__.py"):
-            made[module] = _new_module(module, f"{here}/{relpath}")
+    for module, path, payload in entries:
+        if isinstance(payload, bytes):
+            MemoryFinder.code[module] = (path, payload)
+        elif path.endswith("/__init__.py"):
+            made[module] = _new_module(module, path)
     MemoryFinder.serve()
-    for module, relpath, _mtime, _size, code in entries:
-        if not isinstance(code, bytes):
-            new = made.get(module) or _new_module(module, f"{here}/{relpath}")
-            exec(code, new.__dict__)  # noqa: S102
+    for module, path, payload in entries:
+        if payload is None:
+            _load_extension(module, path)
+        elif not isinstance(payload, bytes):
+            new = made.get(module) or _new_module(module, path)
+            exec(payload, new.__dict__)  # noqa: S102
     _PRELOADED.add(name)
     return True
 
 
-def _new_module(name: str, origin: str) -> ModuleType:
+def _load_extension(name: str, path: str) -> None:
+    """An extension module from its file, as importlib loads it once found."""
+    loader = _EXTERNAL.ExtensionFileLoader(name, path)
+    spec = _BOOTSTRAP.ModuleSpec(name, loader, origin=path)
+    spec.has_location = True
+    module = _BOOTSTRAP.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+
+
+def _new_module(name: str, origin: str) -> "ModuleType":
     """A module as importlib makes it for a source file (its attributes set here, not by
     importlib's module_from_spec: ~8 us each), registered; its parent, a package of the
     bundle or this one, is registered before it."""
@@ -150,7 +172,8 @@ def _new_module(name: str, origin: str) -> ModuleType:
         module.__package__ = name.rpartition(".")[0]
     sys.modules[name] = module
     parent, _, child = name.rpartition(".")
-    setattr(sys.modules[parent], child, module)
+    if parent:
+        setattr(sys.modules[parent], child, module)
     return module
 
 

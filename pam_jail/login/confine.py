@@ -50,7 +50,6 @@ and errno's text ("mount devpts on /srv/j/dev/pts: Operation not permitted").
 
 from __future__ import annotations
 
-import errno
 import gc
 import posix
 import sys
@@ -110,7 +109,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 def _fail(action: str, err: int | None) -> ConfineError:
-    return ConfineError(f"{action}: {posix.strerror(err or errno.EIO)}")
+    return ConfineError(f"{action}: {posix.strerror(err or 5)}")   # 5: EIO
 
 
 def _call(action: str, func: Callable[..., object], *args: object) -> None:

@@ -10,7 +10,6 @@ allow-list and the facts the same way (JailFacts with a root prefix).
 
 from __future__ import annotations
 
-import errno
 import posix
 import sys
 
@@ -69,7 +68,7 @@ class JailFacts(FileFacts):
         try:
             st = posix.lstat(full)
         except OSError as err:
-            missing = err.errno in (errno.ENOENT, errno.ENOTDIR)
+            missing = isinstance(err, (FileNotFoundError, NotADirectoryError))
             return PathFacts("missing" if missing else "unknown")
         mode = st.st_mode
         kind = ("dir" if S_ISDIR(mode) else "file" if S_ISREG(mode)
