@@ -478,9 +478,8 @@ def die_with_parent(alive_fd: int) -> None:
 def userns_unavailable() -> str | None:
     """Why unprivileged user namespaces cannot be used here, or None (a read, no step)."""
     try:
-        with open("/proc/sys/user/max_user_namespaces") as fh:
-            if int(fh.read()) == 0:
-                return "user namespaces are disabled (user.max_user_namespaces = 0)"
+        if int(_read_all("/proc/sys/user/max_user_namespaces")) == 0:
+            return "user namespaces are disabled (user.max_user_namespaces = 0)"
     except (OSError, ValueError):
         return "user namespaces are not available on this kernel"
     return None
@@ -654,8 +653,7 @@ def set_hostname(name: str) -> None:
 def read_text(path: str) -> str:
     """A small kernel file's text ("" when unreadable): mountinfo, cgroup files."""
     try:
-        with open(path) as fh:
-            return fh.read()
+        return _read_all(path).decode("utf-8", "replace")
     except OSError:
         return ""
 
