@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import pam_jail.login as pam_jail_login
 from pam_jail.admin import bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,3 +161,20 @@ def test_the_shell_bundle_holds_the_rule_families_across_the_pivot(libdir: str) 
 def test_the_install_leaves_current_bundles(name: str) -> None:
     """scripts/install (which scripts/test runs) writes them for what it installed."""
     assert _preloads(INSTALLED, name) == "preloaded True"
+
+
+def test_a_changed_standard_library_module_is_left_to_its_own_import(libdir: str) -> None:
+    """A python3 update that changes __future__ after the bundle was written: the bundle
+    still serves pam_jail's modules, and __future__ is imported from its file."""
+    import marshal
+
+    path = Path(bundle.path_of(libdir, "pam-jail-shell"))
+    data = path.read_bytes()
+    head = len(pam_jail_login.BUNDLE_MAGIC) + 4             # then the magic number
+    entries = marshal.loads(data[head:])
+    assert entries[0][:2] == ("__future__", "/usr/lib/python3.11/__future__.py")
+    entries[0] = (entries[0][0], entries[0][1], entries[0][2] + 1, *entries[0][3:])
+    path.write_bytes(data[:head] + marshal.dumps(entries))
+    out = probe(libdir, "pam-jail-shell", preload=True)
+    assert out[:2] == ["preloaded True", "__future__ SourceFileLoader"]
+    assert "pam_jail.login.confine MemoryFinder" in " ".join(out)
