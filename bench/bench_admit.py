@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from pam_jail.login.admission import admit  # noqa: E402
-from pam_jail.login.config import install_config  # noqa: E402
+from pam_jail.login.config_file import install_config  # noqa: E402
 from pam_jail.login.config_index import index_path  # noqa: E402
 from pam_jail.login.resolve import Identity  # noqa: E402
 
@@ -102,7 +102,7 @@ def main() -> int:
             os.chmod(bare, 0o644)
             assert os.path.exists(index_path(path)) and not os.path.exists(index_path(bare))
             from pam_jail.admin.sshd_config import generate
-            from pam_jail.login.config import load_config
+            from pam_jail.login.config_file import load_config
 
             t0 = time.perf_counter()
             generate(load_config(path))

@@ -601,7 +601,7 @@ def main() -> int:
             bench_shell(jk_user, pair.shell_user, plain, args.rounds)
         if "ssh" in only:
             from pam_jail.admin.sshd_config import generate
-            from pam_jail.login.config import load_config
+            from pam_jail.login.config_file import load_config
 
             config = generate(load_config())
             sshd = Sshd(bench_pam_stack([plain.name, jk_user.name]), config).start()

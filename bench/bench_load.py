@@ -210,7 +210,7 @@ def main() -> int:
         plain = make_user(unique("pjn"), "/bin/bash")
         undo.append(lambda: remove_user(plain.name, remove_home=True))
         from pam_jail.admin.sshd_config import generate
-        from pam_jail.login.config import load_config
+        from pam_jail.login.config_file import load_config
 
         server = Sshd(bench_pam_stack([plain.name, jk_user.name]),
                       f"MaxStartups {args.max_startups}\n{generate(load_config())}")

@@ -37,7 +37,7 @@ from testbed import (  # noqa: E402
 
 import pam_jail  # noqa: E402
 from pam_jail.admin.sshd_config import generate  # noqa: E402
-from pam_jail.login.config import load_config  # noqa: E402
+from pam_jail.login.config_file import load_config  # noqa: E402
 
 LSH = """[default]
 programs = /usr/bin/id, /bin/ls, /usr/bin/rsync, /usr/bin/scp, /usr/lib/openssh/sftp-server

@@ -17,7 +17,7 @@ import pytest
 from util import safe_tmpdir
 
 from pam_jail.admin import users
-from pam_jail.login import config
+from pam_jail.login import config_file
 
 pytestmark = pytest.mark.root
 CLI = [sys.executable, "-m", "pam_jail.admin.cli"]
@@ -66,7 +66,7 @@ def test_apply_converges_and_reports_changed_once(base: str,
 
         first = run_json(state)
         assert first["changed"] is True and first["failed"] == 0, first
-        cfg = config.load_config(f"{base}/jails.ini")
+        cfg = config_file.load_config(f"{base}/jails.ini")
         assert {cfg.users[n] for n in names} == {"web"}
         assert cfg.jails["web"].root == f"{base}/jails/web"
         for name in names:
@@ -85,7 +85,7 @@ def test_apply_converges_and_reports_changed_once(base: str,
         gone = run_json(state)
         assert gone["changed"] is True
         assert pwd.getpwnam(names[1]).pw_shell == "/bin/sh"
-        assert config.load_config(f"{base}/jails.ini").users.get(names[1]) is None
+        assert config_file.load_config(f"{base}/jails.ini").users.get(names[1]) is None
         assert run_json(state)["changed"] is False
     finally:
         for name in names:
@@ -109,7 +109,7 @@ def test_a_bad_file_or_a_conflicting_jail_is_refused(base: str,
     assert pwd.getpwnam(name).pw_shell == "/bin/sh"
     # jails.ini already has a jail `web` elsewhere: that item fails, nothing is rewritten
     os.makedirs(f"{base}/other", mode=0o755)
-    config.install_config(f"{base}/jails.ini",
+    config_file.install_config(f"{base}/jails.ini",
                           f"[jails]\n  [[web]]\n  root = {base}/other\n  mode = shell\n")
     result = pam_jail("apply", declared(base, [name], []))
     assert result.returncode == 1, (result.stdout, result.stderr)

@@ -58,7 +58,7 @@ class BorgWorld:
 def bw() -> Iterator[BorgWorld]:
     from pam_jail.admin.build import init_jail
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         syslog = SyslogCapture().start()

@@ -66,7 +66,7 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     undo: list[Callable[[], object]] = []
     try:

@@ -7,7 +7,8 @@ import os
 import pytest
 from util import safe_tmpdir
 
-from pam_jail.login.config import check_config_file, load_config, parse_config
+from pam_jail.login.config import check_config_file
+from pam_jail.login.config_file import load_config, parse_config
 from pam_jail.login.errors import ConfigError
 
 GOOD = """
@@ -139,14 +140,8 @@ import string  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pam_jail.login.config import (  # noqa: E402
-    JAIL_KEYS,
-    OPTION_KEYS,
-    _typed,
-    configspec_lines,
-    read_ini,
-    validate,
-)
+from pam_jail.login.config import JAIL_KEYS, OPTION_KEYS, read_ini  # noqa: E402
+from pam_jail.login.config_file import _typed, configspec_lines, validate  # noqa: E402
 
 
 def _configobj_tree(text: str) -> tuple[dict[str, object], bool]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from util import safe_tmpdir
 
-from pam_jail.login.config import install_config, load_config
+from pam_jail.login.config_file import install_config, load_config
 from pam_jail.login.config_index import config_for, index_path
 from pam_jail.login.errors import PamJailError
 from pam_jail.login.resolve import Identity, resolve

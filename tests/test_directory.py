@@ -231,7 +231,7 @@ def test_jailuser_of_a_directory_user_writes_the_ldif_and_the_login_lands_in_the
     with open(f"{jail}/etc/pam_jail/lsh.ini", "w") as fh:
         fh.write(LSH)
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     sshd = Sshd(PAM_STACK, generate(load_config()),
                 wrapper=["nsenter", "-t", str(directory.holder), "-m", "--"])
@@ -261,7 +261,7 @@ def test_a_directory_group_maps_its_members_and_doctor_and_explain_know_them(
     import json
 
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     user = directory.users["grouped"]
     jail = directory.jail

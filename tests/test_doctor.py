@@ -36,7 +36,7 @@ from util import safe_tmpdir
 from pam_jail.admin import doctor, doctor_host
 from pam_jail.admin.cli import main
 from pam_jail.admin.sshd_config import generate
-from pam_jail.login.config import load_config
+from pam_jail.login.config_file import load_config
 
 LSH = """[default]
 programs = /usr/lib/openssh/sftp-server, /usr/bin/rsync

@@ -70,7 +70,7 @@ def _install_escape_tool(root: str) -> None:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         syslog = SyslogCapture().start()
@@ -561,7 +561,7 @@ def test_pam_lsh_log_lines_name_the_jail_and_a_host_pid(world: World) -> None:
     import time
 
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     config = generate(load_config())
     assert "LANG LC_* GIT_PROTOCOL\n" in config        # the Match blocks' AcceptEnv

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from util import safe_tmpdir
 
-from pam_jail.login.config import good_path, load_config_lkg
+from pam_jail.login.config_file import good_path, load_config_lkg
 from pam_jail.login.errors import ConfigError
 
 pytestmark = pytest.mark.root

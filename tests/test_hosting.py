@@ -54,7 +54,7 @@ class Hosting:
 def hosting() -> Iterator[Hosting]:
     from pam_jail.admin.build import add_users
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         saved = save_config()

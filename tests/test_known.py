@@ -12,7 +12,7 @@ from util import safe_tmpdir
 
 from pam_jail.admin import check, logrelay
 from pam_jail.admin.known import known_jails
-from pam_jail.login.config import parse_config
+from pam_jail.login.config_file import parse_config
 
 pytestmark = pytest.mark.root
 

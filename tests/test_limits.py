@@ -15,7 +15,7 @@ import pytest
 from jail_fixtures import PAM_STACK, make_jailed_pair, undoing
 from sshd_harness import Sshd, User, make_user, remove_user
 
-from pam_jail.login.config import parse_config
+from pam_jail.login.config_file import parse_config
 from pam_jail.login.errors import ConfigError
 from pam_jail.login.limits import (
     Limits,
@@ -134,7 +134,7 @@ def world() -> Iterator[World]:
     from testbed import SYSTEM_CONFIG, write_config
 
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         pair = make_jailed_pair(LSH, undo)

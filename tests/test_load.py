@@ -175,7 +175,7 @@ def sha(path: str) -> str:
 @pytest.fixture(scope="module")
 def load() -> Iterator[Load]:
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         saved = save_config()

@@ -64,7 +64,7 @@ def _compile(path: str) -> None:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         pair = make_jailed_pair(LSH, undo)

@@ -116,7 +116,7 @@ def _chown_tree(top: str, uid: int, gid: int) -> None:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         syslog = SyslogCapture().start()

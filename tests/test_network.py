@@ -220,7 +220,7 @@ def _git_server(undo: list[Callable[[], object]]) -> int:
 def net() -> Iterator[Net]:
     from pam_jail.admin.build import add_users
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         saved = save_config()
@@ -490,7 +490,7 @@ def test_kernel_without_landlock_refuses_network_yes_logins(net: Net,
     nothing written to the channel, tests/test_refused_session.py); network = no logins
     still work, unscoped."""
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     reason = "scope abstract unix sockets of a network = yes jail: this kernel has no Landlock"
     net.set_network(True)

@@ -37,7 +37,7 @@ def test_pam_path_with_limited_shell(system_config: Callable[[str], str],
         system_config(f"[jails]\n  [[lshj]]\n  root = {root}\n  mode = pam\n"
                       f"[users]\n{name} = lshj\n")
         from pam_jail.admin.sshd_config import generate
-        from pam_jail.login.config import load_config
+        from pam_jail.login.config_file import load_config
 
         # inside the jail, /dev/log is the jail's: the log relay forwards it to the host
         relay = subprocess.Popen(["/usr/local/sbin/pam-jail", "logrelay", "--foreground",

@@ -119,7 +119,7 @@ def test_bad_config_falls_back_to_last_known_good(jail: str, config: Callable[..
                                                   syslog: SyslogCapture) -> None:
     """jails.ini broken after a good version was installed (pam-jail validate/edit write
     PATH.good): the jailed user is jailed by the last-known-good, and it is logged."""
-    from pam_jail.login.config import good_path
+    from pam_jail.login.config_file import good_path
 
     user = jailed_user(user_factory, jail)
     path = config(f"{user.name} = web")

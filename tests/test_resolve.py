@@ -7,7 +7,7 @@ import os
 import pytest
 from sshd_harness import make_group, make_user, remove_group, remove_user, unique_name
 
-from pam_jail.login.config import parse_config
+from pam_jail.login.config_file import parse_config
 from pam_jail.login.errors import Denied
 from pam_jail.login.resolve import Identity, identity_from_passwd, resolve, split_marker
 

@@ -62,7 +62,7 @@ class Tenants:
 def tenants() -> Iterator[Tenants]:
     from pam_jail.admin.build import add_users, copy_into
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     with undoing() as undo:
         saved = save_config()
@@ -233,7 +233,7 @@ def test_a_stub_home_leaves_sshd_nothing_to_complain_about(tenants: Tenants) -> 
     covers /.home but keeps the user's own stub: no "Could not chdir" on the login."""
     from pam_jail.admin import users
     from pam_jail.admin.sshd_config import generate
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     name = unique("pjtst")
     user = make_user(name, "/bin/sh", f"/home/{name}", create_home=False)

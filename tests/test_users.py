@@ -19,7 +19,7 @@ from sshd_harness import unique_name
 from util import safe_tmpdir
 
 from pam_jail.admin import account, build, cli, users
-from pam_jail.login import config, resolve
+from pam_jail.login import config_file, resolve
 from pam_jail.login.errors import BuildError, ConfigError, UnsafeJail, UsageError
 
 pytestmark = pytest.mark.root
@@ -190,7 +190,7 @@ def test_jail_config_mapping_and_restore(jail: str, state_dir: str, user_factory
                          "[options]\nunmapped = allow\n")
         users.jail_user(jail, user.name, jail_config="web",
                         config_file=path, state_dir=state_dir)
-        cfg = config.load_config(path)
+        cfg = config_file.load_config(path)
         assert cfg.users[user.name] == "web"
         st = os.lstat(path)
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
@@ -206,9 +206,9 @@ def test_jail_config_mapping_and_restore(jail: str, state_dir: str, user_factory
                                                               f"/home/{user.name}")
         users.jail_user(jail, user.name, jail_config="web",
                         config_file=path, state_dir=state_dir)  # idempotent
-        assert config.load_config(path).users[user.name] == "web"
+        assert config_file.load_config(path).users[user.name] == "web"
         users.undo_user(user.name, state_dir=state_dir)
-        assert config.load_config(path).users[user.name] == "old"
+        assert config_file.load_config(path).users[user.name] == "old"
     finally:
         shutil.rmtree(other, ignore_errors=True)
 
@@ -219,9 +219,9 @@ def test_jail_config_added_then_removed(jail: str, state_dir: str, user_factory:
     path = jails_ini(f"[jails]\n  [[web]]\n  root = {jail}\n  mode = shell\n")  # no [users]
     users.jail_user(jail, user.name, jail_config="web", config_file=path,
                     state_dir=state_dir)
-    assert config.load_config(path).users == {user.name: "web"}
+    assert config_file.load_config(path).users == {user.name: "web"}
     users.undo_user(user.name, state_dir=state_dir)
-    assert config.load_config(path).users == {}
+    assert config_file.load_config(path).users == {}
 
 
 def test_jail_config_must_name_this_jail(jail: str, state_dir: str, user_factory: UserFactory,
@@ -412,7 +412,7 @@ def test_shell_follows_the_mode(state_dir: str, user_factory: UserFactory,
             assert pwd.getpwnam(user.name).pw_shell == shell
             assert resolve.is_jailing_shell(mode, shell)
             # jails.ini was written by install_config: its last-known-good is current too
-            with open(path) as fh, open(config.good_path(path)) as good:
+            with open(path) as fh, open(config_file.good_path(path)) as good:
                 assert fh.read() == good.read()
             users.undo_user(user.name, state_dir=state_dir)
             assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
@@ -440,7 +440,7 @@ def test_undo_is_all_or_nothing_when_usermod_fails(jail: str, state_dir: str,
             users.undo_user(user.name, state_dir=state_dir)
         assert pwd.getpwnam(user.name) == jailed
         assert os.path.isdir(f"{jail}/home/{user.name}")              # not moved back
-        assert config.load_config(path).users == {user.name: "web"}   # mapping kept
+        assert config_file.load_config(path).users == {user.name: "web"}   # mapping kept
         assert users.read_state(user.name, state_dir) is not None
     finally:
         account.end_processes([pid for pid, _ in account.host_processes(user.uid)], 1.0)
@@ -448,7 +448,7 @@ def test_undo_is_all_or_nothing_when_usermod_fails(jail: str, state_dir: str,
         sleeper.wait()
     users.undo_user(user.name, state_dir=state_dir)
     assert pwd.getpwnam(user.name).pw_shell == "/bin/sh"
-    assert config.load_config(path).users == {}
+    assert config_file.load_config(path).users == {}
 
 
 def test_jail_config_defines_a_new_jail(jail: str, state_dir: str, user_factory: UserFactory,
@@ -458,11 +458,11 @@ def test_jail_config_defines_a_new_jail(jail: str, state_dir: str, user_factory:
     path = jails_ini("[jails]\n[users]\n")
     users.jail_user(jail, user.name, jail_config="fresh", mode="sftp", config_file=path,
                     state_dir=state_dir)
-    cfg = config.load_config(path)
+    cfg = config_file.load_config(path)
     assert (cfg.jails["fresh"].root, cfg.jails["fresh"].mode) == (jail, "sftp")
     assert cfg.users[user.name] == "fresh"
     users.undo_user(user.name, state_dir=state_dir)
-    assert config.load_config(path).users == {}
+    assert config_file.load_config(path).users == {}
 
 
 # --- issue 18: an active account (processes, crontab, at jobs) ---------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pam_jail.login.config import parse_config
+from pam_jail.login.config_file import parse_config
 from pam_jail.login.errors import ConfigError
 from pam_jail.login.view import group_view, homes_dir, passwd_view
 

@@ -68,7 +68,7 @@ class World:
     def sshd(self, pam_text: str = PAM_STACK, *, match: bool = True, extra: str = "",
              sftp_subsystem: str | None = None, jails_ini: str | None = None) -> Sshd:
         from pam_jail.admin.sshd_config import generate
-        from pam_jail.login.config import parse_config
+        from pam_jail.login.config_file import parse_config
 
         config = extra + (generate(parse_config(jails_ini or self.config)) if match else "")
         kw = {"sftp_subsystem": sftp_subsystem} if sftp_subsystem else {}
@@ -214,7 +214,7 @@ def test_broken_config_locks_out_neither_root_nor_unjailed(world: World, sshds: 
 
 
 def test_last_known_good_keeps_jailed_users_working(world: World, sshds: list[Sshd]) -> None:
-    from pam_jail.login.config import good_path, install_config
+    from pam_jail.login.config_file import good_path, install_config
 
     sshd = world.sshd()
     sshds.append(sshd)

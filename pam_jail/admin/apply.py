@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pam_jail.admin import build, users
-from pam_jail.login import config
+from pam_jail.login import config, config_file
 from pam_jail.login.errors import ConfigError, PamJailError, UsageError
 from pam_jail.login.log import escape
 
@@ -125,7 +125,7 @@ def parse(text: str, source: str) -> Desired:
 
 def _defined(path: str) -> dict[str, config.JailDef]:
     try:
-        return dict(config.load_config(path).jails)
+        return dict(config_file.load_config(path).jails)
     except ConfigError:
         if not os.path.exists(path):
             return {}
@@ -136,7 +136,7 @@ def apply(desired: Desired, *, check: bool) -> list[Item]:
     """Converge; returns one Item per jail, user and absent user, in that order."""
     items: list[Item] = []
     if not os.path.exists(desired.config) and not check:
-        config.install_config(desired.config, "[jails]\n[users]\n[groups]\n[options]\n")
+        config_file.install_config(desired.config, "[jails]\n[users]\n[groups]\n[options]\n")
     defined = _defined(desired.config)
     broken: set[str] = set()
     built: set[str] = set()

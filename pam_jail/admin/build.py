@@ -1545,7 +1545,7 @@ def _cmd_update(args: argparse.Namespace) -> int:
 
 def _update_all(args: argparse.Namespace) -> int:
     """update every jail of jails.ini, one report line each; exit 1 if any failed."""
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     roots = sorted({j.root for j in load_config(args.config).jails.values()})
     failed = 0

@@ -49,7 +49,8 @@ import sys
 import time
 
 from pam_jail.login import safety
-from pam_jail.login.config import DEFAULT_PATH, load_config
+from pam_jail.login.config import DEFAULT_PATH
+from pam_jail.login.config_file import load_config
 from pam_jail.login.errors import PamJailError, UsageError
 from pam_jail.login.log import escape
 

@@ -56,7 +56,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
-from pam_jail.login.config import DEFAULT_PATH, Config, check_config_file, load_config
+from pam_jail.login.config import DEFAULT_PATH, Config, check_config_file
+from pam_jail.login.config_file import load_config
 from pam_jail.login.errors import ConfigError, Denied, PamJailError
 from pam_jail.login.log import escape
 from pam_jail.login.resolve import Identity, Jail, identity_from_passwd, resolve

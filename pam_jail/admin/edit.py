@@ -23,14 +23,8 @@ import subprocess
 import sys
 import tempfile
 
-from pam_jail.login.config import (
-    DEFAULT_PATH,
-    Config,
-    check_config_file,
-    good_path,
-    install_config,
-    parse_config,
-)
+from pam_jail.login.config import DEFAULT_PATH, Config, check_config_file
+from pam_jail.login.config_file import good_path, install_config, parse_config
 from pam_jail.login.errors import ConfigError, PamJailError, UsageError
 from pam_jail.login.resolve import JAILING_SHELLS, is_jailing_shell
 
@@ -186,7 +180,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_limits_conf(args: argparse.Namespace) -> int:
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
     from pam_jail.login.limits import limits_of, pam_limits_conf
 
     cfg = load_config(args.config)
@@ -195,7 +189,7 @@ def cmd_limits_conf(args: argparse.Namespace) -> int:
     if args.output is None or args.dry_run:
         sys.stdout.write(text)
         return 0
-    from pam_jail.login.config import write_atomically
+    from pam_jail.login.config_file import write_atomically
 
     write_atomically(args.output, text.encode())
     print(f"pam-jail limits-conf: wrote {args.output}")

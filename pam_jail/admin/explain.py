@@ -16,7 +16,8 @@ import argparse
 import json
 import sys
 
-from pam_jail.login.config import DEFAULT_PATH, load_config
+from pam_jail.login.config import DEFAULT_PATH
+from pam_jail.login.config_file import load_config
 from pam_jail.login.errors import ConfigError, Denied
 from pam_jail.login.log import escape
 from pam_jail.login.lsh import JailFacts

@@ -35,7 +35,8 @@ import json
 import os
 import sys
 
-from pam_jail.login.config import DEFAULT_PATH, Config, load_config, read_ini, read_root_owned
+from pam_jail.login.config import DEFAULT_PATH, Config, read_ini
+from pam_jail.login.config_file import load_config, read_root_owned
 from pam_jail.login.errors import ConfigError, Denied, PamJailError, UnsafeJail, UsageError
 from pam_jail.login.log import LOG_INFO, LOG_NOTICE, SysLog, escape
 from pam_jail.login.resolve import Identity, Jail, identity_from_passwd, resolve, split_marker

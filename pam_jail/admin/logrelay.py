@@ -60,7 +60,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pam_jail.login.config import DEFAULT_PATH, load_config, read_ini, read_root_owned
+from pam_jail.login.config import DEFAULT_PATH, read_ini
+from pam_jail.login.config_file import load_config, read_root_owned
 from pam_jail.login.errors import ConfigError, PamJailError
 from pam_jail.login.log import escape
 from pam_jail.login.safety import open_checked

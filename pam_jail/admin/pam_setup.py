@@ -150,7 +150,7 @@ def _read_checked(path: str) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    from pam_jail.login.config import write_atomically
+    from pam_jail.login.config_file import write_atomically
     from pam_jail.login.errors import ConfigError
 
     try:

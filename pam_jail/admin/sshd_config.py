@@ -302,7 +302,7 @@ def passwd_mismatches(cfg: Config) -> list[str]:
 
 def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
     """`text` to `path` by config.write_atomically (the one atomic writer)."""
-    from pam_jail.login.config import write_atomically
+    from pam_jail.login.config_file import write_atomically
 
     write_atomically(os.path.abspath(path), text.encode("utf-8"), mode)
 
@@ -441,7 +441,7 @@ def regenerate_remembered(config_file: str, record: str = LAST_OUTPUT) -> str | 
     `config_file`; returns that path, or None when there is no such record."""
     import json
 
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     try:
         with open(record, encoding="utf-8") as fh:
@@ -456,7 +456,7 @@ def regenerate_remembered(config_file: str, record: str = LAST_OUTPUT) -> str | 
 
 
 def run(args: argparse.Namespace) -> int:
-    from pam_jail.login.config import load_config
+    from pam_jail.login.config_file import load_config
 
     cfg = load_config(args.config)
     text = generate(cfg, force=args.force, source=args.config)

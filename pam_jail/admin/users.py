@@ -46,6 +46,7 @@ from typing import Any
 
 from pam_jail.admin import account, build
 from pam_jail.login import config, safety
+from pam_jail.login import config_file as jails_file
 from pam_jail.login.errors import BuildError, ConfigError, PamJailError, UnsafeJail, UsageError
 from pam_jail.login.log import escape
 from pam_jail.login.resolve import STUB_HOMES, is_stub_home
@@ -158,8 +159,8 @@ def _write_state(state: JailUserState, state_dir: str) -> None:
 
 
 def _atomic_write(path: str, text: str, mode: int) -> None:
-    """Write root:root `mode` text to `path` by rename (config.write_atomically)."""
-    config.write_atomically(path, text.encode("utf-8"), mode)
+    """Write root:root `mode` text to `path` by rename (jails_file.write_atomically)."""
+    jails_file.write_atomically(path, text.encode("utf-8"), mode)
 
 
 # --------------------------------------------------------------------------- jails.ini
@@ -237,10 +238,10 @@ def _edit_config(path: str, user: str, jail: str | None, root: str | None,
                           hint="chown root:root and chmod go-w the file and its directories")
     with open(path, "rb") as fh:
         text = fh.read().decode("utf-8")
-    current = config.parse_config(text, path)
+    current = jails_file.parse_config(text, path)
     if jail is not None and jail not in current.jails and create is not None and root:
         text = add_jail_section(text, jail, root, *create)
-        current = config.parse_config(text, path)
+        current = jails_file.parse_config(text, path)
     if jail is not None:
         definition = current.jails.get(jail)
         if definition is None:
@@ -254,11 +255,11 @@ def _edit_config(path: str, user: str, jail: str | None, root: str | None,
     new_text = set_user_mapping(text, user, jail)
     with open(path, "rb") as fh:
         original = fh.read().decode("utf-8")
-    checked = config.parse_config(new_text, path)
+    checked = jails_file.parse_config(new_text, path)
     if checked.users.get(user) != jail:
         raise ConfigError(f"edit {path}: the edited file does not map {user} to {jail}")
     if not dry_run and new_text != original:
-        config.install_config(path, new_text)   # rename, and the last-known-good copy
+        jails_file.install_config(path, new_text)   # rename, and the last-known-good copy
     return previous
 
 
@@ -315,7 +316,7 @@ def _usermod(user: str, shell: str, home: str, ldif: str | None = None) -> None:
         if ldif is None:
             raise UsageError(f"jailuser {user}: a directory user needs --ldif FILE")
         text = directory.ldif(user, shell, home, why=f"login shell {shell}, home {home}")
-        config.write_atomically(os.path.abspath(ldif), text.encode())
+        jails_file.write_atomically(os.path.abspath(ldif), text.encode())
         return
     done = subprocess.run([USERMOD, "-s", shell, "-d", home, "--", user],
                           capture_output=True, text=True, check=False)
@@ -350,7 +351,7 @@ def mode_of(jail_config: str | None, config_file: str, mode: str | None) -> str:
     else --mode, else `shell` (pam-jail-shell, which confines by itself)."""
     if jail_config:
         with open(config_file, "rb") as fh:
-            cfg = config.parse_config(fh.read().decode("utf-8"), config_file)
+            cfg = jails_file.parse_config(fh.read().decode("utf-8"), config_file)
         definition = cfg.jails.get(jail_config)
         if definition is not None:
             if mode and mode != definition.mode:
@@ -648,7 +649,7 @@ def _has_user_section(path: str, user: str) -> bool:
 def _mapped(path: str, user: str, jail: str, root: str) -> bool:
     """jails.ini at `path` already maps `user` to `jail`, a jail with root `root`."""
     try:
-        cfg = config.load_config(path)
+        cfg = jails_file.load_config(path)
     except ConfigError:
         return False
     definition = cfg.jails.get(jail)
@@ -804,7 +805,7 @@ def _undo_user(user: str, *, dry_run: bool, state_dir: str,
     current: str | None = None
     if state.config and os.path.lexists(state.config):
         with open(state.config, encoding="utf-8") as fh:    # a bad file: stop here
-            current = config.parse_config(fh.read(), state.config).users.get(user)
+            current = jails_file.parse_config(fh.read(), state.config).users.get(user)
     changed_passwd = (pw.pw_shell, pw.pw_dir) != (state.old_shell, state.old_home)
     if changed_passwd:
         _usermod(user, state.old_shell, state.old_home, ldif)  # 1. may fail: nothing yet

@@ -8,7 +8,7 @@ user, and in "not jailed" for root and for users whose shell could not jail them
 
 from __future__ import annotations
 
-from pam_jail.login.config import DEFAULT_PATH, Config, load_config_lkg
+from pam_jail.login.config import DEFAULT_PATH, Config
 from pam_jail.login.errors import ConfigError, Denied, PamJailError, UnsafeJail
 from pam_jail.login.resolve import (
     Identity,
@@ -53,6 +53,8 @@ def admit(user: str | int | Identity, config_path: str = DEFAULT_PATH, *,
     fallback: ConfigError | None = None
     cfg = config_for(config_path, ident.name, (ident.group, *ident.groups))  # the index
     if cfg is None:                                                           # or the file
+        from pam_jail.login.config_file import load_config_lkg  # (parse it whole)
+
         try:
             cfg, fallback = load_config_lkg(config_path)
         except ConfigError:

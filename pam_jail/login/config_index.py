@@ -43,13 +43,7 @@ from __future__ import annotations
 import posix
 
 from pam_jail.login import paths
-from pam_jail.login.config import (
-    Config,
-    JailDef,
-    check_config_file,
-    seccomp_of,
-    write_atomically,
-)
+from pam_jail.login.config import Config, JailDef, check_config_file, seccomp_of
 from pam_jail.login.paths import S_ISREG
 
 MAGIC = "pam_jail-index 1"
@@ -213,6 +207,8 @@ def _layout(head: list[str]) -> tuple[int, int]:
 
 def write_index(path: str, cfg: Config) -> None:
     """After `path` was installed from `cfg`: its index, by rename (root-owned 0644)."""
+    from pam_jail.login.config_file import write_atomically
+
     write_atomically(index_path(path), build(cfg, posix.stat(path)))
 
 
