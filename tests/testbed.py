@@ -44,7 +44,8 @@ def write_login_index() -> None:
 
     subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", (
         f"import sys; sys.path[:0] = [{LIBDIR!r}, '/usr/lib/python3/dist-packages']; "
-        "from pam_jail.login.config import DEFAULT_PATH, load_config; "
+        "from pam_jail.login.config import DEFAULT_PATH; "
+        "from pam_jail.login.config_file import load_config; "
         "from pam_jail.login.config_index import write_index; "
         "write_index(DEFAULT_PATH, load_config(DEFAULT_PATH))")], check=True)
 
