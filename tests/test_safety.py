@@ -115,3 +115,41 @@ def test_dotdot_refused() -> None:
     assert check_path_chain("/srv/../etc")
     with pytest.raises(OSError):
         open_checked("/srv/../etc")
+
+
+def test_check_exec_looks_at_each_path_once_and_reports_each_problem_once(
+        jail: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script, its interpreter and the library directories (LIB_DIRS: /lib is a link
+    to usr/lib here, as on merged-/usr systems): every path is lstat'ed once per check
+    (the walks share /, /usr, /usr/lib), and a group-writable /usr/lib, on the way to
+    several of them, is one problem."""
+    import posix
+
+    from pam_jail.login.safety import LIB_DIRS, check_exec
+
+    for d in ("usr/bin", "usr/lib/x86_64-linux-gnu"):
+        os.makedirs(f"{jail}/{d}", mode=0o755, exist_ok=True)
+    for d in ("usr", "usr/bin", "usr/lib", "usr/lib/x86_64-linux-gnu"):
+        os.chmod(f"{jail}/{d}", 0o755)
+    os.symlink("usr/lib", f"{jail}/lib")
+    with open(f"{jail}/usr/bin/interp", "wb") as fh:
+        fh.write(b"\x7fELF-not-really\n")
+    with open(f"{jail}/usr/bin/script", "w") as fh:
+        fh.write("#!/usr/bin/interp\n")
+    os.chmod(f"{jail}/usr/bin/interp", 0o755)
+    os.chmod(f"{jail}/usr/bin/script", 0o755)
+    assert check_exec(jail, "/usr/bin/script", dirs=LIB_DIRS) == []
+    calls: list[str] = []
+    lstat = posix.lstat
+
+    def counting(path: str) -> os.stat_result:
+        calls.append(path)
+        return lstat(path)
+
+    monkeypatch.setattr(posix, "lstat", counting)
+    os.chmod(f"{jail}/usr/lib", 0o775)
+    problems = check_exec(jail, "/usr/bin/script", dirs=LIB_DIRS)
+    assert problems == ["/usr/lib: writable by group or other (mode 0775; it could replace "
+                        "what this login runs)"], problems
+    assert sorted(set(calls)) == sorted(calls), calls
+    assert f"{jail}/usr/lib/x86_64-linux-gnu" in calls and f"{jail}/usr/bin/interp" in calls

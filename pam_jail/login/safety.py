@@ -314,13 +314,30 @@ def judge_exec_entry(rel: str, mode: int, uid: int, user: int | None = None) -> 
     return None
 
 
-def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, posix.stat_result]]]:
+def _walk_in_jail(root: str, rel: str,
+                  memo: dict[str, posix.stat_result | OSError] | None = None,
+                  ) -> tuple[str | None, list[tuple[str, posix.stat_result]]]:
     """Resolve `rel` as a process chrooted to `root` would (like resolve_in_jail) and
     return the host path reached (None: it does not exist) and every (jail path, lstat)
-    visited: each directory, each symlink and the final entry."""
+    visited: each directory, each symlink and the final entry. `memo`: the lstat of
+    each path already visited by this check (the walks to LIB_DIRS share /, /usr...)."""
+    memo = {} if memo is None else memo
+
+    def lstat(path: str) -> posix.stat_result:
+        st = memo.get(path)
+        if st is None:
+            try:
+                st = memo[path] = posix.lstat(path)
+            except OSError as err:
+                memo[path] = err
+                raise
+        if isinstance(st, OSError):
+            raise st
+        return st
+
     seen: list[tuple[str, posix.stat_result]] = []
     try:
-        seen.append(("/", posix.lstat(root or "/")))
+        seen.append(("/", lstat(root or "/")))
     except OSError:
         return None, seen
     resolved = ""
@@ -336,7 +353,7 @@ def _walk_in_jail(root: str, rel: str) -> tuple[str | None, list[tuple[str, posi
             continue
         candidate = f"{resolved}/{part}"
         try:
-            st = posix.lstat(root + candidate)
+            st = lstat(root + candidate)
         except OSError:
             return None, seen
         seen.append((candidate, st))
@@ -400,12 +417,14 @@ def _interpreter_of(path: str) -> str | None:
 
 
 def check_exec(root: str, rel: str, *, dirs: tuple[str, ...] = (), depth: int = 0,
-               user: int | None = None) -> list[str]:
+               user: int | None = None,
+               _memo: dict[str, posix.stat_result | OSError] | None = None) -> list[str]:
     """Problems with executing `rel` inside the jail at `root` ("" once inside the jail):
     every inode on the way (judge_exec_entry), the program itself a regular file, its
     interpreter (#! or PT_INTERP) the same way, and `dirs` (e.g. LIB_DIRS, a runtime's
-    directories) where present."""
-    host, seen = _walk_in_jail(root, rel)
+    directories) where present. Each path is looked at once per check (`_memo`)."""
+    memo: dict[str, posix.stat_result | OSError] = {} if _memo is None else _memo
+    host, seen = _walk_in_jail(root, rel, memo)
     problems = [p for p in (judge_exec_entry(path, st.st_mode, st.st_uid, user)
                             for path, st in seen) if p]
     if host is None:
@@ -416,9 +435,9 @@ def check_exec(root: str, rel: str, *, dirs: tuple[str, ...] = (), depth: int = 
         return problems
     interpreter = _interpreter_of(host)
     if interpreter and depth < 2:
-        problems += check_exec(root, interpreter, depth=depth + 1, user=user)
+        problems += check_exec(root, interpreter, depth=depth + 1, user=user, _memo=memo)
     for directory in dirs:
-        found, visited = _walk_in_jail(root, directory)
+        found, visited = _walk_in_jail(root, directory, memo)
         if found is None:
             continue
         problems += [p for p in (judge_exec_entry(path, st.st_mode, st.st_uid, user)
