@@ -178,3 +178,27 @@ def test_a_changed_standard_library_module_is_left_to_its_own_import(libdir: str
     out = probe(libdir, "pam-jail-shell", preload=True)
     assert out[:2] == ["preloaded True", "__future__ SourceFileLoader"]
     assert "pam_jail.login.confine MemoryFinder" in " ".join(out)
+
+
+def test_a_module_that_fails_leaves_nothing_half_made(libdir: str) -> None:
+    """A bundled module whose code raises: preload raises it (the entry then refuses,
+    "installation broken"), and none of the bundle's modules stays in sys.modules, so a
+    later import reads the files, as after any failed import."""
+    import marshal
+
+    path = Path(bundle.path_of(libdir, "pam-jail-shell"))
+    data = path.read_bytes()
+    head = len(pam_jail_login.BUNDLE_MAGIC) + 4
+    entries = marshal.loads(data[head:])
+    at = next(i for i, e in enumerate(entries) if e[0] == "pam_jail.login.confine")
+    entries[at] = (*entries[at][:4], compile("raise RuntimeError('boom')", "x", "exec"))
+    path.write_bytes(data[:head] + marshal.dumps(entries))
+    code = ("import sys\nsys.path[:0] = [sys.argv[1]]\nimport pam_jail.login\n"
+            "try:\n    pam_jail.login.preload('pam-jail-shell')\n"
+            "except RuntimeError as err:\n    print('raised', err)\n"
+            "print('left', sorted(m for m in sys.modules if m.startswith('pam_jail.login.')))\n"
+            "import pam_jail.login.shell_entry as e\nprint('then', type(e.__loader__).__name__)\n")
+    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, libdir],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["raised boom", "left []", "then SourceFileLoader"]

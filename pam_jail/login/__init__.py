@@ -33,7 +33,7 @@ class MemoryFinder:
     families policy.held reads before pam-jail-shell's pivot. name -> (source path,
     marshalled code). Every other name goes on to the finders that read files."""
 
-    code: "dict[str, tuple[str, bytes | memoryview]]" = {}
+    code: "dict[str, tuple[str, bytes]]" = {}
 
     @classmethod
     def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
@@ -137,12 +137,18 @@ def preload(name: str) -> bool:
         elif path.endswith("/__init__.py"):
             made[module] = _new_module(module, path)
     MemoryFinder.serve()
-    for module, path, payload in entries:
-        if payload is None:
-            _load_extension(module, path)
-        elif not isinstance(payload, bytes):
-            new = made.get(module) or _new_module(module, path)
-            exec(payload, new.__dict__)  # noqa: S102
+    try:
+        for module, path, payload in entries:
+            if payload is None:
+                _load_extension(module, path)
+            elif not isinstance(payload, bytes):
+                new = made.get(module) or _new_module(module, path)
+                exec(payload, new.__dict__)  # noqa: S102
+    except BaseException:   # as a failed import leaves it: none of these half-made
+        for module, _path, _payload in entries:
+            sys.modules.pop(module, None)
+            MemoryFinder.code.pop(module, None)
+        raise
     _PRELOADED.add(name)
     return True
 
