@@ -7,9 +7,10 @@ imports later, in a fresh /usr/bin/python3 -IS, as the entry scripts run it), ea
 its file's size and mtime: source modules (pam_jail's, the standard library's
 __future__) as code objects, the C extension as its path; for pam-jail-shell also the
 rule families it holds across its pivot, marshalled, run only if imported. The other
-modules are imported from their files when needed. Like a .pyc it is a cache: a bundle that is
-missing, not root's, from another Python or older than any source is not used, and the
-login imports the files one by one as before (about 1 ms slower).
+modules are imported from their files when needed. Like a .pyc it is a cache: a bundle
+that is missing, not root's, from another Python or older than one of pam_jail's files is
+not used, and the login imports the files one by one as before (about 1 ms slower); a
+standard library module changed since (a python3 update) is imported from its file.
 
 Written by scripts/install and the Debian package's postinst, as root, after the
 package's byte-code; removed by the package's prerm.
@@ -150,7 +151,9 @@ def write(libdir: str, names: tuple[str, ...] = tuple(BUNDLES)) -> list[str]:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             os.fchmod(fd, 0o644)
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         finally:
             os.close(fd)
         os.replace(tmp, target)
