@@ -26,13 +26,14 @@ The sequences read top to bottom:
 
   confine_unprivileged()  -- as the user, from the login shell (pam-jail-shell):
       rlimits (NPROC, FSIZE) -> new user namespace (uid/gid mapped to themselves) +
-      mount/PID/IPC/UTS/net -> fork (the child is PID 1 of the new PID namespace) ->
-      mounts private -> bind jail nosuid,nodev -> private view -> devpts -> /proc of the
-      PID namespace -> pivot_root, old root detached -> no nested user namespaces ->
-      chdir home -> with sshd's pty on fds 0-2, a pty of the jail's devpts as the
-      controlling terminal (the parent relays: take_terminal, relay_terminal) -> drop
-      bounding set and capabilities -> no_new_privs -> prove the drop
-      -> Landlock scopes -> seccomp filter.
+      mount/PID/IPC/UTS/net -> no nested user namespaces -> mounts private -> bind jail
+      nosuid,nodev -> private view -> devpts -> fork (the child is PID 1 of the new PID
+      namespace; the mounts so far are the parent's, in the namespace both share) ->
+      /proc of the PID namespace -> pivot_root, old root detached -> chdir home -> with
+      sshd's pty on fds 0-2, a pty of the jail's devpts as the controlling terminal (the
+      parent relays: take_terminal, relay_terminal) -> drop bounding set and
+      capabilities -> no_new_privs -> prove the drop -> Landlock scopes -> seccomp
+      filter.
 
   confine_launch()        -- root (pam-jail chrootlaunch), in the process that execs the
       program: the PAM path's namespaces, mounts and chroot -> bounding set -> groups,
@@ -1018,7 +1019,11 @@ def confine_unprivileged(jail_fd: int, plan: Plan, on_parent: Callable[[int], in
     """As the user (no privileges on the host): `plan` (kind "userns") executed. Returns
     in the child only, confined; the parent runs `on_parent(child_pid)` and exits with
     its result. plan.program: the filter for plan.seccomp, precomputed (else built in
-    the child)."""
+    the child). The jail's mounts are made before the fork, in the mount namespace both
+    processes share: what a child touches after a fork costs it a page copy, and only
+    the child, PID 1 of the new PID namespace, can mount that namespace's /proc (while
+    the host's is still visible: the kernel refuses a new proc in a user namespace that
+    shows none) and pivot after it."""
     uid, gid, root = plan.uid, plan.gid, plan.root
     if uid == 0 or posix.geteuid() == 0:
         raise ConfineError("confine as root: refused (the login shell runs as the user)")
@@ -1029,9 +1034,18 @@ def confine_unprivileged(jail_fd: int, plan: Plan, on_parent: Callable[[int], in
     unshare(flags, "user/mount/PID/IPC/UTS/net namespaces")  # 1. own namespaces
     map_ids(uid, gid)                                        # 2. user stays itself
     forbid_nested_userns()                                   # 3. no nested userns
+    make_mounts_private()                                    # 4. no propagation
+    bind_jail_nosuid(jail_fd, root)                          # 5. jail nosuid,nodev
+    jail_fd = reopen_bound(jail_fd, root)                    #    the new mount
+    bind_safe_devices(root)                                  #    null, zero, urandom...
+    mount_devpts_userns(root)                                #    ptys of its own
+    if plan.view is not None:
+        private_view(root, *plan.view)                       #    own /tmp, homes hidden
+    if plan.hostname:
+        set_hostname(plan.hostname)                          # 6. jail's hostname
     alive_r, alive_w = posix.pipe()                          #    EOF = relay gone
     terminal = _terminal_channel()                           #    sshd's pty on 0-2?
-    pid = posix.fork()                                       # 4. child = PID 1
+    pid = posix.fork()                                       # 7. child = PID 1
     if pid:
         gc.enable()      # the relay lives as long as the session (the entry disabled it)
         posix.close(alive_r)
@@ -1043,17 +1057,8 @@ def confine_unprivileged(jail_fd: int, plan: Plan, on_parent: Callable[[int], in
         posix._exit(on_parent(pid) if master is None else relay_terminal(pid, master, on_parent))
     posix.close(alive_w)
     die_with_parent(alive_r)                                 #    no orphaned jail
-    make_mounts_private()                                    # 5. no propagation
-    bind_jail_nosuid(jail_fd, root)                          # 6. jail nosuid,nodev
-    jail_fd = reopen_bound(jail_fd, root)                    #    the new mount
-    bind_safe_devices(root)                                  #    null, zero, urandom...
-    mount_devpts_userns(root)                                #    ptys of its own
-    if plan.view is not None:
-        private_view(root, *plan.view)                       #    own /tmp, homes hidden
     if plan.proc:
-        mount_proc(root)                                     # 7. /proc of this PID ns
-    if plan.hostname:
-        set_hostname(plan.hostname)                          # 8. jail's hostname
+        mount_proc(root)                                     # 8. /proc of this PID ns
     pivot_into(jail_fd, root)                                # 9. old root detached
     chdir_home(plan.home)                                    # 10. home in the jail
     take_terminal(terminal)                                  # 10a. a pty of the jail's

@@ -126,10 +126,10 @@ class Plan:
                   "jail bound nosuid,nodev", "safe devices"] + view
         if self.kind == "userns":
             return [*(["rlimits"] if limits else []), common[0], "map ids",
-                    "no nested user namespaces", "fork: PID 1 of the namespace",
-                    *common[1:], *(["devpts"] if self.devpts else []),
-                    *(["/proc"] if self.proc else []),
-                    *(["hostname"] if self.hostname else []), "pivot_root", "chdir home",
+                    "no nested user namespaces", *common[1:],
+                    *(["devpts"] if self.devpts else []),
+                    *(["hostname"] if self.hostname else []), "fork: PID 1 of the namespace",
+                    *(["/proc"] if self.proc else []), "pivot_root", "chdir home",
                     "drop capabilities", "no_new_privs", "drop proven",
                     "Landlock scopes", *seccomp]
         steps = [*limits, *common, *(["devpts"] if self.devpts else []),
