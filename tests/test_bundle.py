@@ -57,11 +57,12 @@ def libdir(tmp_path: Path) -> Iterator[str]:
     """A root-owned copy of the package (with its built extension), its bundles written."""
     if os.geteuid() != 0:
         pytest.fail("run as root: scripts/test")
-    lib = tmp_path / "lib"
-    lib.mkdir()
+    lib = tmp_path / "lib" / "pam_jail"             # an install's LIBDIR (install_dirs)
+    lib.mkdir(parents=True)
     shutil.copytree(REPO / "pam_jail", lib / "pam_jail",
                     ignore=shutil.ignore_patterns("__pycache__", "*.c"))
-    os.chmod(tmp_path, 0o755)
+    for directory in (tmp_path, tmp_path / "lib", lib):
+        os.chmod(directory, 0o755)
     assert len(bundle.write(str(lib))) == len(bundle.BUNDLES)
     yield str(lib)
 
@@ -202,3 +203,28 @@ def test_a_module_that_fails_leaves_nothing_half_made(libdir: str) -> None:
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["raised boom", "left []", "then SourceFileLoader"]
+
+
+def test_doctor_says_whether_the_bundles_are_used(libdir: str) -> None:
+    """pam-jail doctor's login.bundle: ok when every bundle is current; a warning naming
+    the bundle and why (here: a pam_jail file changed), with the command that rewrites
+    them."""
+    code = ("import sys\nsys.path[:0] = [sys.argv[1]]\n"
+            "from pam_jail.admin.doctor import check_bundles\n"
+            "c = check_bundles()\nprint(c.status, c.message, '|', c.fix)\n")
+
+    def doctor() -> str:
+        out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, libdir],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert doctor().startswith("ok login bundles current (pam-jail-shell, pam-jail-lsh, "
+                               "pam_jail_pam)")
+    source = Path(libdir) / "pam_jail/login/log.py"
+    source.write_text(source.read_text() + "\n")
+    said = doctor()
+    assert said.startswith(f"warn pam-jail-shell: {source} changed since the bundle was "
+                           "written: its logins import their modules one by one"), said
+    assert said.endswith("| dpkg-reconfigure pam-jail (the Debian package writes them), or "
+                         "scripts/install again (a source install)"), said

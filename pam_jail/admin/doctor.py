@@ -448,6 +448,34 @@ def check_index(path: str, cfg: Config) -> Check:
                  f"pam-jail validate --config {path}")
 
 
+def check_bundles() -> Check:
+    """The login bundles of the install logins run (pam_jail.install_dirs: this one, or
+    scripts/install's from a source tree) (pam_jail.login.preload): current, or every
+    login of that entry imports its modules one by one."""
+    from pam_jail import install_dirs
+    from pam_jail.admin.bundle import BUNDLES
+    from pam_jail.login import read_bundle
+
+    login = f"{install_dirs()[0]}/pam_jail/login"
+    unused, left_out = [], []
+    for name in BUNDLES:
+        entries, why = read_bundle(name, login)
+        if entries is None:
+            unused.append(f"{name}: {why}")
+        elif why:
+            left_out.append(f"{name}: {why}")
+    fix = ("dpkg-reconfigure pam-jail (the Debian package writes them), or scripts/install "
+           "again (a source install)")
+    if unused:
+        return Check("login.bundle", WARN, f"{unused[0]}: its logins import their modules "
+                     "one by one (about 1 ms slower each)", fix, unused)
+    if left_out:
+        return Check("login.bundle", OK, f"login bundles current; changed since (a python3 "
+                     f"update), imported from their files: {'; '.join(left_out)}", fix)
+    return Check("login.bundle", OK, f"login bundles current ({', '.join(BUNDLES)}): a "
+                 "login reads its modules from one file")
+
+
 def check_logrelay() -> Check:
     """Mode pam: inside the jail /dev/log is the jail's; only the relay carries it to the
     host's syslog (sshd's own session lines, pam-jail-lsh's refusals)."""
@@ -843,6 +871,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
         return checks
     checks.append(Check("config", OK, f"{args.config}: root-owned, {len(cfg.jails)} jail(s)"))
     checks.append(check_index(args.config, cfg))
+    checks.append(check_bundles())
 
     if args.user:
         try:

@@ -19,7 +19,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import ModuleType
+    from types import CodeType, ModuleType
 
 # importlib's own, loaded at start-up (no `import importlib`, no file read)
 _BOOTSTRAP = sys.modules["_frozen_importlib"]
@@ -65,13 +65,64 @@ class MemoryFinder:
             finders.insert(0, cls)
 
 
-def bundle_path(name: str) -> str:
+def bundle_path(name: str, login: str = "") -> str:
     """Where the install leaves login bundle `name` (pam-jail-shell, pam-jail-lsh,
-    pam_jail_pam): beside the package's byte-code, for this interpreter."""
-    return f"{__path__[0]}/__pycache__/{name}.{sys.implementation.cache_tag}.bundle"
+    pam_jail_pam): beside the byte-code of `login` (this package's directory by
+    default), for this interpreter."""
+    return f"{login or __path__[0]}/__pycache__/{name}.{sys.implementation.cache_tag}.bundle"
 
 
 _PRELOADED: "set[str]" = set()
+
+
+def read_bundle(name: str, login: str = "",
+                ) -> "tuple[list[tuple[str, str, CodeType | bytes | None]] | None, str]":
+    """Bundle `name`'s entries (module, path, payload) when it can be used, else None;
+    and why not, or which standard library module was left out (changed since it was
+    written). `login`: the package directory it belongs to (this one by default). Runs
+    nothing (preload; pam-jail doctor's login.bundle)."""
+    import marshal
+    import posix
+
+    here = login or __path__[0]
+    where = bundle_path(name, here)
+    try:
+        fd = posix.open(where, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    except OSError as err:
+        return None, f"{where}: {err.strerror}"
+    try:
+        st = posix.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != 0 or st.st_mode & 0o022:
+            return None, f"{where}: not root's, or writable by others"
+        data = posix.read(fd, st.st_size)
+    except OSError as err:
+        return None, f"{where}: {err.strerror}"
+    finally:
+        posix.close(fd)
+    head = len(BUNDLE_MAGIC) + 4
+    if len(data) != st.st_size or data[:head] != BUNDLE_MAGIC + _EXTERNAL.MAGIC_NUMBER:
+        return None, f"{where}: cut short, or written for another Python"
+    entries = []
+    left_out = []
+    try:
+        for module, path, mtime_ns, size, payload in marshal.loads(  # noqa: S302 (checked)
+                memoryview(data)[head:]):
+            ours = path[0] != "/"
+            path = f"{here}/{path}" if ours else path
+            try:
+                src = posix.stat(path)
+                same = src.st_mtime_ns == mtime_ns and src.st_size == size
+            except OSError:
+                same = False
+            if not same and ours:
+                return None, f"{path} changed since the bundle was written"
+            if same:     # (a changed standard library module, say after a python3.11
+                entries.append((module, path, payload))  # update: imported from its file)
+            else:
+                left_out.append(module)
+    except (ValueError, TypeError, EOFError, IndexError):
+        return None, f"{bundle_path(name)}: unreadable"
+    return entries, ", ".join(left_out)
 
 
 def preload(name: str) -> bool:
@@ -90,44 +141,10 @@ def preload(name: str) -> bool:
     read the files as always. A standard library module that changed since (a python3
     update) is left to its own import. About 1 ms less per login than ~20 imports
     through importlib (each finds, stats, reads and unmarshals a file)."""
-    import marshal
-    import posix
-
     if name in _PRELOADED:
         return True
-    try:
-        fd = posix.open(bundle_path(name), posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        st = posix.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != 0 or st.st_mode & 0o022:
-            return False
-        data = posix.read(fd, st.st_size)
-    except OSError:
-        return False
-    finally:
-        posix.close(fd)
-    head = len(BUNDLE_MAGIC) + 4
-    if len(data) != st.st_size or data[:head] != BUNDLE_MAGIC + _EXTERNAL.MAGIC_NUMBER:
-        return False
-    here = __path__[0]
-    entries = []
-    try:
-        for module, path, mtime_ns, size, payload in marshal.loads(  # noqa: S302 (checked)
-                memoryview(data)[head:]):
-            ours = path[0] != "/"
-            path = f"{here}/{path}" if ours else path
-            try:
-                src = posix.stat(path)
-                same = src.st_mtime_ns == mtime_ns and src.st_size == size
-            except OSError:
-                same = False
-            if not same and ours:
-                return False
-            if same:     # (a changed standard library module, say after a python3.11
-                entries.append((module, path, payload))  # update: imported from its file)
-    except (ValueError, TypeError, EOFError, IndexError):
+    entries, _why = read_bundle(name)
+    if entries is None:
         return False
     entries = [entry for entry in entries if entry[0] not in sys.modules]
     made: dict[str, ModuleType] = {}
