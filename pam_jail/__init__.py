@@ -1,6 +1,6 @@
 """pam_jail: lock login users into jails (PAM module, login-shell entry, limited shell)."""
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 
 def install_dirs() -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """The upgrade path from the previous round's package, for real (issue 21: real versions).
 
-Each earlier package is built from git: the commits of RELEASES (the last landing of
-each round: 0.1.0, and 0.2.0 with the flat layout), `git archive`d into a temporary
+Each earlier package is built from git: the commits of RELEASES (0.1.0, 0.2.0 with the
+flat layout, 0.3.0 without login bundles), `git archive`d into a temporary
 directory and built with that tree's own packaging/build-deb; the .deb is cached under
 /var/lib/pam_jail-test/old-deb/COMMIT so later runs reuse it. Today's package is the
 working tree's (test_package.py's `deb` fixture).
@@ -32,10 +32,11 @@ from util import SAFE_BASE, safe_tmpdir
 
 pytestmark = pytest.mark.root
 
-# Every earlier release, each the last landing of its round: (commit, version). 0.2.0 is
-# the last one with the flat package layout (pam_jail/*.py, the lsh runtime listed file
-# by file in profiles.ini); 0.1.0 the first package.
-RELEASES = [("284a18e", "0.1.0"), ("87de37d", "0.2.0")]
+# Every earlier release, each a landing: (commit, version). 0.3.0 is the first with the
+# login/ and admin/ layout (and without login bundles); 0.2.0 the last one with the flat
+# package layout (pam_jail/*.py, the lsh runtime listed file by file in profiles.ini);
+# 0.1.0 the first package.
+RELEASES = [("284a18e", "0.1.0"), ("87de37d", "0.2.0"), ("148a700", "0.3.0")]
 
 
 @pytest.fixture(scope="module", params=RELEASES, ids=[v for _c, v in RELEASES])
