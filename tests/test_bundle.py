@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_layout import AFTER_THE_PIVOT
 
 import pam_jail.login as pam_jail_login
 from pam_jail.admin import bundle
@@ -43,11 +44,15 @@ for name, module in sorted(sys.modules.items()):
 """
 
 
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` under Debian's python3 -IS (the entries' interpreter), with `args`."""
+    return subprocess.run(["/usr/bin/python3", "-IS", "-c", code, *args],
+                          capture_output=True, text=True, check=False)
+
+
 def probe(libdir: str, name: str, preload: bool) -> list[str]:
     root, also, _hold = bundle.BUNDLES[name]
-    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", PROBE, libdir, name,
-                          "1" if preload else "0", root, *also], capture_output=True,
-                         text=True, check=False)
+    out = run_python(PROBE, libdir, name, "1" if preload else "0", root, *also)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
@@ -146,15 +151,9 @@ def test_the_shell_bundle_holds_the_rule_families_across_the_pivot(libdir: str) 
         "posix.open = counting\n"
         "from pam_jail.login.policy import RULES, Policy, decide, hold_families\n"
         "hold_families()\nassert opened == [], opened\n"
-        "sys.meta_path[:] = [f for f in sys.meta_path if f.__name__ != 'PathFinder']\n"
-        "sys.path[:] = []\n"
-        "for rule in sorted(RULES):\n"
-        "    policy = Policy('t', programs=(('/usr/bin/prog', rule),))\n"
-        "    d = decide(policy, 'prog', user='u', home='/home/u', client_env={})\n"
-        "    assert d.rule.startswith('program /usr/bin/prog'), (rule, d.rule)\n"
+        + AFTER_THE_PIVOT +
         "print('ok')\n")
-    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, libdir],
-                         capture_output=True, text=True, check=False)
+    out = run_python(code, libdir)
     assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
 
 
@@ -199,8 +198,7 @@ def test_a_module_that_fails_leaves_nothing_half_made(libdir: str) -> None:
             "except RuntimeError as err:\n    print('raised', err)\n"
             "print('left', sorted(m for m in sys.modules if m.startswith('pam_jail.login.')))\n"
             "import pam_jail.login.shell_entry as e\nprint('then', type(e.__loader__).__name__)\n")
-    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, libdir],
-                         capture_output=True, text=True, check=False)
+    out = run_python(code, libdir)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["raised boom", "left []", "then SourceFileLoader"]
 
@@ -214,8 +212,7 @@ def test_doctor_says_whether_the_bundles_are_used(libdir: str) -> None:
             "c = check_bundles()\nprint(c.status, c.message, '|', c.fix)\n")
 
     def doctor() -> str:
-        out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, libdir],
-                             capture_output=True, text=True, check=False)
+        out = run_python(code, libdir)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 

@@ -193,6 +193,17 @@ def test_the_policy_loads_a_rule_family_only_for_a_command_that_needs_it() -> No
     assert f"{POLICY}.options" in decided
 
 
+# Python code, after `from pam_jail.login.policy import RULES, Policy, decide`: the pivot
+# simulated (no finder that reads files left), then every rule decides once.
+AFTER_THE_PIVOT = (
+    "sys.meta_path[:] = [f for f in sys.meta_path if f.__name__ != 'PathFinder']\n"
+    "sys.path[:] = []\n"
+    "for rule in sorted(RULES):\n"
+    "    policy = Policy('t', programs=(('/usr/bin/prog', rule),))\n"
+    "    d = decide(policy, 'prog', user='u', home='/home/u', client_env={})\n"
+    "    assert d.rule.startswith('program /usr/bin/prog'), (rule, d.rule)\n")
+
+
 def test_the_shell_path_holds_every_rule_family_across_its_pivot() -> None:
     """pam-jail-shell decides inside a jail without pam_jail. Before it confines, it
     calls policy.hold_families(): every family RULES can ask for is then either held
@@ -208,12 +219,7 @@ def test_the_shell_path_holds_every_rule_family_across_its_pivot() -> None:
         "assert families <= {n.rsplit('.', 1)[1] for n in MemoryFinder.code}, "
         "MemoryFinder.code.keys()\n"
         "assert not [m for m in sys.modules if m.rsplit('.', 1)[-1] in families]\n"
-        "sys.meta_path[:] = [f for f in sys.meta_path if f.__name__ != 'PathFinder']\n"
-        "sys.path[:] = []\n"
-        "for rule in sorted(RULES):\n"
-        "    policy = Policy('t', programs=(('/usr/bin/prog', rule),))\n"
-        "    d = decide(policy, 'prog', user='u', home='/home/u', client_env={})\n"
-        "    assert d.rule.startswith('program /usr/bin/prog'), (rule, d.rule)\n"
+        + AFTER_THE_PIVOT +
         "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules\n"
         "             if m.startswith('pam_jail.login.policy.')))\n")
     out = subprocess.run(["/usr/bin/python3", "-IS", "-c",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # importlib's own, loaded at start-up (no `import importlib`, no file read)
 _BOOTSTRAP = sys.modules["_frozen_importlib"]
 _EXTERNAL = sys.modules["_frozen_importlib_external"]
+_MODULE = type(sys)
 BUNDLE_MAGIC = b"pam_jail-bundle\n"
 
 
@@ -206,5 +207,3 @@ def _new_module(name: str, origin: str) -> "ModuleType":
         setattr(sys.modules[parent], child, module)
     return module
 
-
-_MODULE = type(sys)

@@ -333,12 +333,9 @@ def _read_all(path: str) -> bytes:
     """A whole file's bytes through posix (no io text layer: ~0.1 ms less per login)."""
     fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     try:
-        chunks = [posix.read(fd, posix.fstat(fd).st_size + 1)]
-        while chunks[-1]:
-            chunks.append(posix.read(fd, 1 << 16))
+        return paths.read_fd(fd)
     finally:
         posix.close(fd)
-    return b"".join(chunks)
 
 
 def _write_new(path: str, text: str) -> None:

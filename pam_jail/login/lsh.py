@@ -15,7 +15,15 @@ import sys
 
 from pam_jail.login.errors import Denied
 from pam_jail.login.log import LOG_DEBUG, LOG_INFO, LOG_NOTICE, SysLog
-from pam_jail.login.paths import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG, environ, getenv
+from pam_jail.login.paths import (
+    S_IMODE,
+    S_ISDIR,
+    S_ISLNK,
+    S_ISREG,
+    environ,
+    getenv,
+    read_fd,
+)
 from pam_jail.login.policy import FileFacts, PathFacts, decide, parse_lsh, select_policy
 from pam_jail.login.resolve import Identity
 from pam_jail.login.safety import LIB_DIRS, MISSING, check_exec
@@ -42,12 +50,10 @@ def read_allow_list(uid: int, path: str = LSH_PATH) -> str:
         st = posix.fstat(fd)
         if st.st_uid == uid or not S_ISREG(st.st_mode) or st.st_mode & 0o022:
             raise Denied(f"read {path}: owned or writable by the user")
-        chunks = []
-        while chunk := posix.read(fd, 65536):
-            chunks.append(chunk)
+        data = read_fd(fd)
     finally:
         posix.close(fd)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return data.decode("utf-8", "replace")
 
 
 class JailFacts(FileFacts):
